@@ -1,0 +1,219 @@
+-- admin_toolkit catalog: the seed document's tables, with real types and constraints.
+-- Runs first in the extension script; every object lands in schema admin_toolkit.
+-- Column CHECKs are declared on the column so that PostgreSQL names them
+-- <table>_<column>_check: a violation names the offending column.
+
+-- Metrics that exist. Alert rules reference this table, so a rule for a metric that is
+-- never collected is refused at insert. `builtin` rows come with the extension and are
+-- not dumped by pg_dump (CREATE EXTENSION recreates them).
+CREATE TABLE metric_definitions (
+    metric_type text NOT NULL CHECK (metric_type ~ '^[a-z][a-z0-9_]*$'),
+    metric_name text NOT NULL CHECK (metric_name ~ '^[a-z][a-z0-9_]*$'),
+    metric_unit text NOT NULL,
+    description text NOT NULL,
+    builtin     boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (metric_type, metric_name)
+);
+COMMENT ON TABLE metric_definitions IS
+    'Every metric admin_toolkit knows: what performance_metrics may hold and alert_rules may watch.';
+
+INSERT INTO metric_definitions (metric_type, metric_name, metric_unit, description, builtin) VALUES
+    ('storage', 'database_size_bytes', 'bytes', 'Size of the current database', true),
+    ('connection', 'active_connections', 'count', 'Client sessions with a state, by state and by database', true),
+    ('query', 'avg_query_time_ms', 'milliseconds', 'Mean execution time over pg_stat_statements', true),
+    ('locks', 'waiting_locks', 'count', 'Lock requests not granted, by mode and by type', true),
+    ('replication', 'replica_lag_bytes', 'bytes', 'Largest replay lag among streaming replicas', true),
+    ('performance', 'cache_hit_ratio', 'percent', 'Buffer cache hit ratio of the current database', true);
+
+-- ---------------------------------------------------------------------------------------
+-- Backups
+-- ---------------------------------------------------------------------------------------
+CREATE TABLE backup_schedules (
+    schedule_id         serial PRIMARY KEY,
+    backup_type         text NOT NULL
+                        CHECK (backup_type IN ('full', 'incremental', 'wal_archive')),
+    schedule_expression text NOT NULL CHECK (btrim(schedule_expression) <> ''),
+    retention_days      integer NOT NULL CHECK (retention_days > 0),
+    storage_location    text NOT NULL CHECK (btrim(storage_location) <> ''),
+    encryption_key_id   text,
+    compression_level   integer NOT NULL DEFAULT 6 CHECK (compression_level BETWEEN 0 AND 22),
+    is_active           boolean NOT NULL DEFAULT true,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE backup_schedules IS
+    'Backup jobs: type, cron schedule, retention and where the files go.';
+COMMENT ON COLUMN backup_schedules.compression_level IS
+    'zstd level 1-22; 0 stores files uncompressed.';
+
+CREATE TABLE backup_history (
+    backup_id         bigserial PRIMARY KEY,
+    schedule_id       integer REFERENCES backup_schedules (schedule_id) ON DELETE SET NULL,
+    backup_type       text NOT NULL
+                      CHECK (backup_type IN ('full', 'incremental', 'wal_archive')),
+    start_time        timestamptz NOT NULL DEFAULT now(),
+    end_time          timestamptz,
+    status            text NOT NULL DEFAULT 'running'
+                      CHECK (status IN ('running', 'completed', 'failed', 'cancelled', 'deleted')),
+    backup_size_bytes bigint CHECK (backup_size_bytes >= 0),
+    backup_path       text NOT NULL,
+    start_lsn         pg_lsn,
+    end_lsn           pg_lsn,
+    error_message     text,
+    metadata          jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
+    CONSTRAINT backup_history_end_after_start CHECK (end_time IS NULL OR end_time >= start_time),
+    CONSTRAINT backup_history_lsn_order CHECK (end_lsn IS NULL OR start_lsn IS NULL OR end_lsn >= start_lsn)
+);
+CREATE INDEX backup_history_schedule_idx ON backup_history (schedule_id, start_time DESC);
+CREATE INDEX backup_history_completed_idx ON backup_history (end_time DESC) WHERE status = 'completed';
+COMMENT ON TABLE backup_history IS 'One row per backup run, with its real outcome.';
+
+CREATE TABLE recovery_points (
+    recovery_id        serial PRIMARY KEY,
+    recovery_name      text NOT NULL CHECK (btrim(recovery_name) <> ''),
+    recovery_time      timestamptz NOT NULL,
+    description        text,
+    base_backup_id     bigint REFERENCES backup_history (backup_id) ON DELETE SET NULL,
+    required_wal_files text[],
+    created_by         text NOT NULL DEFAULT current_user,
+    created_at         timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE recovery_points IS 'Named recovery targets with the base backup and WAL they need.';
+
+-- ---------------------------------------------------------------------------------------
+-- Monitoring
+-- ---------------------------------------------------------------------------------------
+-- One table partitioned by day (UTC); the worker creates partitions ahead and drops those
+-- past admin_toolkit.metrics_retention_days. The default partition catches a row whose day
+-- has no partition yet; upkeep moves such rows into their day's partition.
+CREATE TABLE performance_metrics (
+    metric_id       bigserial,
+    collected_at    timestamptz NOT NULL DEFAULT now(),
+    metric_type     text NOT NULL,
+    metric_name     text NOT NULL,
+    metric_value    numeric,
+    metric_unit     text,
+    instance_name   text DEFAULT nullif(current_setting('cluster_name'), ''),
+    additional_data jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(additional_data) = 'object'),
+    PRIMARY KEY (metric_id, collected_at),
+    FOREIGN KEY (metric_type, metric_name) REFERENCES metric_definitions (metric_type, metric_name)
+) PARTITION BY RANGE (collected_at);
+CREATE TABLE performance_metrics_default PARTITION OF performance_metrics DEFAULT;
+-- Latest value of one metric: an index probe, newest first.
+CREATE INDEX performance_metrics_latest_idx
+    ON performance_metrics (metric_type, metric_name, collected_at DESC);
+COMMENT ON TABLE performance_metrics IS
+    'Collected metrics, partitioned by day (UTC); old days are dropped by retention.';
+
+CREATE TABLE alert_rules (
+    rule_id               serial PRIMARY KEY,
+    rule_name             text NOT NULL UNIQUE CHECK (btrim(rule_name) <> ''),
+    metric_type           text NOT NULL,
+    metric_name           text NOT NULL,
+    condition_operator    text NOT NULL
+                          CHECK (condition_operator IN ('>', '<', '>=', '<=', '=', '!=')),
+    threshold_value       numeric NOT NULL,
+    severity              text NOT NULL DEFAULT 'warning'
+                          CHECK (severity IN ('info', 'warning', 'critical')),
+    is_active             boolean NOT NULL DEFAULT true,
+    notification_channels text[] NOT NULL DEFAULT '{}',
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    builtin               boolean NOT NULL DEFAULT false,
+    FOREIGN KEY (metric_type, metric_name) REFERENCES metric_definitions (metric_type, metric_name)
+);
+COMMENT ON TABLE alert_rules IS
+    'Conditions on the latest value of a metric. builtin rules come with the extension.';
+
+INSERT INTO alert_rules (rule_name, metric_type, metric_name, condition_operator, threshold_value,
+                         severity, notification_channels, builtin) VALUES
+    ('High connection usage', 'connection', 'active_connections', '>', 150, 'warning', ARRAY['email'], true),
+    ('Critical connection usage', 'connection', 'active_connections', '>', 180, 'critical', ARRAY['email', 'pagerduty'], true),
+    ('Slow query performance', 'query', 'avg_query_time_ms', '>', 5000, 'warning', ARRAY['slack'], true),
+    ('Replication lag critical', 'replication', 'replica_lag_bytes', '>', 100000000, 'critical', ARRAY['email', 'pagerduty'], true),
+    ('Low cache hit ratio', 'performance', 'cache_hit_ratio', '<', 95, 'warning', ARRAY['email'], true);
+
+-- ---------------------------------------------------------------------------------------
+-- Security
+-- ---------------------------------------------------------------------------------------
+CREATE TABLE security_audit_log (
+    audit_id         bigserial,
+    event_time       timestamptz NOT NULL DEFAULT now(),
+    username         text NOT NULL,
+    database_name    text NOT NULL,
+    schema_name      text,
+    object_name      text,
+    object_type      text,
+    operation_type   text NOT NULL CHECK (btrim(operation_type) <> ''),
+    client_ip        inet,
+    application_name text,
+    query_text       text,
+    success          boolean NOT NULL,
+    error_message    text,
+    session_id       text,
+    additional_info  jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(additional_info) = 'object'),
+    PRIMARY KEY (audit_id, event_time)
+) PARTITION BY RANGE (event_time);
+CREATE TABLE security_audit_log_default PARTITION OF security_audit_log DEFAULT;
+CREATE INDEX security_audit_log_time_idx ON security_audit_log (event_time);
+CREATE INDEX security_audit_log_user_op_idx
+    ON security_audit_log (username, operation_type, event_time);
+COMMENT ON TABLE security_audit_log IS
+    'Security events, partitioned by day (UTC); old days are dropped by retention.';
+
+-- ---------------------------------------------------------------------------------------
+-- Maintenance and configuration
+-- ---------------------------------------------------------------------------------------
+CREATE TABLE maintenance_schedules (
+    schedule_id         serial PRIMARY KEY,
+    maintenance_type    text NOT NULL
+                        CHECK (maintenance_type IN ('vacuum', 'analyze', 'reindex', 'stats_update')),
+    target_schema       text,
+    target_table        text,
+    schedule_expression text NOT NULL CHECK (btrim(schedule_expression) <> ''),
+    maintenance_options jsonb NOT NULL DEFAULT '{}'
+                        CHECK (jsonb_typeof(maintenance_options) = 'object'),
+    is_active           boolean NOT NULL DEFAULT true,
+    last_run            timestamptz,
+    next_run            timestamptz,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT maintenance_schedules_table_needs_schema
+        CHECK (target_table IS NULL OR target_schema IS NOT NULL)
+);
+CREATE INDEX maintenance_schedules_due_idx ON maintenance_schedules (next_run) WHERE is_active;
+COMMENT ON TABLE maintenance_schedules IS 'VACUUM / ANALYZE / REINDEX jobs on cron schedules.';
+
+CREATE TABLE configuration_history (
+    config_id        bigserial PRIMARY KEY,
+    parameter_name   text NOT NULL CHECK (btrim(parameter_name) <> ''),
+    old_value        text,
+    new_value        text,
+    changed_by       text NOT NULL DEFAULT current_user,
+    changed_at       timestamptz NOT NULL DEFAULT now(),
+    change_reason    text,
+    requires_restart boolean NOT NULL DEFAULT false,
+    applied          boolean NOT NULL DEFAULT false
+);
+CREATE INDEX configuration_history_param_idx ON configuration_history (parameter_name, changed_at DESC);
+COMMENT ON TABLE configuration_history IS 'Every configuration change: old and new value, who, when, why.';
+
+-- ---------------------------------------------------------------------------------------
+-- pg_dump keeps the rows users own. Built-in rows are recreated by CREATE EXTENSION.
+-- ---------------------------------------------------------------------------------------
+SELECT pg_catalog.pg_extension_config_dump('metric_definitions', 'WHERE NOT builtin');
+SELECT pg_catalog.pg_extension_config_dump('alert_rules', 'WHERE NOT builtin');
+SELECT pg_catalog.pg_extension_config_dump('alert_rules_rule_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('backup_schedules', '');
+SELECT pg_catalog.pg_extension_config_dump('backup_schedules_schedule_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('backup_history', '');
+SELECT pg_catalog.pg_extension_config_dump('backup_history_backup_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('recovery_points', '');
+SELECT pg_catalog.pg_extension_config_dump('recovery_points_recovery_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('maintenance_schedules', '');
+SELECT pg_catalog.pg_extension_config_dump('maintenance_schedules_schedule_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('configuration_history', '');
+SELECT pg_catalog.pg_extension_config_dump('configuration_history_config_id_seq', '');
+-- The sequences of the partitioned logs, so restored rows and new rows do not collide.
+SELECT pg_catalog.pg_extension_config_dump('performance_metrics_metric_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('security_audit_log_audit_id_seq', '');
+-- Rows that landed in a default partition (a day without its partition) are dumped too.
+SELECT pg_catalog.pg_extension_config_dump('performance_metrics_default', '');
+SELECT pg_catalog.pg_extension_config_dump('security_audit_log_default', '');

@@ -1,0 +1,49 @@
+//! admin_toolkit: backups, monitoring, security auditing, maintenance and configuration
+//! management inside PostgreSQL. This file only wires the extension together: settings, the
+//! background worker and (as they land) hooks. Each feature area lives in its own module.
+
+use pgrx::prelude::*;
+
+mod error;
+mod maintenance;
+mod security;
+mod settings;
+mod worker;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+/// Set in `_PG_init` when the library is loaded through shared_preload_libraries; every backend
+/// forked afterwards inherits it.
+static mut PRELOADED: bool = false;
+
+/// Whether the library was loaded through shared_preload_libraries, which the background worker
+/// and the server hooks need.
+#[pg_extern(stable, parallel_safe)]
+fn is_preloaded() -> bool {
+    // SAFETY: written once in the postmaster before any backend is forked; read-only after.
+    unsafe { PRELOADED }
+}
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    settings::register();
+    // SAFETY: a flag set by the postmaster while it loads preload libraries.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        unsafe { PRELOADED = true };
+        worker::register();
+    }
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'admin_toolkit'"]
+    }
+}

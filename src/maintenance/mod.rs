@@ -1,0 +1,4 @@
+//! Maintenance: upkeep of the extension's own partitioned logs (scheduled VACUUM / ANALYZE /
+//! REINDEX and health checks join here as they land).
+
+pub mod partitions;

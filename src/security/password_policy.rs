@@ -1,0 +1,104 @@
+//! `validate_password_policy`: the SQL face of the pure crate's password rules.
+
+use crate::error::{require, ToolkitError};
+use crate::settings;
+use admin_toolkit_core::password::{check_password, PasswordPolicy};
+use pgrx::prelude::*;
+
+/// The policy in force in this session (its minimum length is a superuser setting).
+pub fn current_policy() -> PasswordPolicy {
+    PasswordPolicy {
+        min_length: settings::non_negative(&settings::PASSWORD_MIN_LENGTH) as usize,
+    }
+}
+
+/// One row per rule: check_name, passed, message. NULL or empty arguments are refused rather
+/// than judged, so a caller cannot mistake "no answer" for "no failures".
+#[pg_extern(stable, parallel_safe)]
+fn validate_password_policy(
+    username: Option<&str>,
+    password: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(check_name, String),
+        name!(passed, bool),
+        name!(message, String),
+    ),
+> {
+    let username = require(username, "username");
+    let password = require(password, "password");
+    let results = check_password(&current_policy(), username, password)
+        .unwrap_or_else(|e| ToolkitError::invalid_parameter(e.to_string()).raise());
+    TableIterator::new(
+        results
+            .into_iter()
+            .map(|r| (r.check_name.to_string(), r.passed, r.message)),
+    )
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn seed_weak_password_fails_four_rules() {
+        let failed = Spi::get_one::<i64>(
+            "SELECT count(*) FROM admin_toolkit.validate_password_policy('alice_analyst', 'weak') \
+             WHERE NOT passed",
+        );
+        assert_eq!(failed, Ok(Some(4)));
+    }
+
+    #[pg_test]
+    fn seed_strong_password_passes_all_six() {
+        let rows = Spi::get_two::<i64, i64>(
+            "SELECT count(*), count(*) FILTER (WHERE passed) \
+             FROM admin_toolkit.validate_password_policy('alice_analyst', 'SecureP@ssw0rd123!')",
+        );
+        assert_eq!(rows, Ok((Some(6), Some(6))));
+    }
+
+    #[pg_test]
+    fn rows_come_in_seed_order_with_seed_messages() {
+        let names = Spi::get_one::<String>(
+            "SELECT string_agg(check_name, ',') \
+             FROM admin_toolkit.validate_password_policy('bob', 'bob')",
+        );
+        assert_eq!(
+            names,
+            Ok(Some(
+                "length,uppercase,lowercase,numbers,special_chars,username_similarity".into()
+            ))
+        );
+        let msg = Spi::get_one::<String>(
+            "SELECT message FROM admin_toolkit.validate_password_policy('bob', 'bob') \
+             WHERE check_name = 'username_similarity'",
+        );
+        assert_eq!(msg, Ok(Some("Password must not contain username".into())));
+    }
+
+    #[pg_test]
+    fn min_length_setting_applies() {
+        Spi::run("SET admin_toolkit.password_min_length = 20").unwrap();
+        let msg = Spi::get_one::<String>(
+            "SELECT message FROM admin_toolkit.validate_password_policy('bob', 'Short1!') \
+             WHERE check_name = 'length'",
+        );
+        assert_eq!(
+            msg,
+            Ok(Some("Password must be at least 20 characters".into()))
+        );
+    }
+
+    #[pg_test(error = "password must not be NULL")]
+    fn null_password_is_refused() {
+        Spi::run("SELECT * FROM admin_toolkit.validate_password_policy('bob', NULL)").unwrap();
+    }
+
+    #[pg_test(error = "username must not be empty")]
+    fn empty_username_is_refused() {
+        Spi::run("SELECT * FROM admin_toolkit.validate_password_policy('', 'x')").unwrap();
+    }
+}

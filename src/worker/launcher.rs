@@ -1,0 +1,114 @@
+//! The launcher: waits for the worker's database, then starts and supervises the database worker.
+
+use crate::settings;
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime,
+    DynamicBackgroundWorker, SignalWakeFlags,
+};
+use pgrx::prelude::*;
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
+/// How often the launcher looks at its database and its worker when nothing wakes it.
+const POLL: Duration = Duration::from_secs(5);
+/// Least time between two starts of the database worker, so a worker that keeps failing at
+/// start does not spin.
+const RESTART_DELAY: Duration = Duration::from_secs(5);
+
+/// Registers the launcher; called from `_PG_init` while shared_preload_libraries is processed.
+pub fn register() {
+    BackgroundWorkerBuilder::new("admin_toolkit launcher")
+        .set_type("admin_toolkit launcher")
+        .set_library("admin_toolkit")
+        .set_function("admin_toolkit_launcher_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::ConsistentState)
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+fn start_database_worker() -> Option<DynamicBackgroundWorker> {
+    BackgroundWorkerBuilder::new("admin_toolkit worker")
+        .set_type("admin_toolkit worker")
+        .set_library("admin_toolkit")
+        .set_function("admin_toolkit_worker_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::ConsistentState)
+        .set_restart_time(None)
+        .set_notify_pid(unsafe { pg_sys::MyProcPid })
+        .load_dynamic()
+        .ok()
+}
+
+fn database_exists(name: &str) -> bool {
+    let Ok(name) = CString::new(name) else {
+        return false;
+    };
+    BackgroundWorker::transaction(|| {
+        // SAFETY: inside a transaction; pg_database is a shared catalog, readable without a
+        // database connection.
+        unsafe { pg_sys::get_database_oid(name.as_ptr(), true) != pg_sys::InvalidOid }
+    })
+}
+
+/// Launcher entry point.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn admin_toolkit_launcher_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi(None, None);
+    let database = settings::database();
+    log!("admin_toolkit launcher started; worker database is \"{database}\"");
+
+    let mut worker: Option<DynamicBackgroundWorker> = None;
+    let mut last_start: Option<Instant> = None;
+    let mut said_waiting = false;
+    let mut said_no_slot = false;
+    loop {
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: reloading the configuration file between loop iterations, as the
+            // postmaster asked us to.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        if let Some(w) = &worker {
+            match w.pid() {
+                Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted) => {}
+                Err(BackgroundWorkerStatus::PostmasterDied) => break,
+                Err(_) => {
+                    log!("admin_toolkit worker exited; the launcher will start it again");
+                    worker = None;
+                }
+            }
+        }
+        let may_start = last_start.is_none_or(|t| t.elapsed() >= RESTART_DELAY);
+        if worker.is_none() && may_start {
+            if !database_exists(&database) {
+                if !said_waiting {
+                    log!(
+                        "admin_toolkit launcher: database \"{database}\" does not exist; waiting for it \
+                         (set admin_toolkit.database to choose another)"
+                    );
+                    said_waiting = true;
+                }
+            } else {
+                said_waiting = false;
+                last_start = Some(Instant::now());
+                worker = start_database_worker();
+                if worker.is_none() && !said_no_slot {
+                    log!("admin_toolkit launcher: no background worker slot free; raise max_worker_processes");
+                    said_no_slot = true;
+                } else if worker.is_some() {
+                    said_no_slot = false;
+                }
+            }
+        }
+        if !BackgroundWorker::wait_latch(Some(POLL)) {
+            break;
+        }
+    }
+    if let Some(w) = worker {
+        // Shutdown normally signals every worker; this covers the launcher being stopped alone.
+        let _terminating = w.terminate();
+    }
+    log!("admin_toolkit launcher stopped");
+}

@@ -1,0 +1,14 @@
+//! Background processes.
+//!
+//! * `admin_toolkit launcher`: static, registered at preload, connected to no database. It waits
+//!   (quietly) for `admin_toolkit.database` to exist, then starts and supervises the database
+//!   worker, restarting it if it exits. Being connected to no database is what lets it wait
+//!   for a database that does not exist yet without failing and being restarted in a loop.
+//! * `admin_toolkit worker`: dynamic, connected to `admin_toolkit.database`; does the routine
+//!   work tick by tick, each step in its own transaction.
+
+mod database_worker;
+mod launcher;
+mod step;
+
+pub use launcher::register;
