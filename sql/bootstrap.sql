@@ -85,6 +85,9 @@ COMMENT ON TABLE recovery_points IS 'Named recovery targets with the base backup
 -- One table partitioned by day (UTC); the worker creates partitions ahead and drops those
 -- past admin_toolkit.metrics_retention_days. The default partition catches a row whose day
 -- has no partition yet; upkeep moves such rows into their day's partition.
+-- Indexes live on each partition, not on the parent (as pg_partman does): an index declared on
+-- a parent that belongs to the extension would be cloned onto every partition that pg_restore
+-- attaches, and then collide with the partition's own index in the dump.
 CREATE TABLE performance_metrics (
     metric_id       bigserial,
     collected_at    timestamptz NOT NULL DEFAULT now(),
@@ -94,13 +97,13 @@ CREATE TABLE performance_metrics (
     metric_unit     text,
     instance_name   text DEFAULT nullif(current_setting('cluster_name'), ''),
     additional_data jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(additional_data) = 'object'),
-    PRIMARY KEY (metric_id, collected_at),
     FOREIGN KEY (metric_type, metric_name) REFERENCES metric_definitions (metric_type, metric_name)
 ) PARTITION BY RANGE (collected_at);
 CREATE TABLE performance_metrics_default PARTITION OF performance_metrics DEFAULT;
+-- The same indexes upkeep gives every daily partition (see src/maintenance/partitions.rs).
+ALTER TABLE performance_metrics_default ADD PRIMARY KEY (metric_id);
 -- Latest value of one metric: an index probe, newest first.
-CREATE INDEX performance_metrics_latest_idx
-    ON performance_metrics (metric_type, metric_name, collected_at DESC);
+CREATE INDEX ON performance_metrics_default (metric_type, metric_name, collected_at DESC);
 COMMENT ON TABLE performance_metrics IS
     'Collected metrics, partitioned by day (UTC); old days are dropped by retention.';
 
@@ -149,13 +152,13 @@ CREATE TABLE security_audit_log (
     success          boolean NOT NULL,
     error_message    text,
     session_id       text,
-    additional_info  jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(additional_info) = 'object'),
-    PRIMARY KEY (audit_id, event_time)
+    additional_info  jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(additional_info) = 'object')
 ) PARTITION BY RANGE (event_time);
 CREATE TABLE security_audit_log_default PARTITION OF security_audit_log DEFAULT;
-CREATE INDEX security_audit_log_time_idx ON security_audit_log (event_time);
-CREATE INDEX security_audit_log_user_op_idx
-    ON security_audit_log (username, operation_type, event_time);
+-- Per-partition indexes, as for performance_metrics.
+ALTER TABLE security_audit_log_default ADD PRIMARY KEY (audit_id);
+CREATE INDEX ON security_audit_log_default (event_time);
+CREATE INDEX ON security_audit_log_default (username, operation_type, event_time);
 COMMENT ON TABLE security_audit_log IS
     'Security events, partitioned by day (UTC); old days are dropped by retention.';
 

@@ -15,6 +15,10 @@ COMMENT ON FUNCTION is_preloaded() IS
 DO $$
 BEGIN
     IF NOT @extschema@.is_preloaded() THEN
+        -- CREATE EXTENSION raises client_min_messages to warning while its script runs; give
+        -- the session back its own level for this one notice (undone when the script ends).
+        PERFORM pg_catalog.set_config('client_min_messages',
+            (SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'client_min_messages'), true);
         RAISE NOTICE 'admin_toolkit is not in shared_preload_libraries: its functions work, but the background worker and the server hooks do not run'
             USING HINT = 'Add admin_toolkit to shared_preload_libraries in postgresql.conf and restart the server.';
     END IF;

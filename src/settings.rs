@@ -23,15 +23,21 @@ pub static PASSWORD_MIN_LENGTH: GucSetting<i32> = GucSetting::<i32>::new(12);
 
 /// Registers every setting and reserves the `admin_toolkit` prefix, so that a misspelt
 /// `admin_toolkit.*` name is reported instead of silently becoming a placeholder.
-pub fn register() {
-    GucRegistry::define_string_guc(
-        c"admin_toolkit.database",
-        c"Database the admin_toolkit background worker works in.",
-        c"The extension must be created in this database for the worker to do anything.",
-        &DATABASE,
-        GucContext::Postmaster,
-        GucFlags::SUPERUSER_ONLY,
-    );
+///
+/// `preloading`: the library is being loaded through shared_preload_libraries. Postmaster-context
+/// settings can only be defined then (PostgreSQL refuses them later, with a FATAL error); they
+/// only matter to the background worker, which exists only when preloaded.
+pub fn register(preloading: bool) {
+    if preloading {
+        GucRegistry::define_string_guc(
+            c"admin_toolkit.database",
+            c"Database the admin_toolkit background worker works in.",
+            c"The extension must be created in this database for the worker to do anything.",
+            &DATABASE,
+            GucContext::Postmaster,
+            GucFlags::SUPERUSER_ONLY,
+        );
+    }
     GucRegistry::define_int_guc(
         c"admin_toolkit.collection_interval",
         c"Seconds between metric collections by the background worker (0 disables collection).",

@@ -1,1 +1,363 @@
+//! Real PostgreSQL 15 clusters for client-side tests of admin_toolkit.
+//!
+//! Each [`Cluster`] is a scratch data directory with its own port on 127.0.0.1, run as the
+//! `postgres` OS user when the tests run as root (PostgreSQL refuses to run as root). The
+//! extension must already be installed into the server (`cargo pgrx install`); the README's test
+//! command does that. A cluster is stopped and its directory removed when it is dropped.
 
+use postgres::{Client, NoTls};
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// Longest wait for something the server does on its own (a worker tick, a restart).
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Directory of the server binaries: `$PG_BINDIR`, else PostgreSQL 15's Debian location.
+pub fn bindir() -> PathBuf {
+    std::env::var_os("PG_BINDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+}
+
+/// Runs a server program as the postgres OS user (directly when not root) and returns its output.
+pub fn run_as_postgres(program: &str, args: &[&str]) -> Output {
+    let exe = bindir().join(program);
+    let mut cmd = if is_root() {
+        let mut c = Command::new("sudo");
+        c.args(["-n", "-u", "postgres", "--"]).arg(&exe);
+        c
+    } else {
+        Command::new(&exe)
+    };
+    cmd.args(args)
+        .current_dir("/")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()))
+}
+
+fn check(output: Output, what: &str) -> Output {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A scratch directory the postgres OS user owns; removed on drop.
+pub struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    pub fn new(prefix: &str) -> ScratchDir {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(std::env::temp_dir())
+            .expect("temporary directory")
+            .keep();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).expect("chmod scratch dir");
+        if is_root() {
+            check(
+                Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&dir)
+                    .output()
+                    .expect("chown"),
+                "chown scratch dir",
+            );
+        }
+        ScratchDir { path: dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, name: &str) -> String {
+        self.path.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ignored = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Options of a new cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Load admin_toolkit through shared_preload_libraries.
+    pub preload: bool,
+    /// Extra postgresql.conf lines.
+    pub settings: Vec<String>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            preload: true,
+            settings: vec!["admin_toolkit.collection_interval = 1".into()],
+        }
+    }
+}
+
+/// A running PostgreSQL cluster on 127.0.0.1.
+pub struct Cluster {
+    pub port: u16,
+    scratch: ScratchDir,
+    running: bool,
+}
+
+impl Cluster {
+    /// initdb + start with the default options (library preloaded, 1 s collection interval).
+    pub fn start() -> Cluster {
+        Cluster::start_with(ClusterOptions::default())
+    }
+
+    pub fn start_with(options: ClusterOptions) -> Cluster {
+        let scratch = ScratchDir::new("admin_toolkit_it_");
+        let data = scratch.join("data");
+        check(
+            run_as_postgres(
+                "initdb",
+                &[
+                    "-D",
+                    &data,
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ],
+            ),
+            "initdb",
+        );
+        let port = free_port();
+        let mut conf = vec![
+            format!("port = {port}"),
+            "listen_addresses = '127.0.0.1'".into(),
+            format!("unix_socket_directories = '{}'", scratch.path().display()),
+            "fsync = off".into(),
+            "log_min_messages = log".into(),
+            "log_line_prefix = '%m [%p] %b '".into(),
+        ];
+        if options.preload {
+            conf.push("shared_preload_libraries = 'admin_toolkit'".into());
+        }
+        conf.extend(options.settings);
+        Cluster::append_conf(&data, &conf);
+        let mut cluster = Cluster {
+            port,
+            scratch,
+            running: false,
+        };
+        cluster.start_server();
+        cluster
+    }
+
+    /// A cluster over an existing data directory (e.g. one made by pg_basebackup), on a new port.
+    pub fn from_data_dir(scratch: ScratchDir, extra: &[String]) -> Cluster {
+        let port = free_port();
+        let data = scratch.join("data");
+        let mut conf = vec![
+            format!("port = {port}"),
+            format!("unix_socket_directories = '{}'", scratch.path().display()),
+        ];
+        conf.extend_from_slice(extra);
+        Cluster::append_conf(&data, &conf);
+        let mut cluster = Cluster {
+            port,
+            scratch,
+            running: false,
+        };
+        cluster.start_server();
+        cluster
+    }
+
+    fn append_conf(data: &str, lines: &[String]) {
+        let path = Path::new(data).join("postgresql.conf");
+        let mut text = fs::read_to_string(&path).expect("read postgresql.conf");
+        text.push_str("\n# admin_toolkit client tests\n");
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        fs::write(&path, text).expect("write postgresql.conf");
+    }
+
+    pub fn data_dir(&self) -> String {
+        self.scratch.join("data")
+    }
+
+    pub fn scratch(&self) -> &ScratchDir {
+        &self.scratch
+    }
+
+    pub fn log_path(&self) -> String {
+        self.scratch.join("server.log")
+    }
+
+    fn start_server(&mut self) {
+        check(
+            run_as_postgres(
+                "pg_ctl",
+                &[
+                    "-D",
+                    &self.data_dir(),
+                    "-l",
+                    &self.log_path(),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+            ),
+            "pg_ctl start",
+        );
+        self.running = true;
+    }
+
+    /// Stops the server (fast shutdown). Fails the test if it does not stop within `timeout`.
+    pub fn stop_within(&mut self, timeout: Duration) {
+        let secs = timeout.as_secs().max(1).to_string();
+        check(
+            run_as_postgres(
+                "pg_ctl",
+                &[
+                    "-D",
+                    &self.data_dir(),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "-t",
+                    &secs,
+                    "stop",
+                ],
+            ),
+            "pg_ctl stop",
+        );
+        self.running = false;
+    }
+
+    pub fn restart(&mut self) {
+        self.stop_within(Duration::from_secs(60));
+        self.start_server();
+    }
+
+    /// Everything the server has logged so far.
+    pub fn server_log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Connection string for `dbname` as the postgres superuser.
+    pub fn conninfo(&self, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={dbname} connect_timeout=10",
+            self.port
+        )
+    }
+
+    pub fn connect(&self, dbname: &str) -> Client {
+        Client::connect(&self.conninfo(dbname), NoTls)
+            .unwrap_or_else(|e| panic!("connect to {dbname}: {e}"))
+    }
+
+    /// A connection that records every NOTICE/WARNING the server sends it.
+    pub fn connect_collecting_notices(&self, dbname: &str) -> (Client, Arc<Mutex<Vec<String>>>) {
+        let notices = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&notices);
+        let mut config: postgres::Config = self.conninfo(dbname).parse().expect("conninfo");
+        config.notice_callback(move |notice| {
+            sink.lock()
+                .expect("notice sink")
+                .push(notice.message().to_string())
+        });
+        let client = config
+            .connect(NoTls)
+            .unwrap_or_else(|e| panic!("connect to {dbname}: {e}"));
+        (client, notices)
+    }
+
+    /// Runs a client program (psql, pg_dump, pg_restore, ...) against this cluster.
+    pub fn client_program(&self, program: &str, args: &[&str]) -> Output {
+        let port = self.port.to_string();
+        let mut all = vec!["-h", "127.0.0.1", "-p", &port, "-U", "postgres"];
+        all.extend_from_slice(args);
+        run_as_postgres(program, &all)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.running {
+            let _ignored = run_as_postgres(
+                "pg_ctl",
+                &[
+                    "-D",
+                    &self.data_dir(),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "-t",
+                    "30",
+                    "stop",
+                ],
+            );
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- server log of the failed test ----\n{}",
+                self.server_log()
+            );
+        }
+    }
+}
+
+/// Polls `probe` until it returns `Some`, failing the test with `what` after [`PATIENCE`].
+pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        sleep(Duration::from_millis(200));
+    }
+}
+
+/// Count returned by a `SELECT count(*) ...` query.
+pub fn count(client: &mut Client, query: &str) -> i64 {
+    client
+        .query_one(query, &[])
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+        .get(0)
+}
+
+/// How many times `needle` occurs in the server log.
+pub fn occurrences(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}

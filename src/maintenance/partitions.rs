@@ -18,6 +18,10 @@ pub struct PartitionedLog {
     pub table: &'static str,
     time_column: &'static str,
     retention: &'static pgrx::guc::GucSetting<i32>,
+    /// Primary key column of each partition (the parent has none: see sql/bootstrap.sql).
+    key_column: &'static str,
+    /// Column lists of the other indexes every partition gets.
+    indexes: &'static [&'static str],
 }
 
 pub const LOGS: [PartitionedLog; 2] = [
@@ -25,11 +29,15 @@ pub const LOGS: [PartitionedLog; 2] = [
         table: "performance_metrics",
         time_column: "collected_at",
         retention: &settings::METRICS_RETENTION_DAYS,
+        key_column: "metric_id",
+        indexes: &["metric_type, metric_name, collected_at DESC"],
     },
     PartitionedLog {
         table: "security_audit_log",
         time_column: "event_time",
         retention: &settings::AUDIT_RETENTION_DAYS,
+        key_column: "audit_id",
+        indexes: &["event_time", "username, operation_type, event_time"],
     },
 ];
 
@@ -115,6 +123,13 @@ pub fn upkeep(log: &PartitionedLog) -> spi::Result<Vec<UpkeepAction>> {
         Spi::run(&format!(
             "CREATE TABLE {partition} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
         ))?;
+        Spi::run(&format!(
+            "ALTER TABLE {partition} ADD PRIMARY KEY ({})",
+            quote_identifier(log.key_column)
+        ))?;
+        for columns in log.indexes {
+            Spi::run(&format!("CREATE INDEX ON {partition} ({columns})"))?;
+        }
         let mut rows = 0;
         if in_default.contains(d) {
             rows = count(&format!(
