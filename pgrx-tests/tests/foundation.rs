@@ -32,7 +32,7 @@ fn premade_partitions(client: &mut postgres::Client, table: &str, days_ahead: i3
 
 #[test]
 fn worker_runs_and_keeps_partitions() {
-    let cluster = Cluster::start();
+    let mut cluster = Cluster::start();
     let mut db = cluster.connect("postgres");
     wait_for("launcher in pg_stat_activity", || {
         worker_pid(&mut db, "admin_toolkit launcher")
@@ -54,6 +54,23 @@ fn worker_runs_and_keeps_partitions() {
             (premade_partitions(&mut db, table, 3) == 4).then_some(())
         });
     }
+    // After a restart (which removes the shared relcache init file) both processes come back
+    // and neither ever exits with an error.
+    cluster.restart();
+    let mut db = cluster.connect("postgres");
+    wait_for("worker after restart", || {
+        worker_pid(&mut db, "admin_toolkit worker")
+    });
+    let log = cluster.server_log();
+    // log_line_prefix names the backend type of each line.
+    let failures: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            (l.contains("\"admin_toolkit") && l.contains("exited with exit code"))
+                || (l.contains("admin_toolkit") && (l.contains("FATAL") || l.contains("ERROR")))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
 }
 
 #[test]

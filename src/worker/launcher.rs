@@ -6,7 +6,6 @@ use pgrx::bgworkers::{
     DynamicBackgroundWorker, SignalWakeFlags,
 };
 use pgrx::prelude::*;
-use std::ffi::CString;
 use std::time::{Duration, Instant};
 
 /// How often the launcher looks at its database and its worker when nothing wakes it.
@@ -40,14 +39,32 @@ fn start_database_worker() -> Option<DynamicBackgroundWorker> {
         .ok()
 }
 
+/// Whether a database of that name exists (and accepts connections). A backend connected to no
+/// database has only the nailed shared catalogs' descriptors, not their indexes, so this is a
+/// heap scan of pg_database, as the autovacuum launcher does; pg_database is small.
 fn database_exists(name: &str) -> bool {
-    let Ok(name) = CString::new(name) else {
-        return false;
-    };
     BackgroundWorker::transaction(|| {
-        // SAFETY: inside a transaction; pg_database is a shared catalog, readable without a
-        // database connection.
-        unsafe { pg_sys::get_database_oid(name.as_ptr(), true) != pg_sys::InvalidOid }
+        // SAFETY: inside a transaction with a snapshot; the relation is opened and closed here
+        // and each tuple is read while the scan holds it.
+        unsafe {
+            let rel = pg_sys::table_open(pg_sys::DatabaseRelationId, pg_sys::AccessShareLock as _);
+            let scan = pg_sys::table_beginscan_catalog(rel, 0, std::ptr::null_mut());
+            let mut found = false;
+            loop {
+                let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+                if tuple.is_null() {
+                    break;
+                }
+                let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tuple);
+                if pg_sys::name_data_to_str(&(*form).datname) == name && (*form).datallowconn {
+                    found = true;
+                    break;
+                }
+            }
+            pg_sys::table_endscan(scan);
+            pg_sys::table_close(rel, pg_sys::AccessShareLock as _);
+            found
+        }
     })
 }
 

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what building and testing admin_toolkit needs, on Debian 12, idempotently:
+# PostgreSQL 15 with its server headers, libclang (for pgrx's bindings), sudo (tests run the
+# server as the postgres OS user), cargo-pgrx 0.18.1, and cargo-pgrx's registration of PG 15.
+set -euo pipefail
+
+PGRX_VERSION=0.18.1
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+export PATH="$HOME/.cargo/bin:$PATH"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev sudo)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "prereqs: installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# Debian's package starts a cluster of its own on port 5432; we never use it.
+
+if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then
+    echo "prereqs: installing cargo-pgrx $PGRX_VERSION (a few minutes)"
+    cargo install cargo-pgrx --version "$PGRX_VERSION" --locked --force
+fi
+
+if ! grep -qs "^pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+    cargo pgrx init --pg15 "$PG_CONFIG"
+fi
+echo "prereqs: ready (PostgreSQL $("$PG_CONFIG" --version | awk '{print $2}'), $(cargo pgrx --version))"

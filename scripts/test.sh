@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test of admin_toolkit: formatting and lints, the pure crate's unit tests, the
+# #[pg_test]s inside a real server, then the client tests in pgrx-tests/ against real clusters
+# started as the postgres OS user. Needs the prerequisites (scripts/prereqs.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+runas=()
+[ "$(id -u)" = 0 ] && runas=(--runas postgres)
+
+step() { echo; echo "==> $*"; }
+
+# Every runner's output also goes to a log, so the totals can be summed at the end.
+log=$(mktemp /tmp/admin_toolkit_test.XXXXXX.log)
+exec > >(tee "$log") 2>&1
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "unit tests (pure crate, CLI)"
+cargo test --locked -p admin_toolkit_core -p admin-toolkit-cli --lib --bins --tests
+
+step "#[pg_test]s in a real PostgreSQL 15"
+pgdata=$(mktemp -d /tmp/admin_toolkit_pgtest.XXXXXX)
+rmdir "$pgdata" # cargo pgrx test creates it as the postgres user
+cargo pgrx test pg15 "${runas[@]}" --pgdata "$pgdata"
+rm -rf "$pgdata"
+
+step "install the extension into PostgreSQL 15"
+cargo pgrx install --pg-config "$PG_CONFIG"
+
+step "client tests against real clusters"
+cargo test --locked -p admin_toolkit_it --tests -- --test-threads="${ADMIN_TOOLKIT_TEST_THREADS:-4}"
+echo
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?/) p += $i; if ($(i+1) ~ /^failed;?/) f += $i } }
+     END { printf "admin_toolkit: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
