@@ -23,7 +23,20 @@ INSERT INTO metric_definitions (metric_type, metric_name, metric_unit, descripti
     ('query', 'avg_query_time_ms', 'milliseconds', 'Mean execution time over pg_stat_statements', true),
     ('locks', 'waiting_locks', 'count', 'Lock requests not granted, by mode and by type', true),
     ('replication', 'replica_lag_bytes', 'bytes', 'Largest replay lag among streaming replicas', true),
-    ('performance', 'cache_hit_ratio', 'percent', 'Buffer cache hit ratio of the current database', true);
+    ('performance', 'cache_hit_ratio', 'percent', 'Buffer cache hit ratio of the current database over the interval', true),
+    ('connection', 'idle_in_transaction_sessions', 'count', 'Sessions idle inside an open transaction', true),
+    ('connection', 'connection_usage_percent', 'percent', 'Client backends as a percentage of max_connections', true),
+    ('transactions', 'xid_age_percent', 'percent', 'Oldest datfrozenxid age as a percentage of the 2^31 wraparound limit', true),
+    ('transactions', 'longest_transaction_seconds', 'seconds', 'Age of the oldest open transaction of a client', true),
+    ('transactions', 'commits_per_second', 'per_second', 'Commits per second over the interval, all databases', true),
+    ('transactions', 'rollbacks_per_second', 'per_second', 'Rollbacks per second over the interval, all databases', true),
+    ('transactions', 'deadlocks', 'count', 'Deadlocks detected during the interval, all databases', true),
+    ('io', 'temp_bytes', 'bytes', 'Bytes written to temporary files during the interval, all databases', true),
+    ('checkpoint', 'requested_checkpoints', 'count', 'Checkpoints requested (not timed) during the interval', true),
+    ('checkpoint', 'timed_checkpoints', 'count', 'Timed checkpoints during the interval', true),
+    ('wal', 'wal_bytes_per_second', 'bytes_per_second', 'WAL generated per second over the interval', true),
+    ('archiver', 'failed_archives', 'count', 'Failed WAL archive attempts during the interval', true),
+    ('replication', 'slot_retained_wal_bytes', 'bytes', 'Most WAL held back by one replication slot', true);
 
 -- ---------------------------------------------------------------------------------------
 -- Backups
@@ -107,6 +120,16 @@ CREATE INDEX ON performance_metrics_default (metric_type, metric_name, collected
 COMMENT ON TABLE performance_metrics IS
     'Collected metrics, partitioned by day (UTC); old days are dropped by retention.';
 
+-- Last reading of each cumulative statistics counter, so that collection stores per-interval
+-- deltas and rates. Internal state of the collector; not dumped.
+CREATE TABLE collector_counters (
+    counter_name text PRIMARY KEY,
+    value        double precision NOT NULL,
+    sampled_at   timestamptz NOT NULL
+);
+COMMENT ON TABLE collector_counters IS
+    'Previous readings of cumulative statistics counters (collector state).';
+
 CREATE TABLE alert_rules (
     rule_id               serial PRIMARY KEY,
     rule_name             text NOT NULL UNIQUE CHECK (btrim(rule_name) <> ''),
@@ -133,6 +156,23 @@ INSERT INTO alert_rules (rule_name, metric_type, metric_name, condition_operator
     ('Slow query performance', 'query', 'avg_query_time_ms', '>', 5000, 'warning', ARRAY['slack'], true),
     ('Replication lag critical', 'replication', 'replica_lag_bytes', '>', 100000000, 'critical', ARRAY['email', 'pagerduty'], true),
     ('Low cache hit ratio', 'performance', 'cache_hit_ratio', '<', 95, 'warning', ARRAY['email'], true);
+
+-- An alert fires once when its rule's condition starts holding and resolves once when it
+-- stops: one row per episode, at most one open (unresolved) per rule.
+CREATE TABLE alert_events (
+    event_id        bigserial PRIMARY KEY,
+    rule_id         integer NOT NULL REFERENCES alert_rules (rule_id) ON DELETE CASCADE,
+    fired_at        timestamptz NOT NULL DEFAULT now(),
+    resolved_at     timestamptz,
+    value_at_firing numeric,
+    threshold_value numeric NOT NULL,
+    message         text NOT NULL,
+    CONSTRAINT alert_events_resolved_after_fired CHECK (resolved_at IS NULL OR resolved_at >= fired_at)
+);
+CREATE UNIQUE INDEX alert_events_one_open_per_rule ON alert_events (rule_id) WHERE resolved_at IS NULL;
+CREATE INDEX alert_events_fired_idx ON alert_events (fired_at DESC);
+COMMENT ON TABLE alert_events IS
+    'Alert episodes: fired when a rule starts holding, resolved when it stops.';
 
 -- ---------------------------------------------------------------------------------------
 -- Security
@@ -213,6 +253,8 @@ SELECT pg_catalog.pg_extension_config_dump('recovery_points_recovery_id_seq', ''
 SELECT pg_catalog.pg_extension_config_dump('maintenance_schedules', '');
 SELECT pg_catalog.pg_extension_config_dump('maintenance_schedules_schedule_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('configuration_history', '');
+SELECT pg_catalog.pg_extension_config_dump('alert_events', '');
+SELECT pg_catalog.pg_extension_config_dump('alert_events_event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('configuration_history_config_id_seq', '');
 -- The sequences of the partitioned logs, so restored rows and new rows do not collide.
 SELECT pg_catalog.pg_extension_config_dump('performance_metrics_metric_id_seq', '');

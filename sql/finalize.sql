@@ -1,9 +1,114 @@
 -- Runs last in the extension script, after every function exists.
 
--- Nothing that changes the server is callable by PUBLIC.
-REVOKE ALL ON FUNCTION maintain_partitions() FROM PUBLIC;
-GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
+-- ---------------------------------------------------------------------------------------
+-- Monitoring views: the specification's columns, built on OIDs (relid / indexrelid) so that
+-- mixed-case names, spaces and quotes work, and on the column names PostgreSQL really has.
+-- ---------------------------------------------------------------------------------------
 
+-- pg_stat_statements may be installed in any schema, later than this extension, or not at
+-- all: the view reads it through a function that finds it, or says clearly what is missing.
+CREATE FUNCTION slow_query_stats()
+RETURNS TABLE (query text, calls bigint, total_exec_time double precision,
+               mean_exec_time double precision, "rows" bigint, hit_percent numeric,
+               time_percent numeric)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    statements_schema name;
+BEGIN
+    SELECT n.nspname INTO statements_schema
+      FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+     WHERE e.extname = 'pg_stat_statements';
+    IF statements_schema IS NULL THEN
+        RAISE EXCEPTION 'slow_queries needs the pg_stat_statements extension, which is not installed in this database'
+            USING ERRCODE = '55000',
+                  HINT = 'Add pg_stat_statements to shared_preload_libraries, restart, then run CREATE EXTENSION pg_stat_statements.';
+    END IF;
+    IF current_setting('pg_stat_statements.max', true) IS NULL THEN
+        RAISE EXCEPTION 'slow_queries needs pg_stat_statements loaded through shared_preload_libraries'
+            USING ERRCODE = '55000',
+                  HINT = 'Add pg_stat_statements to shared_preload_libraries and restart the server.';
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT s.query, s.calls, s.total_exec_time, s.mean_exec_time, s.rows,
+                100.0 * s.shared_blks_hit / nullif(s.shared_blks_hit + s.shared_blks_read, 0),
+                (100.0 * s.total_exec_time / nullif(sum(s.total_exec_time) OVER (), 0))::numeric
+           FROM %I.pg_stat_statements s
+          ORDER BY s.total_exec_time DESC', statements_schema);
+END
+$$;
+
+CREATE VIEW slow_queries AS
+SELECT query, calls, total_exec_time, mean_exec_time, "rows", hit_percent, time_percent
+  FROM @extschema@.slow_query_stats()
+ ORDER BY total_exec_time DESC;
+
+CREATE VIEW table_bloat_analysis AS
+WITH table_stats AS (
+    SELECT s.schemaname, s.relname AS tablename, s.n_live_tup, s.n_dead_tup,
+           pg_catalog.pg_total_relation_size(s.relid) AS total_size,
+           s.last_vacuum, s.last_autovacuum
+      FROM pg_catalog.pg_stat_user_tables s
+)
+SELECT schemaname, tablename, n_live_tup, n_dead_tup,
+       round(100.0 * n_dead_tup / nullif(n_live_tup + n_dead_tup, 0), 2) AS dead_tuple_percent,
+       pg_catalog.pg_size_pretty(total_size) AS size_pretty,
+       total_size, last_vacuum, last_autovacuum,
+       CASE
+           WHEN n_dead_tup::float8 / nullif(n_live_tup + n_dead_tup, 0) > 0.2 THEN 'HIGH'
+           WHEN n_dead_tup::float8 / nullif(n_live_tup + n_dead_tup, 0) > 0.1 THEN 'MEDIUM'
+           ELSE 'LOW'
+       END AS bloat_level
+  FROM table_stats
+ WHERE n_live_tup + n_dead_tup > 0
+ ORDER BY dead_tuple_percent DESC;
+
+CREATE VIEW index_usage_analysis AS
+SELECT s.schemaname, s.relname AS tablename, s.indexrelname AS indexname,
+       s.idx_scan, s.idx_tup_read, s.idx_tup_fetch,
+       pg_catalog.pg_size_pretty(pg_catalog.pg_relation_size(s.indexrelid)) AS index_size,
+       pg_catalog.pg_relation_size(s.indexrelid) AS size_bytes,
+       CASE
+           WHEN s.idx_scan = 0 THEN 'UNUSED'
+           WHEN s.idx_scan < 100 THEN 'LOW_USAGE'
+           WHEN s.idx_scan < 1000 THEN 'MEDIUM_USAGE'
+           ELSE 'HIGH_USAGE'
+       END AS usage_category
+  FROM pg_catalog.pg_stat_user_indexes s
+ ORDER BY pg_catalog.pg_relation_size(s.indexrelid) DESC;
+
+CREATE VIEW connection_analysis AS
+SELECT datname, usename, application_name, client_addr, state,
+       count(*) AS connection_count,
+       avg(extract(epoch FROM now() - backend_start)) AS avg_connection_age_seconds,
+       max(extract(epoch FROM now() - backend_start)) AS max_connection_age_seconds,
+       count(*) FILTER (WHERE state = 'active') AS active_connections,
+       count(*) FILTER (WHERE state = 'idle') AS idle_connections,
+       count(*) FILTER (WHERE state = 'idle in transaction') AS idle_in_transaction
+  FROM pg_catalog.pg_stat_activity
+ WHERE pid <> pg_catalog.pg_backend_pid()
+ GROUP BY datname, usename, application_name, client_addr, state
+ ORDER BY connection_count DESC;
+
+-- ---------------------------------------------------------------------------------------
+-- Privileges. Nothing that changes the server is callable by PUBLIC; pg_monitor members read
+-- metrics, alerts and the monitoring views; alert rules are changed by superusers (or roles
+-- they grant).
+-- ---------------------------------------------------------------------------------------
+GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
+REVOKE ALL ON FUNCTION maintain_partitions() FROM PUBLIC;
+REVOKE ALL ON FUNCTION collect_performance_metrics() FROM PUBLIC;
+REVOKE ALL ON FUNCTION process_alerts() FROM PUBLIC;
+REVOKE ALL ON FUNCTION slow_query_stats() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION slow_query_stats() TO pg_monitor;
+GRANT SELECT ON performance_metrics, metric_definitions, alert_rules, alert_events,
+                slow_queries, table_bloat_analysis, index_usage_analysis, connection_analysis
+   TO pg_monitor;
+
+-- ---------------------------------------------------------------------------------------
+-- Comments
+-- ---------------------------------------------------------------------------------------
 COMMENT ON SCHEMA @extschema@ IS 'admin_toolkit: backups, monitoring, security, maintenance, configuration.';
 COMMENT ON FUNCTION validate_password_policy(text, text) IS
     'Checks a password against the password policy; one row per rule (never stores or logs the password).';
@@ -11,6 +116,15 @@ COMMENT ON FUNCTION maintain_partitions() IS
     'Runs partition upkeep of performance_metrics and security_audit_log now (the worker also does it).';
 COMMENT ON FUNCTION is_preloaded() IS
     'Whether admin_toolkit is in shared_preload_libraries (needed by the worker and the hooks).';
+COMMENT ON FUNCTION collect_performance_metrics() IS
+    'Collects one sample of every metric into performance_metrics (the worker does it every collection_interval).';
+COMMENT ON FUNCTION process_alerts() IS
+    'Evaluates alert rules, records fire/resolve in alert_events with NOTIFY admin_toolkit_alerts, returns the alerts that hold.';
+COMMENT ON FUNCTION slow_query_stats() IS 'pg_stat_statements summary behind the slow_queries view.';
+COMMENT ON VIEW slow_queries IS 'Statements by total execution time (needs pg_stat_statements).';
+COMMENT ON VIEW table_bloat_analysis IS 'Dead-tuple share and size of each user table.';
+COMMENT ON VIEW index_usage_analysis IS 'Scans and size of each user index, with a usage category.';
+COMMENT ON VIEW connection_analysis IS 'Sessions grouped by database, user, application, address and state.';
 
 DO $$
 BEGIN

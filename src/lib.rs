@@ -6,6 +6,8 @@ use pgrx::prelude::*;
 
 mod error;
 mod maintenance;
+mod monitoring;
+mod query;
 mod security;
 mod settings;
 mod worker;

@@ -1,8 +1,11 @@
-//! Everything admin_toolkit decides without a server: password rules, partition planning and,
-//! as features land, cron schedules, alert conditions, WAL names and LSN math, retention,
-//! tuning formulas and backup manifests. No pgrx here: these are plain, fast unit tests.
+//! Everything admin_toolkit decides without a server: password rules, partition planning, alert
+//! conditions, counter deltas and, as features land, cron schedules, WAL names and LSN math,
+//! retention, tuning formulas and backup manifests. No pgrx here: plain, fast unit tests.
 
+pub mod alerts;
+pub mod counters;
 pub mod partitions;
+pub mod password;
+
 /// Re-exported so that callers share one date type with this crate.
 pub use chrono;
-pub mod password;

@@ -2,6 +2,7 @@
 //! retention, and rows that reached the default partition moved into their day.
 //! The decisions are `admin_toolkit_core::partitions`; this module only runs them.
 
+use crate::query::read_scalar;
 use crate::settings;
 use admin_toolkit_core::chrono::NaiveDate;
 use admin_toolkit_core::partitions::{
@@ -85,7 +86,7 @@ pub fn upkeep(log: &PartitionedLog) -> spi::Result<Vec<UpkeepAction>> {
     let default = qualified(&default_name);
     let time = quote_identifier(log.time_column);
 
-    let today = Spi::get_one::<String>("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')")?
+    let today = read_scalar::<String>("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')")?
         .map(|d| day(&d))
         .ok_or(spi::Error::NoTupleTable)?;
     let existing: Vec<NaiveDate> = text_column(&format!(

@@ -2,12 +2,14 @@
 
 use super::step::run_step;
 use crate::maintenance::partitions::{self, LOGS};
+use crate::monitoring::{alerts, collect};
+use crate::query::read_scalar;
 use crate::settings;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
-/// Tick length when metric collection is off: partition upkeep and the extension check still run.
+/// Longest sleep between ticks: partition upkeep and the extension check run at least this often.
 const IDLE_TICK: Duration = Duration::from_secs(60);
 /// Partitions are checked this often once upkeep has succeeded (and at once after a failure,
 /// a reload or a new day).
@@ -18,16 +20,44 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(3600);
 struct WorkerState {
     said_no_extension: bool,
     said_standby: bool,
+    /// Whether the last tick got past the extension and standby checks.
+    working: bool,
+    /// When metrics were last collected (successfully or not: a failure is retried next interval).
+    last_collection: Option<Instant>,
+    /// Why query metrics were skipped at the last collection (`Some(None)`: they were not;
+    /// `None`: no collection yet), to log the first outcome and each change once.
+    statements_note: Option<Option<String>>,
+    /// Rules without data at the last evaluation, to log each change once.
+    no_data_rules: Vec<String>,
     /// Last successful upkeep of each log in `LOGS`, with the UTC day it ran on.
     last_upkeep: [Option<(Instant, i32)>; LOGS.len()],
 }
 
 impl WorkerState {
-    fn tick_length() -> Duration {
+    fn collection_interval() -> Option<Duration> {
         match settings::non_negative(&settings::COLLECTION_INTERVAL) {
-            0 => IDLE_TICK,
-            seconds => Duration::from_secs(u64::from(seconds)).min(IDLE_TICK),
+            0 => None,
+            seconds => Some(Duration::from_secs(u64::from(seconds))),
         }
+    }
+
+    fn collection_due(&self) -> bool {
+        match (Self::collection_interval(), self.last_collection) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(interval), Some(at)) => at.elapsed() >= interval,
+        }
+    }
+
+    /// Sleep until the next collection is due, at most `IDLE_TICK`. While the worker cannot
+    /// work (no extension yet, hot standby) it looks again every collection interval.
+    fn tick_length(&self) -> Duration {
+        let interval = Self::collection_interval().unwrap_or(IDLE_TICK);
+        let until_next = match self.last_collection {
+            Some(at) if self.working => interval.saturating_sub(at.elapsed()),
+            _ => interval,
+        };
+        until_next.clamp(Duration::from_millis(100), IDLE_TICK)
     }
 
     fn upkeep_due(&self, index: usize, utc_day: i32) -> bool {
@@ -39,7 +69,7 @@ impl WorkerState {
 }
 
 fn extension_installed() -> bool {
-    Spi::get_one::<bool>(
+    read_scalar::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'admin_toolkit')",
     )
     .ok()
@@ -56,6 +86,7 @@ fn utc_day_number() -> i32 {
 }
 
 fn tick(state: &mut WorkerState) {
+    state.working = false;
     if !run_step("extension check", extension_installed).unwrap_or(false) {
         if !state.said_no_extension {
             log!(
@@ -84,6 +115,7 @@ fn tick(state: &mut WorkerState) {
         log!("admin_toolkit worker: server promoted; resuming work");
         state.said_standby = false;
     }
+    state.working = true;
     let today = utc_day_number();
     for (i, log) in LOGS.iter().enumerate() {
         if !state.upkeep_due(i, today) {
@@ -97,6 +129,50 @@ fn tick(state: &mut WorkerState) {
             }
             None => {} // already logged by run_step
         }
+    }
+    if state.collection_due() {
+        state.last_collection = Some(Instant::now());
+        collect_and_evaluate(state);
+    }
+}
+
+fn collect_and_evaluate(state: &mut WorkerState) {
+    match run_step("collect metrics", collect::collect) {
+        Some(Ok(collection)) => {
+            debug1!(
+                "admin_toolkit worker: collected {} metrics",
+                collection.inserted
+            );
+            if state.statements_note.as_ref() != Some(&collection.statements_unavailable) {
+                match &collection.statements_unavailable {
+                    Some(why) => log!("admin_toolkit worker: query metrics skipped: {why}"),
+                    None => log!(
+                        "admin_toolkit worker: query metrics collected from pg_stat_statements"
+                    ),
+                }
+                state.statements_note = Some(collection.statements_unavailable);
+            }
+        }
+        Some(Err(e)) => {
+            log!("admin_toolkit worker: step \"collect metrics\" failed and will be retried: {e}")
+        }
+        None => {}
+    }
+    match run_step("evaluate alerts", alerts::evaluate) {
+        Some(Ok(evaluation)) if evaluation.no_data != state.no_data_rules => {
+            if !evaluation.no_data.is_empty() {
+                log!(
+                    "admin_toolkit worker: alert rules without data (metric never collected): {}",
+                    evaluation.no_data.join(", ")
+                );
+            }
+            state.no_data_rules = evaluation.no_data;
+        }
+        Some(Ok(_)) => {}
+        Some(Err(e)) => {
+            log!("admin_toolkit worker: step \"evaluate alerts\" failed and will be retried: {e}")
+        }
+        None => {}
     }
 }
 
@@ -119,7 +195,7 @@ pub extern "C-unwind" fn admin_toolkit_worker_main(_arg: pg_sys::Datum) {
             state.last_upkeep = Default::default();
         }
         tick(&mut state);
-        if !BackgroundWorker::wait_latch(Some(WorkerState::tick_length())) {
+        if !BackgroundWorker::wait_latch(Some(state.tick_length())) {
             break;
         }
     }

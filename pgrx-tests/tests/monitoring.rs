@@ -1,0 +1,226 @@
+//! Monitoring against a real server: the worker collects and alerts on its own, LISTEN sessions
+//! hear fire and resolve, views work with and without pg_stat_statements, privileges hold.
+
+use admin_toolkit_it::{count, occurrences, wait_for, Cluster, ClusterOptions};
+use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
+use std::time::Duration;
+
+fn next_notification(listener: &mut postgres::Client) -> serde_json::Value {
+    let mut notifications = listener.notifications();
+    let mut iter = notifications.timeout_iter(Duration::from_secs(30));
+    let n = iter
+        .next()
+        .expect("notification stream")
+        .expect("a notification within 30 s");
+    assert_eq!(n.channel(), "admin_toolkit_alerts");
+    serde_json::from_str(n.payload()).expect("JSON payload")
+}
+
+#[test]
+fn worker_collects_every_second_by_itself() {
+    let cluster = Cluster::start();
+    let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+    wait_for("three collections", || {
+        (count(
+            &mut db,
+            "SELECT count(DISTINCT collected_at) FROM admin_toolkit.performance_metrics \
+             WHERE metric_name = 'database_size_bytes'",
+        ) >= 3)
+            .then_some(())
+    });
+    // Rates need two readings: from the second collection on they are numbers.
+    assert!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM admin_toolkit.performance_metrics \
+             WHERE metric_name = 'commits_per_second' AND metric_value IS NOT NULL"
+        ) >= 1
+    );
+    // Without pg_stat_statements the query metric is skipped with one log line, not one per cycle.
+    let log = cluster.server_log();
+    assert_eq!(occurrences(&log, "query metrics skipped"), 1, "{log}");
+    // The seed rule on a metric that is never collected here is reported once.
+    assert_eq!(occurrences(&log, "alert rules without data"), 1, "{log}");
+    assert!(log.contains("Slow query performance"));
+}
+
+#[test]
+fn alert_fires_once_resolves_once_and_listeners_hear_both() {
+    let cluster = Cluster::start();
+    let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+    let mut listener = cluster.connect("postgres");
+    listener
+        .batch_execute("LISTEN admin_toolkit_alerts")
+        .unwrap();
+    db.batch_execute(
+        "INSERT INTO admin_toolkit.alert_rules (rule_name, metric_type, metric_name, condition_operator, \
+                                                threshold_value, severity, notification_channels) \
+         VALUES ('Database exists', 'storage', 'database_size_bytes', '>', 0, 'critical', ARRAY['pagerduty'])",
+    )
+    .unwrap();
+    let fired = next_notification(&mut listener);
+    assert_eq!(fired["event"], "fired");
+    assert_eq!(fired["rule"], "Database exists");
+    assert_eq!(fired["severity"], "critical");
+    assert_eq!(fired["threshold"], 0.0);
+    assert!(fired["value"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        fired["notification_channels"],
+        serde_json::json!(["pagerduty"])
+    );
+    assert!(fired["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Database exists: database_size_bytes > 0"));
+
+    // Several more cycles while it still holds: no new event.
+    let collections = |db: &mut postgres::Client| {
+        count(
+            db,
+            "SELECT count(DISTINCT collected_at) FROM admin_toolkit.performance_metrics",
+        )
+    };
+    let seen = collections(&mut db);
+    wait_for("three more collections", || {
+        (collections(&mut db) >= seen + 3).then_some(())
+    });
+    let events = "SELECT count(*) FROM admin_toolkit.alert_events e JOIN admin_toolkit.alert_rules r USING (rule_id) \
+                  WHERE r.rule_name = 'Database exists'";
+    assert_eq!(count(&mut db, events), 1);
+
+    db.batch_execute(
+        "UPDATE admin_toolkit.alert_rules SET threshold_value = 1e30 WHERE rule_name = 'Database exists'",
+    )
+    .unwrap();
+    let resolved = next_notification(&mut listener);
+    assert_eq!(resolved["event"], "resolved");
+    assert_eq!(resolved["event_id"], fired["event_id"]);
+    assert_eq!(count(&mut db, events), 1);
+    assert_eq!(
+        count(&mut db, &format!("{events} AND e.resolved_at IS NOT NULL")),
+        1
+    );
+}
+
+#[test]
+fn views_and_query_metric_with_pg_stat_statements() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        settings: vec![
+            "admin_toolkit.collection_interval = 1".into(),
+            "shared_preload_libraries = 'admin_toolkit, pg_stat_statements'".into(),
+        ],
+        ..ClusterOptions::default()
+    });
+    let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE EXTENSION pg_stat_statements")
+        .unwrap();
+    db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+    db.batch_execute("SELECT count(*) FROM pg_class").unwrap();
+    assert!(count(&mut db, "SELECT count(*) FROM admin_toolkit.slow_queries") > 0);
+    let pct: f64 = db
+        .query_one(
+            "SELECT sum(time_percent)::float8 FROM admin_toolkit.slow_queries",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!((pct - 100.0).abs() < 0.01, "time_percent sums to {pct}");
+    wait_for("query metric collected", || {
+        (count(
+            &mut db,
+            "SELECT count(*) FROM admin_toolkit.performance_metrics WHERE metric_name = 'avg_query_time_ms'",
+        ) >= 2)
+            .then_some(())
+    });
+    assert!(cluster
+        .server_log()
+        .contains("query metrics collected from pg_stat_statements"));
+}
+
+#[test]
+fn slow_queries_without_pg_stat_statements_is_a_clear_55000() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        preload: false,
+        settings: vec![],
+    });
+    let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+    let err = db
+        .batch_execute("SELECT * FROM admin_toolkit.slow_queries")
+        .unwrap_err();
+    let err = err.as_db_error().unwrap();
+    assert_eq!(err.code(), &SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE);
+    assert!(err
+        .hint()
+        .unwrap()
+        .contains("CREATE EXTENSION pg_stat_statements"));
+    // Installed but not preloaded: the other half of the message.
+    db.batch_execute("CREATE EXTENSION pg_stat_statements")
+        .unwrap();
+    let err = db
+        .batch_execute("SELECT * FROM admin_toolkit.slow_queries")
+        .unwrap_err();
+    assert!(err
+        .as_db_error()
+        .unwrap()
+        .message()
+        .contains("shared_preload_libraries"));
+}
+
+#[test]
+fn pg_monitor_reads_metrics_and_only_superusers_change_rules() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        preload: false,
+        settings: vec![],
+    });
+    let mut db = cluster.connect("postgres");
+    db.batch_execute(
+        "CREATE EXTENSION admin_toolkit;
+         SELECT admin_toolkit.collect_performance_metrics();
+         CREATE ROLE watcher LOGIN IN ROLE pg_monitor;
+         CREATE ROLE nobody LOGIN;",
+    )
+    .unwrap();
+    let mut watcher = postgres::Client::connect(
+        &cluster
+            .conninfo("postgres")
+            .replace("user=postgres", "user=watcher"),
+        postgres::NoTls,
+    )
+    .unwrap();
+    for relation in [
+        "performance_metrics",
+        "alert_rules",
+        "alert_events",
+        "table_bloat_analysis",
+        "index_usage_analysis",
+        "connection_analysis",
+    ] {
+        watcher
+            .batch_execute(&format!("SELECT * FROM admin_toolkit.{relation} LIMIT 1"))
+            .unwrap_or_else(|e| panic!("pg_monitor reading {relation}: {e}"));
+    }
+    let err = watcher
+        .batch_execute("UPDATE admin_toolkit.alert_rules SET threshold_value = 1")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+    let err = watcher
+        .batch_execute("SELECT admin_toolkit.process_alerts()")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+
+    let mut nobody = postgres::Client::connect(
+        &cluster
+            .conninfo("postgres")
+            .replace("user=postgres", "user=nobody"),
+        postgres::NoTls,
+    )
+    .unwrap();
+    let err = nobody
+        .batch_execute("SELECT * FROM admin_toolkit.performance_metrics")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+}

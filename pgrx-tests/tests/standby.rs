@@ -1,0 +1,89 @@
+//! On a hot standby the worker runs but writes nothing; after promotion it resumes.
+
+use admin_toolkit_it::{run_as_postgres, wait_for, Cluster, ScratchDir};
+
+fn log_lines_of_ours_with_errors(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| {
+            l.contains("admin_toolkit")
+                && (l.contains("ERROR")
+                    || l.contains("FATAL")
+                    || l.contains("failed and will be retried"))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn standby_makes_no_writes_and_resumes_after_promotion() {
+    let primary = Cluster::start();
+    let mut db = primary.connect("postgres");
+    db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+
+    let scratch = ScratchDir::new("admin_toolkit_standby_");
+    let data = scratch.join("data");
+    let port = primary.port.to_string();
+    let out = run_as_postgres(
+        "pg_basebackup",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-D",
+            &data,
+            "-R",
+            "-X",
+            "stream",
+            "--no-sync",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "pg_basebackup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let standby = Cluster::from_data_dir(scratch, &["hot_standby = on".to_string()]);
+    let mut replica = standby.connect("postgres");
+    let in_recovery: bool = replica
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .unwrap()
+        .get(0);
+    assert!(in_recovery);
+
+    wait_for("worker on the standby", || {
+        replica
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'admin_toolkit worker'",
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get::<_, i32>(0))
+    });
+    wait_for("standby notice in the log", || {
+        standby
+            .server_log()
+            .contains("hot standby; making no writes")
+            .then_some(())
+    });
+    // A few more 1 s ticks: still no errors (a write on a standby would raise one).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let log = standby.server_log();
+    assert_eq!(
+        log.matches("hot standby; making no writes").count(),
+        1,
+        "{log}"
+    );
+    assert!(log_lines_of_ours_with_errors(&log).is_empty(), "{log}");
+
+    replica.batch_execute("SELECT pg_promote()").unwrap();
+    wait_for("worker resumes after promotion", || {
+        standby
+            .server_log()
+            .contains("server promoted; resuming work")
+            .then_some(())
+    });
+    assert!(log_lines_of_ours_with_errors(&standby.server_log()).is_empty());
+}

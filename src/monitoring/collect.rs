@@ -1,0 +1,399 @@
+//! `collect_performance_metrics()`: one sample of every metric in `metric_definitions`, written
+//! to `performance_metrics` in one INSERT. Gauges are stored as read; cumulative counters as the
+//! delta or rate since the previous collection (kept in `collector_counters`).
+
+use crate::error::ToolkitError;
+use crate::query::read_scalar;
+use admin_toolkit_core::counters::{
+    delta, percent_of_deltas, rate_per_second, xid_wraparound_percent, Sample,
+};
+use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// One metric row about to be inserted.
+struct Metric {
+    metric_type: &'static str,
+    name: &'static str,
+    unit: &'static str,
+    value: Option<f64>,
+    data: Value,
+}
+
+fn metric(
+    metric_type: &'static str,
+    name: &'static str,
+    unit: &'static str,
+    value: Option<f64>,
+) -> Metric {
+    Metric {
+        metric_type,
+        name,
+        unit,
+        value,
+        data: json!({}),
+    }
+}
+
+/// What one collection did.
+pub struct Collection {
+    pub inserted: usize,
+    /// Why the query metric was skipped, when it was (pg_stat_statements unavailable).
+    pub statements_unavailable: Option<String>,
+}
+
+/// Gauges, read in one round trip. The session's own backend is left out, so the numbers are
+/// the same whether the worker or a user collects.
+const GAUGES: &str = "
+WITH act AS (SELECT * FROM pg_catalog.pg_stat_activity WHERE pid <> pg_catalog.pg_backend_pid()),
+     waiting AS (SELECT mode, locktype FROM pg_catalog.pg_locks WHERE NOT granted)
+SELECT
+  pg_catalog.pg_database_size(pg_catalog.current_database())::float8,
+  (SELECT count(*) FROM act WHERE state IS NOT NULL)::float8,
+  (SELECT coalesce(jsonb_object_agg(state, n), '{}') FROM
+      (SELECT state, count(*) AS n FROM act WHERE state IS NOT NULL GROUP BY state) s)::text,
+  (SELECT coalesce(jsonb_object_agg(db, n), '{}') FROM
+      (SELECT coalesce(datname::text, '(none)') AS db, count(*) AS n FROM act
+        WHERE state IS NOT NULL GROUP BY 1) d)::text,
+  (SELECT count(*) FROM act WHERE state LIKE 'idle in transaction%')::float8,
+  (SELECT 100.0 * count(*) / pg_catalog.current_setting('max_connections')::int
+     FROM act WHERE backend_type = 'client backend')::float8,
+  (SELECT coalesce(max(extract(epoch FROM pg_catalog.clock_timestamp() - xact_start)), 0)
+     FROM act WHERE backend_type = 'client backend' AND xact_start IS NOT NULL)::float8,
+  (SELECT count(*) FROM waiting)::float8,
+  (SELECT coalesce(jsonb_object_agg(mode, n), '{}') FROM
+      (SELECT mode, count(*) AS n FROM waiting GROUP BY mode) m)::text,
+  (SELECT coalesce(jsonb_object_agg(locktype, n), '{}') FROM
+      (SELECT locktype, count(*) AS n FROM waiting GROUP BY locktype) t)::text,
+  (SELECT max(pg_catalog.age(datfrozenxid)) FROM pg_catalog.pg_database)::float8,
+  (SELECT coalesce(max(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), restart_lsn)), 0)
+     FROM pg_catalog.pg_replication_slots WHERE restart_lsn IS NOT NULL)::float8,
+  (SELECT coalesce(max(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), replay_lsn)), 0)
+     FROM pg_catalog.pg_stat_replication)::float8,
+  (SELECT jsonb_build_object('replica_count', count(*),
+                             'sync_replicas', count(*) FILTER (WHERE sync_state = 'sync'),
+                             'async_replicas', count(*) FILTER (WHERE sync_state = 'async'))
+     FROM pg_catalog.pg_stat_replication)::text";
+
+/// Cumulative counters, read in one round trip; names match the columns, in order.
+const COUNTER_NAMES: [&str; 10] = [
+    "xact_commit",
+    "xact_rollback",
+    "deadlocks",
+    "temp_bytes",
+    "blks_hit",
+    "blks_read",
+    "checkpoints_req",
+    "checkpoints_timed",
+    "wal_bytes",
+    "archive_failed_count",
+];
+const COUNTERS: &str = "
+SELECT extract(epoch FROM pg_catalog.clock_timestamp())::float8,
+  (SELECT sum(xact_commit) FROM pg_catalog.pg_stat_database)::float8,
+  (SELECT sum(xact_rollback) FROM pg_catalog.pg_stat_database)::float8,
+  (SELECT sum(deadlocks) FROM pg_catalog.pg_stat_database)::float8,
+  (SELECT sum(temp_bytes) FROM pg_catalog.pg_stat_database)::float8,
+  (SELECT blks_hit FROM pg_catalog.pg_stat_database WHERE datname = pg_catalog.current_database())::float8,
+  (SELECT blks_read FROM pg_catalog.pg_stat_database WHERE datname = pg_catalog.current_database())::float8,
+  (SELECT checkpoints_req FROM pg_catalog.pg_stat_bgwriter)::float8,
+  (SELECT checkpoints_timed FROM pg_catalog.pg_stat_bgwriter)::float8,
+  (SELECT wal_bytes FROM pg_catalog.pg_stat_wal)::float8,
+  (SELECT failed_count FROM pg_catalog.pg_stat_archiver)::float8";
+
+fn json_text(text: Option<String>) -> Value {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| json!({}))
+}
+
+fn read_gauges(out: &mut Vec<Metric>) -> spi::Result<()> {
+    Spi::connect(|client| {
+        let row = client.select(GAUGES, Some(1), &[])?.first();
+        let f = |i: usize| row.get::<f64>(i);
+        let t = |i: usize| row.get::<String>(i);
+        out.push(metric("storage", "database_size_bytes", "bytes", f(1)?));
+        let mut active = metric("connection", "active_connections", "count", f(2)?);
+        active.data = json!({"by_state": json_text(t(3)?), "by_database": json_text(t(4)?)});
+        out.push(active);
+        out.push(metric(
+            "connection",
+            "idle_in_transaction_sessions",
+            "count",
+            f(5)?,
+        ));
+        out.push(metric(
+            "connection",
+            "connection_usage_percent",
+            "percent",
+            f(6)?,
+        ));
+        out.push(metric(
+            "transactions",
+            "longest_transaction_seconds",
+            "seconds",
+            f(7)?,
+        ));
+        let mut locks = metric("locks", "waiting_locks", "count", f(8)?);
+        locks.data = json!({"by_mode": json_text(t(9)?), "by_type": json_text(t(10)?)});
+        out.push(locks);
+        out.push(metric(
+            "transactions",
+            "xid_age_percent",
+            "percent",
+            f(11)?.map(xid_wraparound_percent),
+        ));
+        out.push(metric(
+            "replication",
+            "slot_retained_wal_bytes",
+            "bytes",
+            f(12)?,
+        ));
+        let mut lag = metric("replication", "replica_lag_bytes", "bytes", f(13)?);
+        lag.data = json_text(t(14)?);
+        out.push(lag);
+        Ok(())
+    })
+}
+
+fn previous_samples() -> spi::Result<HashMap<String, Sample>> {
+    Spi::connect(|client| {
+        let mut map = HashMap::new();
+        let rows = client.select(
+            "SELECT counter_name, value, extract(epoch FROM sampled_at)::float8 \
+             FROM admin_toolkit.collector_counters",
+            None,
+            &[],
+        )?;
+        for row in rows {
+            if let (Some(name), Some(value), Some(at)) = (
+                row.get::<String>(1)?,
+                row.get::<f64>(2)?,
+                row.get::<f64>(3)?,
+            ) {
+                map.insert(
+                    name,
+                    Sample {
+                        value,
+                        at_seconds: at,
+                    },
+                );
+            }
+        }
+        Ok(map)
+    })
+}
+
+fn save_samples(now: f64, samples: &[(String, f64)]) -> spi::Result<()> {
+    let names: Vec<String> = samples.iter().map(|(n, _)| n.clone()).collect();
+    let values: Vec<f64> = samples.iter().map(|(_, v)| *v).collect();
+    Spi::run_with_args(
+        "INSERT INTO admin_toolkit.collector_counters (counter_name, value, sampled_at) \
+         SELECT n, v, pg_catalog.to_timestamp($3) FROM unnest($1::text[], $2::float8[]) AS c(n, v) \
+         ON CONFLICT (counter_name) DO UPDATE SET value = excluded.value, sampled_at = excluded.sampled_at",
+        &[names.into(), values.into(), now.into()],
+    )
+}
+
+/// Reads the counters, appends their per-interval metrics, and returns the readings to save.
+fn read_counters(
+    previous: &HashMap<String, Sample>,
+    out: &mut Vec<Metric>,
+) -> spi::Result<(f64, Vec<(String, f64)>)> {
+    let (now, readings) = Spi::connect(|client| {
+        let row = client.select(COUNTERS, Some(1), &[])?.first();
+        let now = row.get::<f64>(1)?.unwrap_or(0.0);
+        let mut readings = Vec::new();
+        for (i, name) in COUNTER_NAMES.iter().enumerate() {
+            if let Some(v) = row.get::<f64>(i + 2)? {
+                readings.push((name.to_string(), v));
+            }
+        }
+        Ok::<_, spi::Error>((now, readings))
+    })?;
+    let reading = |name: &str| readings.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    let prev = |name: &str| previous.get(name).copied();
+    let change = |name: &str| reading(name).and_then(|v| delta(prev(name), v));
+    let per_second = |name: &str| {
+        reading(name).and_then(|v| {
+            rate_per_second(
+                prev(name),
+                Sample {
+                    value: v,
+                    at_seconds: now,
+                },
+            )
+        })
+    };
+
+    out.push(metric(
+        "transactions",
+        "commits_per_second",
+        "per_second",
+        per_second("xact_commit"),
+    ));
+    out.push(metric(
+        "transactions",
+        "rollbacks_per_second",
+        "per_second",
+        per_second("xact_rollback"),
+    ));
+    out.push(metric(
+        "transactions",
+        "deadlocks",
+        "count",
+        change("deadlocks"),
+    ));
+    out.push(metric("io", "temp_bytes", "bytes", change("temp_bytes")));
+    out.push(metric(
+        "checkpoint",
+        "requested_checkpoints",
+        "count",
+        change("checkpoints_req"),
+    ));
+    out.push(metric(
+        "checkpoint",
+        "timed_checkpoints",
+        "count",
+        change("checkpoints_timed"),
+    ));
+    out.push(metric(
+        "wal",
+        "wal_bytes_per_second",
+        "bytes_per_second",
+        per_second("wal_bytes"),
+    ));
+    out.push(metric(
+        "archiver",
+        "failed_archives",
+        "count",
+        change("archive_failed_count"),
+    ));
+    // Over the interval once there is a previous reading; since the last stats reset before.
+    let hit_ratio = match (change("blks_hit"), change("blks_read")) {
+        (Some(hit), Some(read)) => Some(percent_of_deltas(hit, hit + read)),
+        _ => reading("blks_hit")
+            .zip(reading("blks_read"))
+            .map(|(hit, read)| percent_of_deltas(hit, hit + read)),
+    };
+    out.push(metric(
+        "performance",
+        "cache_hit_ratio",
+        "percent",
+        hit_ratio,
+    ));
+    Ok((now, readings))
+}
+
+/// Schema of pg_stat_statements when it is installed here and loaded; otherwise why not.
+fn statements_schema() -> spi::Result<Result<String, String>> {
+    let schema = read_scalar::<String>(
+        "SELECT (SELECT n.nspname::text FROM pg_catalog.pg_extension e \
+         JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements')",
+    )?;
+    let Some(schema) = schema else {
+        return Ok(Err(
+            "pg_stat_statements is not installed in this database".into()
+        ));
+    };
+    // Its settings exist only when the library is loaded through shared_preload_libraries.
+    let loaded = read_scalar::<bool>(
+        "SELECT pg_catalog.current_setting('pg_stat_statements.max', true) IS NOT NULL",
+    )?;
+    Ok(if loaded == Some(true) {
+        Ok(schema)
+    } else {
+        Err("pg_stat_statements is not in shared_preload_libraries".into())
+    })
+}
+
+/// The query metric: mean execution time over the interval, with the slowest statements.
+fn read_statements(
+    schema: &str,
+    previous: &HashMap<String, Sample>,
+    readings: &mut Vec<(String, f64)>,
+    out: &mut Vec<Metric>,
+) -> spi::Result<()> {
+    let view = format!("{}.pg_stat_statements", quote_identifier(schema));
+    let query = format!(
+        "SELECT coalesce(sum(calls), 0)::float8, coalesce(sum(total_exec_time), 0)::float8, \
+           (SELECT coalesce(jsonb_agg(jsonb_build_object('query', left(query, 100), 'calls', calls, \
+                   'avg_time', round(mean_exec_time::numeric, 2)) ORDER BY mean_exec_time DESC), '[]') \
+              FROM (SELECT query, calls, mean_exec_time FROM {view} \
+                     WHERE calls > 0 AND mean_exec_time > 1000 \
+                     ORDER BY mean_exec_time DESC LIMIT 10) slow)::text \
+         FROM {view} WHERE calls > 0"
+    );
+    let (calls, total_ms, top) = Spi::connect(|client| {
+        let row = client.select(&query, Some(1), &[])?.first();
+        Ok::<_, spi::Error>((
+            row.get::<f64>(1)?.unwrap_or(0.0),
+            row.get::<f64>(2)?.unwrap_or(0.0),
+            json_text(row.get::<String>(3)?),
+        ))
+    })?;
+    let (d_calls, d_ms) = match (
+        delta(previous.get("statement_calls").copied(), calls),
+        delta(previous.get("statement_time_ms").copied(), total_ms),
+    ) {
+        (Some(c), Some(t)) => (c, t),
+        _ => (calls, total_ms), // first reading: since pg_stat_statements was last reset
+    };
+    readings.push(("statement_calls".into(), calls));
+    readings.push(("statement_time_ms".into(), total_ms));
+    let avg = (d_calls > 0.0).then(|| d_ms / d_calls);
+    let mut m = metric("query", "avg_query_time_ms", "milliseconds", avg);
+    m.data = json!({"total_queries": d_calls, "total_time_ms": d_ms, "top_queries": top});
+    out.push(m);
+    Ok(())
+}
+
+/// Collects every metric once. Errors with 55000 on a hot standby (it cannot write).
+pub fn collect() -> spi::Result<Collection> {
+    // SAFETY: reads shared recovery state.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        ToolkitError::wrong_state("cannot collect metrics on a hot standby: it is read-only")
+            .with_hint("Collect on the primary; its metrics replicate to the standby.")
+            .raise();
+    }
+    let previous = previous_samples()?;
+    let mut metrics = Vec::with_capacity(24);
+    read_gauges(&mut metrics)?;
+    let (now, mut readings) = read_counters(&previous, &mut metrics)?;
+    let statements_unavailable = match statements_schema()? {
+        Ok(schema) => {
+            read_statements(&schema, &previous, &mut readings, &mut metrics)?;
+            None
+        }
+        Err(why) => Some(why),
+    };
+    save_samples(now, &readings)?;
+
+    let types: Vec<&str> = metrics.iter().map(|m| m.metric_type).collect();
+    let names: Vec<&str> = metrics.iter().map(|m| m.name).collect();
+    let values: Vec<Option<f64>> = metrics.iter().map(|m| m.value).collect();
+    let units: Vec<&str> = metrics.iter().map(|m| m.unit).collect();
+    let data: Vec<String> = metrics.iter().map(|m| m.data.to_string()).collect();
+    Spi::run_with_args(
+        "INSERT INTO admin_toolkit.performance_metrics \
+           (collected_at, metric_type, metric_name, metric_value, metric_unit, additional_data) \
+         SELECT pg_catalog.now(), t, n, v::numeric, u, d::jsonb \
+         FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::text[]) AS m(t, n, v, u, d)",
+        &[types.into(), names.into(), values.into(), units.into(), data.into()],
+    )?;
+    Ok(Collection {
+        inserted: metrics.len(),
+        statements_unavailable,
+    })
+}
+
+/// Collects one sample of every metric now (the worker does this every
+/// `admin_toolkit.collection_interval` seconds). Returns void, as in the specification.
+#[pg_extern(volatile)]
+fn collect_performance_metrics() -> spi::Result<()> {
+    let collection = collect()?;
+    if let Some(why) = &collection.statements_unavailable {
+        notice!("query metrics skipped: {why}");
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! Monitoring: metric collection, stateful alerts with notifications, and the monitoring views
+//! (defined in sql/finalize.sql).
+
+pub mod alerts;
+pub mod collect;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod sql_tests;

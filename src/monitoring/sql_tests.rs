@@ -1,0 +1,141 @@
+//! SQL behaviour of collection, alerts and the monitoring views.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn count(sql: &str) -> i64 {
+        Spi::get_one::<i64>(sql).unwrap().unwrap_or(0)
+    }
+
+    /// pg_tests run concurrently: serialize the ones that write metrics and alert events.
+    fn serialize() {
+        Spi::run("SELECT pg_advisory_xact_lock(hashtext('admin_toolkit.monitoring_tests'))")
+            .unwrap();
+    }
+
+    #[pg_test]
+    fn collection_writes_every_defined_metric_but_the_query_one() {
+        serialize();
+        Spi::run("SELECT admin_toolkit.collect_performance_metrics()").unwrap();
+        // pg_stat_statements is not installed in the test database: every other metric is there.
+        let missing = Spi::get_one::<String>(
+            "SELECT string_agg(d.metric_type || '/' || d.metric_name, ',') FROM admin_toolkit.metric_definitions d \
+             WHERE NOT EXISTS (SELECT 1 FROM admin_toolkit.performance_metrics m \
+                                WHERE m.metric_type = d.metric_type AND m.metric_name = d.metric_name)",
+        );
+        assert_eq!(missing, Ok(Some("query/avg_query_time_ms".into())));
+        let size = count(
+            "SELECT metric_value::bigint FROM admin_toolkit.performance_metrics \
+             WHERE metric_name = 'database_size_bytes'",
+        );
+        assert_eq!(size, count("SELECT pg_database_size(current_database())"));
+        let by_state = Spi::get_one::<bool>(
+            "SELECT additional_data ? 'by_state' AND additional_data ? 'by_database' \
+             FROM admin_toolkit.performance_metrics WHERE metric_name = 'active_connections'",
+        );
+        assert_eq!(by_state, Ok(Some(true)));
+    }
+
+    #[pg_test]
+    fn counters_are_stored_as_deltas_not_totals() {
+        serialize();
+        Spi::run("SELECT admin_toolkit.collect_performance_metrics()").unwrap();
+        // First collection: no previous reading, so no delta.
+        assert_eq!(
+            count("SELECT count(*) FROM admin_toolkit.performance_metrics WHERE metric_name = 'deadlocks' AND metric_value IS NULL"),
+            1
+        );
+        // Pretend the previous reading of temp_bytes was 1000 below the current total.
+        Spi::run(
+            "UPDATE admin_toolkit.collector_counters SET value = greatest(value - 1000, 0) WHERE counter_name = 'temp_bytes'",
+        )
+        .unwrap();
+        let before = count("SELECT value::bigint FROM admin_toolkit.collector_counters WHERE counter_name = 'temp_bytes'");
+        Spi::run("SELECT admin_toolkit.collect_performance_metrics()").unwrap();
+        let after = count("SELECT value::bigint FROM admin_toolkit.collector_counters WHERE counter_name = 'temp_bytes'");
+        let stored = count(
+            "SELECT metric_value::bigint FROM admin_toolkit.performance_metrics \
+             WHERE metric_name = 'temp_bytes' ORDER BY collected_at DESC, metric_id DESC LIMIT 1",
+        );
+        assert_eq!(stored, after - before);
+    }
+
+    #[pg_test]
+    fn alert_fires_once_and_resolves_once() {
+        serialize();
+        Spi::run(
+            "INSERT INTO admin_toolkit.alert_rules (rule_name, metric_type, metric_name, condition_operator, threshold_value) \
+             VALUES ('db exists', 'storage', 'database_size_bytes', '>', 0)",
+        )
+        .unwrap();
+        Spi::run("SELECT admin_toolkit.collect_performance_metrics()").unwrap();
+        for _ in 0..3 {
+            let holding = count(
+                "SELECT count(*) FROM admin_toolkit.process_alerts() WHERE rule_name = 'db exists'",
+            );
+            assert_eq!(holding, 1);
+        }
+        assert_eq!(count("SELECT count(*) FROM admin_toolkit.alert_events"), 1);
+        let msg = Spi::get_one::<String>("SELECT message FROM admin_toolkit.alert_events");
+        assert!(msg
+            .unwrap()
+            .unwrap()
+            .starts_with("db exists: database_size_bytes > 0 (current: "));
+
+        Spi::run("UPDATE admin_toolkit.alert_rules SET threshold_value = 1e30 WHERE rule_name = 'db exists'").unwrap();
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM admin_toolkit.process_alerts() WHERE rule_name = 'db exists'"
+            ),
+            0
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM admin_toolkit.alert_events WHERE resolved_at IS NOT NULL"),
+            1
+        );
+        Spi::run("SELECT * FROM admin_toolkit.process_alerts()").unwrap();
+        assert_eq!(count("SELECT count(*) FROM admin_toolkit.alert_events"), 1);
+    }
+
+    #[pg_test]
+    fn huge_threshold_does_not_stop_other_rules() {
+        serialize();
+        Spi::run(
+            "INSERT INTO admin_toolkit.alert_rules (rule_name, metric_type, metric_name, condition_operator, threshold_value) \
+             VALUES ('overflowing', 'storage', 'database_size_bytes', '<', 1e400), \
+                    ('normal', 'storage', 'database_size_bytes', '>', 0)",
+        )
+        .unwrap();
+        Spi::run("SELECT admin_toolkit.collect_performance_metrics()").unwrap();
+        assert_eq!(
+            count("SELECT count(*) FROM admin_toolkit.process_alerts() WHERE rule_name IN ('overflowing', 'normal')"),
+            2
+        );
+    }
+
+    #[pg_test(
+        error = "slow_queries needs the pg_stat_statements extension, which is not installed in this database"
+    )]
+    fn slow_queries_without_pg_stat_statements_says_what_is_missing() {
+        Spi::run("SELECT * FROM admin_toolkit.slow_queries").unwrap();
+    }
+
+    #[pg_test]
+    fn views_handle_odd_identifiers() {
+        Spi::run(
+            "CREATE SCHEMA \"Odd Schema\"; \
+             CREATE TABLE \"Odd Schema\".\"Mixed Case; table\" (id int PRIMARY KEY); \
+             INSERT INTO \"Odd Schema\".\"Mixed Case; table\" SELECT generate_series(1, 10)",
+        )
+        .unwrap();
+        assert_eq!(
+            count("SELECT count(*) FROM admin_toolkit.index_usage_analysis WHERE tablename = 'Mixed Case; table'"),
+            1
+        );
+        // table_bloat_analysis lists tables with tuples counted by the statistics collector, which
+        // may lag; it must at least be queryable with such a table present.
+        Spi::run("SELECT * FROM admin_toolkit.table_bloat_analysis").unwrap();
+        Spi::run("SELECT * FROM admin_toolkit.connection_analysis").unwrap();
+    }
+}
