@@ -36,7 +36,8 @@ INSERT INTO metric_definitions (metric_type, metric_name, metric_unit, descripti
     ('checkpoint', 'timed_checkpoints', 'count', 'Timed checkpoints during the interval', true),
     ('wal', 'wal_bytes_per_second', 'bytes_per_second', 'WAL generated per second over the interval', true),
     ('archiver', 'failed_archives', 'count', 'Failed WAL archive attempts during the interval', true),
-    ('replication', 'slot_retained_wal_bytes', 'bytes', 'Most WAL held back by one replication slot', true);
+    ('replication', 'slot_retained_wal_bytes', 'bytes', 'Most WAL held back by one replication slot', true),
+    ('security', 'audit_events_dropped', 'count', 'Audit events and read counts dropped during the interval because the queue was full', true);
 
 -- ---------------------------------------------------------------------------------------
 -- Backups

@@ -101,6 +101,13 @@ REVOKE ALL ON FUNCTION maintain_partitions() FROM PUBLIC;
 REVOKE ALL ON FUNCTION collect_performance_metrics() FROM PUBLIC;
 REVOKE ALL ON FUNCTION process_alerts() FROM PUBLIC;
 REVOKE ALL ON FUNCTION slow_query_stats() FROM PUBLIC;
+-- Security: the audit log and everything that reads it or changes roles are superusers' (or
+-- roles they grant); security_audit_log has no grants at all.
+REVOKE ALL ON FUNCTION detect_suspicious_activity() FROM PUBLIC;
+REVOKE ALL ON FUNCTION log_security_event(text, text, text, boolean, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION setup_role_hierarchy(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION enable_tenant_isolation(regclass, name, text, name[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION rls_coverage() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION slow_query_stats() TO pg_monitor;
 GRANT SELECT ON performance_metrics, metric_definitions, alert_rules, alert_events,
                 slow_queries, table_bloat_analysis, index_usage_analysis, connection_analysis
@@ -120,6 +127,16 @@ COMMENT ON FUNCTION collect_performance_metrics() IS
     'Collects one sample of every metric into performance_metrics (the worker does it every collection_interval).';
 COMMENT ON FUNCTION process_alerts() IS
     'Evaluates alert rules, records fire/resolve in alert_events with NOTIFY admin_toolkit_alerts, returns the alerts that hold.';
+COMMENT ON FUNCTION detect_suspicious_activity() IS
+    'Failed logins, privilege changes and excessive reads above the admin_toolkit.*_threshold settings.';
+COMMENT ON FUNCTION log_security_event(text, text, text, boolean, text, jsonb) IS
+    'Records an application event in security_audit_log with the real user, database, client and session.';
+COMMENT ON FUNCTION setup_role_hierarchy(text) IS
+    'Creates the NOLOGIN group roles of the role hierarchy with their grants on a schema; idempotent.';
+COMMENT ON FUNCTION enable_tenant_isolation(regclass, name, text, name[]) IS
+    'Enables and forces RLS with a policy matching a column to a setting; no rows while the setting is unset.';
+COMMENT ON FUNCTION rls_coverage() IS
+    'Tables without RLS, with RLS but no policy, or with RLS not forced.';
 COMMENT ON FUNCTION slow_query_stats() IS 'pg_stat_statements summary behind the slow_queries view.';
 COMMENT ON VIEW slow_queries IS 'Statements by total execution time (needs pg_stat_statements).';
 COMMENT ON VIEW table_bloat_analysis IS 'Dead-tuple share and size of each user table.';

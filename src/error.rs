@@ -8,6 +8,7 @@ pub struct ToolkitError {
     code: PgSqlErrorCode,
     message: String,
     hint: Option<String>,
+    detail: Option<String>,
 }
 
 impl ToolkitError {
@@ -16,6 +17,7 @@ impl ToolkitError {
             code,
             message: message.into(),
             hint: None,
+            detail: None,
         }
     }
 
@@ -56,11 +58,19 @@ impl ToolkitError {
         self
     }
 
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
     /// Raises the error as a PostgreSQL ERROR; the current statement is aborted.
     pub fn raise(self) -> ! {
         let mut report = ErrorReport::new(self.code, self.message, pgrx::pg_sys::function_name!());
         if let Some(hint) = self.hint {
             report = report.set_hint(hint);
+        }
+        if let Some(detail) = self.detail {
+            report = report.set_detail(detail);
         }
         report.report(PgLogLevel::ERROR);
         unreachable!("an ERROR report does not return")

@@ -15,6 +15,11 @@ mod worker;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!(
+    "../sql/security.sql",
+    name = "security",
+    requires = ["bootstrap"]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Set in `_PG_init` when the library is loaded through shared_preload_libraries; every backend
@@ -34,6 +39,7 @@ pub extern "C-unwind" fn _PG_init() {
     // SAFETY: a flag set by the postmaster while it loads preload libraries.
     let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
     settings::register(preloading);
+    security::install(preloading);
     if preloading {
         unsafe { PRELOADED = true };
         worker::register();

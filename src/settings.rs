@@ -20,6 +20,23 @@ pub static AUDIT_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(90);
 pub static PARTITION_PREMAKE_DAYS: GucSetting<i32> = GucSetting::<i32>::new(3);
 /// Minimum password length of the password policy, in characters.
 pub static PASSWORD_MIN_LENGTH: GucSetting<i32> = GucSetting::<i32>::new(12);
+/// Whether the password policy is enforced on CREATE/ALTER ROLE ... PASSWORD.
+pub static PASSWORD_POLICY: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// Whether pre-hashed (SCRAM/MD5) passwords, which cannot be checked, are accepted with a warning.
+pub static PASSWORD_ALLOW_PREHASHED: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Audit DDL, GRANT/REVOKE, role changes and ALTER SYSTEM.
+pub static AUDIT_DDL: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// Audit every login, successful or not.
+pub static AUDIT_LOGINS: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// Count table reads per (role, table) and write them as periodic summaries.
+pub static AUDIT_READS: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// Seconds between two summaries of table reads in the audit log.
+pub static AUDIT_READ_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
+/// Detection thresholds of detect_suspicious_activity().
+pub static FAILED_LOGIN_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(5);
+pub static PRIVILEGE_CHANGE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(3);
+pub static READ_COUNT_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub static DISTINCT_TABLES_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(50);
 
 /// Registers every setting and reserves the `admin_toolkit` prefix, so that a misspelt
 /// `admin_toolkit.*` name is reported instead of silently becoming a placeholder.
@@ -88,6 +105,55 @@ pub fn register(preloading: bool) {
         GucContext::Suset,
         GucFlags::default(),
     );
+    let switches: [(&'static std::ffi::CStr, &'static std::ffi::CStr, &'static GucSetting<bool>); 5] = [
+        (c"admin_toolkit.password_policy", c"Enforce the password policy on CREATE/ALTER ROLE ... PASSWORD.", &PASSWORD_POLICY),
+        (
+            c"admin_toolkit.password_allow_prehashed",
+            c"Accept pre-hashed (SCRAM/MD5) passwords, which the policy cannot check, with a warning.",
+            &PASSWORD_ALLOW_PREHASHED,
+        ),
+        (c"admin_toolkit.audit_ddl", c"Audit DDL, GRANT/REVOKE, role changes and ALTER SYSTEM.", &AUDIT_DDL),
+        (c"admin_toolkit.audit_logins", c"Audit every login, successful or not.", &AUDIT_LOGINS),
+        (c"admin_toolkit.audit_reads", c"Count table reads per role and table for the audit log.", &AUDIT_READS),
+    ];
+    for (name, description, setting) in switches {
+        GucRegistry::define_bool_guc(
+            name,
+            description,
+            c"",
+            setting,
+            GucContext::Suset,
+            GucFlags::default(),
+        );
+    }
+    GucRegistry::define_int_guc(
+        c"admin_toolkit.audit_read_interval",
+        c"Seconds between two summaries of table reads in security_audit_log.",
+        c"",
+        &AUDIT_READ_INTERVAL,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    let thresholds: [(&'static std::ffi::CStr, &'static std::ffi::CStr, &'static GucSetting<i32>); 4] = [
+        (c"admin_toolkit.failed_login_threshold", c"Failed logins of one user in an hour above which detect_suspicious_activity() reports.", &FAILED_LOGIN_THRESHOLD),
+        (c"admin_toolkit.privilege_change_threshold", c"GRANT/REVOKE/ALTER ROLE by one user in 24 hours above which detect_suspicious_activity() reports.", &PRIVILEGE_CHANGE_THRESHOLD),
+        (c"admin_toolkit.read_count_threshold", c"Table reads by one user in an hour above which detect_suspicious_activity() reports.", &READ_COUNT_THRESHOLD),
+        (c"admin_toolkit.distinct_tables_threshold", c"Distinct tables read by one user in an hour above which detect_suspicious_activity() reports.", &DISTINCT_TABLES_THRESHOLD),
+    ];
+    for (name, description, setting) in thresholds {
+        GucRegistry::define_int_guc(
+            name,
+            description,
+            c"",
+            setting,
+            0,
+            i32::MAX,
+            GucContext::Suset,
+            GucFlags::default(),
+        );
+    }
     reserve_prefix();
 }
 

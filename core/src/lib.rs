@@ -3,6 +3,7 @@
 //! retention, tuning formulas and backup manifests. No pgrx here: plain, fast unit tests.
 
 pub mod alerts;
+pub mod audit;
 pub mod counters;
 pub mod partitions;
 pub mod password;

@@ -112,13 +112,31 @@ pub struct ClusterOptions {
     pub preload: bool,
     /// Extra postgresql.conf lines.
     pub settings: Vec<String>,
+    /// TCP connections authenticate with scram-sha-256 (the superuser's password is
+    /// [`SUPERUSER_PASSWORD`]); otherwise they are trusted.
+    pub scram: bool,
 }
+
+impl ClusterOptions {
+    /// A cluster without admin_toolkit in shared_preload_libraries.
+    pub fn not_preloaded() -> ClusterOptions {
+        ClusterOptions {
+            preload: false,
+            settings: vec![],
+            scram: false,
+        }
+    }
+}
+
+/// Password of the `postgres` superuser in every test cluster.
+pub const SUPERUSER_PASSWORD: &str = "postgres-test-superuser";
 
 impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
             preload: true,
             settings: vec!["admin_toolkit.collection_interval = 1".into()],
+            scram: false,
         }
     }
 }
@@ -139,23 +157,27 @@ impl Cluster {
     pub fn start_with(options: ClusterOptions) -> Cluster {
         let scratch = ScratchDir::new("admin_toolkit_it_");
         let data = scratch.join("data");
-        check(
-            run_as_postgres(
-                "initdb",
-                &[
-                    "-D",
-                    &data,
-                    "-U",
-                    "postgres",
-                    "-A",
-                    "trust",
-                    "--no-sync",
-                    "-E",
-                    "UTF8",
-                ],
-            ),
-            "initdb",
-        );
+        let pwfile = scratch.join("pwfile");
+        fs::write(&pwfile, SUPERUSER_PASSWORD).expect("write pwfile");
+        let host_auth = if options.scram {
+            "--auth-host=scram-sha-256"
+        } else {
+            "--auth-host=trust"
+        };
+        let initdb_args = [
+            "-D",
+            &data,
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            host_auth,
+            "--pwfile",
+            &pwfile,
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ];
+        check(run_as_postgres("initdb", &initdb_args), "initdb");
         let port = free_port();
         let mut conf = vec![
             format!("port = {port}"),
@@ -275,10 +297,27 @@ impl Cluster {
 
     /// Connection string for `dbname` as the postgres superuser.
     pub fn conninfo(&self, dbname: &str) -> String {
+        self.conninfo_as(dbname, "postgres", SUPERUSER_PASSWORD)
+    }
+
+    /// Connection string for `dbname` as another role.
+    pub fn conninfo_as(&self, dbname: &str, user: &str, password: &str) -> String {
+        let quoted = password.replace('\\', "\\\\").replace('\'', "\\'");
         format!(
-            "host=127.0.0.1 port={} user=postgres dbname={dbname} connect_timeout=10",
+            "host=127.0.0.1 port={} user={user} password='{quoted}' dbname={dbname} connect_timeout=10 \
+             application_name=admin_toolkit_it",
             self.port
         )
+    }
+
+    /// Connects as another role; the error is returned, so failed logins can be tested.
+    pub fn connect_as(
+        &self,
+        dbname: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<Client, postgres::Error> {
+        Client::connect(&self.conninfo_as(dbname, user, password), NoTls)
     }
 
     pub fn connect(&self, dbname: &str) -> Client {

@@ -250,10 +250,7 @@ fn user_rows_survive_pg_dump_and_restore() {
 
 #[test]
 fn bad_rows_fail_with_constraint_errors_naming_the_column() {
-    let cluster = Cluster::start_with(ClusterOptions {
-        preload: false,
-        settings: vec![],
-    });
+    let cluster = Cluster::start_with(ClusterOptions::not_preloaded());
     let mut db = cluster.connect("postgres");
     db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
     let cases = [
@@ -312,10 +309,7 @@ fn bad_rows_fail_with_constraint_errors_naming_the_column() {
 
 #[test]
 fn without_preloading_create_extension_notices_and_functions_work() {
-    let cluster = Cluster::start_with(ClusterOptions {
-        preload: false,
-        settings: vec![],
-    });
+    let cluster = Cluster::start_with(ClusterOptions::not_preloaded());
     let (mut db, notices) = cluster.connect_collecting_notices("postgres");
     db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
     let notices = notices.lock().unwrap().clone();

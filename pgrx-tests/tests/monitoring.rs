@@ -142,10 +142,7 @@ fn views_and_query_metric_with_pg_stat_statements() {
 
 #[test]
 fn slow_queries_without_pg_stat_statements_is_a_clear_55000() {
-    let cluster = Cluster::start_with(ClusterOptions {
-        preload: false,
-        settings: vec![],
-    });
+    let cluster = Cluster::start_with(ClusterOptions::not_preloaded());
     let mut db = cluster.connect("postgres");
     db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
     let err = db
@@ -172,10 +169,7 @@ fn slow_queries_without_pg_stat_statements_is_a_clear_55000() {
 
 #[test]
 fn pg_monitor_reads_metrics_and_only_superusers_change_rules() {
-    let cluster = Cluster::start_with(ClusterOptions {
-        preload: false,
-        settings: vec![],
-    });
+    let cluster = Cluster::start_with(ClusterOptions::not_preloaded());
     let mut db = cluster.connect("postgres");
     db.batch_execute(
         "CREATE EXTENSION admin_toolkit;
@@ -184,13 +178,7 @@ fn pg_monitor_reads_metrics_and_only_superusers_change_rules() {
          CREATE ROLE nobody LOGIN;",
     )
     .unwrap();
-    let mut watcher = postgres::Client::connect(
-        &cluster
-            .conninfo("postgres")
-            .replace("user=postgres", "user=watcher"),
-        postgres::NoTls,
-    )
-    .unwrap();
+    let mut watcher = cluster.connect_as("postgres", "watcher", "").unwrap();
     for relation in [
         "performance_metrics",
         "alert_rules",
@@ -212,13 +200,7 @@ fn pg_monitor_reads_metrics_and_only_superusers_change_rules() {
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
 
-    let mut nobody = postgres::Client::connect(
-        &cluster
-            .conninfo("postgres")
-            .replace("user=postgres", "user=nobody"),
-        postgres::NoTls,
-    )
-    .unwrap();
+    let mut nobody = cluster.connect_as("postgres", "nobody", "").unwrap();
     let err = nobody
         .batch_execute("SELECT * FROM admin_toolkit.performance_metrics")
         .unwrap_err();

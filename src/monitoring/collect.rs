@@ -209,6 +209,10 @@ fn read_counters(
                 readings.push((name.to_string(), v));
             }
         }
+        if crate::security::audit::queue::available() {
+            let (events, reads) = crate::security::audit::queue::dropped();
+            readings.push(("audit_events_dropped".to_string(), (events + reads) as f64));
+        }
         Ok::<_, spi::Error>((now, readings))
     })?;
     let reading = |name: &str| readings.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
@@ -269,6 +273,14 @@ fn read_counters(
         "count",
         change("archive_failed_count"),
     ));
+    if reading("audit_events_dropped").is_some() {
+        out.push(metric(
+            "security",
+            "audit_events_dropped",
+            "count",
+            change("audit_events_dropped"),
+        ));
+    }
     // Over the interval once there is a previous reading; since the last stats reset before.
     let hit_ratio = match (change("blks_hit"), change("blks_read")) {
         (Some(hit), Some(read)) => Some(percent_of_deltas(hit, hit + read)),

@@ -1,4 +1,15 @@
-//! Security: password policy (audit capture, suspicious-activity detection, roles and RLS
-//! helpers join here as they land).
+//! Security: audit events captured by server hooks, suspicious-activity detection, the enforced
+//! password policy, and role and row-level-security helpers (sql/security.sql).
 
-mod password_policy;
+pub mod audit;
+pub mod password_policy;
+
+/// Installs the hooks: the password check always (it only concerns this process until the
+/// library is preloaded), the audit capture and its shared memory only when preloading.
+pub fn install(preloading: bool) {
+    password_policy::install_hook();
+    if preloading {
+        audit::queue::install();
+        audit::hooks::install();
+    }
+}

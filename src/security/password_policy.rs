@@ -2,8 +2,81 @@
 
 use crate::error::{require, ToolkitError};
 use crate::settings;
-use admin_toolkit_core::password::{check_password, PasswordPolicy};
+use admin_toolkit_core::password::{check_password, failed_rules, PasswordPolicy};
 use pgrx::prelude::*;
+use std::ffi::{c_char, CStr};
+
+static mut PREV_CHECK_PASSWORD: pg_sys::check_password_hook_type = None;
+
+/// Installs the server's password check; `_PG_init` calls this.
+pub fn install_hook() {
+    // SAFETY: runs in _PG_init, before any statement of this process.
+    unsafe {
+        PREV_CHECK_PASSWORD = pg_sys::check_password_hook;
+        pg_sys::check_password_hook = Some(check_password_hook);
+    }
+}
+
+/// Enforces the policy on CREATE/ALTER ROLE ... PASSWORD with the same rules as
+/// validate_password_policy. The error lists every failed rule and never the password; the
+/// statement itself is kept out of the server log by the log hook (see audit::hooks::emit_log).
+#[pg_guard]
+unsafe extern "C-unwind" fn check_password_hook(
+    username: *const c_char,
+    shadow_pass: *const c_char,
+    password_type: pg_sys::PasswordType::Type,
+    validuntil_time: pg_sys::Datum,
+    validuntil_null: bool,
+) {
+    unsafe {
+        if let Some(prev) = PREV_CHECK_PASSWORD {
+            prev(
+                username,
+                shadow_pass,
+                password_type,
+                validuntil_time,
+                validuntil_null,
+            );
+        }
+    }
+    if !settings::PASSWORD_POLICY.get() || username.is_null() || shadow_pass.is_null() {
+        return;
+    }
+    if password_type != pg_sys::PasswordType::PASSWORD_TYPE_PLAINTEXT {
+        if settings::PASSWORD_ALLOW_PREHASHED.get() {
+            warning!(
+                "the password was sent already hashed, so the password policy could not check it"
+            );
+            return;
+        }
+        ToolkitError::invalid_parameter("the password was sent already hashed, so the password policy cannot check it")
+            .with_hint(
+                "Send the password in plain text over an encrypted connection, or set \
+                 admin_toolkit.password_allow_prehashed = on to accept hashed passwords with a warning.",
+            )
+            .raise();
+    }
+    // SAFETY: the server passes NUL-terminated strings.
+    let (user, password) = unsafe {
+        (
+            CStr::from_ptr(username).to_string_lossy(),
+            CStr::from_ptr(shadow_pass).to_string_lossy(),
+        )
+    };
+    let failures = match check_password(&current_policy(), &user, &password) {
+        Ok(results) => failed_rules(&results)
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>(),
+        Err(e) => vec![e.to_string()],
+    };
+    if !failures.is_empty() {
+        ToolkitError::invalid_parameter("password does not meet the password policy")
+            .with_detail(failures.join("; "))
+            .with_hint("SELECT * FROM admin_toolkit.validate_password_policy(<user>, <password>) lists every rule.")
+            .raise();
+    }
+}
 
 /// The policy in force in this session (its minimum length is a superuser setting).
 pub fn current_policy() -> PasswordPolicy {

@@ -4,6 +4,7 @@ use super::step::run_step;
 use crate::maintenance::partitions::{self, LOGS};
 use crate::monitoring::{alerts, collect};
 use crate::query::read_scalar;
+use crate::security::audit;
 use crate::settings;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 
 /// Longest sleep between ticks: partition upkeep and the extension check run at least this often.
 const IDLE_TICK: Duration = Duration::from_secs(60);
+/// Longest sleep while the worker works: audit events wait at most this long in shared memory.
+const AUDIT_TICK: Duration = Duration::from_secs(1);
 /// Partitions are checked this often once upkeep has succeeded (and at once after a failure,
 /// a reload or a new day).
 const UPKEEP_EVERY: Duration = Duration::from_secs(3600);
@@ -29,6 +32,10 @@ struct WorkerState {
     statements_note: Option<Option<String>>,
     /// Rules without data at the last evaluation, to log each change once.
     no_data_rules: Vec<String>,
+    /// When table reads were last summarised into the audit log.
+    last_read_summary: Option<Instant>,
+    /// Audit events dropped (queue full) as last reported.
+    dropped_reported: (u64, u64),
     /// Last successful upkeep of each log in `LOGS`, with the UTC day it ran on.
     last_upkeep: [Option<(Instant, i32)>; LOGS.len()],
 }
@@ -54,7 +61,7 @@ impl WorkerState {
     fn tick_length(&self) -> Duration {
         let interval = Self::collection_interval().unwrap_or(IDLE_TICK);
         let until_next = match self.last_collection {
-            Some(at) if self.working => interval.saturating_sub(at.elapsed()),
+            Some(at) if self.working => interval.saturating_sub(at.elapsed()).min(AUDIT_TICK),
             _ => interval,
         };
         until_next.clamp(Duration::from_millis(100), IDLE_TICK)
@@ -130,9 +137,55 @@ fn tick(state: &mut WorkerState) {
             None => {} // already logged by run_step
         }
     }
+    write_audit(state);
     if state.collection_due() {
         state.last_collection = Some(Instant::now());
         collect_and_evaluate(state);
+    }
+}
+
+/// Moves audit events from shared memory into security_audit_log, batch by batch, and
+/// summarises table reads every admin_toolkit.audit_read_interval seconds.
+fn write_audit(state: &mut WorkerState) {
+    if !audit::queue::available() {
+        return;
+    }
+    loop {
+        match run_step("write audit events", audit::write_events) {
+            Some(Ok(n)) if n >= audit::BATCH => continue,
+            Some(Err(e)) => log!(
+                "admin_toolkit worker: step \"write audit events\" failed and will be retried: {e}"
+            ),
+            _ => {}
+        }
+        break;
+    }
+    let interval = Duration::from_secs(u64::from(settings::non_negative(
+        &settings::AUDIT_READ_INTERVAL,
+    )));
+    let due = state
+        .last_read_summary
+        .is_none_or(|at| at.elapsed() >= interval);
+    if due {
+        let period = state
+            .last_read_summary
+            .map_or(interval.as_secs_f64(), |at| at.elapsed().as_secs_f64());
+        state.last_read_summary = Some(Instant::now());
+        if let Some(Err(e)) = run_step("summarise table reads", || {
+            audit::write_read_summaries(period)
+        }) {
+            log!("admin_toolkit worker: step \"summarise table reads\" failed: {e}");
+        }
+    }
+    let dropped = audit::queue::dropped();
+    if dropped != state.dropped_reported {
+        log!(
+            "admin_toolkit worker: audit queue full: {} events and {} table-read counts dropped since startup \
+             (metric security/audit_events_dropped)",
+            dropped.0,
+            dropped.1
+        );
+        state.dropped_reported = dropped;
     }
 }
 

@@ -1,0 +1,394 @@
+//! Security against a real server with scram-sha-256 on 127.0.0.1: events captured by the hooks,
+//! detection, the enforced password policy, privileges, role and RLS helpers.
+
+use admin_toolkit_it::{count, wait_for, Cluster, ClusterOptions};
+use postgres::error::SqlState;
+
+const STRONG: &str = "Corr3ct-Horse-Battery!";
+
+fn secure_cluster(extra: &[&str]) -> Cluster {
+    let mut settings = vec![
+        "admin_toolkit.collection_interval = 1".to_string(),
+        "admin_toolkit.audit_read_interval = 1".to_string(),
+        "log_statement = 'all'".to_string(),
+    ];
+    settings.extend(extra.iter().map(|s| s.to_string()));
+    let cluster = Cluster::start_with(ClusterOptions {
+        settings,
+        scram: true,
+        ..ClusterOptions::default()
+    });
+    cluster
+        .connect("postgres")
+        .batch_execute("CREATE EXTENSION admin_toolkit")
+        .unwrap();
+    cluster
+}
+
+fn audit_count(db: &mut postgres::Client, condition: &str) -> i64 {
+    count(
+        db,
+        &format!("SELECT count(*) FROM admin_toolkit.security_audit_log WHERE {condition}"),
+    )
+}
+
+fn wait_for_audit(db: &mut postgres::Client, condition: &str, at_least: i64) {
+    wait_for(&format!("{at_least} audit rows where {condition}"), || {
+        (audit_count(db, condition) >= at_least).then_some(())
+    });
+}
+
+#[test]
+fn failed_logins_are_captured_and_detected() {
+    let cluster = secure_cluster(&[]);
+    let mut db = cluster.connect("postgres");
+    db.batch_execute(&format!("CREATE ROLE mallory LOGIN PASSWORD '{STRONG}'"))
+        .unwrap();
+    for _ in 0..7 {
+        let err = cluster
+            .connect_as("postgres", "mallory", "wrong-password")
+            .err()
+            .expect("login must fail");
+        assert_eq!(err.code(), Some(&SqlState::INVALID_PASSWORD));
+    }
+    cluster
+        .connect_as("postgres", "mallory", STRONG)
+        .expect("right password logs in");
+    wait_for_audit(
+        &mut db,
+        "operation_type = 'LOGIN' AND username = 'mallory' AND NOT success",
+        7,
+    );
+    assert_eq!(
+        audit_count(
+            &mut db,
+            "operation_type = 'LOGIN' AND username = 'mallory' AND success"
+        ),
+        1
+    );
+    let row = db
+        .query_one(
+            "SELECT alert_severity, event_count, details->>'client_ips' FROM admin_toolkit.detect_suspicious_activity() \
+             WHERE alert_type = 'failed_login_attempts' AND username = 'mallory'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "warning");
+    assert_eq!(row.get::<_, i64>(1), 7);
+    assert!(row.get::<_, String>(2).contains("127.0.0.1"));
+    assert_eq!(
+        audit_count(
+            &mut db,
+            "operation_type = 'LOGIN' AND username = 'mallory' AND client_ip = '127.0.0.1' \
+                              AND application_name = 'admin_toolkit_it'"
+        ),
+        8
+    );
+}
+
+#[test]
+fn grants_are_captured_even_rolled_back_or_failed_and_detected() {
+    let cluster = secure_cluster(&[]);
+    let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE TABLE ledger (id int); CREATE ROLE clerk NOLOGIN")
+        .unwrap();
+    for privilege in ["SELECT", "INSERT", "UPDATE", "DELETE"] {
+        db.batch_execute(&format!("GRANT {privilege} ON ledger TO clerk"))
+            .unwrap();
+    }
+    db.batch_execute("BEGIN; GRANT TRUNCATE ON ledger TO clerk; ROLLBACK;")
+        .unwrap();
+    let err = db
+        .batch_execute("GRANT SELECT ON no_such_table TO clerk")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE));
+
+    wait_for_audit(&mut db, "operation_type = 'GRANT'", 6);
+    assert_eq!(
+        audit_count(
+            &mut db,
+            "operation_type = 'GRANT' AND query_text LIKE 'GRANT TRUNCATE%' AND success"
+        ),
+        1,
+        "a GRANT inside a rolled-back transaction is still in the log"
+    );
+    let failed = db
+        .query_one(
+            "SELECT object_name, error_message FROM admin_toolkit.security_audit_log \
+             WHERE operation_type = 'GRANT' AND NOT success",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(failed.get::<_, String>(0), "no_such_table");
+    assert!(failed.get::<_, String>(1).contains("does not exist"));
+    assert_eq!(
+        audit_count(
+            &mut db,
+            "operation_type = 'GRANT' AND object_type = 'table' AND object_name = 'ledger'"
+        ),
+        5
+    );
+
+    let detected: i64 = db
+        .query_one(
+            "SELECT event_count FROM admin_toolkit.detect_suspicious_activity() \
+             WHERE alert_type = 'privilege_escalation' AND username = 'postgres'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        detected, 5,
+        "four GRANTs and the rolled-back one succeeded; the failed one is not counted"
+    );
+}
+
+#[test]
+fn password_policy_is_enforced_and_passwords_never_stored_or_logged() {
+    let cluster = secure_cluster(&[]);
+    let mut db = cluster.connect("postgres");
+    let weak = "weakpass1";
+    let err = db
+        .batch_execute(&format!("CREATE ROLE alice LOGIN PASSWORD '{weak}'"))
+        .unwrap_err();
+    let err = err.as_db_error().unwrap();
+    assert_eq!(err.code(), &SqlState::INVALID_PARAMETER_VALUE);
+    let detail = err.detail().unwrap();
+    for rule in ["at least 12 characters", "uppercase", "special character"] {
+        assert!(detail.contains(rule), "{detail}");
+    }
+    assert!(!detail.contains(weak) && !err.message().contains(weak));
+
+    db.batch_execute(&format!("CREATE ROLE alice LOGIN PASSWORD '{STRONG}'"))
+        .unwrap();
+    cluster
+        .connect_as("postgres", "alice", STRONG)
+        .expect("alice logs in with the accepted password");
+    let err = db
+        .batch_execute(&format!("ALTER ROLE alice PASSWORD 'Alice-{STRONG}'"))
+        .unwrap_err();
+    assert!(err
+        .as_db_error()
+        .unwrap()
+        .detail()
+        .unwrap()
+        .contains("must not contain username"));
+
+    // A pre-hashed password cannot be checked: refused unless allowed, then accepted with a warning.
+    let md5 = "md5aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let err = db
+        .batch_execute(&format!("ALTER ROLE alice PASSWORD '{md5}'"))
+        .unwrap_err();
+    assert!(err
+        .as_db_error()
+        .unwrap()
+        .message()
+        .contains("already hashed"));
+    db.batch_execute("SET admin_toolkit.password_allow_prehashed = on")
+        .unwrap();
+    db.batch_execute(&format!("ALTER ROLE alice PASSWORD '{md5}'"))
+        .unwrap();
+
+    wait_for_audit(
+        &mut db,
+        "operation_type IN ('CREATE ROLE', 'ALTER ROLE')",
+        5,
+    );
+    // Checked here in Rust: a query naming the secrets would itself put them in the server log.
+    let stored: Vec<String> = db
+        .query(
+            "SELECT concat_ws(' ', query_text, error_message, additional_info::text) FROM admin_toolkit.security_audit_log",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let log = cluster.server_log();
+    for secret in [weak, STRONG, md5] {
+        assert!(
+            !stored.iter().any(|s| s.contains(secret)),
+            "{secret} reached the audit log"
+        );
+        assert!(!log.contains(secret), "{secret} reached the server log");
+    }
+    assert_eq!(
+        audit_count(&mut db, "operation_type = 'CREATE ROLE' AND NOT success AND query_text LIKE '%PASSWORD ''********''%'"),
+        1
+    );
+    assert!(
+        log.contains("PASSWORD '********'"),
+        "log_statement = all logs the redacted statement"
+    );
+}
+
+#[test]
+fn ordinary_roles_cannot_read_the_audit_log() {
+    let cluster = secure_cluster(&[]);
+    let mut db = cluster.connect("postgres");
+    db.batch_execute(&format!("CREATE ROLE bob LOGIN PASSWORD '{STRONG}'"))
+        .unwrap();
+    let mut bob = cluster.connect_as("postgres", "bob", STRONG).unwrap();
+    for sql in [
+        "SELECT * FROM admin_toolkit.security_audit_log",
+        "SELECT * FROM admin_toolkit.detect_suspicious_activity()",
+        "SELECT admin_toolkit.log_security_event('FORGED')",
+        "SELECT * FROM admin_toolkit.setup_role_hierarchy()",
+    ] {
+        let err = bob.batch_execute(sql).unwrap_err();
+        assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}");
+    }
+}
+
+#[test]
+fn application_events_carry_the_real_identity_and_survive_rollback() {
+    let cluster = secure_cluster(&[]);
+    let mut db = cluster.connect("postgres");
+    db.batch_execute(&format!(
+        "CREATE ROLE shop LOGIN PASSWORD '{STRONG}'; \
+         GRANT EXECUTE ON FUNCTION admin_toolkit.log_security_event(text, text, text, boolean, text, jsonb) TO shop"
+    ))
+    .unwrap();
+    let mut shop = cluster.connect_as("postgres", "shop", STRONG).unwrap();
+    shop.batch_execute(
+        "BEGIN; \
+         SELECT admin_toolkit.log_security_event('TOKEN_REJECTED', 'checkout', 'endpoint', false, 'expired', '{\"username\": \"root\"}'); \
+         ROLLBACK;",
+    )
+    .unwrap();
+    wait_for_audit(&mut db, "operation_type = 'TOKEN_REJECTED'", 1);
+    let row = db
+        .query_one(
+            "SELECT username, database_name, client_ip::text, success, error_message, additional_info->>'source' \
+             FROM admin_toolkit.security_audit_log WHERE operation_type = 'TOKEN_REJECTED'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "shop");
+    assert_eq!(row.get::<_, String>(1), "postgres");
+    assert_eq!(row.get::<_, String>(2), "127.0.0.1/32");
+    assert!(!row.get::<_, bool>(3));
+    assert_eq!(row.get::<_, String>(4), "expired");
+    assert_eq!(row.get::<_, String>(5), "application");
+}
+
+#[test]
+fn table_reads_are_summarised_and_excessive_access_detected() {
+    let cluster = secure_cluster(&["admin_toolkit.read_count_threshold = 20"]);
+    let mut db = cluster.connect("postgres");
+    db.batch_execute(&format!(
+        "CREATE TABLE payroll (id int); CREATE ROLE eve LOGIN PASSWORD '{STRONG}'; GRANT SELECT ON payroll TO eve"
+    ))
+    .unwrap();
+    let mut eve = cluster.connect_as("postgres", "eve", STRONG).unwrap();
+    for _ in 0..25 {
+        eve.batch_execute("SELECT * FROM payroll").unwrap();
+    }
+    wait_for("25 reads summarised", || {
+        (count(
+            &mut db,
+            "SELECT coalesce(sum((additional_info->>'count')::bigint), 0)::bigint FROM admin_toolkit.security_audit_log \
+             WHERE operation_type = 'SELECT' AND username = 'eve' AND object_name = 'payroll' AND schema_name = 'public'",
+        ) >= 25)
+            .then_some(())
+    });
+    let reads: i64 = db
+        .query_one(
+            "SELECT event_count FROM admin_toolkit.detect_suspicious_activity() \
+             WHERE alert_type = 'excessive_data_access' AND username = 'eve'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(reads, 25);
+}
+
+#[test]
+fn tenant_isolation_fails_closed_and_quotes_identifiers() {
+    let cluster = secure_cluster(&[]);
+    let mut db = cluster.connect("postgres");
+    db.batch_execute(&format!(
+        "CREATE TABLE \"Odd; Orders\" (\"Tenant Id\" int, item text);
+         INSERT INTO \"Odd; Orders\" VALUES (1, 'a'), (1, 'b'), (2, 'c');
+         CREATE ROLE tenant_app LOGIN PASSWORD '{STRONG}';
+         GRANT SELECT ON \"Odd; Orders\" TO tenant_app;"
+    ))
+    .unwrap();
+    db.batch_execute(
+        "SELECT admin_toolkit.enable_tenant_isolation('\"Odd; Orders\"', 'Tenant Id', 'app.tenant_id')",
+    )
+    .unwrap();
+    let mut app = cluster
+        .connect_as("postgres", "tenant_app", STRONG)
+        .unwrap();
+    let visible = |app: &mut postgres::Client| count(app, "SELECT count(*) FROM \"Odd; Orders\"");
+    assert_eq!(visible(&mut app), 0, "unset setting: no rows");
+    app.batch_execute("SET app.tenant_id = '1'").unwrap();
+    assert_eq!(visible(&mut app), 2);
+    app.batch_execute("RESET app.tenant_id").unwrap();
+    assert_eq!(visible(&mut app), 0, "reset setting: no rows");
+
+    let err = db
+        .batch_execute("SELECT admin_toolkit.enable_tenant_isolation('\"Odd; Orders\"', 'Tenant Id', 'x; DROP TABLE y')")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::INVALID_PARAMETER_VALUE));
+    let err = db
+        .batch_execute("SELECT admin_toolkit.enable_tenant_isolation('\"Odd; Orders\"', 'nope', 'app.tenant_id')")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_COLUMN));
+    // Covered now: enabled, forced, with a policy.
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM admin_toolkit.rls_coverage() WHERE table_name = 'Odd; Orders'"
+        ),
+        0
+    );
+    db.batch_execute("CREATE TABLE open_table (id int)")
+        .unwrap();
+    assert_eq!(
+        count(&mut db, "SELECT count(*) FROM admin_toolkit.rls_coverage() WHERE table_name = 'open_table' AND NOT rls_enabled"),
+        1
+    );
+}
+
+#[test]
+fn role_hierarchy_is_nologin_and_idempotent() {
+    let cluster = secure_cluster(&[]);
+    let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE SCHEMA \"Sales Data\"; CREATE TABLE \"Sales Data\".deals (id int)")
+        .unwrap();
+    let created = count(
+        &mut db,
+        "SELECT count(*) FROM admin_toolkit.setup_role_hierarchy('Sales Data') WHERE step = 'create role'",
+    );
+    assert_eq!(created, 7);
+    assert_eq!(
+        count(&mut db, "SELECT count(*) FROM admin_toolkit.setup_role_hierarchy('Sales Data') WHERE step IN ('create role', 'grant role')"),
+        0
+    );
+    assert_eq!(
+        count(&mut db, "SELECT count(*) FROM pg_authid WHERE rolname IN ('app_roles', 'app_readonly', 'app_readwrite', \
+               'app_admin', 'data_analyst', 'data_engineer', 'backup_operator') AND NOT rolcanlogin AND rolpassword IS NULL"),
+        7
+    );
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'alice_analyst'"
+        ),
+        0
+    );
+    let can_read: bool = db
+        .query_one(
+            "SELECT has_table_privilege('data_analyst', '\"Sales Data\".deals', 'SELECT')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(can_read);
+    let err = db
+        .batch_execute("SELECT * FROM admin_toolkit.setup_role_hierarchy('no such schema')")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::INVALID_SCHEMA_NAME));
+}

@@ -1,0 +1,259 @@
+//! Security auditing: hooks capture events into shared memory ([`queue`]); the worker writes
+//! them to `security_audit_log` ([`write_events`], [`write_read_summaries`]) in its own
+//! transactions, keeping each event's own time, so an event survives the user's ROLLBACK.
+
+pub mod hooks;
+mod objects;
+pub mod queue;
+
+use crate::error::{require, ToolkitError};
+use crate::settings;
+use pgrx::prelude::*;
+use queue::AuditEvent;
+use serde_json::json;
+
+/// Most events written in one transaction; the rest wait for the next tick.
+pub const BATCH: usize = 1000;
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_OFFSET_SECONDS: f64 = 946_684_800.0;
+
+fn additional_info(e: &AuditEvent) -> String {
+    let mut info = match e
+        .info
+        .get()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    {
+        Some(serde_json::Value::Object(map)) => serde_json::Value::Object(map),
+        _ => json!({}),
+    };
+    info["pid"] = json!(e.pid);
+    info["source"] = json!(if e.from_application {
+        "application"
+    } else {
+        "server"
+    });
+    if e.query_truncated {
+        info["query_truncated"] = json!(true);
+    }
+    info.to_string()
+}
+
+/// Writes waiting events to the audit log; they leave the queue only once written.
+pub fn write_events() -> spi::Result<usize> {
+    let events = queue::peek(BATCH);
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let col = |f: &dyn Fn(&AuditEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
+    let times: Vec<f64> = events
+        .iter()
+        .map(|e| e.event_time as f64 / 1e6 + PG_EPOCH_OFFSET_SECONDS)
+        .collect();
+    let success: Vec<bool> = events.iter().map(|e| e.success).collect();
+    let session: Vec<String> = events
+        .iter()
+        .map(|e| format!("{:x}.{:x}", e.session_start, e.pid))
+        .collect();
+    let info: Vec<String> = events.iter().map(additional_info).collect();
+    Spi::run_with_args(
+        "INSERT INTO admin_toolkit.security_audit_log (event_time, username, database_name, schema_name, \
+           object_name, object_type, operation_type, client_ip, application_name, query_text, success, \
+           error_message, session_id, additional_info) \
+         SELECT pg_catalog.to_timestamp(t), coalesce(u, ''), coalesce(d, ''), s, o, ot, op, \
+                CASE WHEN ip ~ '^[0-9A-Fa-f:.]+$' THEN ip::inet END, app, q, ok, err, sid, info::jsonb \
+           FROM unnest($1::float8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+                       $8::text[], $9::text[], $10::text[], $11::bool[], $12::text[], $13::text[], $14::text[]) \
+                AS e(t, u, d, s, o, ot, op, ip, app, q, ok, err, sid, info)",
+        &[
+            times.into(),
+            col(&|e| e.username.get()).into(),
+            col(&|e| e.database.get()).into(),
+            col(&|e| e.schema.get()).into(),
+            col(&|e| e.object.get()).into(),
+            col(&|e| e.object_type.get()).into(),
+            col(&|e| e.operation.get()).into(),
+            col(&|e| e.client_ip.get()).into(),
+            col(&|e| e.application.get()).into(),
+            col(&|e| e.query.get()).into(),
+            success.into(),
+            col(&|e| e.error.get()).into(),
+            session.into(),
+            info.into(),
+        ],
+    )?;
+    queue::commit(events.len());
+    Ok(events.len())
+}
+
+/// Writes one summary row per (database, role, table) read since the last summary:
+/// operation_type 'SELECT', object_type 'table', the count in additional_info.
+pub fn write_read_summaries(period_seconds: f64) -> spi::Result<usize> {
+    let reads = queue::take_reads();
+    if reads.is_empty() {
+        return Ok(0);
+    }
+    let databases: Vec<i64> = reads.iter().map(|r| i64::from(r.database)).collect();
+    let roles: Vec<i64> = reads.iter().map(|r| i64::from(r.role)).collect();
+    let relations: Vec<i64> = reads.iter().map(|r| i64::from(r.relation)).collect();
+    let counts: Vec<i64> = reads
+        .iter()
+        .map(|r| i64::try_from(r.count).unwrap_or(i64::MAX))
+        .collect();
+    // Names of tables resolve only in this database; other databases' tables keep their OID.
+    Spi::run_with_args(
+        "INSERT INTO admin_toolkit.security_audit_log (username, database_name, schema_name, object_name, \
+           object_type, operation_type, success, additional_info) \
+         SELECT coalesce(a.rolname::text, r.role::text), coalesce(d.datname::text, r.db::text), \
+                n.nspname, coalesce(c.relname::text, 'oid ' || r.rel), 'table', 'SELECT', true, \
+                jsonb_build_object('count', r.n, 'relation_oid', r.rel, 'source', 'read summary', \
+                                   'period_seconds', $5::float8) \
+           FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[]) AS r(db, role, rel, n) \
+           LEFT JOIN pg_catalog.pg_authid a ON a.oid = r.role::oid \
+           LEFT JOIN pg_catalog.pg_database d ON d.oid = r.db::oid \
+           LEFT JOIN pg_catalog.pg_class c ON c.oid = r.rel::oid AND r.db::oid = \
+                (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) \
+           LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace",
+        &[databases.into(), roles.into(), relations.into(), counts.into(), period_seconds.into()],
+    )?;
+    Ok(reads.len())
+}
+
+/// Records an application event. The user, database, client address and session are the
+/// server's, never the caller's: they cannot be forged. With the library preloaded the event
+/// goes through the same queue as the server's own events (so it survives a ROLLBACK of the
+/// caller's transaction); without it, it is inserted directly.
+#[pg_extern(volatile)]
+fn log_security_event(
+    p_operation_type: Option<&str>,
+    p_object_name: default!(Option<&str>, "NULL"),
+    p_object_type: default!(Option<&str>, "NULL"),
+    p_success: default!(Option<bool>, true),
+    p_error_message: default!(Option<&str>, "NULL"),
+    p_additional_info: default!(Option<pgrx::JsonB>, "'{}'"),
+) {
+    let operation = require(p_operation_type, "p_operation_type");
+    if operation.trim().is_empty() {
+        ToolkitError::invalid_parameter("p_operation_type must not be empty").raise();
+    }
+    let info = p_additional_info.map(|j| j.0).unwrap_or_else(|| json!({}));
+    if !info.is_object() {
+        ToolkitError::invalid_parameter("p_additional_info must be a JSON object").raise();
+    }
+    let info = info.to_string();
+    if info.len() > 512 {
+        ToolkitError::invalid_parameter("p_additional_info is too large (at most 512 bytes)")
+            .raise();
+    }
+    let mut event = hooks::current_session_event();
+    event.operation.set(operation.as_bytes());
+    event
+        .object
+        .set(p_object_name.unwrap_or_default().as_bytes());
+    event
+        .object_type
+        .set(p_object_type.unwrap_or_default().as_bytes());
+    event.success = p_success.unwrap_or(true);
+    event
+        .error
+        .set(p_error_message.unwrap_or_default().as_bytes());
+    event.info.set(info.as_bytes());
+    event.from_application = true;
+    if queue::available() {
+        queue::push(&event);
+    } else {
+        Spi::run_with_args(
+            "INSERT INTO admin_toolkit.security_audit_log (username, database_name, object_name, object_type, \
+               operation_type, client_ip, application_name, success, error_message, session_id, additional_info) \
+             VALUES (current_user, current_database(), $1, $2, $3, inet_client_addr(), \
+                     current_setting('application_name'), $4, $5, \
+                     (SELECT to_hex(trunc(extract(epoch FROM backend_start))::bigint) || '.' || to_hex(pid) \
+                        FROM pg_catalog.pg_stat_activity WHERE pid = pg_backend_pid()), \
+                     $6::jsonb || jsonb_build_object('source', 'application', 'pid', pg_backend_pid()))",
+            &[
+                event.object.get().into(),
+                event.object_type.get().into(),
+                operation.into(),
+                event.success.into(),
+                event.error.get().into(),
+                info.into(),
+            ],
+        )
+        .unwrap_or_else(|e| ToolkitError::invalid_parameter(e.to_string()).raise());
+    }
+}
+
+/// The specification's three detection rules, with thresholds from the settings.
+#[allow(clippy::type_complexity)]
+#[pg_extern(stable)]
+fn detect_suspicious_activity() -> spi::Result<
+    TableIterator<
+        'static,
+        (
+            name!(alert_type, String),
+            name!(alert_severity, String),
+            name!(username, String),
+            name!(event_count, i64),
+            name!(time_window, String),
+            name!(details, pgrx::JsonB),
+        ),
+    >,
+> {
+    let query = "
+        SELECT 'failed_login_attempts', CASE WHEN count(*) > 2 * $1 THEN 'critical' ELSE 'warning' END,
+               username, count(*), 'last_hour',
+               jsonb_build_object('client_ips', array_agg(DISTINCT client_ip),
+                                  'applications', array_agg(DISTINCT application_name))
+          FROM admin_toolkit.security_audit_log
+         WHERE event_time >= now() - interval '1 hour' AND operation_type = 'LOGIN' AND NOT success
+         GROUP BY username HAVING count(*) > $1
+        UNION ALL
+        SELECT 'privilege_escalation', 'warning', username, count(*), 'last_24_hours',
+               jsonb_build_object('operations', array_agg(DISTINCT operation_type),
+                                  'objects', array_agg(DISTINCT object_name))
+          FROM admin_toolkit.security_audit_log
+         WHERE event_time >= now() - interval '24 hours' AND operation_type IN ('GRANT', 'REVOKE', 'ALTER ROLE')
+           AND success
+         GROUP BY username HAVING count(*) > $2
+        UNION ALL
+        SELECT 'excessive_data_access', 'warning', username,
+               sum(coalesce((additional_info->>'count')::bigint, 1))::bigint, 'last_hour',
+               jsonb_build_object('tables_accessed', array_agg(DISTINCT object_name),
+                                  'unique_tables', count(DISTINCT object_name))
+          FROM admin_toolkit.security_audit_log
+         WHERE event_time >= now() - interval '1 hour' AND operation_type = 'SELECT' AND object_type = 'table'
+           AND success
+         GROUP BY username
+        HAVING sum(coalesce((additional_info->>'count')::bigint, 1)) > $3 OR count(DISTINCT object_name) > $4";
+    let args = [
+        settings::FAILED_LOGIN_THRESHOLD.get(),
+        settings::PRIVILEGE_CHANGE_THRESHOLD.get(),
+        settings::READ_COUNT_THRESHOLD.get(),
+        settings::DISTINCT_TABLES_THRESHOLD.get(),
+    ];
+    let rows = Spi::connect(|client| {
+        let mut out = Vec::new();
+        let result = client.select(
+            query,
+            None,
+            &[
+                i64::from(args[0]).into(),
+                i64::from(args[1]).into(),
+                i64::from(args[2]).into(),
+                i64::from(args[3]).into(),
+            ],
+        )?;
+        for row in result {
+            out.push((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+                row.get::<String>(3)?.unwrap_or_default(),
+                row.get::<i64>(4)?.unwrap_or_default(),
+                row.get::<String>(5)?.unwrap_or_default(),
+                row.get::<pgrx::JsonB>(6)?.unwrap_or(pgrx::JsonB(json!({}))),
+            ));
+        }
+        Ok::<_, spi::Error>(out)
+    })?;
+    Ok(TableIterator::new(rows))
+}
