@@ -52,7 +52,10 @@ CREATE TABLE backup_schedules (
     encryption_key_id   text,
     compression_level   integer NOT NULL DEFAULT 6 CHECK (compression_level BETWEEN 0 AND 22),
     is_active           boolean NOT NULL DEFAULT true,
-    created_at          timestamptz NOT NULL DEFAULT now()
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    -- Added to the specification's columns: kept current from schedule_expression.
+    last_run            timestamptz,
+    next_run            timestamptz
 );
 COMMENT ON TABLE backup_schedules IS
     'Backup jobs: type, cron schedule, retention and where the files go.';
@@ -200,6 +203,8 @@ CREATE TABLE security_audit_log_default PARTITION OF security_audit_log DEFAULT;
 ALTER TABLE security_audit_log_default ADD PRIMARY KEY (audit_id);
 CREATE INDEX ON security_audit_log_default (event_time);
 CREATE INDEX ON security_audit_log_default (username, operation_type, event_time);
+-- What detect_suspicious_activity() filters on: one operation in a recent time window.
+CREATE INDEX ON security_audit_log_default (operation_type, event_time);
 COMMENT ON TABLE security_audit_log IS
     'Security events, partitioned by day (UTC); old days are dropped by retention.';
 
@@ -224,6 +229,27 @@ CREATE TABLE maintenance_schedules (
 );
 CREATE INDEX maintenance_schedules_due_idx ON maintenance_schedules (next_run) WHERE is_active;
 COMMENT ON TABLE maintenance_schedules IS 'VACUUM / ANALYZE / REINDEX jobs on cron schedules.';
+
+-- One row per run of a maintenance job, written by the job's own background worker.
+CREATE TABLE maintenance_runs (
+    run_id           bigserial PRIMARY KEY,
+    schedule_id      integer REFERENCES maintenance_schedules (schedule_id) ON DELETE SET NULL,
+    maintenance_type text NOT NULL
+                     CHECK (maintenance_type IN ('vacuum', 'analyze', 'reindex', 'stats_update')),
+    target_object    text NOT NULL,
+    started_at       timestamptz NOT NULL DEFAULT now(),
+    finished_at      timestamptz,
+    status           text NOT NULL DEFAULT 'running'
+                     CHECK (status IN ('running', 'success', 'error', 'skipped')),
+    command          text,
+    error_message    text,
+    details          jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(details) = 'object'),
+    duration_seconds numeric GENERATED ALWAYS AS (extract(epoch FROM finished_at - started_at)) STORED,
+    CONSTRAINT maintenance_runs_finished_after_started CHECK (finished_at IS NULL OR finished_at >= started_at)
+);
+CREATE INDEX maintenance_runs_schedule_idx ON maintenance_runs (schedule_id, started_at DESC);
+CREATE INDEX maintenance_runs_started_idx ON maintenance_runs (started_at);
+COMMENT ON TABLE maintenance_runs IS 'History of maintenance runs: command, outcome, duration.';
 
 CREATE TABLE configuration_history (
     config_id        bigserial PRIMARY KEY,
@@ -255,6 +281,8 @@ SELECT pg_catalog.pg_extension_config_dump('maintenance_schedules', '');
 SELECT pg_catalog.pg_extension_config_dump('maintenance_schedules_schedule_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('configuration_history', '');
 SELECT pg_catalog.pg_extension_config_dump('alert_events', '');
+SELECT pg_catalog.pg_extension_config_dump('maintenance_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('maintenance_runs_run_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('alert_events_event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('configuration_history_config_id_seq', '');
 -- The sequences of the partitioned logs, so restored rows and new rows do not collide.

@@ -92,6 +92,27 @@ SELECT datname, usename, application_name, client_addr, state,
  ORDER BY connection_count DESC;
 
 -- ---------------------------------------------------------------------------------------
+-- Schedules: an invalid cron expression is refused at insert (22023, naming the field), and
+-- next_run is computed from it.
+-- ---------------------------------------------------------------------------------------
+CREATE FUNCTION schedule_next_run() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' OR NEW.schedule_expression IS DISTINCT FROM OLD.schedule_expression
+       OR (NEW.is_active AND NOT OLD.is_active) OR NEW.next_run IS NULL THEN
+        NEW.next_run := @extschema@.cron_next_run(NEW.schedule_expression, now());
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER maintenance_schedules_next_run BEFORE INSERT OR UPDATE ON maintenance_schedules
+    FOR EACH ROW EXECUTE FUNCTION schedule_next_run();
+CREATE TRIGGER backup_schedules_next_run BEFORE INSERT OR UPDATE ON backup_schedules
+    FOR EACH ROW EXECUTE FUNCTION schedule_next_run();
+
+-- ---------------------------------------------------------------------------------------
 -- Privileges. Nothing that changes the server is callable by PUBLIC; pg_monitor members read
 -- metrics, alerts and the monitoring views; alert rules are changed by superusers (or roles
 -- they grant).
@@ -108,6 +129,9 @@ REVOKE ALL ON FUNCTION log_security_event(text, text, text, boolean, text, jsonb
 REVOKE ALL ON FUNCTION setup_role_hierarchy(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION enable_tenant_isolation(regclass, name, text, name[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION rls_coverage() FROM PUBLIC;
+-- Maintenance runs as a superuser: only superusers (or roles they grant) start it.
+REVOKE ALL ON FUNCTION execute_maintenance(integer) FROM PUBLIC;
+GRANT SELECT ON maintenance_runs TO pg_monitor;
 GRANT EXECUTE ON FUNCTION slow_query_stats() TO pg_monitor;
 GRANT SELECT ON performance_metrics, metric_definitions, alert_rules, alert_events,
                 slow_queries, table_bloat_analysis, index_usage_analysis, connection_analysis
@@ -137,6 +161,11 @@ COMMENT ON FUNCTION enable_tenant_isolation(regclass, name, text, name[]) IS
     'Enables and forces RLS with a policy matching a column to a setting; no rows while the setting is unset.';
 COMMENT ON FUNCTION rls_coverage() IS
     'Tables without RLS, with RLS but no policy, or with RLS not forced.';
+COMMENT ON FUNCTION cron_next_run(text, timestamptz) IS
+    'Next run of a cron expression after a time, in admin_toolkit.timezone (or the server''s).';
+COMMENT ON FUNCTION execute_maintenance(integer) IS
+    'Runs a maintenance schedule now in a job worker (top-level VACUUM/ANALYZE/REINDEX) and returns its outcome.';
+COMMENT ON FUNCTION schedule_next_run() IS 'Validates schedule_expression and keeps next_run current.';
 COMMENT ON FUNCTION slow_query_stats() IS 'pg_stat_statements summary behind the slow_queries view.';
 COMMENT ON VIEW slow_queries IS 'Statements by total execution time (needs pg_stat_statements).';
 COMMENT ON VIEW table_bloat_analysis IS 'Dead-tuple share and size of each user table.';

@@ -20,6 +20,11 @@ extension_sql_file!(
     name = "security",
     requires = ["bootstrap"]
 );
+extension_sql_file!(
+    "../sql/maintenance.sql",
+    name = "maintenance",
+    requires = ["bootstrap"]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Set in `_PG_init` when the library is loaded through shared_preload_libraries; every backend

@@ -16,10 +16,14 @@ pub static COLLECTION_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static METRICS_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
 /// Days of audit events kept; older daily partitions are dropped.
 pub static AUDIT_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(90);
+/// Days of maintenance_runs history kept.
+pub static MAINTENANCE_HISTORY_DAYS: GucSetting<i32> = GucSetting::<i32>::new(90);
 /// Daily partitions made ahead of today.
 pub static PARTITION_PREMAKE_DAYS: GucSetting<i32> = GucSetting::<i32>::new(3);
 /// Minimum password length of the password policy, in characters.
 pub static PASSWORD_MIN_LENGTH: GucSetting<i32> = GucSetting::<i32>::new(12);
+/// IANA time zone of cron schedules; empty: the server's TimeZone.
+pub static TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 /// Whether the password policy is enforced on CREATE/ALTER ROLE ... PASSWORD.
 pub static PASSWORD_POLICY: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// Whether pre-hashed (SCRAM/MD5) passwords, which cannot be checked, are accepted with a warning.
@@ -86,6 +90,16 @@ pub fn register(preloading: bool) {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
+        c"admin_toolkit.maintenance_history_days",
+        c"Days of maintenance_runs history kept.",
+        c"",
+        &MAINTENANCE_HISTORY_DAYS,
+        1,
+        36_500,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"admin_toolkit.partition_premake_days",
         c"Daily partitions of the metric and audit logs created ahead of today.",
         c"",
@@ -103,6 +117,14 @@ pub fn register(preloading: bool) {
         1,
         1024,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"admin_toolkit.timezone",
+        c"Time zone of cron schedules (an IANA name); empty means the server's TimeZone.",
+        c"",
+        &TIMEZONE,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     let switches: [(&'static std::ffi::CStr, &'static std::ffi::CStr, &'static GucSetting<bool>); 5] = [
@@ -165,6 +187,14 @@ fn reserve_prefix() {
 #[cfg(not(any(feature = "pg13", feature = "pg14")))]
 fn reserve_prefix() {
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"admin_toolkit".as_ptr()) }
+}
+
+/// The schedules' time zone name, when set.
+pub fn timezone() -> Option<String> {
+    TIMEZONE
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
 }
 
 /// The worker's database name.

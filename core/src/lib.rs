@@ -5,8 +5,11 @@
 pub mod alerts;
 pub mod audit;
 pub mod counters;
+pub mod cron;
+pub mod maintenance;
 pub mod partitions;
 pub mod password;
 
 /// Re-exported so that callers share one date type with this crate.
 pub use chrono;
+pub use chrono_tz;

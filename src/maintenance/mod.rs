@@ -1,4 +1,6 @@
 //! Maintenance: upkeep of the extension's own partitioned logs (scheduled VACUUM / ANALYZE /
 //! REINDEX and health checks join here as they land).
 
+pub mod jobs;
 pub mod partitions;
+pub mod schedule;

@@ -38,7 +38,11 @@ pub const LOGS: [PartitionedLog; 2] = [
         time_column: "event_time",
         retention: &settings::AUDIT_RETENTION_DAYS,
         key_column: "audit_id",
-        indexes: &["event_time", "username, operation_type, event_time"],
+        indexes: &[
+            "event_time",
+            "username, operation_type, event_time",
+            "operation_type, event_time",
+        ],
     },
 ];
 

@@ -1,9 +1,9 @@
 //! The database worker: routine work, tick by tick, in `admin_toolkit.database`.
 
 use super::step::run_step;
+use crate::maintenance::jobs;
 use crate::maintenance::partitions::{self, LOGS};
 use crate::monitoring::{alerts, collect};
-use crate::query::read_scalar;
 use crate::security::audit;
 use crate::settings;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
@@ -56,15 +56,28 @@ impl WorkerState {
         }
     }
 
-    /// Sleep until the next collection is due, at most `IDLE_TICK`. While the worker cannot
-    /// work (no extension yet, hot standby) it looks again every collection interval.
+    /// Sleep until the next thing is due: audit events every `AUDIT_TICK` (when the audit queue
+    /// exists), the next collection, and at most `IDLE_TICK`. While the worker cannot work (no
+    /// extension yet, hot standby) it looks again every collection interval.
     fn tick_length(&self) -> Duration {
-        let interval = Self::collection_interval().unwrap_or(IDLE_TICK);
-        let until_next = match self.last_collection {
-            Some(at) if self.working => interval.saturating_sub(at.elapsed()).min(AUDIT_TICK),
-            _ => interval,
+        let interval = Self::collection_interval();
+        if !self.working {
+            return interval
+                .unwrap_or(IDLE_TICK)
+                .clamp(Duration::from_millis(100), IDLE_TICK);
+        }
+        let mut next = if audit::queue::available() {
+            AUDIT_TICK
+        } else {
+            IDLE_TICK
         };
-        until_next.clamp(Duration::from_millis(100), IDLE_TICK)
+        if let Some(interval) = interval {
+            let until_collection = self
+                .last_collection
+                .map_or(Duration::ZERO, |at| interval.saturating_sub(at.elapsed()));
+            next = next.min(until_collection);
+        }
+        next.clamp(Duration::from_millis(100), IDLE_TICK)
     }
 
     fn upkeep_due(&self, index: usize, utc_day: i32) -> bool {
@@ -75,13 +88,11 @@ impl WorkerState {
     }
 }
 
+/// Whether the extension exists here: a catalog index lookup, no SQL to parse, since it runs
+/// every tick.
 fn extension_installed() -> bool {
-    read_scalar::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'admin_toolkit')",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false)
+    // SAFETY: called inside a transaction (run_step).
+    unsafe { pg_sys::get_extension_oid(c"admin_toolkit".as_ptr(), true) != pg_sys::InvalidOid }
 }
 
 fn utc_day_number() -> i32 {
@@ -130,7 +141,19 @@ fn tick(state: &mut WorkerState) {
         }
         let step = format!("{} partition upkeep", log.table);
         match run_step(&step, || partitions::upkeep(log)) {
-            Some(Ok(_)) => state.last_upkeep[i] = Some((Instant::now(), today)),
+            Some(Ok(_)) => {
+                state.last_upkeep[i] = Some((Instant::now(), today));
+                if i == 0 {
+                    let retention = settings::MAINTENANCE_HISTORY_DAYS.get();
+                    if let Some(Err(e)) = run_step("maintenance history upkeep", || {
+                        jobs::upkeep_runs(retention)
+                    }) {
+                        log!(
+                            "admin_toolkit worker: step \"maintenance history upkeep\" failed: {e}"
+                        );
+                    }
+                }
+            }
             Some(Err(e)) => {
                 log!("admin_toolkit worker: step \"{step}\" failed and will be retried: {e}")
             }
@@ -138,6 +161,9 @@ fn tick(state: &mut WorkerState) {
         }
     }
     write_audit(state);
+    if let Some(Err(e)) = run_step("start due maintenance jobs", jobs::start_due_jobs) {
+        log!("admin_toolkit worker: step \"start due maintenance jobs\" failed and will be retried: {e}");
+    }
     if state.collection_due() {
         state.last_collection = Some(Instant::now());
         collect_and_evaluate(state);
@@ -240,6 +266,7 @@ pub extern "C-unwind" fn admin_toolkit_worker_main(_arg: pg_sys::Datum) {
         settings::database()
     );
     let mut state = WorkerState::default();
+    audit::queue::register_worker_latch(true);
     loop {
         if BackgroundWorker::sighup_received() {
             // SAFETY: between ticks, as the postmaster asked.
@@ -252,5 +279,6 @@ pub extern "C-unwind" fn admin_toolkit_worker_main(_arg: pg_sys::Datum) {
             break;
         }
     }
+    audit::queue::register_worker_latch(false);
     log!("admin_toolkit worker stopped");
 }

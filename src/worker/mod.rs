@@ -6,9 +6,13 @@
 //!   for a database that does not exist yet without failing and being restarted in a loop.
 //! * `admin_toolkit worker`: dynamic, connected to `admin_toolkit.database`; does the routine
 //!   work tick by tick, each step in its own transaction.
+//! * `admin_toolkit job`: dynamic, one per maintenance run, running its command top-level
+//!   outside any transaction block, so that VACUUM and REINDEX CONCURRENTLY work.
 
 mod database_worker;
+pub mod job;
 mod launcher;
 mod step;
+pub mod top_level;
 
 pub use launcher::register;

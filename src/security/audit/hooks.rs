@@ -72,7 +72,7 @@ fn statement_text(pstmt: *mut pg_sys::PlannedStmt, query: *const c_char) -> (Str
     };
     let own = full.get(start..end).unwrap_or(&full).trim();
     let redacted = redact_secrets(own);
-    let truncated = redacted.len() > 1536;
+    let truncated = redacted.len() > 1024;
     (redacted, truncated)
 }
 

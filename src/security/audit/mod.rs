@@ -141,9 +141,11 @@ fn log_security_event(
         ToolkitError::invalid_parameter("p_additional_info must be a JSON object").raise();
     }
     let info = info.to_string();
-    if info.len() > 512 {
-        ToolkitError::invalid_parameter("p_additional_info is too large (at most 512 bytes)")
-            .raise();
+    if info.len() > 256 {
+        ToolkitError::invalid_parameter(
+            "p_additional_info is too large (at most 256 bytes as JSON)",
+        )
+        .raise();
     }
     let mut event = hooks::current_session_event();
     event.operation.set(operation.as_bytes());

@@ -61,6 +61,34 @@ unsafe fn role_spec(spec: *mut pg_sys::RoleSpec) -> Option<String> {
     }
 }
 
+/// Name of one object node of GRANT or DROP: a table (RangeVar), a name, or a qualified name.
+unsafe fn object_node_name(o: *mut pg_sys::Node) -> Option<String> {
+    unsafe {
+        if is_a(o, NodeTag::T_RangeVar) {
+            let rv = o.cast::<pg_sys::RangeVar>();
+            let name = text((*rv).relname)?;
+            Some(match text((*rv).schemaname) {
+                Some(s) => format!("{s}.{name}"),
+                None => name,
+            })
+        } else if is_a(o, NodeTag::T_String) {
+            text((*o.cast::<pg_sys::String>()).sval)
+        } else if is_a(o, NodeTag::T_List) {
+            dotted(o.cast())
+        } else {
+            None
+        }
+    }
+}
+
+unsafe fn object_list_names(objects: *mut pg_sys::List) -> Vec<String> {
+    unsafe {
+        (0..list_len(objects))
+            .filter_map(|i| object_node_name(nth(objects, i)))
+            .collect()
+    }
+}
+
 /// The object of a list-valued statement: first element, with the count when there are more.
 fn first_of(mut names: Vec<String>) -> Option<String> {
     match names.len() {
@@ -136,24 +164,7 @@ pub unsafe fn describe_utility(node: *mut pg_sys::Node, event: &mut AuditEvent) 
             NodeTag::T_GrantStmt => {
                 let grant = node.cast::<pg_sys::GrantStmt>();
                 object_type = Some(object_type_name((*grant).objtype).to_string());
-                let objects = (*grant).objects;
-                let names = (0..list_len(objects))
-                    .filter_map(|i| {
-                        let o = nth::<pg_sys::Node>(objects, i);
-                        if is_a(o, NodeTag::T_RangeVar) {
-                            let rv = o.cast::<pg_sys::RangeVar>();
-                            let name = text((*rv).relname)?;
-                            Some(match text((*rv).schemaname) {
-                                Some(s) => format!("{s}.{name}"),
-                                None => name,
-                            })
-                        } else if is_a(o, NodeTag::T_String) {
-                            text((*o.cast::<pg_sys::String>()).sval)
-                        } else {
-                            None
-                        }
-                    })
-                    .collect();
+                let names = object_list_names((*grant).objects);
                 event
                     .object
                     .set(first_of(names).unwrap_or_default().as_bytes());
@@ -168,19 +179,7 @@ pub unsafe fn describe_utility(node: *mut pg_sys::Node, event: &mut AuditEvent) 
                     .set(first_of(names).unwrap_or_default().as_bytes());
             }
             NodeTag::T_DropStmt => {
-                let objects = (*node.cast::<pg_sys::DropStmt>()).objects;
-                let names = (0..list_len(objects))
-                    .filter_map(|i| {
-                        let o = nth::<pg_sys::Node>(objects, i);
-                        if is_a(o, NodeTag::T_List) {
-                            dotted(o.cast())
-                        } else if is_a(o, NodeTag::T_String) {
-                            text((*o.cast::<pg_sys::String>()).sval)
-                        } else {
-                            None
-                        }
-                    })
-                    .collect();
+                let names = object_list_names((*node.cast::<pg_sys::DropStmt>()).objects);
                 event
                     .object
                     .set(first_of(names).unwrap_or_default().as_bytes());

@@ -10,7 +10,7 @@ use std::ffi::CStr;
 use std::ptr::{addr_of_mut, null_mut};
 
 /// Events the queue holds before it starts dropping (and counting) new ones.
-pub const QUEUE_CAPACITY: usize = 2048;
+pub const QUEUE_CAPACITY: usize = 4096;
 /// Distinct (database, role, table) read counters between two summaries.
 pub const READ_SLOTS: usize = 4096;
 const READ_PROBES: usize = 32;
@@ -67,14 +67,14 @@ pub struct AuditEvent {
     pub object_type: Text<32>,
     pub schema: Text<64>,
     pub object: Text<192>,
-    pub query: Text<1536>,
+    pub query: Text<1024>,
     pub error: Text<256>,
     /// Whether `additional_info` should say the query text was cut.
     pub query_truncated: bool,
     /// Whether the event came from log_security_event() rather than a hook.
     pub from_application: bool,
     /// Application-supplied additional_info (JSON text), if any.
-    pub info: Text<512>,
+    pub info: Text<256>,
 }
 
 impl AuditEvent {
@@ -103,6 +103,9 @@ struct Shared {
     dropped: u64,
     /// Read counts dropped because the counter table was full, since startup.
     reads_dropped: u64,
+    /// The database worker's latch (in its PGPROC, in shared memory), set when the queue fills
+    /// up so that it drains at once instead of at its next tick. Null while no worker runs.
+    worker_latch: *mut pg_sys::Latch,
     events: [AuditEvent; QUEUE_CAPACITY],
     reads: [ReadCount; READ_SLOTS],
 }
@@ -177,16 +180,36 @@ fn with_lock<R>(f: impl FnOnce(&mut Shared) -> R) -> Option<R> {
     }
 }
 
-/// Hands an event to the worker. Never fails: a full queue counts the event as dropped.
+/// Hands an event to the worker. Never fails: a full queue counts the event as dropped. Once
+/// a quarter of the queue is waiting, the worker is woken to drain it.
 pub fn push(event: &AuditEvent) {
-    with_lock(|s| {
-        if s.pushed - s.popped >= QUEUE_CAPACITY as u64 {
+    let wake = with_lock(|s| {
+        let waiting = s.pushed - s.popped;
+        if waiting >= QUEUE_CAPACITY as u64 {
             s.dropped += 1;
         } else {
             s.events[(s.pushed % QUEUE_CAPACITY as u64) as usize] = *event;
             s.pushed += 1;
         }
-    });
+        (waiting + 1 >= (QUEUE_CAPACITY / 4) as u64).then_some(s.worker_latch)
+    })
+    .flatten();
+    if let Some(latch) = wake.filter(|l| !l.is_null()) {
+        // SAFETY: the latch lives in the worker's PGPROC in shared memory; setting a latch
+        // nobody waits on is harmless.
+        unsafe { pg_sys::SetLatch(latch) };
+    }
+}
+
+/// The database worker announces (or, with `false`, withdraws) its latch.
+pub fn register_worker_latch(present: bool) {
+    // SAFETY: MyLatch is this process's latch in shared memory while the process lives.
+    let latch = if present {
+        unsafe { pg_sys::MyLatch }
+    } else {
+        null_mut()
+    };
+    with_lock(|s| s.worker_latch = latch);
 }
 
 /// Copies up to `max` waiting events without removing them; `commit(n)` removes the first `n`

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# pgbench TPS with admin_toolkit preloaded and all auditing on (DDL, logins, table reads),
+# against the library not loaded and against pgaudit (pgaudit.log = 'ddl, role'), in one run:
+# one cluster restarted into each configuration in turn, rounds interleaved. Target: our
+# overhead <= 2 %. BENCH_SECONDS per pgbench run, BENCH_ROUNDS rounds.
+source "$(dirname "$0")/lib.sh"
+seconds=${BENCH_SECONDS:-20}
+rounds=${BENCH_ROUNDS:-3}
+clients=${BENCH_CLIENTS:-2}
+if ! dpkg-query -W -f='${Status}' postgresql-15-pgaudit 2>/dev/null | grep -q "install ok installed"; then
+    apt-get install -y -qq postgresql-15-pgaudit >/dev/null
+fi
+bench_cluster audit_overhead 55435 "max_connections = 50" "shared_buffers = 512MB"
+conf=$BENCH_DIR/data/postgresql.auto.conf
+configure() {
+    as_pg "$BIN/pg_ctl" -D "$BENCH_DIR/data" -m fast -w stop >/dev/null
+    case $1 in
+        none) echo "shared_preload_libraries = ''" >"$conf" ;;
+        admin_toolkit) printf "%s\n" "shared_preload_libraries = 'admin_toolkit'" \
+                           "admin_toolkit.audit_ddl = on" "admin_toolkit.audit_logins = on" "admin_toolkit.audit_reads = on" >"$conf" ;;
+        pgaudit) printf "%s\n" "shared_preload_libraries = 'pgaudit'" "pgaudit.log = 'ddl, role'" >"$conf" ;;
+    esac
+    as_pg "$BIN/pg_ctl" -D "$BENCH_DIR/data" -l "$BENCH_DIR/server.log" -w start >/dev/null
+}
+configure admin_toolkit
+psql_bench -c "CREATE EXTENSION admin_toolkit"
+"$BIN/pgbench" -i -q -s 10 -h 127.0.0.1 -p "$BENCH_PORT" -U postgres postgres >/dev/null 2>&1
+tps() { "$BIN/pgbench" -n "$@" -c "$clients" -j "$clients" -T "$seconds" -h 127.0.0.1 -p "$BENCH_PORT" -U postgres postgres 2>/dev/null \
+        | awk '/^tps/ { print $3; exit }'; }
+: >"$BENCH_DIR/tps"
+for _ in $(seq "$rounds"); do
+    for config in none admin_toolkit pgaudit; do
+        configure "$config"
+        echo "$config tpcb $(tps)" >>"$BENCH_DIR/tps"
+        echo "$config select $(tps -S)" >>"$BENCH_DIR/tps"
+    done
+done
+med() { awk -v c="$1" -v w="$2" '$1 == c && $2 == w { print $3 }' "$BENCH_DIR/tps" | median; }
+for workload in tpcb select; do
+    none=$(med none $workload); ours=$(med admin_toolkit $workload); pga=$(med pgaudit $workload)
+    ours_pct=$(awk -v a="$ours" -v b="$none" 'BEGIN { printf "%+.1f", 100 * (a - b) / b }')
+    pga_pct=$(awk -v a="$pga" -v b="$none" 'BEGIN { printf "%+.1f", 100 * (a - b) / b }')
+    record "pgbench $workload TPS, scale 10, $clients clients, ${seconds} s x $rounds rounds, medians (target: overhead <= 2 %)" \
+           "not loaded $none; admin_toolkit (DDL, login, read auditing) $ours (${ours_pct} %); pgaudit ddl,role $pga (${pga_pct} %)"
+done

@@ -1,0 +1,259 @@
+//! Scheduled maintenance against a real server: commands run top-level in job workers, for real.
+
+use admin_toolkit_it::{count, wait_for, Cluster};
+
+fn setup() -> (Cluster, postgres::Client) {
+    let cluster = Cluster::start();
+    let mut db = cluster.connect("postgres");
+    db.batch_execute(
+        "CREATE EXTENSION admin_toolkit;
+         CREATE TABLE public.\"Large Table\" (id int PRIMARY KEY, payload text);
+         INSERT INTO public.\"Large Table\" SELECT g, md5(g::text) FROM generate_series(1, 20000) g;
+         CREATE TABLE public.x (id int);",
+    )
+    .unwrap();
+    (cluster, db)
+}
+
+fn schedule(
+    db: &mut postgres::Client,
+    kind: &str,
+    table: Option<&str>,
+    expr: &str,
+    options: &str,
+) -> i32 {
+    db.query_one(
+        "INSERT INTO admin_toolkit.maintenance_schedules \
+           (maintenance_type, target_schema, target_table, schedule_expression, maintenance_options) \
+         VALUES ($1, CASE WHEN $2::text IS NULL THEN NULL ELSE 'public' END, $2, $3, $4::text::jsonb) RETURNING schedule_id",
+        &[&kind, &table, &expr, &options],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn execute_maintenance_vacuums_and_reindexes_concurrently_for_real() {
+    let (_cluster, mut db) = setup();
+    db.batch_execute("DELETE FROM public.\"Large Table\" WHERE id % 2 = 0")
+        .unwrap();
+    let id = schedule(
+        &mut db,
+        "vacuum",
+        Some("Large Table"),
+        "0 3 * * *",
+        r#"{"analyze": true}"#,
+    );
+    let row = db
+        .query_one(
+            "SELECT status, target_object, details->>'sql_command', duration_seconds \
+             FROM admin_toolkit.execute_maintenance($1)",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "success", "{:?}", row);
+    assert_eq!(row.get::<_, String>(1), "public.Large Table");
+    assert_eq!(
+        row.get::<_, String>(2),
+        "VACUUM (ANALYZE) \"public\".\"Large Table\""
+    );
+    wait_for("pg_stat_user_tables shows the vacuum", || {
+        (count(
+            &mut db,
+            "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'Large Table' \
+             AND last_vacuum IS NOT NULL AND last_analyze IS NOT NULL",
+        ) == 1)
+            .then_some(())
+    });
+
+    let id = schedule(
+        &mut db,
+        "reindex",
+        Some("Large Table"),
+        "0 4 * * 0",
+        r#"{"concurrent": true}"#,
+    );
+    let before: u32 = db
+        .query_one("SELECT 'public.\"Large Table_pkey\"'::regclass::oid", &[])
+        .unwrap()
+        .get(0);
+    let status: String = db
+        .query_one(
+            "SELECT status FROM admin_toolkit.execute_maintenance($1)",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "running", "REINDEX CONCURRENTLY is not waited for");
+    wait_for("the concurrent reindex to finish", || {
+        db.query_opt(
+            "SELECT status FROM admin_toolkit.maintenance_runs WHERE schedule_id = $1 AND status <> 'running'",
+            &[&id],
+        )
+        .unwrap()
+        .map(|r| r.get::<_, String>(0))
+    });
+    let after: u32 = db
+        .query_one("SELECT 'public.\"Large Table_pkey\"'::regclass::oid", &[])
+        .unwrap()
+        .get(0);
+    assert_ne!(before, after, "REINDEX CONCURRENTLY builds a new index");
+    assert_eq!(
+        count(&mut db, &format!("SELECT count(*) FROM admin_toolkit.maintenance_runs WHERE schedule_id = {id} AND status = 'success'")),
+        1
+    );
+}
+
+#[test]
+fn a_schedule_runs_by_itself_within_its_minute() {
+    let (_cluster, mut db) = setup();
+    schedule(&mut db, "analyze", Some("Large Table"), "* * * * *", "{}");
+    wait_for("the scheduled ANALYZE", || {
+        (count(
+            &mut db,
+            "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'Large Table' AND last_analyze IS NOT NULL",
+        ) == 1)
+            .then_some(())
+    });
+    let row = db
+        .query_one(
+            "SELECT r.status, s.last_run IS NOT NULL, s.next_run > now() FROM admin_toolkit.maintenance_runs r \
+             JOIN admin_toolkit.maintenance_schedules s USING (schedule_id) ORDER BY r.run_id LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "success");
+    assert!(row.get::<_, bool>(1) && row.get::<_, bool>(2));
+}
+
+#[test]
+fn bad_targets_are_recorded_as_errors_and_nothing_else_runs() {
+    let (_cluster, mut db) = setup();
+    let id = schedule(
+        &mut db,
+        "analyze",
+        Some("x; DROP TABLE x"),
+        "0 3 * * *",
+        "{}",
+    );
+    let row = db
+        .query_one(
+            "SELECT status, details->>'error' FROM admin_toolkit.execute_maintenance($1)",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "error");
+    assert!(row.get::<_, String>(1).contains("does not exist"));
+    assert_eq!(
+        count(&mut db, "SELECT count(*) FROM pg_class WHERE relname = 'x'"),
+        1,
+        "table x survives"
+    );
+
+    let id = schedule(
+        &mut db,
+        "vacuum",
+        Some("Large Table"),
+        "0 3 * * *",
+        r#"{"analyze": "yes"}"#,
+    );
+    let row = db
+        .query_one(
+            "SELECT status, details->>'error' FROM admin_toolkit.execute_maintenance($1)",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "error");
+    assert!(row.get::<_, String>(1).contains("must be true or false"));
+
+    let row = db
+        .query_one(
+            "SELECT status, details->>'error' FROM admin_toolkit.execute_maintenance(424242)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "error");
+    assert_eq!(row.get::<_, String>(1), "Schedule not found or inactive");
+
+    let err = db
+        .batch_execute(
+            "INSERT INTO admin_toolkit.maintenance_schedules (maintenance_type, schedule_expression) VALUES ('analyze', '60 * * * *')",
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&postgres::error::SqlState::INVALID_PARAMETER_VALUE)
+    );
+}
+
+#[test]
+fn stats_update_analyzes_stale_tables_and_never_resets_statistics() {
+    let (_cluster, mut db) = setup();
+    db.batch_execute("SELECT pg_stat_force_next_flush()")
+        .unwrap();
+    wait_for("statistics of the new table", || {
+        (count(
+            &mut db,
+            "SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'Large Table'",
+        ) > 0)
+            .then_some(())
+    });
+    let scans_before = count(
+        &mut db,
+        "SELECT coalesce(sum(seq_scan), 0)::bigint FROM pg_stat_user_tables",
+    );
+    let id = schedule(&mut db, "stats_update", None, "0 1 * * *", "{}");
+    let row = db
+        .query_one(
+            "SELECT status, details->>'sql_command' FROM admin_toolkit.execute_maintenance($1)",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "success");
+    assert!(row
+        .get::<_, String>(1)
+        .contains("\"public\".\"Large Table\""));
+    let scans_after = count(
+        &mut db,
+        "SELECT coalesce(sum(seq_scan), 0)::bigint FROM pg_stat_user_tables",
+    );
+    assert!(scans_after >= scans_before, "statistics were reset");
+}
+
+#[test]
+fn health_check_names_the_objects() {
+    let (_cluster, mut db) = setup();
+    db.batch_execute(
+        "CREATE INDEX dup_a ON public.\"Large Table\" (payload);
+         CREATE INDEX dup_b ON public.\"Large Table\" (payload);
+         CREATE SEQUENCE nearly_done MAXVALUE 100;
+         SELECT setval('nearly_done', 95);
+         ANALYZE;",
+    )
+    .unwrap();
+    let checks: Vec<(String, String, String)> = db
+        .query("SELECT check_name, status, recommendation FROM admin_toolkit.check_maintenance_health()", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let find = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c.0 == name)
+            .unwrap_or_else(|| panic!("{name}: {checks:?}"))
+            .clone()
+    };
+    assert_eq!(checks.len(), 10);
+    let dup = find("duplicate_indexes");
+    assert_eq!(dup.1, "warning");
+    assert!(
+        dup.2.contains("dup_a") && dup.2.contains("dup_b"),
+        "{dup:?}"
+    );
+    let seq = find("sequence_exhaustion");
+    assert_eq!(seq.1, "critical");
+    assert!(seq.2.contains("public.nearly_done"), "{seq:?}");
+    assert_eq!(find("xid_wraparound").1, "ok");
+    assert_eq!(find("invalid_indexes").1, "ok");
+}

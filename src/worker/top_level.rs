@@ -1,0 +1,91 @@
+//! Running one statement the way a client's simple query runs: parsed, planned and executed
+//! through a portal with `isTopLevel = true`, in a transaction of its own that is not a
+//! transaction block. That is what VACUUM, REINDEX CONCURRENTLY and ALTER SYSTEM require, and
+//! what SPI (always inside the caller's transaction) cannot give. Only for background workers
+//! outside any transaction.
+
+use pgrx::pg_sys;
+use std::ffi::CString;
+use std::ptr::{null, null_mut};
+
+/// Executes `sql` (one or more statements) top-level. Errors are raised as PostgreSQL errors;
+/// the caller catches them and aborts the transaction.
+///
+/// # Safety
+/// Call from a background worker connected to a database, with no transaction open.
+pub unsafe fn execute(sql: &str) {
+    let source = CString::new(sql).unwrap_or_else(|_| CString::new("").expect("empty string"));
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, source.as_ptr());
+        // Parse trees and plans must outlive the transaction: VACUUM commits and starts
+        // transactions of its own while its portal runs (exec_simple_query keeps them in
+        // MessageContext for the same reason).
+        let parse_context = pg_sys::AllocSetContextCreateInternal(
+            pg_sys::TopMemoryContext,
+            c"admin_toolkit top-level statement".as_ptr(),
+            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+        );
+        // Stays current throughout: the transaction's own context does not survive VACUUM.
+        pg_sys::MemoryContextSwitchTo(parse_context);
+        let statements = pg_sys::pg_parse_query(source.as_ptr());
+        let count = if statements.is_null() {
+            0
+        } else {
+            (*statements).length
+        };
+        for i in 0..count {
+            let raw = pg_sys::list_nth(statements, i).cast::<pg_sys::RawStmt>();
+            let tag = pg_sys::CreateCommandTag((*raw).stmt);
+            let needs_snapshot = pg_sys::analyze_requires_snapshot(raw);
+            if needs_snapshot {
+                pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            }
+            let queries = pg_sys::pg_analyze_and_rewrite_fixedparams(
+                raw,
+                source.as_ptr(),
+                null_mut(),
+                0,
+                null_mut(),
+            );
+            let plans = pg_sys::pg_plan_queries(
+                queries,
+                source.as_ptr(),
+                pg_sys::CURSOR_OPT_PARALLEL_OK as i32,
+                null_mut(),
+            );
+            if needs_snapshot {
+                pg_sys::PopActiveSnapshot();
+            }
+            let portal = pg_sys::CreatePortal(c"".as_ptr(), true, true);
+            (*portal).visible = false;
+            pg_sys::PortalDefineQuery(portal, null(), source.as_ptr(), tag, plans, null_mut());
+            pg_sys::PortalStart(portal, null_mut(), 0, null_mut());
+            let mut text_format: i16 = 0;
+            pg_sys::PortalSetResultFormat(portal, 1, &mut text_format);
+            let receiver = pg_sys::CreateDestReceiver(pg_sys::CommandDest::DestNone);
+            let mut completion: pg_sys::QueryCompletion = std::mem::zeroed();
+            pg_sys::PortalRun(
+                portal,
+                i64::MAX,
+                count == 1,
+                true,
+                receiver,
+                receiver,
+                &mut completion,
+            );
+            if let Some(destroy) = (*receiver).rDestroy {
+                destroy(receiver);
+            }
+            pg_sys::PortalDrop(portal, false);
+            pg_sys::CommandCounterIncrement();
+        }
+        pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+        pg_sys::CommitTransactionCommand();
+        pg_sys::MemoryContextDelete(parse_context);
+        pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, null());
+    }
+}
