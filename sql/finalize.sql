@@ -165,6 +165,8 @@ COMMENT ON FUNCTION cron_next_run(text, timestamptz) IS
     'Next run of a cron expression after a time, in admin_toolkit.timezone (or the server''s).';
 COMMENT ON FUNCTION execute_maintenance(integer) IS
     'Runs a maintenance schedule now in a job worker (top-level VACUUM/ANALYZE/REINDEX) and returns its outcome.';
+COMMENT ON FUNCTION get_config_recommendations() IS
+    'Tuning advice (PGTune formulas) from RAM, CPUs, max_connections, storage_type and workload, and from temp files, forced checkpoints and cache hit ratio.';
 COMMENT ON FUNCTION schedule_next_run() IS 'Validates schedule_expression and keeps next_run current.';
 COMMENT ON FUNCTION slow_query_stats() IS 'pg_stat_statements summary behind the slow_queries view.';
 COMMENT ON VIEW slow_queries IS 'Statements by total execution time (needs pg_stat_statements).';

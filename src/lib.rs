@@ -4,6 +4,7 @@
 
 use pgrx::prelude::*;
 
+mod config;
 mod error;
 mod maintenance;
 mod monitoring;

@@ -5,6 +5,7 @@
 //! switches are `superuser` so that a session cannot weaken them for itself.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::PostgresGucEnum;
 use std::ffi::CString;
 
 /// Database the background worker connects to and works in.
@@ -16,6 +17,34 @@ pub static COLLECTION_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static METRICS_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
 /// Days of audit events kept; older daily partitions are dropped.
 pub static AUDIT_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(90);
+/// Storage the tuning advice assumes.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum StorageType {
+    #[name = c"ssd"]
+    Ssd,
+    #[name = c"hdd"]
+    Hdd,
+    #[name = c"san"]
+    San,
+}
+
+/// Workload the tuning advice assumes.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum WorkloadType {
+    #[name = c"web"]
+    Web,
+    #[name = c"oltp"]
+    Oltp,
+    #[name = c"dw"]
+    Dw,
+    #[name = c"mixed"]
+    Mixed,
+}
+
+pub static STORAGE_TYPE: GucSetting<StorageType> = GucSetting::<StorageType>::new(StorageType::Ssd);
+pub static WORKLOAD: GucSetting<WorkloadType> =
+    GucSetting::<WorkloadType>::new(WorkloadType::Mixed);
+
 /// Days of maintenance_runs history kept.
 pub static MAINTENANCE_HISTORY_DAYS: GucSetting<i32> = GucSetting::<i32>::new(90);
 /// Daily partitions made ahead of today.
@@ -87,6 +116,22 @@ pub fn register(preloading: bool) {
         1,
         36_500,
         GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"admin_toolkit.storage_type",
+        c"Storage get_config_recommendations() assumes: ssd, hdd or san.",
+        c"",
+        &STORAGE_TYPE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"admin_toolkit.workload",
+        c"Workload get_config_recommendations() assumes: web, oltp, dw or mixed.",
+        c"",
+        &WORKLOAD,
+        GucContext::Userset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

@@ -9,6 +9,7 @@ pub mod cron;
 pub mod maintenance;
 pub mod partitions;
 pub mod password;
+pub mod tuning;
 
 /// Re-exported so that callers share one date type with this crate.
 pub use chrono;

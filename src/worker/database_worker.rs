@@ -36,6 +36,9 @@ struct WorkerState {
     last_read_summary: Option<Instant>,
     /// Audit events dropped (queue full) as last reported.
     dropped_reported: (u64, u64),
+    /// The minute (Unix time / 60) due maintenance jobs were last looked for: cron schedules
+    /// fall on whole minutes, so once a minute is enough.
+    jobs_checked_minute: Option<u64>,
     /// Last successful upkeep of each log in `LOGS`, with the UTC day it ran on.
     last_upkeep: [Option<(Instant, i32)>; LOGS.len()],
 }
@@ -103,7 +106,38 @@ fn utc_day_number() -> i32 {
     i32::try_from(secs / 86_400).unwrap_or(i32::MAX)
 }
 
+fn unix_minute() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 60)
+        .unwrap_or(0)
+}
+
+/// Whether this tick has anything to do. An idle tick (most of them, once a second) must cost
+/// next to nothing: no transaction, no catalog access, only the audit queue's counters.
+fn work_due(state: &WorkerState) -> bool {
+    if !state.working {
+        return true; // waiting for the extension or a promotion: look again
+    }
+    let (events, reads) = audit::queue::pending();
+    let reads_due = reads
+        && state.last_read_summary.is_none_or(|at| {
+            at.elapsed().as_secs()
+                >= u64::from(settings::non_negative(&settings::AUDIT_READ_INTERVAL))
+        });
+    let today = utc_day_number();
+    events
+        || reads_due
+        || state.collection_due()
+        || state.jobs_checked_minute != Some(unix_minute())
+        || (0..LOGS.len()).any(|i| state.upkeep_due(i, today))
+        || audit::queue::dropped() != state.dropped_reported
+}
+
 fn tick(state: &mut WorkerState) {
+    if !work_due(state) {
+        return;
+    }
     state.working = false;
     if !run_step("extension check", extension_installed).unwrap_or(false) {
         if !state.said_no_extension {
@@ -161,8 +195,13 @@ fn tick(state: &mut WorkerState) {
         }
     }
     write_audit(state);
-    if let Some(Err(e)) = run_step("start due maintenance jobs", jobs::start_due_jobs) {
-        log!("admin_toolkit worker: step \"start due maintenance jobs\" failed and will be retried: {e}");
+    let minute = unix_minute();
+    if state.jobs_checked_minute != Some(minute) {
+        match run_step("start due maintenance jobs", jobs::start_due_jobs) {
+            Some(Ok(_)) => state.jobs_checked_minute = Some(minute),
+            Some(Err(e)) => log!("admin_toolkit worker: step \"start due maintenance jobs\" failed and will be retried: {e}"),
+            None => {}
+        }
     }
     if state.collection_due() {
         state.last_collection = Some(Instant::now());
@@ -176,7 +215,7 @@ fn write_audit(state: &mut WorkerState) {
     if !audit::queue::available() {
         return;
     }
-    loop {
+    while audit::queue::pending().0 {
         match run_step("write audit events", audit::write_events) {
             Some(Ok(n)) if n >= audit::BATCH => continue,
             Some(Err(e)) => log!(
@@ -192,7 +231,7 @@ fn write_audit(state: &mut WorkerState) {
     let due = state
         .last_read_summary
         .is_none_or(|at| at.elapsed() >= interval);
-    if due {
+    if due && audit::queue::pending().1 {
         let period = state
             .last_read_summary
             .map_or(interval.as_secs_f64(), |at| at.elapsed().as_secs_f64());

@@ -228,6 +228,13 @@ pub fn commit(n: usize) {
     with_lock(|s| s.popped = (s.popped + n as u64).min(s.pushed));
 }
 
+/// Whether events wait to be written or read counts to be summarised: a lock and two reads,
+/// so that an idle worker tick starts no transaction.
+pub fn pending() -> (bool, bool) {
+    with_lock(|s| (s.pushed > s.popped, s.reads.iter().any(|r| r.count > 0)))
+        .unwrap_or((false, false))
+}
+
 /// Events dropped and read counts dropped since startup.
 pub fn dropped() -> (u64, u64) {
     with_lock(|s| (s.dropped, s.reads_dropped)).unwrap_or((0, 0))

@@ -1,0 +1,4 @@
+//! Configuration management: tuning advice from real inputs (tracked configuration changes
+//! join here as they land).
+
+pub mod recommendations;
