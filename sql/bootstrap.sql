@@ -263,6 +263,15 @@ CREATE TABLE configuration_history (
     applied          boolean NOT NULL DEFAULT false
 );
 CREATE INDEX configuration_history_param_idx ON configuration_history (parameter_name, changed_at DESC);
+
+-- The settings' values as the worker last saw them, to detect changes made by other means
+-- (ALTER SYSTEM by hand, an edited postgresql.conf). Worker state; not dumped.
+CREATE TABLE configuration_snapshot (
+    name     text PRIMARY KEY,
+    value    text,
+    taken_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE configuration_snapshot IS 'Settings as the worker last saw them (change detection state).';
 COMMENT ON TABLE configuration_history IS 'Every configuration change: old and new value, who, when, why.';
 
 -- ---------------------------------------------------------------------------------------

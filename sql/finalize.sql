@@ -131,6 +131,7 @@ REVOKE ALL ON FUNCTION enable_tenant_isolation(regclass, name, text, name[]) FRO
 REVOKE ALL ON FUNCTION rls_coverage() FROM PUBLIC;
 -- Maintenance runs as a superuser: only superusers (or roles they grant) start it.
 REVOKE ALL ON FUNCTION execute_maintenance(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION track_config_change(text, text, text) FROM PUBLIC;
 GRANT SELECT ON maintenance_runs TO pg_monitor;
 GRANT EXECUTE ON FUNCTION slow_query_stats() TO pg_monitor;
 GRANT SELECT ON performance_metrics, metric_definitions, alert_rules, alert_events,
@@ -167,6 +168,8 @@ COMMENT ON FUNCTION execute_maintenance(integer) IS
     'Runs a maintenance schedule now in a job worker (top-level VACUUM/ANALYZE/REINDEX) and returns its outcome.';
 COMMENT ON FUNCTION get_config_recommendations() IS
     'Tuning advice (PGTune formulas) from RAM, CPUs, max_connections, storage_type and workload, and from temp files, forced checkpoints and cache hit ratio.';
+COMMENT ON FUNCTION track_config_change(text, text, text) IS
+    'Validates, applies (ALTER SYSTEM + reload, through a job worker) and records a configuration change; returns its config_id.';
 COMMENT ON FUNCTION schedule_next_run() IS 'Validates schedule_expression and keeps next_run current.';
 COMMENT ON FUNCTION slow_query_stats() IS 'pg_stat_statements summary behind the slow_queries view.';
 COMMENT ON VIEW slow_queries IS 'Statements by total execution time (needs pg_stat_statements).';

@@ -1,4 +1,5 @@
 //! Configuration management: tuning advice from real inputs (tracked configuration changes
 //! join here as they land).
 
+pub mod changes;
 pub mod recommendations;

@@ -1,6 +1,7 @@
 //! The database worker: routine work, tick by tick, in `admin_toolkit.database`.
 
 use super::step::run_step;
+use crate::config::changes;
 use crate::maintenance::jobs;
 use crate::maintenance::partitions::{self, LOGS};
 use crate::monitoring::{alerts, collect};
@@ -39,6 +40,8 @@ struct WorkerState {
     /// The minute (Unix time / 60) due maintenance jobs were last looked for: cron schedules
     /// fall on whole minutes, so once a minute is enough.
     jobs_checked_minute: Option<u64>,
+    /// Configuration changes made by other means are looked for at startup and after a reload.
+    config_checked: bool,
     /// Last successful upkeep of each log in `LOGS`, with the UTC day it ran on.
     last_upkeep: [Option<(Instant, i32)>; LOGS.len()],
 }
@@ -132,6 +135,7 @@ fn work_due(state: &WorkerState) -> bool {
         || state.jobs_checked_minute != Some(unix_minute())
         || (0..LOGS.len()).any(|i| state.upkeep_due(i, today))
         || audit::queue::dropped() != state.dropped_reported
+        || !state.config_checked
 }
 
 fn tick(state: &mut WorkerState) {
@@ -192,6 +196,23 @@ fn tick(state: &mut WorkerState) {
                 log!("admin_toolkit worker: step \"{step}\" failed and will be retried: {e}")
             }
             None => {} // already logged by run_step
+        }
+    }
+    if !state.config_checked {
+        match run_step(
+            "detect configuration changes",
+            changes::detect_external_changes,
+        ) {
+            Some(Ok(n)) => {
+                if n > 0 {
+                    log!("admin_toolkit worker: recorded {n} configuration change(s) made outside track_config_change()");
+                }
+                state.config_checked = true;
+            }
+            Some(Err(e)) => {
+                log!("admin_toolkit worker: step \"detect configuration changes\" failed: {e}")
+            }
+            None => {}
         }
     }
     write_audit(state);
@@ -312,6 +333,7 @@ pub extern "C-unwind" fn admin_toolkit_worker_main(_arg: pg_sys::Datum) {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             // New retention or premake settings take effect at once.
             state.last_upkeep = Default::default();
+            state.config_checked = false;
         }
         tick(&mut state);
         if !BackgroundWorker::wait_latch(Some(state.tick_length())) {

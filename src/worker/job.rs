@@ -1,6 +1,7 @@
 //! Job workers: one dynamic background worker per maintenance run, executing its command
 //! top-level (see `top_level`) and recording the outcome in a row it creates and owns.
 
+use crate::config::changes;
 use crate::maintenance::jobs;
 use crate::settings;
 use pgrx::bgworkers::{
@@ -41,6 +42,22 @@ unsafe extern "C-unwind" fn job_sigterm(_signal: i32) {
     }
 }
 
+/// Starts a job worker that applies one configuration request (see config::changes); the
+/// caller waits for it.
+pub fn start_config(request_id: &str) -> Option<DynamicBackgroundWorker> {
+    BackgroundWorkerBuilder::new(&format!("admin_toolkit configuration change {request_id}"))
+        .set_type("admin_toolkit job")
+        .set_library("admin_toolkit")
+        .set_function("admin_toolkit_job_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(None)
+        .set_extra(&format!("config {request_id}"))
+        .set_notify_pid(unsafe { pg_sys::MyProcPid })
+        .load_dynamic()
+        .ok()
+}
+
 /// Job worker entry point.
 #[pg_guard]
 #[unsafe(no_mangle)]
@@ -54,6 +71,10 @@ pub extern "C-unwind" fn admin_toolkit_job_main(_arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi(Some(&settings::database()), None);
     let extra = BackgroundWorker::get_extra().to_string();
     let mut words = extra.split_whitespace();
+    if let ["config", request] = extra.split_whitespace().collect::<Vec<_>>()[..] {
+        changes::run_request(request);
+        return;
+    }
     let (Some("maintenance"), Some(schedule), Some(run)) =
         (words.next(), words.next(), words.next())
     else {
