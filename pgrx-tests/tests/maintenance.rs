@@ -257,3 +257,32 @@ fn health_check_names_the_objects() {
     assert_eq!(find("xid_wraparound").1, "ok");
     assert_eq!(find("invalid_indexes").1, "ok");
 }
+
+#[test]
+fn lock_timeout_option_applies_to_the_run() {
+    let (cluster, mut db) = setup();
+    let id = schedule(
+        &mut db,
+        "analyze",
+        Some("x"),
+        "0 3 * * *",
+        r#"{"lock_timeout": "200ms"}"#,
+    );
+    let mut holder = cluster.connect("postgres");
+    holder
+        .batch_execute("BEGIN; LOCK TABLE public.x IN ACCESS EXCLUSIVE MODE;")
+        .unwrap();
+    let row = db
+        .query_one(
+            "SELECT status, details->>'error' FROM admin_toolkit.execute_maintenance($1)",
+            &[&id],
+        )
+        .unwrap();
+    holder.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(row.get::<_, String>(0), "error");
+    assert!(
+        row.get::<_, String>(1).contains("lock timeout"),
+        "{:?}",
+        row.get::<_, String>(1)
+    );
+}

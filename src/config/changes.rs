@@ -57,21 +57,8 @@ pub fn run_request(request_id: &str) {
         quote_ident(&name),
         literal(&value)
     );
-    let error = PgTryBuilder::new(|| {
-        // SAFETY: a job worker between transactions.
-        unsafe { top_level::execute(&statement) };
-        None
-    })
-    .catch_others(|caught| match &caught {
-        pg_sys::panic::CaughtError::PostgresError(r)
-        | pg_sys::panic::CaughtError::ErrorReport(r)
-        | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => Some(r.message().to_string()),
-    })
-    .execute();
-    if error.is_some() {
-        // SAFETY: the failed statement's transaction is still open.
-        unsafe { pg_sys::AbortCurrentTransaction() };
-    }
+    // SAFETY: a job worker between transactions.
+    let error = unsafe { top_level::execute_catching(&statement) };
     let answer = match &error {
         Some(message) => json!({"error": message}),
         None => {

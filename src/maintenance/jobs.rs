@@ -13,7 +13,6 @@ use admin_toolkit_core::maintenance::{
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
-use std::ffi::CString;
 
 /// A schedule row, as a run needs it.
 struct Schedule {
@@ -300,21 +299,6 @@ fn plan(schedule_id: i32, run_id: i64) -> spi::Result<Option<Plan>> {
     }
 }
 
-fn set_timeout(name: &std::ffi::CStr, value: &Option<String>) {
-    if let Some(v) = value {
-        let v = CString::new(v.as_str()).unwrap_or_default();
-        // SAFETY: a session setting of this worker; an invalid value raises an ERROR.
-        unsafe {
-            pg_sys::SetConfigOption(
-                name.as_ptr(),
-                v.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-            )
-        };
-    }
-}
-
 /// Runs one maintenance run in this job worker: plan and record, execute top-level, record
 /// the outcome. Errors of the command are recorded, not raised.
 pub fn run(schedule_id: i32, run_id: i64) {
@@ -333,26 +317,20 @@ pub fn run(schedule_id: i32, run_id: i64) {
                 return;
             }
         };
-    let error: Option<String> = PgTryBuilder::new(|| {
-        set_timeout(c"lock_timeout", &plan.options.lock_timeout);
-        set_timeout(c"statement_timeout", &plan.options.statement_timeout);
-        // SAFETY: a job worker between transactions.
-        unsafe { top_level::execute(&plan.command) };
-        None
-    })
-    .catch_others(|caught| {
-        let message = match &caught {
-            pg_sys::panic::CaughtError::PostgresError(r)
-            | pg_sys::panic::CaughtError::ErrorReport(r)
-            | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => r.message().to_string(),
-        };
-        Some(message)
-    })
-    .execute();
-    if error.is_some() {
-        // SAFETY: the failed command's transaction is still open; abort it before recording.
-        unsafe { pg_sys::AbortCurrentTransaction() };
-    }
+    // Timeouts are session settings of this job worker, set top-level before the command.
+    let timeouts = [
+        ("lock_timeout", &plan.options.lock_timeout),
+        ("statement_timeout", &plan.options.statement_timeout),
+    ];
+    let mut statements: Vec<String> = timeouts
+        .iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| format!("SET {name} = '{v}'")))
+        .collect();
+    statements.push(plan.command.clone());
+    // SAFETY: a job worker between transactions.
+    let error = statements
+        .iter()
+        .find_map(|sql| unsafe { top_level::execute_catching(sql) });
     let status = if error.is_some() { "error" } else { "success" };
     BackgroundWorker::transaction(|| {
         Spi::run_with_args(

@@ -9,21 +9,15 @@ use pgrx::bgworkers::{
 };
 use pgrx::prelude::*;
 
-/// Starts a job worker for one run of a maintenance schedule. With `notify`, this backend is
-/// told when it starts and stops, so it can wait for it.
-pub fn start_maintenance(
-    schedule_id: i32,
-    run_id: i64,
-    notify: bool,
-) -> Option<DynamicBackgroundWorker> {
-    BackgroundWorkerBuilder::new(&format!("admin_toolkit maintenance run {run_id}"))
+fn start(name: &str, extra: &str, notify: bool) -> Option<DynamicBackgroundWorker> {
+    BackgroundWorkerBuilder::new(name)
         .set_type("admin_toolkit job")
         .set_library("admin_toolkit")
         .set_function("admin_toolkit_job_main")
         .enable_spi_access()
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
         .set_restart_time(None)
-        .set_extra(&format!("maintenance {schedule_id} {run_id}"))
+        .set_extra(extra)
         .set_notify_pid(if notify {
             unsafe { pg_sys::MyProcPid }
         } else {
@@ -33,6 +27,30 @@ pub fn start_maintenance(
         .ok()
 }
 
+/// Starts a job worker for one run of a maintenance schedule. With `notify`, this backend is
+/// told when it starts and stops, so it can wait for it.
+pub fn start_maintenance(
+    schedule_id: i32,
+    run_id: i64,
+    notify: bool,
+) -> Option<DynamicBackgroundWorker> {
+    start(
+        &format!("admin_toolkit maintenance run {run_id}"),
+        &format!("maintenance {schedule_id} {run_id}"),
+        notify,
+    )
+}
+
+/// Starts a job worker that applies one configuration request (see config::changes); the
+/// caller waits for it.
+pub fn start_config(request_id: &str) -> Option<DynamicBackgroundWorker> {
+    start(
+        &format!("admin_toolkit configuration change {request_id}"),
+        &format!("config {request_id}"),
+        true,
+    )
+}
+
 /// What PostgreSQL's `die` does: ask the next CHECK_FOR_INTERRUPTS to terminate the process.
 unsafe extern "C-unwind" fn job_sigterm(_signal: i32) {
     unsafe {
@@ -40,22 +58,6 @@ unsafe extern "C-unwind" fn job_sigterm(_signal: i32) {
         (&raw mut pg_sys::ProcDiePending).write_volatile(1);
         pg_sys::SetLatch(pg_sys::MyLatch);
     }
-}
-
-/// Starts a job worker that applies one configuration request (see config::changes); the
-/// caller waits for it.
-pub fn start_config(request_id: &str) -> Option<DynamicBackgroundWorker> {
-    BackgroundWorkerBuilder::new(&format!("admin_toolkit configuration change {request_id}"))
-        .set_type("admin_toolkit job")
-        .set_library("admin_toolkit")
-        .set_function("admin_toolkit_job_main")
-        .enable_spi_access()
-        .set_start_time(BgWorkerStartTime::RecoveryFinished)
-        .set_restart_time(None)
-        .set_extra(&format!("config {request_id}"))
-        .set_notify_pid(unsafe { pg_sys::MyProcPid })
-        .load_dynamic()
-        .ok()
 }
 
 /// Job worker entry point.

@@ -89,3 +89,26 @@ pub unsafe fn execute(sql: &str) {
         pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, null());
     }
 }
+
+/// Executes `sql` top-level and returns the error message if it failed, with its transaction
+/// aborted, so the caller can record the outcome in a fresh transaction.
+///
+/// # Safety
+/// As for [`execute`].
+pub unsafe fn execute_catching(sql: &str) -> Option<String> {
+    let error = pgrx::prelude::PgTryBuilder::new(|| {
+        unsafe { execute(sql) };
+        None
+    })
+    .catch_others(|caught| match &caught {
+        pg_sys::panic::CaughtError::PostgresError(r)
+        | pg_sys::panic::CaughtError::ErrorReport(r)
+        | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => Some(r.message().to_string()),
+    })
+    .execute();
+    if error.is_some() {
+        // SAFETY: the failed statement's transaction is still open.
+        unsafe { pg_sys::AbortCurrentTransaction() };
+    }
+    error
+}
