@@ -360,6 +360,7 @@ fn next_run_id() -> i64 {
 
 /// Starts a job worker for every active schedule that is due, and moves its next_run on. The
 /// worker tick calls this; the jobs run on their own, so a long VACUUM never holds up the tick.
+/// Returns how many due jobs could not start (no worker slot free): they stay due.
 pub fn start_due_jobs() -> spi::Result<usize> {
     let due: Vec<(i32, String)> = Spi::connect(|c| {
         let rows = c.select(
@@ -377,14 +378,14 @@ pub fn start_due_jobs() -> spi::Result<usize> {
         .collect::<spi::Result<Vec<_>>>()
     })?;
     let tz = schedule_time_zone();
-    let mut started = 0;
+    let mut deferred = 0;
     for (schedule_id, expression) in due {
         let run_id = next_run_id();
         if job::start_maintenance(schedule_id, run_id, false).is_none() {
-            log!("admin_toolkit worker: no background worker slot for maintenance schedule {schedule_id}; will retry");
+            debug1!("admin_toolkit worker: no background worker slot for maintenance schedule {schedule_id}");
+            deferred += 1;
             continue;
         }
-        started += 1;
         let next = CronSchedule::parse(&expression)
             .ok()
             .and_then(|s| s.next_after(Utc::now(), tz));
@@ -396,7 +397,7 @@ pub fn start_due_jobs() -> spi::Result<usize> {
             &[schedule_id.into(), micros.into()],
         )?;
     }
-    Ok(started)
+    Ok(deferred)
 }
 
 /// Marks runs whose job worker is gone (server shutdown, crash, cancellation) as interrupted,

@@ -40,6 +40,8 @@ struct WorkerState {
     /// The minute (Unix time / 60) due maintenance jobs were last looked for: cron schedules
     /// fall on whole minutes, so once a minute is enough.
     jobs_checked_minute: Option<u64>,
+    /// The minute a shortage of worker slots for due jobs was last logged.
+    deferred_logged_minute: Option<u64>,
     /// Configuration changes made by other means are looked for at startup and after a reload.
     config_checked: bool,
     /// Last successful upkeep of each log in `LOGS`, with the UTC day it ran on.
@@ -219,7 +221,16 @@ fn tick(state: &mut WorkerState) {
     let minute = unix_minute();
     if state.jobs_checked_minute != Some(minute) {
         match run_step("start due maintenance jobs", jobs::start_due_jobs) {
-            Some(Ok(_)) => state.jobs_checked_minute = Some(minute),
+            // Jobs that found no worker slot stay due: look again next tick, not next minute.
+            Some(Ok(0)) => state.jobs_checked_minute = Some(minute),
+            Some(Ok(deferred)) if state.deferred_logged_minute != Some(minute) => {
+                log!(
+                    "admin_toolkit worker: {deferred} due maintenance job(s) wait for a free background worker slot \
+                     (raise max_worker_processes)"
+                );
+                state.deferred_logged_minute = Some(minute);
+            }
+            Some(Ok(_)) => {}
             Some(Err(e)) => log!("admin_toolkit worker: step \"start due maintenance jobs\" failed and will be retried: {e}"),
             None => {}
         }
