@@ -8,13 +8,16 @@ use std::time::Duration;
 const PARTITIONS_OF_METRICS: &str = "SELECT count(*) FROM pg_inherits \
      WHERE inhparent = 'admin_toolkit.performance_metrics'::regclass";
 
+/// PID of the process of that backend type; `None` also when the query fails (a server in crash
+/// recovery terminates connections), so that `wait_for` simply tries again.
 fn worker_pid(client: &mut postgres::Client, backend_type: &str) -> Option<i32> {
     client
         .query_opt(
             "SELECT pid FROM pg_stat_activity WHERE backend_type = $1",
             &[&backend_type],
         )
-        .expect("pg_stat_activity")
+        .ok()
+        .flatten()
         .map(|row| row.get(0))
 }
 
