@@ -10,7 +10,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev sudo)
+# pkg-config and libssl-dev: cargo-pgrx builds openssl-sys.
+packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev sudo pkg-config libssl-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
