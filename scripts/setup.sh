@@ -57,11 +57,16 @@ Connect:   $BIN/psql -h 127.0.0.1 -p $PORT -U postgres
 A short tour:
   \\dt admin_toolkit.*                                   -- the catalog
   SELECT backend_type, datname FROM pg_stat_activity
-   WHERE backend_type LIKE 'admin_toolkit%';            -- launcher and worker
+   WHERE backend_type LIKE 'admin_toolkit%';            -- launcher, worker, jobs
   SELECT * FROM admin_toolkit.validate_password_policy('alice', 'Tr0ub4dor&3-long');
   SELECT * FROM admin_toolkit.backup_schedules;          -- sample schedules
   SELECT * FROM admin_toolkit.alert_rules;               -- the five default alert rules
   SELECT * FROM admin_toolkit.maintain_partitions();     -- partition upkeep (the worker does it too)
+  SELECT * FROM admin_toolkit.process_alerts();          -- alerts that hold now (LISTEN admin_toolkit_alerts)
+  SELECT * FROM admin_toolkit.execute_maintenance(2);    -- a real ANALYZE, run top-level by a job worker
+  SELECT * FROM admin_toolkit.check_maintenance_health();
+  SELECT * FROM admin_toolkit.get_config_recommendations();
+  SELECT * FROM admin_toolkit.security_audit_log ORDER BY event_time DESC LIMIT 10;
 
 Stop:      $( [ "$(id -u)" = 0 ] && echo "sudo -u postgres ")$BIN/pg_ctl -D $DATA stop
 TOUR
