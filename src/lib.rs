@@ -4,6 +4,7 @@
 
 use pgrx::prelude::*;
 
+mod backup;
 mod config;
 mod error;
 mod maintenance;

@@ -51,6 +51,9 @@ pub static MAINTENANCE_HISTORY_DAYS: GucSetting<i32> = GucSetting::<i32>::new(90
 pub static PARTITION_PREMAKE_DAYS: GucSetting<i32> = GucSetting::<i32>::new(3);
 /// Minimum password length of the password policy, in characters.
 pub static PASSWORD_MIN_LENGTH: GucSetting<i32> = GucSetting::<i32>::new(12);
+/// Directory (absolute path or file://) the archive module stores WAL in.
+pub static ARCHIVE_LOCATION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
 /// IANA time zone of cron schedules; empty: the server's TimeZone.
 pub static TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 /// Whether the password policy is enforced on CREATE/ALTER ROLE ... PASSWORD.
@@ -165,6 +168,14 @@ pub fn register(preloading: bool) {
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(
+        c"admin_toolkit.archive_location",
+        c"Where the archive module (archive_library = 'admin_toolkit') stores WAL: an absolute path or file:// URL.",
+        c"",
+        &ARCHIVE_LOCATION,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
         c"admin_toolkit.timezone",
         c"Time zone of cron schedules (an IANA name); empty means the server's TimeZone.",
         c"",
@@ -232,6 +243,14 @@ fn reserve_prefix() {
 #[cfg(not(any(feature = "pg13", feature = "pg14")))]
 fn reserve_prefix() {
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"admin_toolkit".as_ptr()) }
+}
+
+/// The WAL archive location, when set.
+pub fn archive_location() -> Option<String> {
+    ARCHIVE_LOCATION
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.trim().is_empty())
 }
 
 /// The schedules' time zone name, when set.

@@ -9,7 +9,9 @@ pub mod cron;
 pub mod maintenance;
 pub mod partitions;
 pub mod password;
+pub mod storage;
 pub mod tuning;
+pub mod wal;
 
 /// Re-exported so that callers share one date type with this crate.
 pub use chrono;

@@ -292,7 +292,10 @@ impl Cluster {
 
     /// Everything the server has logged so far.
     pub fn server_log(&self) -> String {
-        fs::read_to_string(self.log_path()).unwrap_or_default()
+        // Lossy: a log line may quote bytes that are not UTF-8.
+        fs::read(self.log_path())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// Connection string for `dbname` as the postgres superuser.

@@ -1,0 +1,72 @@
+//! admin_toolkit as a PostgreSQL 15 archive module (`archive_library = 'admin_toolkit'`): each
+//! WAL file is stored compressed with checksums in `admin_toolkit.archive_location`, durably,
+//! never overwriting different content. Any failure returns false, so the archiver keeps the
+//! file and retries: no WAL is lost. The stored files' modification times are their archive
+//! times, for recovery planning.
+
+use crate::settings;
+use admin_toolkit_core::storage::{LocalStorage, Location, PutOutcome};
+use admin_toolkit_core::wal::archive_wal;
+use pgrx::prelude::*;
+use std::ffi::{c_char, CStr};
+use std::path::Path;
+
+/// Called by the archiver when it loads the library.
+///
+/// # Safety
+/// Called by PostgreSQL with a valid callbacks struct.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn _PG_archive_module_init(
+    callbacks: *mut pg_sys::ArchiveModuleCallbacks,
+) {
+    unsafe {
+        (*callbacks).check_configured_cb = Some(check_configured);
+        (*callbacks).archive_file_cb = Some(archive_file);
+        (*callbacks).shutdown_cb = None;
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_configured() -> bool {
+    settings::archive_location().is_some()
+}
+
+fn archive(name: &str, path: &str) -> Result<PutOutcome, String> {
+    let location =
+        settings::archive_location().ok_or("admin_toolkit.archive_location is not set")?;
+    let location = Location::parse(&location).map_err(|e| e.to_string())?;
+    // SAFETY: DataDir is set for the life of the process.
+    let data_dir = unsafe { CStr::from_ptr(pg_sys::DataDir) }
+        .to_string_lossy()
+        .into_owned();
+    if location.overlaps(Path::new(&data_dir)) {
+        return Err("admin_toolkit.archive_location must be outside the data directory".into());
+    }
+    let storage = LocalStorage::open(&location).map_err(|e| e.to_string())?;
+    let contents = std::fs::read(path).map_err(|e| format!("cannot read \"{path}\": {e}"))?;
+    archive_wal(&storage, name, &contents).map_err(|e| e.to_string())
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn archive_file(file: *const c_char, path: *const c_char) -> bool {
+    // SAFETY: the archiver passes NUL-terminated names.
+    let (name, path) = unsafe {
+        (
+            CStr::from_ptr(file).to_string_lossy(),
+            CStr::from_ptr(path).to_string_lossy(),
+        )
+    };
+    match archive(&name, &path) {
+        Ok(PutOutcome::Stored) => true,
+        Ok(PutOutcome::AlreadyPresent) => {
+            log!("admin_toolkit archive: {name} was already archived with identical content");
+            true
+        }
+        Err(message) => {
+            // A WARNING, not an ERROR: the archiver keeps the file and tries again later.
+            warning!("admin_toolkit archive: could not archive {name}: {message}");
+            false
+        }
+    }
+}
