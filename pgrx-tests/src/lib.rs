@@ -184,7 +184,6 @@ impl Cluster {
             "listen_addresses = '127.0.0.1'".into(),
             format!("unix_socket_directories = '{}'", scratch.path().display()),
             "fsync = off".into(),
-            "log_min_messages = log".into(),
             "log_line_prefix = '%m [%p] %b '".into(),
         ];
         if options.preload {

@@ -75,6 +75,9 @@ fn an_unwritable_archive_fails_retries_and_loses_nothing() {
             .get(0);
         (failed >= 2).then_some(())
     });
+    assert!(cluster
+        .server_log()
+        .contains("admin_toolkit archive: could not archive"));
     // The archiver kept the files: nothing archived past the failure.
     let last: Option<String> = db
         .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
