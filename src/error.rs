@@ -1,4 +1,5 @@
-//! One error type for everything the extension refuses, each kind with its SQLSTATE.
+//! One error type for everything the extension refuses, each kind with its SQLSTATE. (42501,
+//! not allowed, comes from the GRANTs themselves: nothing is granted to PUBLIC that it refuses.)
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -31,20 +32,12 @@ impl ToolkitError {
         Self::new(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, message)
     }
 
-    /// 42501: the caller may not do this.
-    #[allow(dead_code)]
-    pub fn insufficient_privilege(message: impl Into<String>) -> Self {
-        Self::new(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, message)
-    }
-
     /// 42704: the named object does not exist.
-    #[allow(dead_code)]
     pub fn undefined_object(message: impl Into<String>) -> Self {
         Self::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, message)
     }
 
     /// 55000: the server is not in a state that allows this.
-    #[allow(dead_code)]
     pub fn wrong_state(message: impl Into<String>) -> Self {
         Self::new(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -52,7 +45,6 @@ impl ToolkitError {
         )
     }
 
-    #[allow(dead_code)]
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
