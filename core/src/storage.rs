@@ -168,7 +168,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// zstd at `level` (0 = store uncompressed, as a level-0 zstd frame would still compress), with
+/// zstd at `level` (zstd reads 0 as its default level, 3; a schedule's "0 = uncompressed" is the
+/// backup code's to honour by not calling this), with
 /// the frame's content checksum on, so decompression detects corruption.
 pub fn compress(bytes: &[u8], level: i32) -> Result<Vec<u8>, StorageError> {
     let mut encoder =
