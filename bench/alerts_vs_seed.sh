@@ -28,8 +28,8 @@ VACUUM ANALYZE seed.performance_metrics;
 SQL
 total=$(psql_bench -At -c "SELECT count(*) FROM admin_toolkit.performance_metrics")
 ab_times "$rounds" "SELECT * FROM admin_toolkit.process_alerts();" "SELECT * FROM seed.process_alerts();" >"$BENCH_DIR/times"
-ours=$(awk '{ print $1 }' "$BENCH_DIR/times" | median)
-seed=$(awk '{ print $2 }' "$BENCH_DIR/times" | median)
+ours=$(column_median "$BENCH_DIR/times" 1)
+seed=$(column_median "$BENCH_DIR/times" 2)
 ratio=$(awk -v a="$ours" -v b="$seed" 'BEGIN { printf "%.1f", b / a }')
 record "process_alerts(), $total rows of metric history, 5 rules, median of $rounds (target <= 10 ms)" \
        "admin_toolkit ${ours} ms vs seed PL/pgSQL ${seed} ms: admin_toolkit ${ratio}x faster"

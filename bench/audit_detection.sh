@@ -48,8 +48,8 @@ VACUUM ANALYZE seed.security_audit_log;
 SQL
 total=$(psql_bench -At -c "SELECT count(*) FROM admin_toolkit.security_audit_log")
 ab_times "$rounds" "SELECT * FROM admin_toolkit.detect_suspicious_activity();" "SELECT * FROM seed.detect_suspicious_activity();" >"$BENCH_DIR/times"
-ours=$(awk '{ print $1 }' "$BENCH_DIR/times" | median)
-seed=$(awk '{ print $2 }' "$BENCH_DIR/times" | median)
+ours=$(column_median "$BENCH_DIR/times" 1)
+seed=$(column_median "$BENCH_DIR/times" 2)
 ratio=$(awk -v a="$ours" -v b="$seed" 'BEGIN { printf "%.1f", b / a }')
 record "detect_suspicious_activity(), $total audit rows over 20 days, median of $rounds (target <= 50 ms)" \
        "admin_toolkit ${ours} ms vs seed PL/pgSQL ${seed} ms: admin_toolkit ${ratio}x faster"

@@ -73,6 +73,9 @@ times() {
         | psql_bench -o /dev/null 2>&1 | awk '/^Time:/ { print $2 }'
 }
 
+# column_median FILE N: median of column N of an ab_times output file.
+column_median() { awk -v c="$2" '{ print $c }' "$1" | median; }
+
 # median: of the numbers on stdin (one per line).
 median() { sort -g | awk '{ v[n++] = $1 } END { if (n == 0) print "nan"; else if (n % 2) print v[int(n/2)]; else print (v[n/2-1] + v[n/2]) / 2 }'; }
 

@@ -20,8 +20,8 @@ trap 'kill $idle_pid 2>/dev/null; bench_stop' EXIT
 until [ "$(psql_bench -At -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'")" -ge 100 ]; do sleep 0.5; done
 
 ab_times "$rounds" "SELECT admin_toolkit.collect_performance_metrics();" "SELECT seed.collect_performance_metrics();" >"$BENCH_DIR/times"
-ours=$(awk '{ print $1 }' "$BENCH_DIR/times" | median)
-seed=$(awk '{ print $2 }' "$BENCH_DIR/times" | median)
+ours=$(column_median "$BENCH_DIR/times" 1)
+seed=$(column_median "$BENCH_DIR/times" 2)
 ratio=$(awk -v a="$ours" -v b="$seed" 'BEGIN { printf "%.2f", a / b }')
 rows=$(psql_bench -At -c "SELECT count(*) FROM admin_toolkit.performance_metrics WHERE collected_at = (SELECT max(collected_at) FROM admin_toolkit.performance_metrics)")
 record "collection cycle, 1,000 tables, 100 idle connections, median of $rounds (target <= 20 ms)" \

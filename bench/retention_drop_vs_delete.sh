@@ -44,8 +44,8 @@ SQL
     [ "$left" = t ] || { echo "the two sides kept different rows" >&2; exit 1; }
     psql_bench -c "TRUNCATE admin_toolkit.performance_metrics" >/dev/null
 done
-drop=$(awk '{ print $1 }' "$BENCH_DIR/times" | median)
-del=$(awk '{ print $2 }' "$BENCH_DIR/times" | median)
+drop=$(column_median "$BENCH_DIR/times" 1)
+del=$(column_median "$BENCH_DIR/times" 2)
 ratio=$(awk -v a="$drop" -v b="$del" 'BEGIN { printf "%.0f", b / a }')
 record "removing one day of metrics ($per_day rows) by retention, median of $rounds" \
        "partition drop (maintain_partitions) ${drop} ms vs DELETE ${del} ms (space still to VACUUM): drop ${ratio}x faster"
