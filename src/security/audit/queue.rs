@@ -103,6 +103,8 @@ struct Shared {
     dropped: u64,
     /// Read counts dropped because the counter table was full, since startup.
     reads_dropped: u64,
+    /// Read-counter slots in use, so that "anything to summarise?" needs no scan.
+    reads_used: u64,
     /// The database worker's latch (in its PGPROC, in shared memory), set when the queue fills
     /// up so that it drains at once instead of at its next tick. Null while no worker runs.
     worker_latch: *mut pg_sys::Latch,
@@ -231,8 +233,7 @@ pub fn commit(n: usize) {
 /// Whether events wait to be written or read counts to be summarised: a lock and two reads,
 /// so that an idle worker tick starts no transaction.
 pub fn pending() -> (bool, bool) {
-    with_lock(|s| (s.pushed > s.popped, s.reads.iter().any(|r| r.count > 0)))
-        .unwrap_or((false, false))
+    with_lock(|s| (s.pushed > s.popped, s.reads_used > 0)).unwrap_or((false, false))
 }
 
 /// Events dropped and read counts dropped since startup.
@@ -261,6 +262,7 @@ pub fn count_reads(database: u32, role: u32, relations: &[u32]) {
                         relation,
                         count: 1,
                     };
+                    s.reads_used += 1;
                     continue 'next;
                 }
                 if slot.database == database && slot.role == role && slot.relation == relation {
@@ -286,6 +288,7 @@ pub fn take_reads() -> Vec<ReadCount> {
                 count: 0,
             };
         }
+        s.reads_used = 0;
         taken
     })
     .unwrap_or_default()
