@@ -190,26 +190,23 @@ impl Cluster {
             conf.push("shared_preload_libraries = 'admin_toolkit'".into());
         }
         conf.extend(options.settings);
-        Cluster::append_conf(&data, &conf);
-        let mut cluster = Cluster {
-            port,
-            scratch,
-            running: false,
-        };
-        cluster.start_server();
-        cluster
+        Cluster::launch(scratch, port, &conf)
     }
 
     /// A cluster over an existing data directory (e.g. one made by pg_basebackup), on a new port.
     pub fn from_data_dir(scratch: ScratchDir, extra: &[String]) -> Cluster {
         let port = free_port();
-        let data = scratch.join("data");
         let mut conf = vec![
             format!("port = {port}"),
             format!("unix_socket_directories = '{}'", scratch.path().display()),
         ];
         conf.extend_from_slice(extra);
-        Cluster::append_conf(&data, &conf);
+        Cluster::launch(scratch, port, &conf)
+    }
+
+    /// Appends `conf` to the data directory's postgresql.conf and starts the server.
+    fn launch(scratch: ScratchDir, port: u16, conf: &[String]) -> Cluster {
+        Cluster::append_conf(&scratch.join("data"), conf);
         let mut cluster = Cluster {
             port,
             scratch,
