@@ -4,8 +4,10 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod backup;
 pub mod counters;
 pub mod cron;
+pub mod lsn;
 pub mod maintenance;
 pub mod partitions;
 pub mod password;

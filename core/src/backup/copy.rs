@@ -1,0 +1,348 @@
+//! Copying a data directory into a backup: walk it (leaving out what `layout` says), split each
+//! file into chunks, store new or changed chunks compressed in this backup's pack file, and
+//! reference unchanged ones in the previous backup of the chain.
+
+use super::layout::{empties_directory, is_temporary, skips_file, unlogged_relations};
+use super::manifest::{file_digest, ChainLink, Chunk, FileEntry, Manifest, MARKER_FILE, PACK_FILE};
+use super::parallel;
+use crate::storage::sha256_hex;
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{BufWriter, ErrorKind, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+/// 256 KiB: small enough that a change to a few pages stores little, large enough that the
+/// manifest stays near 0.1 % of the data.
+pub const DEFAULT_CHUNK_SIZE: u64 = 256 * 1024;
+/// Chunks read and compressed together.
+const BATCH_CHUNKS: usize = 64;
+
+pub struct CopyOptions {
+    pub chunk_size: u64,
+    /// zstd level; 0 stores chunks uncompressed.
+    pub compression_level: i32,
+    pub threads: usize,
+}
+
+/// What was copied: everything the manifest needs besides the server's facts.
+pub struct Copied {
+    pub directories: Vec<String>,
+    pub files: Vec<FileEntry>,
+    pub chain: Vec<ChainLink>,
+    pub files_read: u64,
+    pub files_referenced: u64,
+    pub pack_bytes: u64,
+}
+
+/// Creates the backup directory (which must not exist yet) with its marker file.
+pub fn create_backup_directory(backup_dir: &Path) -> Result<(), String> {
+    if let Some(parent) = backup_dir.parent() {
+        fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create directory \"{}\": {e}", parent.display()))?;
+    }
+    fs::create_dir(backup_dir)
+        .and_then(|_| File::create(backup_dir.join(MARKER_FILE)).map(drop))
+        .map_err(|e| {
+            format!(
+                "cannot create backup directory \"{}\": {e}",
+                backup_dir.display()
+            )
+        })
+}
+
+/// Removes a backup directory, only if it carries the marker (never anything else).
+pub fn remove_backup_directory(backup_dir: &Path) -> Result<(), String> {
+    if !backup_dir.exists() {
+        return Ok(());
+    }
+    if !backup_dir.join(MARKER_FILE).exists() {
+        return Err(format!(
+            "\"{}\" is not an admin_toolkit backup directory (no {MARKER_FILE}); not removing it",
+            backup_dir.display()
+        ));
+    }
+    fs::remove_dir_all(backup_dir)
+        .map_err(|e| format!("cannot remove \"{}\": {e}", backup_dir.display()))
+}
+
+struct Walk {
+    directories: Vec<String>,
+    files: Vec<(String, PathBuf)>,
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+fn walk(root: &Path, relative: &str, out: &mut Walk) -> Result<(), String> {
+    let dir = if relative.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(relative)
+    };
+    let mut entries: Vec<_> = match fs::read_dir(&dir) {
+        Ok(rd) => rd.filter_map(Result::ok).collect(),
+        // A database dropped during the backup: WAL replay removes it again.
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot read directory \"{}\": {e}", dir.display())),
+    };
+    entries.sort_by_key(|e| e.file_name());
+    let names: Vec<String> = entries
+        .iter()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let unlogged = unlogged_relations(names.iter().map(String::as_str));
+    for (entry, name) in entries.iter().zip(&names) {
+        let path = join(relative, name);
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if relative == "pg_tblspc" && kind.is_symlink() {
+            return Err(format!(
+                "tablespace pg_tblspc/{name} is outside the data directory: backups of clusters with tablespaces are not supported yet"
+            ));
+        }
+        if kind.is_dir() || (kind.is_symlink() && path == "pg_wal") {
+            if is_temporary(name) {
+                continue;
+            }
+            out.directories.push(path.clone());
+            if path == "pg_wal" {
+                out.directories.push("pg_wal/archive_status".into());
+            }
+            if !empties_directory(&path) {
+                walk(root, &path, out)?;
+            }
+        } else if kind.is_file() && !skips_file(relative, name, &unlogged) {
+            out.files.push((path, entry.path()));
+        }
+    }
+    Ok(())
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+enum ChunkOutcome {
+    Unchanged(Chunk),
+    New {
+        sha256: String,
+        len: u64,
+        stored: Vec<u8>,
+        compressed: bool,
+    },
+}
+
+struct PackWriter {
+    out: BufWriter<File>,
+    offset: u64,
+}
+
+/// Copies `data_dir` into `backup_dir` (created by [`create_backup_directory`]). With
+/// `previous`, unchanged files and chunks are referenced in it instead of stored again.
+/// `check` runs between batches with the bytes processed so far; an error from it (a
+/// cancellation) stops the copy.
+pub fn copy_data_directory(
+    data_dir: &Path,
+    backup_dir: &Path,
+    this_backup: ChainLink,
+    previous: Option<&Manifest>,
+    options: &CopyOptions,
+    check: &mut dyn FnMut(u64) -> Result<(), String>,
+) -> Result<Copied, String> {
+    let mut tree = Walk {
+        directories: Vec::new(),
+        files: Vec::new(),
+    };
+    walk(data_dir, "", &mut tree)?;
+    let pack_path = backup_dir.join(PACK_FILE);
+    let pack_file = File::create(&pack_path)
+        .map_err(|e| format!("cannot create \"{}\": {e}", pack_path.display()))?;
+    let mut pack = PackWriter {
+        out: BufWriter::with_capacity(4 << 20, pack_file),
+        offset: 0,
+    };
+    let previous_files: HashMap<&str, &FileEntry> = previous
+        .map(|m| m.files.iter().map(|f| (f.path.as_str(), f)).collect())
+        .unwrap_or_default();
+    let mut chain = vec![this_backup];
+    chain.extend(previous.map(|m| m.chain.clone()).unwrap_or_default());
+    let chunk_size = options.chunk_size.max(4096) as usize;
+    let mut buf = vec![0u8; chunk_size * BATCH_CHUNKS];
+    let (mut files, mut files_read, mut files_referenced, mut processed) =
+        (Vec::new(), 0u64, 0u64, 0u64);
+    for (relative, path) in &tree.files {
+        check(processed)?;
+        let meta = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue, // dropped meanwhile
+            Err(e) => return Err(format!("cannot stat \"{}\": {e}", path.display())),
+        };
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as i128);
+        let mode = meta.permissions().mode() & 0o7777;
+        let before = previous_files.get(relative.as_str()).copied();
+        if let Some(prev) = before.filter(|p| p.size == meta.len() && p.mtime_ns == mtime_ns) {
+            let mut entry = prev.clone();
+            entry.mode = mode;
+            for c in &mut entry.chunks {
+                c.link += 1;
+            }
+            processed += entry.size;
+            files_referenced += 1;
+            files.push(entry);
+            continue;
+        }
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("cannot open \"{}\": {e}", path.display())),
+        };
+        files_read += 1;
+        let mut chunks: Vec<Chunk> = Vec::new();
+        loop {
+            check(processed)?;
+            let n = read_full(&mut file, &mut buf)
+                .map_err(|e| format!("cannot read \"{}\": {e}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            processed += n as u64;
+            let first = chunks.len();
+            let pieces: Vec<(usize, &[u8])> = buf[..n]
+                .chunks(chunk_size)
+                .enumerate()
+                .map(|(i, piece)| (first + i, piece))
+                .collect();
+            let outcomes = parallel::map(&pieces, options.threads, |(index, piece)| {
+                store_chunk(
+                    piece,
+                    before.and_then(|p| p.chunks.get(*index)),
+                    options.compression_level,
+                )
+            });
+            for outcome in outcomes {
+                chunks.push(match outcome? {
+                    ChunkOutcome::Unchanged(mut c) => {
+                        c.link += 1;
+                        c
+                    }
+                    ChunkOutcome::New {
+                        sha256,
+                        len,
+                        stored,
+                        compressed,
+                    } => {
+                        pack.out.write_all(&stored).map_err(|e| {
+                            format!("cannot write \"{}\": {e}", pack_path.display())
+                        })?;
+                        let offset = pack.offset;
+                        pack.offset += stored.len() as u64;
+                        Chunk {
+                            sha256,
+                            len,
+                            link: 0,
+                            offset,
+                            stored_len: stored.len() as u64,
+                            compressed,
+                        }
+                    }
+                });
+            }
+            if n < buf.len() {
+                break;
+            }
+        }
+        let size = chunks.iter().map(|c| c.len).sum();
+        files.push(FileEntry {
+            path: relative.clone(),
+            size,
+            mtime_ns,
+            mode,
+            sha256: file_digest(chunks.iter().map(|c| c.sha256.as_str())),
+            chunks,
+        });
+    }
+    check(processed)?;
+    let file = pack
+        .out
+        .into_inner()
+        .map_err(|e| format!("cannot write \"{}\": {}", pack_path.display(), e.error()))?;
+    file.sync_all()
+        .map_err(|e| format!("cannot fsync \"{}\": {e}", pack_path.display()))?;
+    let chain = prune_chain(chain, &mut files);
+    Ok(Copied {
+        directories: tree.directories,
+        files,
+        chain,
+        files_read,
+        files_referenced,
+        pack_bytes: pack.offset,
+    })
+}
+
+fn store_chunk(piece: &[u8], before: Option<&Chunk>, level: i32) -> Result<ChunkOutcome, String> {
+    let sha256 = sha256_hex(piece);
+    if let Some(prev) = before.filter(|p| p.sha256 == sha256 && p.len == piece.len() as u64) {
+        return Ok(ChunkOutcome::Unchanged(prev.clone()));
+    }
+    let (stored, compressed) = if level == 0 {
+        (piece.to_vec(), false)
+    } else {
+        let packed =
+            zstd::bulk::compress(piece, level).map_err(|e| format!("compression failed: {e}"))?;
+        // Incompressible data is stored as is.
+        if packed.len() < piece.len() {
+            (packed, true)
+        } else {
+            (piece.to_vec(), false)
+        }
+    };
+    Ok(ChunkOutcome::New {
+        sha256,
+        len: piece.len() as u64,
+        stored,
+        compressed,
+    })
+}
+
+/// Keeps only the chain links some chunk uses, renumbering the chunks' links.
+fn prune_chain(chain: Vec<ChainLink>, files: &mut [FileEntry]) -> Vec<ChainLink> {
+    let mut used = vec![false; chain.len()];
+    used[0] = true;
+    for c in files.iter().flat_map(|f| &f.chunks) {
+        used[c.link] = true;
+    }
+    let mut renumber = vec![0; chain.len()];
+    let mut kept = Vec::new();
+    for (i, link) in chain.into_iter().enumerate() {
+        if used[i] {
+            renumber[i] = kept.len();
+            kept.push(link);
+        }
+    }
+    for c in files.iter_mut().flat_map(|f| f.chunks.iter_mut()) {
+        c.link = renumber[c.link];
+    }
+    kept
+}

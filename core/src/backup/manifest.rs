@@ -1,0 +1,163 @@
+//! The backup manifest: every file of the backup as a list of chunks, each with the SHA-256 of
+//! its original bytes and where its stored bytes are (this backup's pack file or an earlier
+//! backup's, for an incremental). Written last, so a backup directory without one is incomplete.
+
+use crate::storage::sha256_hex;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST_FILE: &str = "backup.manifest";
+pub const PACK_FILE: &str = "data.pack";
+/// Created first in every backup directory: cleanup only deletes directories that carry it.
+pub const MARKER_FILE: &str = ".admin_toolkit_backup";
+pub const FORMAT: u32 = 1;
+
+/// A backup this one stores chunks in; link 0 is the backup itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainLink {
+    pub backup_id: i64,
+    pub path: PathBuf,
+}
+
+/// One chunk of a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// SHA-256 of the original bytes (hex).
+    #[serde(rename = "h")]
+    pub sha256: String,
+    /// Original length.
+    #[serde(rename = "n")]
+    pub len: u64,
+    /// Index into the manifest's chain of the backup whose pack holds the bytes.
+    #[serde(rename = "b")]
+    pub link: usize,
+    #[serde(rename = "o")]
+    pub offset: u64,
+    #[serde(rename = "s")]
+    pub stored_len: u64,
+    /// Whether the stored bytes are a zstd frame (else stored as is, compression level 0).
+    #[serde(rename = "z")]
+    pub compressed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: String,
+    pub size: u64,
+    /// Modification time in nanoseconds since the epoch, as read at backup time.
+    pub mtime_ns: i128,
+    pub mode: u32,
+    /// SHA-256 over the chunks' SHA-256 digests, in order: the file's checksum.
+    pub sha256: String,
+    pub chunks: Vec<Chunk>,
+}
+
+impl FileEntry {
+    pub fn stored_here(&self) -> u64 {
+        self.chunks
+            .iter()
+            .filter(|c| c.link == 0)
+            .map(|c| c.stored_len)
+            .sum()
+    }
+}
+
+/// The checksum of a file from its chunks' digests.
+pub fn file_digest<'a>(chunk_digests: impl Iterator<Item = &'a str>) -> String {
+    let mut joined = String::new();
+    for d in chunk_digests {
+        joined.push_str(d);
+    }
+    sha256_hex(joined.as_bytes())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub backup_id: i64,
+    /// "full" or "incremental".
+    pub kind: String,
+    pub system_identifier: String,
+    pub start_lsn: String,
+    pub end_lsn: String,
+    pub timeline: u32,
+    pub start_wal_file: String,
+    pub wal_segment_size: u64,
+    pub chunk_size: u64,
+    pub compression_level: i32,
+    pub started_at: String,
+    pub finished_at: String,
+    pub chain: Vec<ChainLink>,
+    pub directories: Vec<String>,
+    pub files: Vec<FileEntry>,
+    pub backup_label: String,
+    pub tablespace_map: String,
+}
+
+impl Manifest {
+    pub fn original_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    pub fn stored_bytes_here(&self) -> u64 {
+        self.files.iter().map(FileEntry::stored_here).sum()
+    }
+
+    /// Backup ids this backup needs besides itself.
+    pub fn depends_on(&self) -> Vec<i64> {
+        let mut used: Vec<usize> = self
+            .files
+            .iter()
+            .flat_map(|f| f.chunks.iter().map(|c| c.link))
+            .filter(|&l| l != 0)
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        used.iter()
+            .filter_map(|&l| self.chain.get(l).map(|c| c.backup_id))
+            .collect()
+    }
+
+    pub fn load(backup_dir: &Path) -> Result<Manifest, String> {
+        let path = backup_dir.join(MANIFEST_FILE);
+        let text = fs::read(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "\"{}\" has no {MANIFEST_FILE}: not a backup, or an incomplete one",
+                    backup_dir.display()
+                )
+            } else {
+                format!("cannot read \"{}\": {e}", path.display())
+            }
+        })?;
+        let manifest: Manifest = serde_json::from_slice(&text)
+            .map_err(|e| format!("\"{}\" is not a valid manifest: {e}", path.display()))?;
+        if manifest.format != FORMAT {
+            return Err(format!(
+                "\"{}\" has manifest format {}, this version reads {FORMAT}",
+                path.display(),
+                manifest.format
+            ));
+        }
+        Ok(manifest)
+    }
+
+    /// Writes the manifest durably (temporary name, fsync, rename, fsync the directory).
+    pub fn store(&self, backup_dir: &Path) -> Result<u64, String> {
+        let bytes = serde_json::to_vec(self).map_err(|e| e.to_string())?;
+        let temp = backup_dir.join(format!("{MANIFEST_FILE}.tmp"));
+        let target = backup_dir.join(MANIFEST_FILE);
+        let result = (|| -> std::io::Result<()> {
+            let mut file = fs::File::create(&temp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            fs::rename(&temp, &target)?;
+            fs::File::open(backup_dir)?.sync_all()
+        })();
+        result
+            .map(|_| bytes.len() as u64)
+            .map_err(|e| format!("cannot write \"{}\": {e}", target.display()))
+    }
+}

@@ -1,0 +1,16 @@
+//! Base backups: what is copied, the manifest, the chunked pack format with incremental
+//! references, verification, restore and retention.
+
+pub mod copy;
+pub mod label;
+pub mod layout;
+pub mod manifest;
+mod parallel;
+pub mod read;
+pub mod restore;
+pub mod retention;
+
+pub use parallel::default_threads;
+
+#[cfg(test)]
+mod tests;

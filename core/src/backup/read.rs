@@ -1,0 +1,176 @@
+//! Reading a backup back: every chunk from the pack that holds it, decompressed and checked
+//! against its SHA-256. Shared by verification and restore.
+
+use super::manifest::{file_digest, Chunk, FileEntry, Manifest, PACK_FILE};
+use super::parallel;
+use crate::storage::sha256_hex;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+/// The pack files of a backup's chain, opened once.
+pub struct Packs {
+    files: Vec<Result<File, String>>,
+}
+
+impl Packs {
+    /// Opens every pack of the chain; a missing one is reported when a chunk needs it.
+    pub fn open(manifest: &Manifest) -> Packs {
+        let files = manifest
+            .chain
+            .iter()
+            .map(|link| {
+                let path = link.path.join(PACK_FILE);
+                File::open(&path).map_err(|e| {
+                    format!(
+                        "pack of backup {} (\"{}\") cannot be opened: {e}",
+                        link.backup_id,
+                        path.display()
+                    )
+                })
+            })
+            .collect();
+        Packs { files }
+    }
+
+    /// Problems opening the chain's packs, one per backup.
+    pub fn missing(&self) -> Vec<String> {
+        self.files
+            .iter()
+            .filter_map(|f| f.as_ref().err().cloned())
+            .collect()
+    }
+
+    fn stored(&self, chunk: &Chunk) -> Result<Vec<u8>, String> {
+        let file = self
+            .files
+            .get(chunk.link)
+            .ok_or("chunk refers to a backup missing from the manifest's chain")?
+            .as_ref()
+            .map_err(String::clone)?;
+        let mut bytes = vec![0u8; chunk.stored_len as usize];
+        file.read_exact_at(&mut bytes, chunk.offset).map_err(|e| {
+            format!(
+                "cannot read {} bytes at offset {}: {e}",
+                chunk.stored_len, chunk.offset
+            )
+        })?;
+        Ok(bytes)
+    }
+}
+
+fn decode(stored: Vec<u8>, chunk: &Chunk) -> Result<Vec<u8>, String> {
+    let bytes = if chunk.compressed {
+        zstd::bulk::decompress(&stored, chunk.len as usize)
+            .map_err(|e| format!("cannot decompress: {e}"))?
+    } else {
+        stored
+    };
+    if bytes.len() as u64 != chunk.len {
+        return Err(format!(
+            "holds {} bytes, the manifest says {}",
+            bytes.len(),
+            chunk.len
+        ));
+    }
+    if sha256_hex(&bytes) != chunk.sha256 {
+        return Err("SHA-256 does not match the manifest".into());
+    }
+    Ok(bytes)
+}
+
+const BATCH_CHUNKS: usize = 64;
+
+/// Reads every chunk of `entry` in order, checked, passing each to `sink`. An error names the
+/// chunk and what is wrong with it.
+pub fn read_file(
+    entry: &FileEntry,
+    packs: &Packs,
+    threads: usize,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    if file_digest(entry.chunks.iter().map(|c| c.sha256.as_str())) != entry.sha256 {
+        return Err("the file's checksum does not match its chunks' checksums".into());
+    }
+    if entry.chunks.iter().map(|c| c.len).sum::<u64>() != entry.size {
+        return Err("the chunks' lengths do not add up to the file's size".into());
+    }
+    for (batch_no, batch) in entry.chunks.chunks(BATCH_CHUNKS).enumerate() {
+        let stored: Vec<(usize, Result<Vec<u8>, String>)> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (batch_no * BATCH_CHUNKS + i, packs.stored(c)))
+            .collect();
+        let decoded = parallel::map(&stored, threads, |(i, s)| {
+            let chunk = &entry.chunks[*i];
+            s.clone().and_then(|s| decode(s, chunk)).map_err(|e| {
+                format!(
+                    "chunk {i} (bytes {}..{}): {e}",
+                    *i as u64 * chunk_len(entry),
+                    *i as u64 * chunk_len(entry) + chunk.len
+                )
+            })
+        });
+        for bytes in decoded {
+            sink(&bytes?)?;
+        }
+    }
+    Ok(())
+}
+
+fn chunk_len(entry: &FileEntry) -> u64 {
+    entry.chunks.first().map_or(0, |c| c.len)
+}
+
+/// One problem found by verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+/// What verification found.
+pub struct Verification {
+    pub files: u64,
+    pub bytes: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// Rechecks every file of the backup against its manifest.
+pub fn verify(
+    manifest: &Manifest,
+    threads: usize,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Verification {
+    let packs = Packs::open(manifest);
+    let total = manifest.original_bytes();
+    let mut report = Verification {
+        files: 0,
+        bytes: 0,
+        problems: Vec::new(),
+    };
+    for message in packs.missing() {
+        report.problems.push(Problem {
+            path: String::new(),
+            message,
+        });
+    }
+    let mut done = 0u64;
+    for entry in &manifest.files {
+        let result = read_file(entry, &packs, threads, &mut |bytes| {
+            done += bytes.len() as u64;
+            Ok(())
+        });
+        progress(done, total);
+        match result {
+            Ok(()) => {
+                report.files += 1;
+                report.bytes += entry.size;
+            }
+            Err(message) => report.problems.push(Problem {
+                path: entry.path.clone(),
+                message,
+            }),
+        }
+    }
+    report
+}

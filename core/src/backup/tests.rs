@@ -1,0 +1,210 @@
+//! Round trips through the backup format: full, incremental, verify, restore, corruption.
+
+use super::copy::{
+    copy_data_directory, create_backup_directory, remove_backup_directory, CopyOptions,
+};
+use super::manifest::{ChainLink, Manifest, FORMAT, PACK_FILE};
+use super::read::verify;
+use super::restore::restore;
+use std::fs;
+use std::path::Path;
+
+fn write(root: &Path, rel: &str, bytes: &[u8]) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, bytes).unwrap();
+}
+
+fn sample_data_dir(root: &Path) {
+    let table: Vec<u8> = (0..3_000_000u32).map(|i| (i % 7) as u8).collect();
+    write(root, "base/5/16384", &table);
+    write(root, "base/5/16384_fsm", b"fsm");
+    write(root, "base/5/16390", b"unlogged heap");
+    write(root, "base/5/16390_init", b"init fork");
+    write(root, "base/5/t3_16400", b"temp relation");
+    write(root, "base/5/pg_internal.init", b"cache");
+    write(root, "global/pg_control", b"control");
+    write(root, "pg_wal/000000010000000000000001", b"wal");
+    write(root, "pg_replslot/slot/state", b"slot");
+    write(root, "postmaster.pid", b"123");
+    write(root, "postgresql.conf", b"port = 5432\n");
+    fs::create_dir_all(root.join("pg_wal/archive_status")).unwrap();
+    fs::create_dir_all(root.join("pg_tblspc")).unwrap();
+}
+
+fn manifest_for(id: i64, dir: &Path, copied: super::copy::Copied) -> Manifest {
+    Manifest {
+        format: FORMAT,
+        backup_id: id,
+        kind: if copied.chain.len() > 1 {
+            "incremental"
+        } else {
+            "full"
+        }
+        .into(),
+        system_identifier: "1".into(),
+        start_lsn: "0/2000028".into(),
+        end_lsn: "0/2000100".into(),
+        timeline: 1,
+        start_wal_file: "000000010000000000000002".into(),
+        wal_segment_size: 16 << 20,
+        chunk_size: 64 * 1024,
+        compression_level: 3,
+        started_at: String::new(),
+        finished_at: String::new(),
+        chain: copied.chain,
+        directories: copied.directories,
+        files: copied.files,
+        backup_label: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n".into(),
+        tablespace_map: String::new(),
+    }
+    .tap(|m| {
+        m.store(dir).unwrap();
+    })
+}
+
+trait Tap: Sized {
+    fn tap(self, f: impl FnOnce(&Self)) -> Self {
+        f(&self);
+        self
+    }
+}
+impl Tap for Manifest {}
+
+fn take(id: i64, data: &Path, dir: &Path, previous: Option<&Manifest>) -> Manifest {
+    create_backup_directory(dir).unwrap();
+    let options = CopyOptions {
+        chunk_size: 64 * 1024,
+        compression_level: 3,
+        threads: 2,
+    };
+    let link = ChainLink {
+        backup_id: id,
+        path: dir.to_path_buf(),
+    };
+    let copied = copy_data_directory(data, dir, link, previous, &options, &mut |_| Ok(())).unwrap();
+    manifest_for(id, dir, copied)
+}
+
+#[test]
+fn full_and_incremental_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    sample_data_dir(&data);
+    let full = take(1, &data, &tmp.path().join("b1"), None);
+    let paths: Vec<&str> = full.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "base/5/16384",
+            "base/5/16384_fsm",
+            "base/5/16390_init",
+            "global/pg_control",
+            "postgresql.conf"
+        ]
+    );
+    for d in [
+        "pg_wal",
+        "pg_wal/archive_status",
+        "pg_replslot",
+        "pg_tblspc",
+        "base/5",
+    ] {
+        assert!(full.directories.iter().any(|x| x == d), "{d}");
+    }
+    assert!(!full.directories.iter().any(|x| x == "pg_replslot/slot"));
+    let pack = fs::metadata(tmp.path().join("b1").join(PACK_FILE))
+        .unwrap()
+        .len();
+    assert!(pack < 300_000, "compressed pack is {pack} bytes");
+
+    // change 1 chunk of the table, add a file
+    let mut table = fs::read(data.join("base/5/16384")).unwrap();
+    table[100_000] ^= 1;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(data.join("base/5/16384"), &table).unwrap();
+    write(&data, "base/5/16500", b"new table");
+    let incr = take(2, &data, &tmp.path().join("b2"), Some(&full));
+    assert_eq!(incr.depends_on(), vec![1]);
+    let table_entry = incr
+        .files
+        .iter()
+        .find(|f| f.path == "base/5/16384")
+        .unwrap();
+    let here: Vec<_> = table_entry.chunks.iter().filter(|c| c.link == 0).collect();
+    assert_eq!(here.len(), 1, "only the changed chunk is stored again");
+    assert!(incr.stored_bytes_here() < full.stored_bytes_here() / 5);
+
+    // a second incremental with no change references the first two and stores nothing new
+    let incr2 = take(3, &data, &tmp.path().join("b3"), Some(&incr));
+    assert_eq!(incr2.stored_bytes_here(), 0);
+    assert_eq!(incr2.depends_on(), vec![2, 1]);
+
+    for (m, name) in [(&full, "r1"), (&incr2, "r3")] {
+        let report = verify(m, 2, &mut |_, _| {});
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let target = tmp.path().join(name);
+        restore(m, &target, 2, &mut |_, _| {}).unwrap();
+        assert!(target.join("pg_wal/archive_status").is_dir());
+        assert!(target.join("backup_label").is_file());
+        assert!(!target.join("postmaster.pid").exists());
+        assert!(!target.join("base/5/16390").exists());
+    }
+    assert_eq!(fs::read(tmp.path().join("r3/base/5/16384")).unwrap(), table);
+    assert_ne!(fs::read(tmp.path().join("r1/base/5/16384")).unwrap(), table);
+    assert_eq!(
+        fs::read(tmp.path().join("r3/base/5/16500")).unwrap(),
+        b"new table"
+    );
+
+    let err = restore(&incr2, &tmp.path().join("r3"), 2, &mut |_, _| {}).unwrap_err();
+    assert!(err.contains("not empty"), "{err}");
+}
+
+#[test]
+fn corruption_and_missing_links_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    sample_data_dir(&data);
+    let dir = tmp.path().join("b1");
+    let full = take(1, &data, &dir, None);
+    let loaded = Manifest::load(&dir).unwrap();
+    assert_eq!(loaded, full);
+    let table = full
+        .files
+        .iter()
+        .find(|f| f.path == "base/5/16384")
+        .unwrap();
+    let offset = table.chunks[3].offset + 5;
+    let mut pack = fs::read(dir.join(PACK_FILE)).unwrap();
+    pack[offset as usize] ^= 0xff;
+    fs::write(dir.join(PACK_FILE), &pack).unwrap();
+    let report = verify(&full, 2, &mut |_, _| {});
+    assert_eq!(report.problems.len(), 1);
+    assert_eq!(report.problems[0].path, "base/5/16384");
+    assert!(
+        report.problems[0].message.contains("chunk 3"),
+        "{}",
+        report.problems[0].message
+    );
+    let err = restore(&full, &tmp.path().join("r"), 2, &mut |_, _| {}).unwrap_err();
+    assert!(err.contains("base/5/16384"), "{err}");
+
+    // an incremental whose base is gone
+    let incr = take(2, &data, &tmp.path().join("b2"), Some(&full));
+    remove_backup_directory(&dir).unwrap();
+    let report = verify(&incr, 2, &mut |_, _| {});
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.message.contains("backup 1")),
+        "{:?}",
+        report.problems
+    );
+    // only marked directories are removed
+    assert!(remove_backup_directory(&data).is_err());
+    assert!(data.exists());
+    let err = Manifest::load(&data).unwrap_err();
+    assert!(err.contains("no backup.manifest"), "{err}");
+}
