@@ -132,6 +132,11 @@ REVOKE ALL ON FUNCTION rls_coverage() FROM PUBLIC;
 -- Maintenance runs as a superuser: only superusers (or roles they grant) start it.
 REVOKE ALL ON FUNCTION execute_maintenance(integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION track_config_change(text, text, text) FROM PUBLIC;
+-- Backups: taking, verifying and deleting them is for superusers (or roles they grant).
+REVOKE ALL ON FUNCTION execute_backup(integer, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cleanup_old_backups() FROM PUBLIC;
+REVOKE ALL ON FUNCTION verify_backup(bigint) FROM PUBLIC;
+GRANT SELECT ON backup_history TO pg_monitor;
 GRANT SELECT ON maintenance_runs TO pg_monitor;
 GRANT EXECUTE ON FUNCTION slow_query_stats() TO pg_monitor;
 GRANT SELECT ON performance_metrics, metric_definitions, alert_rules, alert_events,
@@ -170,6 +175,12 @@ COMMENT ON FUNCTION get_config_recommendations() IS
     'Tuning advice (PGTune formulas) from RAM, CPUs, max_connections, storage_type and workload, and from temp files, forced checkpoints and cache hit ratio.';
 COMMENT ON FUNCTION track_config_change(text, text, text) IS
     'Validates, applies (ALTER SYSTEM + reload, through a job worker) and records a configuration change; returns its config_id.';
+COMMENT ON FUNCTION execute_backup(integer, boolean) IS
+    'Takes a backup of a schedule now in a job worker (base backup, or WAL switch for wal_archive); returns its backup_id, after it finished when p_wait.';
+COMMENT ON FUNCTION cleanup_old_backups() IS
+    'Deletes backups past retention_days (never the newest full, nor a base a retained incremental needs) and the WAL no retained backup needs.';
+COMMENT ON FUNCTION verify_backup(bigint) IS
+    'Rereads every file of a backup and its chain against the manifest''s SHA-256 checksums; one row per problem.';
 COMMENT ON FUNCTION schedule_next_run() IS 'Validates schedule_expression and keeps next_run current.';
 COMMENT ON FUNCTION slow_query_stats() IS 'pg_stat_statements summary behind the slow_queries view.';
 COMMENT ON VIEW slow_queries IS 'Statements by total execution time (needs pg_stat_statements).';

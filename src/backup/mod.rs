@@ -1,4 +1,10 @@
-//! Backups: the WAL archive module (base backups, retention and verification join here as they
-//! land).
+//! Backups: the WAL archive module, base backups (full and incremental) run by job workers,
+//! retention and verification. Decisions and the file format live in the core crate.
 
 pub mod archive;
+pub mod base;
+pub mod jobs;
+pub mod retention;
+mod schedule;
+pub mod verify;
+mod wal_switch;

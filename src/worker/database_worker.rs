@@ -1,6 +1,7 @@
 //! The database worker: routine work, tick by tick, in `admin_toolkit.database`.
 
 use super::step::run_step;
+use crate::backup;
 use crate::config::changes;
 use crate::maintenance::jobs;
 use crate::maintenance::partitions::{self, LOGS};
@@ -120,6 +121,19 @@ fn unix_minute() -> u64 {
 
 /// Whether this tick has anything to do. An idle tick (most of them, once a second) must cost
 /// next to nothing: no transaction, no catalog access, only the audit queue's counters.
+/// Deletes backups and WAL past retention (hourly, with partition upkeep).
+fn apply_backup_retention() {
+    match run_step("backup retention", backup::retention::cleanup) {
+        Some(Ok(done)) if !done.backups.is_empty() || done.wal_files > 0 => log!(
+            "admin_toolkit worker: retention deleted {} backup(s) and {} archived WAL file(s)",
+            done.backups.len(),
+            done.wal_files
+        ),
+        Some(Err(e)) => log!("admin_toolkit worker: step \"backup retention\" failed: {e}"),
+        _ => {}
+    }
+}
+
 fn work_due(state: &WorkerState) -> bool {
     if !state.working {
         return true; // waiting for the extension or a promotion: look again
@@ -192,6 +206,7 @@ fn tick(state: &mut WorkerState) {
                             "admin_toolkit worker: step \"maintenance history upkeep\" failed: {e}"
                         );
                     }
+                    apply_backup_retention();
                 }
             }
             Some(Err(e)) => {
@@ -220,7 +235,11 @@ fn tick(state: &mut WorkerState) {
     write_audit(state);
     let minute = unix_minute();
     if state.jobs_checked_minute != Some(minute) {
-        match run_step("start due maintenance jobs", jobs::start_due_jobs) {
+        let start_due = || -> pgrx::spi::Result<usize> {
+            backup::jobs::upkeep_backups()?;
+            Ok(jobs::start_due_jobs()? + backup::jobs::start_due_backups()?)
+        };
+        match run_step("start due maintenance jobs", start_due) {
             // Jobs that found no worker slot stay due: look again next tick, not next minute.
             Some(Ok(0)) => state.jobs_checked_minute = Some(minute),
             Some(Ok(deferred)) if state.deferred_logged_minute != Some(minute) => {

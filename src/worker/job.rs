@@ -1,6 +1,7 @@
 //! Job workers: one dynamic background worker per maintenance run, executing its command
 //! top-level (see `top_level`) and recording the outcome in a row it creates and owns.
 
+use crate::backup;
 use crate::config::changes;
 use crate::maintenance::jobs;
 use crate::settings;
@@ -41,6 +42,20 @@ pub fn start_maintenance(
     )
 }
 
+/// Starts a job worker for one backup run (backup::base); with `notify` this backend can
+/// wait for it.
+pub fn start_backup(
+    schedule_id: i32,
+    backup_id: i64,
+    notify: bool,
+) -> Option<DynamicBackgroundWorker> {
+    start(
+        &format!("admin_toolkit backup {backup_id}"),
+        &format!("backup {schedule_id} {backup_id}"),
+        notify,
+    )
+}
+
 /// Starts a job worker that applies one configuration request (see config::changes); the
 /// caller waits for it.
 pub fn start_config(request_id: &str) -> Option<DynamicBackgroundWorker> {
@@ -77,14 +92,15 @@ pub extern "C-unwind" fn admin_toolkit_job_main(_arg: pg_sys::Datum) {
         changes::run_request(request);
         return;
     }
-    let (Some("maintenance"), Some(schedule), Some(run)) =
+    let (Some(kind @ ("maintenance" | "backup")), Some(schedule), Some(run)) =
         (words.next(), words.next(), words.next())
     else {
         log!("admin_toolkit job: unknown job \"{extra}\"");
         return;
     };
-    match (schedule.parse::<i32>(), run.parse::<i64>()) {
-        (Ok(schedule_id), Ok(run_id)) => jobs::run(schedule_id, run_id),
+    match (kind, schedule.parse::<i32>(), run.parse::<i64>()) {
+        ("maintenance", Ok(schedule_id), Ok(run_id)) => jobs::run(schedule_id, run_id),
+        ("backup", Ok(schedule_id), Ok(backup_id)) => backup::base::run(schedule_id, backup_id),
         _ => log!("admin_toolkit job: malformed job \"{extra}\""),
     }
 }

@@ -12,7 +12,7 @@
 mod database_worker;
 pub mod job;
 mod launcher;
-mod step;
+pub(crate) mod step;
 pub mod top_level;
 
 pub use launcher::register;

@@ -29,6 +29,27 @@ pub fn run_step<R, F: FnOnce() -> R>(name: &str, body: F) -> Option<R> {
     outcome
 }
 
+/// Runs `body` in a new transaction and commits it; on an error (a PostgreSQL ERROR or a Rust
+/// panic) aborts the transaction and returns the error's message. For job workers, which
+/// record failures in their own rows.
+pub fn try_transaction<R, F: FnOnce() -> R>(body: F) -> Result<R, String> {
+    let body = AssertUnwindSafe(body);
+    let outcome = PgTryBuilder::new(|| Ok(BackgroundWorker::transaction(body)))
+        .catch_others(|caught| {
+            let (message, detail) = describe(&caught);
+            Err(match detail {
+                Some(d) => format!("{message} ({d})"),
+                None => message,
+            })
+        })
+        .execute();
+    if outcome.is_err() {
+        // SAFETY: a background worker between statements, as in run_step.
+        unsafe { pg_sys::AbortCurrentTransaction() };
+    }
+    outcome
+}
+
 fn describe(caught: &pg_sys::panic::CaughtError) -> (String, Option<String>) {
     use pg_sys::panic::CaughtError::*;
     match caught {

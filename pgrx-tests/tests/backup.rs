@@ -1,0 +1,510 @@
+//! Base backups against a real server with archiving on: full and incremental backups that
+//! verify, corruption named by verify_backup, failures recorded with their reason, bad input
+//! refused before anything is written, retention that deletes exactly what it says.
+
+use admin_toolkit_core::backup::manifest::Manifest;
+use admin_toolkit_it::{count, wait_for, Cluster, ClusterOptions, ScratchDir};
+use postgres::Client;
+use std::path::Path;
+
+struct Setup {
+    cluster: Cluster,
+    db: Client,
+    store: ScratchDir,
+}
+
+fn setup() -> Setup {
+    let store = ScratchDir::new("admin_toolkit_backup_");
+    let cluster = Cluster::start_with(ClusterOptions {
+        settings: vec![
+            "archive_mode = on".into(),
+            "archive_library = 'admin_toolkit'".into(),
+            format!(
+                "admin_toolkit.archive_location = '{}'",
+                store.path().join("wal").display()
+            ),
+        ],
+        ..ClusterOptions::default()
+    });
+    let mut db = cluster.connect("postgres");
+    db.batch_execute(
+        "CREATE EXTENSION admin_toolkit; \
+         CREATE TABLE items (id int PRIMARY KEY, body text); \
+         INSERT INTO items SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 200000) g; \
+         CHECKPOINT;",
+    )
+    .unwrap();
+    Setup { cluster, db, store }
+}
+
+fn schedule(db: &mut Client, kind: &str, location: &str, level: i32) -> i32 {
+    db.query_one(
+        "INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location, compression_level) \
+         VALUES ($1, '0 3 * * *', 7, $2, $3) RETURNING schedule_id",
+        &[&kind, &location, &level],
+    )
+    .unwrap()
+    .get(0)
+}
+
+struct Outcome {
+    status: String,
+    error: Option<String>,
+    size: Option<i64>,
+    path: String,
+    kind: String,
+}
+
+fn outcome(db: &mut Client, backup_id: i64) -> Outcome {
+    let r = db
+        .query_one(
+            "SELECT status, error_message, backup_size_bytes, backup_path, backup_type FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&backup_id],
+        )
+        .unwrap();
+    Outcome {
+        status: r.get(0),
+        error: r.get(1),
+        size: r.get(2),
+        path: r.get(3),
+        kind: r.get(4),
+    }
+}
+
+fn backup(db: &mut Client, schedule_id: i32) -> i64 {
+    db.query_one(
+        "SELECT admin_toolkit.execute_backup($1, true)",
+        &[&schedule_id],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn verify(db: &mut Client, backup_id: i64) -> Vec<(String, String, String)> {
+    db.query(
+        "SELECT * FROM admin_toolkit.verify_backup($1)",
+        &[&backup_id],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+fn all_ok(rows: &[(String, String, String)]) -> bool {
+    !rows.is_empty() && rows.iter().all(|r| r.1 == "OK")
+}
+
+#[test]
+fn full_and_incremental_backups_verify_and_corruption_is_named() {
+    let Setup {
+        cluster: _cluster,
+        mut db,
+        store,
+    } = setup();
+    let location = store.path().join("backups").display().to_string();
+    let full_schedule = schedule(&mut db, "full", &location, 3);
+    let incr_schedule = schedule(&mut db, "incremental", &location, 3);
+
+    let full = backup(&mut db, full_schedule);
+    let f = outcome(&mut db, full);
+    assert_eq!(f.status, "completed", "{:?}", f.error);
+    assert!(Path::new(&f.path).join("backup.manifest").is_file());
+    let row = db
+        .query_one(
+            "SELECT start_lsn < end_lsn, end_time > start_time, (metadata->>'timeline')::int, \
+                    (metadata->>'original_bytes')::bigint, metadata->>'start_wal_file' \
+             FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&full],
+        )
+        .unwrap();
+    assert!(row.get::<_, bool>(0) && row.get::<_, bool>(1));
+    assert_eq!(row.get::<_, i32>(2), 1);
+    assert!(
+        row.get::<_, i64>(3) > 30_000_000,
+        "the whole data directory is read"
+    );
+    assert!(f.size.unwrap() < row.get::<_, i64>(3), "compressed");
+    // the segment holding the backup's start is in the archive (pg_backup_stop waited for it)
+    let start_wal: String = row.get(4);
+    assert!(store
+        .path()
+        .join("wal")
+        .join(format!("{start_wal}.zst"))
+        .exists());
+    let checks = verify(&mut db, full);
+    assert!(all_ok(&checks), "{checks:?}");
+
+    db.batch_execute("UPDATE items SET body = 'changed' WHERE id <= 100; CHECKPOINT")
+        .unwrap();
+    let incr = backup(&mut db, incr_schedule);
+    let i = outcome(&mut db, incr);
+    assert_eq!(
+        (i.status.as_str(), i.kind.as_str()),
+        ("completed", "incremental"),
+        "{:?}",
+        i.error
+    );
+    assert!(
+        i.size.unwrap() * 5 < f.size.unwrap(),
+        "incremental {} bytes vs full {} bytes",
+        i.size.unwrap(),
+        f.size.unwrap()
+    );
+    let chain: String = db
+        .query_one(
+            "SELECT metadata->>'chain' FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&incr],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(chain, format!("[{full}]"));
+    assert!(all_ok(&verify(&mut db, incr)));
+
+    // corrupt one byte of a chunk the incremental references in the full backup's pack
+    let manifest = Manifest::load(Path::new(&i.path)).unwrap();
+    let (file, chunk) = manifest
+        .files
+        .iter()
+        .find_map(|f| {
+            f.chunks
+                .iter()
+                .find(|c| c.link == 1 && c.stored_len > 100)
+                .map(|c| (f.path.clone(), c.clone()))
+        })
+        .expect("a referenced chunk");
+    let pack = Path::new(&f.path).join("data.pack");
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[(chunk.offset + chunk.stored_len / 2) as usize] ^= 0x5a;
+    std::fs::write(&pack, &bytes).unwrap();
+    for id in [full, incr] {
+        let rows = verify(&mut db, id);
+        let bad: Vec<_> = rows.iter().filter(|r| r.1 == "ERROR").collect();
+        assert_eq!(bad.len(), 1, "{rows:?}");
+        assert_eq!(bad[0].0, format!("file {file}"));
+    }
+}
+
+#[test]
+fn failures_are_recorded_with_their_reason_and_bad_input_writes_nothing() {
+    let Setup {
+        cluster: _cluster,
+        mut db,
+        store,
+    } = setup();
+    // a directory the server (postgres OS user) cannot write: owned by root
+    let locked = store.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&locked, Some(0), Some(0)).unwrap();
+    }
+    let unwritable = schedule(&mut db, "full", &format!("{}/sub", locked.display()), 1);
+    let id = backup(&mut db, unwritable);
+    let o = outcome(&mut db, id);
+    assert_eq!(o.status, "failed");
+    assert!(
+        o.error.as_deref().unwrap_or("").contains("cannot create"),
+        "{:?}",
+        o.error
+    );
+
+    let s3 = schedule(&mut db, "full", "s3://bucket/pg/", 1);
+    let id = backup(&mut db, s3);
+    let o = outcome(&mut db, id);
+    assert_eq!(o.status, "failed");
+    assert!(o
+        .error
+        .unwrap()
+        .contains("object storage is not configured"));
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'admin_toolkit job'"
+        ),
+        0
+    );
+
+    let rows_before = count(&mut db, "SELECT count(*) FROM admin_toolkit.backup_history");
+    let data_dir = _cluster.data_dir();
+    let relative = schedule(&mut db, "full", "backups/here", 1);
+    let inside = schedule(&mut db, "full", &format!("{data_dir}/backups"), 1);
+    let encrypted = schedule(
+        &mut db,
+        "full",
+        &store.path().join("enc").display().to_string(),
+        1,
+    );
+    db.execute("UPDATE admin_toolkit.backup_schedules SET encryption_key_id = 'kms-1' WHERE schedule_id = $1", &[&encrypted])
+        .unwrap();
+    let inactive = schedule(
+        &mut db,
+        "full",
+        &store.path().join("x").display().to_string(),
+        1,
+    );
+    db.execute(
+        "UPDATE admin_toolkit.backup_schedules SET is_active = false WHERE schedule_id = $1",
+        &[&inactive],
+    )
+    .unwrap();
+    for (sql, code, words) in [
+        (
+            format!("SELECT admin_toolkit.execute_backup({relative})"),
+            "22023",
+            "absolute",
+        ),
+        (
+            format!("SELECT admin_toolkit.execute_backup({inside})"),
+            "22023",
+            "data directory",
+        ),
+        (
+            format!("SELECT admin_toolkit.execute_backup({encrypted})"),
+            "0A000",
+            "encryption",
+        ),
+        (
+            format!("SELECT admin_toolkit.execute_backup({inactive})"),
+            "42704",
+            "not found or inactive",
+        ),
+        (
+            "SELECT admin_toolkit.execute_backup(424242)".to_string(),
+            "42704",
+            "Schedule 424242 not found or inactive",
+        ),
+        (
+            "SELECT admin_toolkit.execute_backup(NULL)".to_string(),
+            "22004",
+            "p_schedule_id",
+        ),
+        (
+            "SELECT admin_toolkit.verify_backup(424242)".to_string(),
+            "42704",
+            "does not exist",
+        ),
+    ] {
+        let err = db.batch_execute(&sql).unwrap_err();
+        let e = err.as_db_error().unwrap();
+        assert_eq!(e.code().code(), code, "{sql}: {}", e.message());
+        assert!(e.message().contains(words), "{sql}: {}", e.message());
+    }
+    assert_eq!(
+        count(&mut db, "SELECT count(*) FROM admin_toolkit.backup_history"),
+        rows_before
+    );
+    assert!(!Path::new(&data_dir).join("backups").exists());
+    assert!(!store.path().join("enc").exists());
+
+    // PUBLIC cannot take backups or verify them
+    db.batch_execute("CREATE ROLE someone LOGIN").unwrap();
+    let mut other = _cluster.connect_as("postgres", "someone", "").unwrap();
+    for f in [
+        "execute_backup(1)",
+        "verify_backup(1)",
+        "cleanup_old_backups()",
+    ] {
+        let err = other
+            .batch_execute(&format!("SELECT admin_toolkit.{f}"))
+            .unwrap_err();
+        assert_eq!(err.as_db_error().unwrap().code().code(), "42501", "{f}");
+    }
+}
+
+#[test]
+fn a_cancelled_backup_is_cleaned_up_and_one_schedule_runs_one_backup_at_a_time() {
+    let Setup {
+        cluster: _cluster,
+        mut db,
+        store,
+    } = setup();
+    let location = store.path().join("slow").display().to_string();
+    // level 19 makes the copy take long enough to act on it
+    let slow = schedule(&mut db, "full", &location, 19);
+    let running: i64 = db
+        .query_one("SELECT admin_toolkit.execute_backup($1)", &[&slow])
+        .unwrap()
+        .get(0);
+    assert_eq!(outcome(&mut db, running).status, "running");
+    let second = backup(&mut db, slow);
+    let o = outcome(&mut db, second);
+    assert_eq!(o.status, "failed");
+    assert!(o.error.unwrap().contains("already running"));
+    let pid: i32 = db
+        .query_one(
+            "SELECT (metadata->>'pid')::int FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&running],
+        )
+        .unwrap()
+        .get(0);
+    wait_for("the copy to start", || {
+        (count(&mut db, &format!("SELECT count(*) FROM admin_toolkit.backup_history WHERE backup_id = {running} AND start_lsn IS NOT NULL")) == 1)
+            .then_some(())
+    });
+    db.execute("SELECT pg_cancel_backend($1)", &[&pid]).unwrap();
+    let status = wait_for("the cancelled backup recorded", || {
+        let o = outcome(&mut db, running);
+        (o.status != "running").then_some(o)
+    });
+    assert_eq!(status.status, "cancelled", "{:?}", status.error);
+    assert!(!Path::new(&status.path).exists(), "partial files removed");
+    // the server is not left in backup mode: another backup of the schedule works
+    db.execute(
+        "UPDATE admin_toolkit.backup_schedules SET compression_level = 1 WHERE schedule_id = $1",
+        &[&slow],
+    )
+    .unwrap();
+    let again = backup(&mut db, slow);
+    assert_eq!(
+        outcome(&mut db, again).status,
+        "completed",
+        "{:?}",
+        outcome(&mut db, again).error
+    );
+}
+
+#[test]
+fn cleanup_deletes_exactly_what_retention_says() {
+    let Setup {
+        cluster: _cluster,
+        mut db,
+        store,
+    } = setup();
+    let location = store.path().join("backups").display().to_string();
+    let full_schedule = schedule(&mut db, "full", &location, 1);
+    let incr_schedule = schedule(&mut db, "incremental", &location, 1);
+    let take = |db: &mut Client, s: i32| {
+        db.batch_execute("INSERT INTO items SELECT g, 'x' FROM generate_series(1000001 + (random() * 1e6)::int, 1000100 + (random() * 1e6)::int) g ON CONFLICT DO NOTHING; SELECT pg_switch_wal()").unwrap();
+        let id = backup(db, s);
+        assert_eq!(outcome(db, id).status, "completed");
+        id
+    };
+    let a = take(&mut db, full_schedule);
+    let b = take(&mut db, incr_schedule);
+    let c = take(&mut db, full_schedule);
+    let d = take(&mut db, incr_schedule);
+    // a, b, c are past the 7 days of retention; d is recent
+    db.execute(
+        "UPDATE admin_toolkit.backup_history SET start_time = start_time - interval '30 days', end_time = end_time - interval '30 days' \
+         WHERE backup_id = ANY($1)",
+        &[&vec![a, b, c]],
+    )
+    .unwrap();
+    let wal_before: Vec<String> = archived(&store.path().join("wal"));
+    let deleted: Vec<i64> = db
+        .query(
+            "SELECT deleted_backup_id FROM admin_toolkit.cleanup_old_backups() ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        deleted,
+        vec![a, b],
+        "c is the newest full backup and d's base"
+    );
+    for (id, exists) in [(a, false), (b, false), (c, true), (d, true)] {
+        let o = outcome(&mut db, id);
+        assert_eq!(Path::new(&o.path).exists(), exists, "backup {id}");
+        assert_eq!(o.status, if exists { "completed" } else { "deleted" });
+    }
+    let c_start: String = db
+        .query_one("SELECT metadata->>'start_wal_file' FROM admin_toolkit.backup_history WHERE backup_id = $1", &[&c])
+        .unwrap()
+        .get(0);
+    let wal_after = archived(&store.path().join("wal"));
+    assert!(
+        wal_after.len() < wal_before.len(),
+        "WAL before backup c was deleted"
+    );
+    assert!(
+        wal_after
+            .iter()
+            .filter(|n| n.len() == 24)
+            .all(|n| n[8..] >= c_start[8..]),
+        "{wal_after:?} vs {c_start}"
+    );
+    assert!(wal_after.contains(&c_start));
+    assert!(all_ok(&verify(&mut db, d)), "d's chain is intact");
+}
+
+fn archived(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(".zst")
+                .map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn wal_archive_and_scheduled_backups_run_by_themselves() {
+    let Setup {
+        cluster: _cluster,
+        mut db,
+        store,
+    } = setup();
+    let archive = store.path().join("wal").display().to_string();
+    let wal = schedule(&mut db, "wal_archive", &archive, 1);
+    db.batch_execute("INSERT INTO items VALUES (0, 'new')")
+        .unwrap();
+    let id = backup(&mut db, wal);
+    let o = outcome(&mut db, id);
+    assert_eq!(o.status, "completed", "{:?}", o.error);
+    let file: String = db
+        .query_one(
+            "SELECT metadata->>'wal_file' FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert!(store
+        .path()
+        .join("wal")
+        .join(format!("{file}.zst"))
+        .exists());
+    let elsewhere = schedule(
+        &mut db,
+        "wal_archive",
+        &store.path().join("other").display().to_string(),
+        1,
+    );
+    let id = backup(&mut db, elsewhere);
+    assert!(outcome(&mut db, id)
+        .error
+        .unwrap()
+        .contains("admin_toolkit.archive_location"));
+
+    let location = store.path().join("scheduled").display().to_string();
+    let every_minute = schedule(&mut db, "full", &location, 1);
+    db.execute("UPDATE admin_toolkit.backup_schedules SET schedule_expression = '* * * * *' WHERE schedule_id = $1", &[&every_minute])
+        .unwrap();
+    // due within the minute; the worker looks once a minute, so allow two
+    let started = std::time::Instant::now();
+    let status = loop {
+        let found = db
+            .query_opt(
+                "SELECT status FROM admin_toolkit.backup_history WHERE schedule_id = $1 AND status <> 'running'",
+                &[&every_minute],
+            )
+            .unwrap()
+            .map(|r| r.get::<_, String>(0));
+        if let Some(s) = found {
+            break s;
+        }
+        assert!(
+            started.elapsed().as_secs() < 150,
+            "the scheduled backup did not run"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert_eq!(status, "completed");
+}

@@ -1,0 +1,380 @@
+//! One backup run, in a job worker that owns its backup_history row: a base backup with the
+//! non-exclusive low-level API (pg_backup_start → copy → pg_backup_stop), or for a wal_archive
+//! schedule a WAL switch followed by waiting for the segment to reach the archive.
+
+use super::schedule::{self, data_directory, BackupSchedule, Refusal};
+use crate::worker::step::try_transaction;
+use admin_toolkit_core::backup::copy::{
+    copy_data_directory, create_backup_directory, remove_backup_directory, CopyOptions,
+    DEFAULT_CHUNK_SIZE,
+};
+use admin_toolkit_core::backup::default_threads;
+use admin_toolkit_core::backup::label::parse_backup_label;
+use admin_toolkit_core::backup::manifest::{ChainLink, Manifest, FORMAT};
+use admin_toolkit_core::chrono::Utc;
+use admin_toolkit_core::lsn::Lsn;
+use pgrx::prelude::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+fn pending(flag: *const i32) -> bool {
+    // SAFETY: signal flags of this process, read volatile as the signal handlers write them.
+    unsafe { flag.read_volatile() != 0 }
+}
+
+/// A cancellation (pg_cancel_backend) or shutdown request (SIGTERM) that arrived while the
+/// copy ran outside any transaction. Clears the flags so the cleanup can run, and says which.
+pub(super) fn interruption() -> Option<&'static str> {
+    let die = pending(&raw const pg_sys::ProcDiePending);
+    let cancel = pending(&raw const pg_sys::QueryCancelPending);
+    if !die && !cancel {
+        return None;
+    }
+    // SAFETY: as above; the job exits after its cleanup when a shutdown was asked for.
+    unsafe {
+        (&raw mut pg_sys::QueryCancelPending).write_volatile(0);
+        (&raw mut pg_sys::InterruptPending).write_volatile(0);
+        if die {
+            (&raw mut pg_sys::ProcDiePending).write_volatile(0);
+        }
+    }
+    Some(if die { "server shutdown" } else { "cancelled" })
+}
+
+pub(super) fn record(sql: &str, args: Vec<pgrx::datum::DatumWithOid>) {
+    if let Err(e) = try_transaction(|| Spi::run_with_args(sql, &args)) {
+        log!("admin_toolkit job: recording a backup failed: {e}");
+    }
+}
+
+pub(super) fn finish_failed(backup_id: i64, status: &str, message: &str) {
+    record(
+        "UPDATE admin_toolkit.backup_history SET status = $2, error_message = $3, end_time = clock_timestamp() \
+         WHERE backup_id = $1",
+        vec![backup_id.into(), status.into(), message.into()],
+    );
+    log!("admin_toolkit job: backup {backup_id} {status}: {message}");
+}
+
+/// Inserts the run's row; false when the run must stop here (recorded already).
+fn begin(
+    schedule: &BackupSchedule,
+    backup_id: i64,
+    path: &str,
+    failure: Option<&str>,
+) -> Result<bool, String> {
+    let pid = unsafe { pg_sys::MyProcPid };
+    try_transaction(|| -> spi::Result<bool> {
+        Spi::run_with_args(
+            "INSERT INTO admin_toolkit.backup_history (backup_id, schedule_id, backup_type, start_time, status, \
+               backup_path, error_message, end_time, metadata) \
+             VALUES ($1, $2, $3, clock_timestamp(), CASE WHEN $5::text IS NULL THEN 'running' ELSE 'failed' END, \
+                     $4, $5, CASE WHEN $5::text IS NOT NULL THEN clock_timestamp() END, \
+                     jsonb_build_object('pid', $6, 'compression_level', $7, 'encryption', false))",
+            &[
+                backup_id.into(),
+                schedule.schedule_id.into(),
+                schedule.backup_type.clone().into(),
+                path.into(),
+                failure.into(),
+                pid.into(),
+                schedule.compression_level.into(),
+            ],
+        )?;
+        Spi::run_with_args(
+            "UPDATE admin_toolkit.backup_schedules SET last_run = clock_timestamp() WHERE schedule_id = $1",
+            &[schedule.schedule_id.into()],
+        )?;
+        if failure.is_some() {
+            return Ok(false);
+        }
+        // Session-level: held until this job exits, so two runs of a schedule never overlap.
+        let locked = Spi::get_one_with_args::<bool>(
+            "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('admin_toolkit.backup'), $1)",
+            &[schedule.schedule_id.into()],
+        )?;
+        Ok(locked == Some(true))
+    })?
+    .map_err(|e| e.to_string())
+    .inspect(|&locked| {
+        if !locked && failure.is_none() {
+            finish_failed(
+                backup_id,
+                "failed",
+                &format!("a backup of schedule {} is already running", schedule.schedule_id),
+            );
+        }
+    })
+}
+
+/// Runs backup `backup_id` of schedule `schedule_id` in this job worker.
+pub fn run(schedule_id: i32, backup_id: i64) {
+    let schedule = match try_transaction(|| schedule::load(schedule_id)) {
+        Ok(Ok(Some(s))) => s,
+        Ok(Ok(None)) => {
+            return log!("admin_toolkit job: backup schedule {schedule_id} no longer exists")
+        }
+        Ok(Err(e)) => {
+            return log!("admin_toolkit job: reading backup schedule {schedule_id} failed: {e}")
+        }
+        Err(e) => {
+            return log!("admin_toolkit job: reading backup schedule {schedule_id} failed: {e}")
+        }
+    };
+    let (dir, failure) = match schedule::check(&schedule) {
+        Ok(dir) => (Some(dir), None),
+        Err(Refusal::Failure(m)) => (None, Some(m)),
+        Err(Refusal::BadInput(e)) => (None, Some(e.message().to_string())),
+    };
+    let now = Utc::now();
+    let path = match &dir {
+        Some(d) if schedule.backup_type == "wal_archive" => d.clone(),
+        Some(d) => d.join(format!(
+            "backup_{}_{backup_id}",
+            now.format("%Y%m%d_%H%M%S")
+        )),
+        None => PathBuf::from(schedule.storage_location.trim()),
+    };
+    let path_text = path.to_string_lossy().into_owned();
+    match begin(&schedule, backup_id, &path_text, failure.as_deref()) {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => return log!("admin_toolkit job: starting backup {backup_id} failed: {e}"),
+    }
+    if schedule.backup_type == "wal_archive" {
+        return super::wal_switch::run(backup_id, &path);
+    }
+    if let Err((status, message)) = base_backup(&schedule, backup_id, &path) {
+        finish_failed(backup_id, status, &message);
+    }
+}
+
+/// The latest completed backup of this cluster to build an incremental on.
+fn previous_backup(backup_id: i64, system_id: &str) -> Result<Option<(i64, PathBuf)>, String> {
+    try_transaction(|| -> spi::Result<Option<(i64, PathBuf)>> {
+        Spi::connect(|c| {
+            let rows = c.select(
+                "SELECT backup_id, backup_path FROM admin_toolkit.backup_history \
+                 WHERE status = 'completed' AND backup_type IN ('full', 'incremental') AND backup_id <> $1 \
+                   AND metadata->>'system_identifier' = $2 \
+                 ORDER BY end_lsn DESC NULLS LAST, backup_id DESC LIMIT 1",
+                Some(1),
+                &[backup_id.into(), system_id.into()],
+            )?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let r = rows.first();
+            Ok(Some((r.get::<i64>(1)?.unwrap_or_default(), PathBuf::from(r.get::<String>(2)?.unwrap_or_default()))))
+        })
+    })?
+    .map_err(|e| e.to_string())
+}
+
+type Failure = (&'static str, String);
+
+fn failed(message: impl Into<String>) -> Failure {
+    ("failed", message.into())
+}
+
+/// The base backup proper. Any failure after pg_backup_start stops the backup, removes the
+/// directory, and is returned with the status to record.
+fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Path) -> Result<(), Failure> {
+    let started = Instant::now();
+    let started_at = Utc::now();
+    let facts = try_transaction(|| -> spi::Result<(String, u64, String)> {
+        if unsafe { pg_sys::RecoveryInProgress() } {
+            return Ok((String::new(), 0, String::new()));
+        }
+        let system: i64 =
+            Spi::get_one("SELECT system_identifier FROM pg_catalog.pg_control_system()")?
+                .unwrap_or(0);
+        let archive_mode: String =
+            Spi::get_one("SELECT pg_catalog.current_setting('archive_mode')")?.unwrap_or_default();
+        Ok((
+            system.to_string(),
+            schedule::wal_segment_size()?,
+            archive_mode,
+        ))
+    })
+    .map_err(failed)?
+    .map_err(|e| failed(e.to_string()))?;
+    let (system_id, segment_size, archive_mode) = facts;
+    if system_id.is_empty() {
+        return Err(failed(
+            "the server is in recovery: base backups are taken on the primary",
+        ));
+    }
+    let mut kind = schedule.backup_type.clone();
+    let mut previous: Option<Manifest> = None;
+    let mut note = Value::Null;
+    if kind == "incremental" {
+        match previous_backup(backup_id, &system_id).map_err(failed)? {
+            Some((prev_id, prev_path)) => match Manifest::load(&prev_path) {
+                Ok(m) => previous = Some(m),
+                Err(e) => {
+                    return Err(failed(format!(
+                        "the previous backup {prev_id} cannot be read, so no incremental can build on it: {e}"
+                    )))
+                }
+            },
+            None => {
+                kind = "full".into();
+                note = json!("no completed backup to build on: taken as a full backup, which starts the chain");
+            }
+        }
+    }
+    create_backup_directory(dir).map_err(failed)?;
+    let label = format!("admin_toolkit backup {backup_id}");
+    let start = try_transaction(|| {
+        Spi::get_one_with_args::<String>(
+            "SELECT pg_catalog.pg_backup_start($1, true)::text",
+            &[label.as_str().into()],
+        )
+    });
+    let start_lsn = match start {
+        Ok(Ok(Some(lsn))) => lsn,
+        Ok(Ok(None)) => String::new(),
+        Ok(Err(e)) => return Err(cleanup(dir, failed(e.to_string()))),
+        Err(e) => return Err(cleanup(dir, failed(e))),
+    };
+    record(
+        "UPDATE admin_toolkit.backup_history SET start_lsn = $2::pg_lsn, backup_type = $3 WHERE backup_id = $1",
+        vec![backup_id.into(), start_lsn.as_str().into(), kind.as_str().into()],
+    );
+    let options = CopyOptions {
+        chunk_size: DEFAULT_CHUNK_SIZE,
+        compression_level: schedule.compression_level,
+        threads: default_threads(),
+    };
+    let link = ChainLink {
+        backup_id,
+        path: dir.to_path_buf(),
+    };
+    let mut status = "failed";
+    let copied = copy_data_directory(
+        &data_directory(),
+        dir,
+        link,
+        previous.as_ref(),
+        &options,
+        &mut |_| match interruption() {
+            Some(why) => {
+                if why == "cancelled" {
+                    status = "cancelled";
+                }
+                Err(format!("backup interrupted: {why}"))
+            }
+            None => Ok(()),
+        },
+    );
+    let shutting_down = matches!(&copied, Err(m) if m.ends_with("server shutdown"));
+    // Always stop the backup; wait for the last segment's archiving only when the copy
+    // succeeded and archiving is on (otherwise the wait could last forever).
+    let wait = copied.is_ok() && archive_mode != "off";
+    let stop = try_transaction(
+        || -> spi::Result<(Option<String>, Option<String>, Option<String>)> {
+            Spi::connect(|c| {
+                let r = c.select(
+                    "SELECT lsn::text, labelfile, spcmapfile FROM pg_catalog.pg_backup_stop($1)",
+                    Some(1),
+                    &[wait.into()],
+                )?;
+                let r = r.first();
+                Ok((r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+        },
+    );
+    let copied = match copied {
+        Ok(c) => c,
+        Err(message) => {
+            let outcome = cleanup(dir, (status, message));
+            if shutting_down {
+                finish_failed(backup_id, outcome.0, &outcome.1);
+                unsafe { pg_sys::proc_exit(1) };
+            }
+            return Err(outcome);
+        }
+    };
+    let (end_lsn, label_file, map_file) = match stop {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return Err(cleanup(dir, failed(format!("pg_backup_stop failed: {e}")))),
+        Err(e) => return Err(cleanup(dir, failed(format!("pg_backup_stop failed: {e}")))),
+    };
+    let (end_lsn, label_file) = (end_lsn.unwrap_or_default(), label_file.unwrap_or_default());
+    let label = parse_backup_label(&label_file).map_err(|e| cleanup(dir, failed(e)))?;
+    let end_segment = Lsn::parse(&end_lsn).map(|l| l.segment(segment_size));
+    let manifest = Manifest {
+        format: FORMAT,
+        backup_id,
+        kind: kind.clone(),
+        system_identifier: system_id.clone(),
+        start_lsn: label.start_lsn.to_string(),
+        end_lsn: end_lsn.clone(),
+        timeline: label.timeline,
+        start_wal_file: label.start_wal_file.clone(),
+        wal_segment_size: segment_size,
+        chunk_size: options.chunk_size,
+        compression_level: schedule.compression_level,
+        started_at: started_at.to_rfc3339(),
+        finished_at: Utc::now().to_rfc3339(),
+        chain: copied.chain,
+        directories: copied.directories,
+        files: copied.files,
+        backup_label: label_file,
+        tablespace_map: map_file.unwrap_or_default(),
+    };
+    let manifest_bytes = manifest.store(dir).map_err(|e| cleanup(dir, failed(e)))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let original = manifest.original_bytes();
+    let end_wal = end_segment
+        .map(|s| admin_toolkit_core::lsn::segment_file_name(label.timeline, s, segment_size));
+    let metadata = json!({
+        "system_identifier": system_id,
+        "timeline": label.timeline,
+        "start_wal_file": label.start_wal_file,
+        "end_wal_file": end_wal,
+        "wal_segment_size": segment_size,
+        "checkpoint_lsn": label.checkpoint_lsn.to_string(),
+        "original_bytes": original,
+        "files": manifest.files.len(),
+        "files_read": copied.files_read,
+        "files_referenced": copied.files_referenced,
+        "chain": manifest.depends_on(),
+        "parent_backup_id": previous.as_ref().map(|p| p.backup_id),
+        "duration_seconds": (seconds * 1000.0).round() / 1000.0,
+        "throughput_mb_per_s": if seconds > 0.0 { (original as f64 / seconds / 1e6 * 10.0).round() / 10.0 } else { 0.0 },
+        "threads": options.threads,
+        "note": note,
+        "archive_waited": wait,
+    });
+    record(
+        "UPDATE admin_toolkit.backup_history SET status = 'completed', end_time = clock_timestamp(), \
+           backup_size_bytes = $2, end_lsn = $3::pg_lsn, backup_type = $4, metadata = metadata || $5::jsonb \
+         WHERE backup_id = $1",
+        vec![
+            backup_id.into(),
+            ((copied.pack_bytes + manifest_bytes) as i64).into(),
+            end_lsn.as_str().into(),
+            kind.as_str().into(),
+            metadata.to_string().into(),
+        ],
+    );
+    log!(
+        "admin_toolkit job: backup {backup_id} ({kind}) completed: {original} bytes read, {} stored, {seconds:.1} s",
+        copied.pack_bytes + manifest_bytes
+    );
+    Ok(())
+}
+
+/// Removes the partial backup directory; a failure to remove is added to the message.
+fn cleanup(dir: &Path, (status, message): Failure) -> Failure {
+    match remove_backup_directory(dir) {
+        Ok(()) => (status, message),
+        Err(e) => (
+            status,
+            format!("{message}; removing the partial backup failed too: {e}"),
+        ),
+    }
+}

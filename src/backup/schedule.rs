@@ -1,0 +1,113 @@
+//! Backup schedules as the backup code reads them, and the checks every run makes first.
+
+use crate::query::read_scalar;
+use admin_toolkit_core::storage::{Location, StorageError};
+use pgrx::prelude::*;
+use std::ffi::CStr;
+use std::path::{Path, PathBuf};
+
+pub struct BackupSchedule {
+    pub schedule_id: i32,
+    pub backup_type: String,
+    pub storage_location: String,
+    pub encryption_key_id: Option<String>,
+    pub compression_level: i32,
+    pub is_active: bool,
+}
+
+pub fn load(schedule_id: i32) -> spi::Result<Option<BackupSchedule>> {
+    Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT backup_type, storage_location, encryption_key_id, compression_level, is_active \
+             FROM admin_toolkit.backup_schedules WHERE schedule_id = $1",
+            Some(1),
+            &[schedule_id.into()],
+        )?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let r = rows.first();
+        Ok(Some(BackupSchedule {
+            schedule_id,
+            backup_type: r.get::<String>(1)?.unwrap_or_default(),
+            storage_location: r.get::<String>(2)?.unwrap_or_default(),
+            encryption_key_id: r.get::<String>(3)?,
+            compression_level: r.get::<i32>(4)?.unwrap_or(6),
+            is_active: r.get::<bool>(5)?.unwrap_or(false),
+        }))
+    })
+}
+
+pub fn data_directory() -> PathBuf {
+    // SAFETY: DataDir is set for the life of every backend.
+    PathBuf::from(
+        unsafe { CStr::from_ptr(pg_sys::DataDir) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+/// Why a schedule cannot run, in two kinds: refusals of bad input (raised by execute_backup
+/// before anything is written) and failures a run records (object storage).
+pub enum Refusal {
+    BadInput(crate::error::ToolkitError),
+    Failure(String),
+}
+
+/// Checks a schedule's location and options; the local directory when usable.
+pub fn check(schedule: &BackupSchedule) -> Result<PathBuf, Refusal> {
+    use crate::error::ToolkitError;
+    if let Some(key) = &schedule.encryption_key_id {
+        return Err(Refusal::BadInput(
+            ToolkitError::not_supported(format!(
+                "backup schedule {} has encryption_key_id \"{key}\", but backup encryption is not available yet",
+                schedule.schedule_id
+            ))
+            .with_hint("Set encryption_key_id to NULL to take unencrypted backups, or encrypt the storage itself."),
+        ));
+    }
+    let dir = match Location::parse(&schedule.storage_location) {
+        Ok(Location::Local(dir)) => dir,
+        Err(StorageError::InvalidLocation(m)) if m.contains("object storage") => {
+            return Err(Refusal::Failure(m))
+        }
+        Err(e) => {
+            return Err(Refusal::BadInput(ToolkitError::invalid_parameter(format!(
+                "backup schedule {}: {e}",
+                schedule.schedule_id
+            ))))
+        }
+    };
+    if Location::Local(dir.clone()).overlaps(&data_directory()) {
+        return Err(Refusal::BadInput(
+            ToolkitError::invalid_parameter(format!(
+                "backup schedule {}: storage location \"{}\" overlaps the data directory",
+                schedule.schedule_id,
+                dir.display()
+            ))
+            .with_hint("Store backups outside the data directory, ideally on another disk."),
+        ));
+    }
+    Ok(dir)
+}
+
+/// The server's WAL segment size in bytes.
+pub fn wal_segment_size() -> spi::Result<u64> {
+    Ok(read_scalar::<i64>(
+        "SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size'",
+    )?
+    .map_or(admin_toolkit_core::lsn::DEFAULT_SEGMENT_SIZE, |v| v as u64))
+}
+
+/// The archive location of the archive module, when set and local.
+pub fn archive_directory() -> Option<PathBuf> {
+    match crate::settings::archive_location().map(|l| Location::parse(&l)) {
+        Some(Ok(Location::Local(dir))) => Some(dir),
+        _ => None,
+    }
+}
+
+pub fn same_directory(a: &Path, b: &Path) -> bool {
+    let clean = |p: &Path| p.components().collect::<PathBuf>();
+    clean(a) == clean(b)
+}

@@ -1,0 +1,124 @@
+//! `verify_backup()`: rereads every file of a backup (and of the backups it references) and
+//! checks it against the manifest's SHA-256 checksums.
+
+use crate::error::{require, ToolkitError};
+use admin_toolkit_core::backup::default_threads;
+use admin_toolkit_core::backup::manifest::Manifest;
+use admin_toolkit_core::backup::read::verify;
+use pgrx::prelude::*;
+use std::path::Path;
+
+/// Problems listed one per row, up to this many; the rest are counted.
+const MAX_PROBLEM_ROWS: usize = 100;
+
+type CheckRow = (String, String, String);
+
+fn row(check: &str, status: &str, details: String) -> CheckRow {
+    (check.to_string(), status.to_string(), details)
+}
+
+/// Checks a backup against its manifest; the rows name every problem.
+pub fn check_backup(backup_id: i64, path: &str, status: &str) -> Vec<CheckRow> {
+    if status != "completed" {
+        return vec![row(
+            "backup",
+            "ERROR",
+            format!("backup {backup_id} is {status}, not completed"),
+        )];
+    }
+    let manifest = match Manifest::load(Path::new(path)) {
+        Ok(m) if m.backup_id == backup_id => m,
+        Ok(m) => {
+            return vec![row(
+                "manifest",
+                "ERROR",
+                format!(
+                    "the manifest in \"{path}\" is for backup {}, not {backup_id}",
+                    m.backup_id
+                ),
+            )]
+        }
+        Err(e) => return vec![row("manifest", "ERROR", e)],
+    };
+    let mut rows = vec![row(
+        "manifest",
+        "OK",
+        format!(
+            "{} files, {} bytes, chain of {} backups",
+            manifest.files.len(),
+            manifest.original_bytes(),
+            manifest.chain.len()
+        ),
+    )];
+    let report = verify(&manifest, default_threads(), &mut |_, _| {});
+    let total = report.problems.len();
+    for p in report.problems.iter().take(MAX_PROBLEM_ROWS) {
+        let check = if p.path.is_empty() {
+            "chain".to_string()
+        } else {
+            format!("file {}", p.path)
+        };
+        rows.push((check, "ERROR".into(), p.message.clone()));
+    }
+    if total > MAX_PROBLEM_ROWS {
+        rows.push(row(
+            "files",
+            "ERROR",
+            format!("{} more problems not listed", total - MAX_PROBLEM_ROWS),
+        ));
+    }
+    if total == 0 {
+        rows.push(row(
+            "files",
+            "OK",
+            format!(
+                "{} files, {} bytes match their SHA-256 checksums",
+                report.files, report.bytes
+            ),
+        ));
+    }
+    rows
+}
+
+/// Rechecks every file of a backup against its manifest: one row per problem, or OK rows.
+#[pg_extern(volatile)]
+fn verify_backup(
+    backup_id: Option<i64>,
+) -> spi::Result<
+    TableIterator<
+        'static,
+        (
+            name!(check_name, String),
+            name!(status, String),
+            name!(details, String),
+        ),
+    >,
+> {
+    let backup_id = require(backup_id, "backup_id");
+    let found = Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT backup_path, status, backup_type FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            Some(1),
+            &[backup_id.into()],
+        )?;
+        if rows.is_empty() {
+            return Ok::<_, spi::Error>(None);
+        }
+        let r = rows.first();
+        Ok(Some((
+            r.get::<String>(1)?.unwrap_or_default(),
+            r.get::<String>(2)?.unwrap_or_default(),
+            r.get::<String>(3)?.unwrap_or_default(),
+        )))
+    })?;
+    let (path, status, kind) = found.unwrap_or_else(|| {
+        ToolkitError::undefined_object(format!("backup {backup_id} does not exist")).raise()
+    });
+    if kind == "wal_archive" {
+        ToolkitError::invalid_parameter(format!(
+            "backup {backup_id} is a WAL archiving run, which has no files to verify"
+        ))
+        .raise();
+    }
+    Ok(TableIterator::new(check_backup(backup_id, &path, &status)))
+}

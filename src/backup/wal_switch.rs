@@ -1,0 +1,110 @@
+//! A run of a wal_archive schedule: close the current WAL segment (pg_switch_wal) and wait until
+//! the archiver has stored it, so the archive never lags more than the schedule's interval.
+
+use super::base::{finish_failed, interruption, record};
+use super::schedule::{archive_directory, same_directory};
+use crate::worker::step::try_transaction;
+use pgrx::prelude::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How long a run waits for the archiver before recording a failure.
+const ARCHIVE_WAIT: Duration = Duration::from_secs(60);
+
+/// Archiving facts: archive_mode, archive_library, and the segment pg_switch_wal closed.
+fn switch() -> Result<(String, String, String, String), String> {
+    try_transaction(|| -> spi::Result<(String, String, String, String)> {
+        Spi::connect_mut(|c| {
+            let r = c.update(
+                "SELECT pg_catalog.current_setting('archive_mode'), pg_catalog.current_setting('archive_library'), \
+                        l::text, pg_catalog.pg_walfile_name(l) \
+                 FROM pg_catalog.pg_switch_wal() AS l",
+                Some(1),
+                &[],
+            )?;
+            let r = r.first();
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<String>(4)?.unwrap_or_default(),
+            ))
+        })
+    })?
+    .map_err(|e| e.to_string())
+}
+
+fn archived_up_to(segment: &str) -> bool {
+    try_transaction(|| {
+        crate::query::read_scalar::<bool>(&format!(
+            "SELECT coalesce(last_archived_wal >= '{segment}', false) FROM pg_catalog.pg_stat_archiver"
+        ))
+    })
+    .ok()
+    .and_then(Result::ok)
+    .flatten()
+    .unwrap_or(false)
+}
+
+pub fn run(backup_id: i64, location: &Path) {
+    let (mode, library, lsn, segment) = match switch() {
+        Ok(v) => v,
+        Err(e) => return finish_failed(backup_id, "failed", &format!("pg_switch_wal failed: {e}")),
+    };
+    if mode == "off" {
+        return finish_failed(
+            backup_id,
+            "failed",
+            "WAL archiving is off: set archive_mode = on and restart",
+        );
+    }
+    let archive = archive_directory();
+    if library == "admin_toolkit"
+        && !archive
+            .as_deref()
+            .is_some_and(|a| same_directory(a, location))
+    {
+        return finish_failed(
+            backup_id,
+            "failed",
+            &format!(
+                "this schedule's storage_location \"{}\" is not admin_toolkit.archive_location ({}), where the archive module stores WAL",
+                location.display(),
+                archive.map_or("not set".into(), |a| format!("\"{}\"", a.display()))
+            ),
+        );
+    }
+    let started = Instant::now();
+    while !archived_up_to(&segment) {
+        if started.elapsed() > ARCHIVE_WAIT {
+            return finish_failed(
+                backup_id,
+                "failed",
+                &format!("WAL file {segment} was not archived within {} s; see pg_stat_archiver and the server log", ARCHIVE_WAIT.as_secs()),
+            );
+        }
+        if let Some(why) = interruption() {
+            let status = if why == "cancelled" {
+                "cancelled"
+            } else {
+                "failed"
+            };
+            return finish_failed(
+                backup_id,
+                status,
+                &format!("interrupted while waiting for the archiver: {why}"),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let size = std::fs::metadata(location.join(format!("{segment}.zst")))
+        .ok()
+        .map(|m| m.len() as i64);
+    record(
+        "UPDATE admin_toolkit.backup_history SET status = 'completed', end_time = clock_timestamp(), \
+           start_lsn = $2::pg_lsn, end_lsn = $2::pg_lsn, backup_size_bytes = $3, \
+           metadata = metadata || jsonb_build_object('wal_file', $4::text) \
+         WHERE backup_id = $1",
+        vec![backup_id.into(), lsn.as_str().into(), size.into(), segment.as_str().into()],
+    );
+}
