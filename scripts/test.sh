@@ -33,6 +33,9 @@ rm -rf "$pgdata"
 step "install the extension into PostgreSQL 15"
 cargo pgrx install --pg-config "$PG_CONFIG"
 
+step "build the admin-toolkit CLI (restore_command of the recovery tests)"
+cargo build --locked -p admin-toolkit-cli
+
 step "client tests against real clusters"
 cargo test --locked -p admin_toolkit_it --tests -- --test-threads="${ADMIN_TOOLKIT_TEST_THREADS:-4}"
 echo

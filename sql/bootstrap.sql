@@ -92,7 +92,10 @@ CREATE TABLE recovery_points (
     base_backup_id     bigint REFERENCES backup_history (backup_id) ON DELETE SET NULL,
     required_wal_files text[],
     created_by         text NOT NULL DEFAULT current_user,
-    created_at         timestamptz NOT NULL DEFAULT now()
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    -- Added to the specification's columns: the WAL position of a named restore point
+    -- (create_restore_point), NULL for a point in time.
+    recovery_lsn       pg_lsn
 );
 COMMENT ON TABLE recovery_points IS 'Named recovery targets with the base backup and WAL they need.';
 

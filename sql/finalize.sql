@@ -113,6 +113,64 @@ CREATE TRIGGER backup_schedules_next_run BEFORE INSERT OR UPDATE ON backup_sched
     FOR EACH ROW EXECUTE FUNCTION schedule_next_run();
 
 -- ---------------------------------------------------------------------------------------
+-- Point-in-time recovery: the specification's plan_recovery and variants for an LSN and a named
+-- restore point, all on one engine (recovery_plan) that reads the real archive.
+-- ---------------------------------------------------------------------------------------
+CREATE FUNCTION plan_recovery(target_time timestamptz)
+RETURNS TABLE (base_backup_id bigint, base_backup_path text, base_backup_time timestamptz,
+               wal_files_needed text[], estimated_recovery_time interval)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p.backup_id, p.backup_path, p.backup_time, p.wal_files, make_interval(secs => p.seconds)
+      FROM @extschema@.recovery_plan(target_time, NULL, NULL) AS p
+$$;
+CREATE FUNCTION plan_recovery_to_lsn(target_lsn pg_lsn)
+RETURNS TABLE (base_backup_id bigint, base_backup_path text, base_backup_time timestamptz,
+               wal_files_needed text[], estimated_recovery_time interval)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p.backup_id, p.backup_path, p.backup_time, p.wal_files, make_interval(secs => p.seconds)
+      FROM @extschema@.recovery_plan(NULL, target_lsn::text, NULL) AS p
+$$;
+CREATE FUNCTION plan_recovery_to_restore_point(restore_point text)
+RETURNS TABLE (base_backup_id bigint, base_backup_path text, base_backup_time timestamptz,
+               wal_files_needed text[], estimated_recovery_time interval)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p.backup_id, p.backup_path, p.backup_time, p.wal_files, make_interval(secs => p.seconds)
+      FROM @extschema@.recovery_plan(NULL, NULL, restore_point) AS p
+$$;
+
+-- A named restore point (pg_create_restore_point), recorded with its WAL position and the
+-- backup it would be reached from.
+CREATE FUNCTION create_restore_point(p_name text, p_description text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    point pg_lsn;
+    new_id integer;
+BEGIN
+    IF p_name IS NULL OR btrim(p_name) = '' THEN
+        RAISE EXCEPTION 'p_name must not be empty' USING ERRCODE = '22023';
+    END IF;
+    point := pg_create_restore_point(p_name);
+    INSERT INTO @extschema@.recovery_points (recovery_name, recovery_time, description, base_backup_id, recovery_lsn)
+    VALUES (p_name, clock_timestamp(), p_description,
+            (SELECT backup_id FROM @extschema@.backup_history
+              WHERE status = 'completed' AND backup_type IN ('full', 'incremental') AND end_lsn <= point
+              ORDER BY end_lsn DESC LIMIT 1),
+            point)
+    RETURNING recovery_id INTO new_id;
+    RETURN new_id;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------
 -- Privileges. Nothing that changes the server is callable by PUBLIC; pg_monitor members read
 -- metrics, alerts and the monitoring views; alert rules are changed by superusers (or roles
 -- they grant).
@@ -136,6 +194,12 @@ REVOKE ALL ON FUNCTION track_config_change(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION execute_backup(integer, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION cleanup_old_backups() FROM PUBLIC;
 REVOKE ALL ON FUNCTION verify_backup(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION recovery_plan(timestamptz, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION plan_recovery(timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION plan_recovery_to_lsn(pg_lsn) FROM PUBLIC;
+REVOKE ALL ON FUNCTION plan_recovery_to_restore_point(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION validate_recovery_point(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION create_restore_point(text, text) FROM PUBLIC;
 GRANT SELECT ON backup_history TO pg_monitor;
 GRANT SELECT ON maintenance_runs TO pg_monitor;
 GRANT EXECUTE ON FUNCTION slow_query_stats() TO pg_monitor;
@@ -181,6 +245,18 @@ COMMENT ON FUNCTION cleanup_old_backups() IS
     'Deletes backups past retention_days (never the newest full, nor a base a retained incremental needs) and the WAL no retained backup needs.';
 COMMENT ON FUNCTION verify_backup(bigint) IS
     'Rereads every file of a backup and its chain against the manifest''s SHA-256 checksums; one row per problem.';
+COMMENT ON FUNCTION recovery_plan(timestamptz, text, text) IS
+    'Engine of plan_recovery*: backup, WAL segments from the archive and estimate for one target.';
+COMMENT ON FUNCTION plan_recovery(timestamptz) IS
+    'Latest completed backup ended before the time, every archived WAL segment needed to reach it, and an estimate from measured throughput.';
+COMMENT ON FUNCTION plan_recovery_to_lsn(pg_lsn) IS
+    'plan_recovery for a WAL position.';
+COMMENT ON FUNCTION plan_recovery_to_restore_point(text) IS
+    'plan_recovery for a restore point recorded by create_restore_point.';
+COMMENT ON FUNCTION create_restore_point(text, text) IS
+    'pg_create_restore_point, recorded in recovery_points with its LSN and base backup; returns recovery_id.';
+COMMENT ON FUNCTION validate_recovery_point(integer) IS
+    'Checks a recovery point for real: backup files against the manifest, WAL segments present with checksums, timeline, target after the backup.';
 COMMENT ON FUNCTION schedule_next_run() IS 'Validates schedule_expression and keeps next_run current.';
 COMMENT ON FUNCTION slow_query_stats() IS 'pg_stat_statements summary behind the slow_queries view.';
 COMMENT ON VIEW slow_queries IS 'Statements by total execution time (needs pg_stat_statements).';

@@ -47,6 +47,8 @@ pub static WORKLOAD: GucSetting<WorkloadType> =
 
 /// Days of maintenance_runs history kept.
 pub static MAINTENANCE_HISTORY_DAYS: GucSetting<i32> = GucSetting::<i32>::new(90);
+/// WAL replay speed that plan_recovery's estimate assumes, in MB/s (measured: docs/benchmarks.md).
+pub static WAL_REPLAY_MB_PER_S: GucSetting<i32> = GucSetting::<i32>::new(100);
 /// Daily partitions made ahead of today.
 pub static PARTITION_PREMAKE_DAYS: GucSetting<i32> = GucSetting::<i32>::new(3);
 /// Minimum password length of the password policy, in characters.
@@ -145,6 +147,16 @@ pub fn register(preloading: bool) {
         1,
         36_500,
         GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"admin_toolkit.wal_replay_mb_per_s",
+        c"WAL replay speed, in MB/s, that plan_recovery() uses to estimate recovery time.",
+        c"Measure yours with a restore drill; the default comes from bench/restore.sh on the reference machine.",
+        &WAL_REPLAY_MB_PER_S,
+        1,
+        100_000,
+        GucContext::Userset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

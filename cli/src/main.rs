@@ -1,68 +1,30 @@
-//! `admin-toolkit`: the command-line half of admin_toolkit, for work outside the server
-//! (restoring backups, fetching WAL for restore_command, verifying backups). Subcommands land with
-//! the backup and recovery features; they share `admin_toolkit_core` with the extension.
+//! `admin-toolkit`: the command-line half of admin_toolkit, for work outside the server —
+//! restoring a backup, fetching archived WAL for restore_command, verifying a backup. It shares
+//! the backup format and recovery planning with the extension through admin_toolkit_core.
 
+mod args;
+mod commands;
+
+use args::{parse, Invocation};
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-usage: admin-toolkit <command> [options]
-
-Commands:
-  help        show this text
-  version     show the version
-
-Restore, WAL fetch and verification commands arrive with admin_toolkit's backup features.";
-
-/// What a command line asks for.
-#[derive(Debug, PartialEq, Eq)]
-enum Invocation {
-    Help,
-    Version,
-    Unknown(String),
-}
-
-fn parse(args: &[String]) -> Invocation {
-    match args.first().map(String::as_str) {
-        None | Some("help" | "--help" | "-h") => Invocation::Help,
-        Some("version" | "--version" | "-V") => Invocation::Version,
-        Some(other) => Invocation::Unknown(other.to_string()),
-    }
-}
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match parse(&args) {
-        Invocation::Help => {
-            println!("{USAGE}");
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    match parse(&argv) {
+        Ok(Invocation::Help(text)) => {
+            println!("{text}");
             ExitCode::SUCCESS
         }
-        Invocation::Version => {
+        Ok(Invocation::Version) => {
             println!("admin-toolkit {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Invocation::Unknown(cmd) => {
-            eprintln!("admin-toolkit: unknown command '{cmd}'\n\n{USAGE}");
+        Ok(Invocation::Restore(r)) => commands::restore(&r),
+        Ok(Invocation::WalGet(w)) => commands::wal_get(&w),
+        Ok(Invocation::Verify(v)) => commands::verify(&v),
+        Err(message) => {
+            eprintln!("admin-toolkit: {message}\nTry \"admin-toolkit help\".");
             ExitCode::from(2)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn parses_help_version_and_unknown() {
-        assert_eq!(parse(&args(&[])), Invocation::Help);
-        assert_eq!(parse(&args(&["--help"])), Invocation::Help);
-        assert_eq!(parse(&args(&["-V"])), Invocation::Version);
-        assert_eq!(
-            parse(&args(&["restore"])),
-            Invocation::Unknown("restore".into())
-        );
     }
 }

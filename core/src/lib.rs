@@ -11,6 +11,7 @@ pub mod lsn;
 pub mod maintenance;
 pub mod partitions;
 pub mod password;
+pub mod recovery;
 pub mod storage;
 pub mod tuning;
 pub mod wal;

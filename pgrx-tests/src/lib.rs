@@ -46,6 +46,34 @@ pub fn run_as_postgres(program: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()))
 }
 
+/// The admin-toolkit binary: `$ADMIN_TOOLKIT_CLI`, else the workspace's debug build (built by
+/// scripts/test.sh before the client tests).
+pub fn cli_path() -> PathBuf {
+    std::env::var_os("ADMIN_TOOLKIT_CLI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/admin-toolkit")
+        })
+}
+
+/// Runs the admin-toolkit binary as the postgres OS user (as restore_command would).
+pub fn run_cli_as_postgres(args: &[&str]) -> Output {
+    let exe = cli_path()
+        .canonicalize()
+        .expect("admin-toolkit is built (cargo build -p admin-toolkit-cli)");
+    let mut cmd = if is_root() {
+        let mut c = Command::new("sudo");
+        c.args(["-n", "-u", "postgres", "--"]).arg(&exe);
+        c
+    } else {
+        Command::new(&exe)
+    };
+    cmd.args(args)
+        .current_dir("/")
+        .output()
+        .expect("run admin-toolkit")
+}
+
 fn check(output: Output, what: &str) -> Output {
     assert!(
         output.status.success(),

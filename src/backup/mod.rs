@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod base;
 pub mod jobs;
+mod recovery;
 pub mod retention;
 mod schedule;
 pub mod verify;

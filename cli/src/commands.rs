@@ -1,0 +1,313 @@
+//! The commands: restore, wal-get, verify.
+
+use crate::args::{RecoveryTarget, Restore, Verify, WalGet};
+use admin_toolkit_core::backup::default_threads;
+use admin_toolkit_core::backup::manifest::Manifest;
+use admin_toolkit_core::backup::read::verify as verify_backup;
+use admin_toolkit_core::backup::restore::{
+    is_empty_target, restore as restore_backup, write_small,
+};
+use admin_toolkit_core::chrono::DateTime;
+use admin_toolkit_core::lsn::Lsn;
+use admin_toolkit_core::recovery::{plan_segments, Archive, BackupPosition, Target};
+use admin_toolkit_core::storage::{LocalStorage, Location};
+use admin_toolkit_core::wal::{data_object, is_wal_file_name, restore_wal};
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("admin-toolkit: {message}");
+    ExitCode::from(1)
+}
+
+/// Progress on stderr every tenth of the work, for long operations.
+fn progress(what: &'static str) -> impl FnMut(u64, u64) {
+    let mut shown = 0u64;
+    move |done, total| {
+        let tenth = done.saturating_mul(10).checked_div(total).unwrap_or(10);
+        if tenth > shown {
+            shown = tenth;
+            eprintln!(
+                "{what}: {}% ({} of {} MB)",
+                tenth * 10,
+                done / 1_000_000,
+                total / 1_000_000
+            );
+        }
+    }
+}
+
+/// A recovery_target_time as microseconds since the epoch; an explicit UTC offset is required
+/// so that the tool and the server read the same instant.
+pub fn parse_target_time(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+        "%Y-%m-%d %H:%M:%S%.f %#z",
+    ] {
+        if let Ok(t) = DateTime::parse_from_str(text, format) {
+            return Ok(t.timestamp_micros());
+        }
+    }
+    Err(format!(
+        "cannot read target time \"{text}\": use 'YYYY-MM-DD HH:MM:SS[.ffffff]+HH' with a UTC offset, e.g. '2026-11-24 10:00:00+00'"
+    ))
+}
+
+fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Removes what a failed restore wrote, leaving the target as it was (missing or empty).
+fn undo(target: &Path, existed: bool) {
+    let _ignored = std::fs::remove_dir_all(target);
+    if existed {
+        let _ignored = std::fs::create_dir(target);
+    }
+}
+
+pub fn restore(r: &Restore) -> ExitCode {
+    let manifest = match Manifest::load(&r.backup) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
+    match is_empty_target(&r.target_dir) {
+        Ok(true) => {}
+        Ok(false) => {
+            return fail(format!(
+                "target directory \"{}\" is not empty; refusing to restore into it",
+                r.target_dir.display()
+            ))
+        }
+        Err(e) => return fail(e),
+    }
+    let target = match &r.target {
+        Some(RecoveryTarget::Time(t)) => match parse_target_time(t) {
+            Ok(micros) => Target::Time(micros),
+            Err(e) => return fail(e),
+        },
+        Some(RecoveryTarget::Lsn(l)) => match Lsn::parse(l) {
+            Some(lsn) => Target::Lsn(lsn),
+            None => {
+                return fail(format!(
+                    "cannot read target LSN \"{l}\": use the X/Y form, e.g. 0/5000060"
+                ))
+            }
+        },
+        Some(RecoveryTarget::Name(_)) | None => Target::EndOfArchive,
+    };
+    let archive = match r.archive.as_deref().map(std::path::absolute).transpose() {
+        Ok(a) => a,
+        Err(e) => return fail(format!("cannot resolve --archive: {e}")),
+    };
+    if let Some(dir) = &archive {
+        let position = match (
+            Lsn::parse(&manifest.start_lsn),
+            Lsn::parse(&manifest.end_lsn),
+        ) {
+            (Some(start), Some(end)) => BackupPosition {
+                start,
+                end,
+                timeline: manifest.timeline,
+            },
+            _ => return fail("the backup's manifest has no valid start and end LSN"),
+        };
+        let plan = Archive::read(dir, manifest.wal_segment_size).and_then(|a| {
+            plan_segments(&a, position, target, manifest.wal_segment_size)
+                .map_err(|e| e.to_string())
+        });
+        match plan {
+            Ok(plan) => eprintln!(
+                "WAL: {} segments needed on timeline {}, from {} to {}, all in the archive",
+                plan.segments.len(),
+                plan.timeline,
+                plan.segments.first().map_or("-", String::as_str),
+                plan.segments.last().map_or("-", String::as_str)
+            ),
+            Err(e) => {
+                return fail(format!(
+                    "cannot recover backup {} from \"{}\": {e}",
+                    manifest.backup_id,
+                    dir.display()
+                ))
+            }
+        }
+    }
+    let existed = r.target_dir.exists();
+    let started = Instant::now();
+    let threads = r.threads.unwrap_or_else(default_threads);
+    let restored = match restore_backup(
+        &manifest,
+        &r.target_dir,
+        threads,
+        &mut progress("restoring"),
+    ) {
+        Ok(done) => done,
+        Err(e) => {
+            undo(&r.target_dir, existed);
+            return fail(format!(
+                "restore refused, nothing left in the target directory: {e}"
+            ));
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    if let Err(e) = write_recovery_settings(r, archive.as_deref()) {
+        undo(&r.target_dir, existed);
+        return fail(e);
+    }
+    eprintln!(
+        "restored backup {} ({} files, {} MB) into \"{}\" in {seconds:.1} s ({:.0} MB/s)",
+        manifest.backup_id,
+        restored.files,
+        restored.bytes / 1_000_000,
+        r.target_dir.display(),
+        restored.bytes as f64 / 1e6 / seconds.max(1e-6)
+    );
+    eprintln!(
+        "start the server on it to recover{}",
+        if archive.is_some() {
+            ""
+        } else {
+            " (no --archive: supply WAL yourself)"
+        }
+    );
+    ExitCode::SUCCESS
+}
+
+fn write_recovery_settings(r: &Restore, archive: Option<&Path>) -> Result<(), String> {
+    let mut lines = vec![format!(
+        "\n# recovery settings written by admin-toolkit restore from {}",
+        r.backup.display()
+    )];
+    if let Some(dir) = archive {
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
+        let command = format!(
+            "{} wal-get --archive {} %f %p",
+            shell_quote(&exe.to_string_lossy()),
+            shell_quote(&dir.to_string_lossy())
+        );
+        lines.push(format!("restore_command = {}", quote(&command)));
+    }
+    match &r.target {
+        Some(RecoveryTarget::Time(t)) => lines.push(format!("recovery_target_time = {}", quote(t))),
+        Some(RecoveryTarget::Lsn(l)) => lines.push(format!("recovery_target_lsn = {}", quote(l))),
+        Some(RecoveryTarget::Name(n)) => lines.push(format!("recovery_target_name = {}", quote(n))),
+        None => {}
+    }
+    lines.push("recovery_target_timeline = 'latest'".into());
+    lines.push("recovery_target_action = 'promote'".into());
+    let auto = r.target_dir.join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
+    text.push_str(&lines.join("\n"));
+    text.push('\n');
+    write_small(&auto, text.as_bytes())?;
+    write_small(&r.target_dir.join("recovery.signal"), b"")
+}
+
+/// Quotes a path for the shell that runs restore_command.
+fn shell_quote(text: &str) -> String {
+    if text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+    {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+pub fn wal_get(w: &WalGet) -> ExitCode {
+    if !is_wal_file_name(&w.file) {
+        return fail(format!("\"{}\" is not a WAL file name", w.file));
+    }
+    let storage = match LocalStorage::open(&Location::Local(w.archive.clone())) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    if !w.archive.join(data_object(&w.file)).exists() {
+        // The normal end of archived WAL during recovery: exit 1, quietly enough.
+        eprintln!("admin-toolkit: {} is not in the archive", w.file);
+        return ExitCode::from(1);
+    }
+    let bytes = match restore_wal(&storage, &w.file) {
+        Ok(b) => b,
+        Err(e) => {
+            // Above 125: PostgreSQL stops recovery instead of taking this for the end of WAL.
+            eprintln!("admin-toolkit: archived {} is damaged: {e}", w.file);
+            return ExitCode::from(126);
+        }
+    };
+    let written = std::fs::File::create(&w.destination)
+        .and_then(|mut f| f.write_all(&bytes).and_then(|_| f.sync_all()));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "admin-toolkit: cannot write \"{}\": {e}",
+                w.destination.display()
+            );
+            ExitCode::from(126)
+        }
+    }
+}
+
+pub fn verify(v: &Verify) -> ExitCode {
+    let manifest = match Manifest::load(&v.backup) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
+    let report = verify_backup(
+        &manifest,
+        v.threads.unwrap_or_else(default_threads),
+        &mut progress("verifying"),
+    );
+    for p in &report.problems {
+        if p.path.is_empty() {
+            println!("ERROR {}", p.message);
+        } else {
+            println!("ERROR {}: {}", p.path, p.message);
+        }
+    }
+    if report.problems.is_empty() {
+        println!(
+            "OK backup {}: {} files, {} bytes match their SHA-256 checksums",
+            manifest.backup_id, report.files, report.bytes
+        );
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "backup {}: {} problems",
+            manifest.backup_id,
+            report.problems.len()
+        );
+        ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_times_need_an_offset() {
+        assert_eq!(
+            parse_target_time("2026-11-24 10:00:00+00").unwrap(),
+            1_795_514_400_000_000
+        );
+        assert_eq!(
+            parse_target_time("2026-11-24T11:00:00.5+01:00").unwrap(),
+            1_795_514_400_500_000
+        );
+        assert!(parse_target_time("2026-11-24 10:00:00")
+            .unwrap_err()
+            .contains("UTC offset"));
+        assert!(parse_target_time("yesterday").is_err());
+        assert_eq!(quote("it's"), "'it''s'");
+        assert_eq!(shell_quote("/usr/bin/x"), "/usr/bin/x");
+        assert_eq!(shell_quote("/a b/it's"), "'/a b/it'\\''s'");
+    }
+}

@@ -1,0 +1,321 @@
+//! Point-in-time recovery end to end: plan_recovery names the backup and the real segments,
+//! validate_recovery_point checks them, and `admin-toolkit restore` brings up a second server
+//! with exactly the rows committed before the target — to a time, through an incremental chain
+//! to a named restore point — and refuses a damaged backup or a missing segment.
+
+use admin_toolkit_it::{count, run_cli_as_postgres, wait_for, Cluster, ClusterOptions, ScratchDir};
+use postgres::Client;
+use std::path::Path;
+use std::process::Output;
+
+fn insert(db: &mut Client, from: i32, to: i32) {
+    db.execute(
+        "INSERT INTO t SELECT g FROM generate_series($1::int, $2::int) g",
+        &[&from, &to],
+    )
+    .unwrap();
+}
+
+fn schedule(db: &mut Client, kind: &str, location: &str) -> i32 {
+    db.query_one(
+        "INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location, compression_level) \
+         VALUES ($1, '0 3 * * *', 7, $2, 1) RETURNING schedule_id",
+        &[&kind, &location],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn backup(db: &mut Client, schedule_id: i32) -> (i64, String) {
+    let id: i64 = db
+        .query_one(
+            "SELECT admin_toolkit.execute_backup($1, true)",
+            &[&schedule_id],
+        )
+        .unwrap()
+        .get(0);
+    let r = db
+        .query_one("SELECT status, backup_path, error_message FROM admin_toolkit.backup_history WHERE backup_id = $1", &[&id])
+        .unwrap();
+    assert_eq!(
+        r.get::<_, String>(0),
+        "completed",
+        "{:?}",
+        r.get::<_, Option<String>>(2)
+    );
+    (id, r.get(1))
+}
+
+/// Switches WAL and waits until the archiver has stored everything up to the switch.
+fn archive_now(db: &mut Client) {
+    let segment: String = db
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .unwrap()
+        .get(0);
+    wait_for("the archiver", || {
+        let last: Option<String> = db
+            .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
+            .unwrap()
+            .get(0);
+        last.filter(|l| *l >= segment).map(|_| ())
+    });
+}
+
+fn cli(args: &[&str]) -> Output {
+    run_cli_as_postgres(args)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Restores into a new scratch directory and starts a server on it (archiving off: a restore
+/// drill must not write into the production archive); returns it once promoted.
+fn restore_and_start(backup: &str, archive: &Path, target: &[&str]) -> Cluster {
+    let scratch = ScratchDir::new("admin_toolkit_restored_");
+    let data = scratch.join("data");
+    let archive = archive.display().to_string();
+    let mut args = vec![
+        "restore",
+        "--backup",
+        backup,
+        "--target-dir",
+        &data,
+        "--archive",
+        &archive,
+    ];
+    args.extend_from_slice(target);
+    let out = cli(&args);
+    assert!(out.status.success(), "restore failed: {}", text(&out));
+    assert!(Path::new(&data).join("recovery.signal").exists());
+    let cluster = Cluster::from_data_dir(scratch, &["archive_mode = off".into()]);
+    let mut db = cluster.connect("postgres");
+    wait_for("promotion", || {
+        (!db.query_one("SELECT pg_is_in_recovery()", &[])
+            .unwrap()
+            .get::<_, bool>(0))
+        .then_some(())
+    });
+    cluster
+}
+
+fn validate(db: &mut Client, recovery_id: i32) -> Vec<(String, String, String)> {
+    db.query(
+        "SELECT * FROM admin_toolkit.validate_recovery_point($1)",
+        &[&recovery_id],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+#[test]
+fn point_in_time_recovery_end_to_end() {
+    let store = ScratchDir::new("admin_toolkit_pitr_");
+    let archive = store.path().join("wal");
+    let location = store.path().join("backups").display().to_string();
+    let cluster = Cluster::start_with(ClusterOptions {
+        settings: vec![
+            "archive_mode = on".into(),
+            "archive_library = 'admin_toolkit'".into(),
+            format!("admin_toolkit.archive_location = '{}'", archive.display()),
+        ],
+        ..ClusterOptions::default()
+    });
+    let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE EXTENSION admin_toolkit; CREATE TABLE t (id int)")
+        .unwrap();
+    let full_schedule = schedule(&mut db, "full", &location);
+    let incr_schedule = schedule(&mut db, "incremental", &location);
+
+    // no backup yet: the specification's error
+    let err = db
+        .query("SELECT * FROM admin_toolkit.plan_recovery(now())", &[])
+        .unwrap_err();
+    assert!(err
+        .as_db_error()
+        .unwrap()
+        .message()
+        .contains("No suitable base backup found"));
+
+    insert(&mut db, 1, 100);
+    let (full, full_path) = backup(&mut db, full_schedule);
+    insert(&mut db, 101, 200);
+    let target_text: String = db
+        .query_one("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'", &[])
+        .unwrap()
+        .get(0);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    insert(&mut db, 201, 300);
+    archive_now(&mut db);
+
+    // the plan: this backup, real archived segments, an estimate
+    let plan = db
+        .query_one(
+            "SELECT base_backup_id, base_backup_path, wal_files_needed, extract(epoch FROM estimated_recovery_time) > 0 \
+             FROM admin_toolkit.plan_recovery($1::text::timestamptz)",
+            &[&target_text],
+        )
+        .unwrap();
+    assert_eq!(plan.get::<_, i64>(0), full);
+    assert_eq!(plan.get::<_, String>(1), full_path);
+    let segments: Vec<String> = plan.get(2);
+    assert!(!segments.is_empty());
+    for s in &segments {
+        assert!(archive.join(format!("{s}.zst")).exists(), "{s}");
+    }
+    assert!(plan.get::<_, bool>(3));
+    // a time after the last archived WAL is refused
+    let err = db
+        .query(
+            "SELECT * FROM admin_toolkit.plan_recovery(now() + interval '1 hour')",
+            &[],
+        )
+        .unwrap_err();
+    assert!(
+        err.as_db_error()
+            .unwrap()
+            .message()
+            .contains("after the last archived WAL"),
+        "{err}"
+    );
+
+    let point: i32 = db
+        .query_one(
+            "INSERT INTO admin_toolkit.recovery_points (recovery_name, recovery_time, base_backup_id, required_wal_files) \
+             VALUES ('before 201', $1::text::timestamptz, $2, $3) RETURNING recovery_id",
+            &[&target_text, &full, &segments],
+        )
+        .unwrap()
+        .get(0);
+    let checks = validate(&mut db, point);
+    assert_eq!(
+        checks.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        ["base_backup", "target", "wal_files", "timeline"]
+    );
+    assert!(checks.iter().all(|c| c.1 == "OK"), "{checks:?}");
+
+    let restored = restore_and_start(&full_path, &archive, &["--target-time", &target_text]);
+    let mut r = restored.connect("postgres");
+    assert_eq!(count(&mut r, "SELECT count(*) FROM t"), 200);
+    assert_eq!(count(&mut r, "SELECT max(id)::bigint FROM t"), 200);
+    drop(r);
+    drop(restored);
+
+    // through an incremental chain, to a named restore point
+    insert(&mut db, 301, 400);
+    let (incr, incr_path) = backup(&mut db, incr_schedule);
+    insert(&mut db, 401, 500);
+    let rp: i32 = db
+        .query_one(
+            "SELECT admin_toolkit.create_restore_point('before 501')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    insert(&mut db, 501, 600);
+    archive_now(&mut db);
+    let planned: i64 = db
+        .query_one(
+            "SELECT base_backup_id FROM admin_toolkit.plan_recovery_to_restore_point('before 501')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(planned, incr);
+    let checks = validate(&mut db, rp);
+    assert!(checks.iter().all(|c| c.1 == "OK"), "{checks:?}");
+    let restored = restore_and_start(&incr_path, &archive, &["--target-name", "before 501"]);
+    let mut r = restored.connect("postgres");
+    assert_eq!(count(&mut r, "SELECT count(*) FROM t"), 500);
+    drop(r);
+    drop(restored);
+
+    // a missing segment: named by validate and plan, restore refuses
+    let first = &segments[0];
+    let stored = archive.join(format!("{first}.zst"));
+    let aside = store.path().join("aside.zst");
+    std::fs::rename(&stored, &aside).unwrap();
+    let checks = validate(&mut db, point);
+    let wal = checks.iter().find(|c| c.0 == "wal_files").unwrap();
+    assert_eq!(wal.1, "ERROR");
+    assert!(wal.2.contains(first.as_str()), "{wal:?}");
+    let err = db
+        .query(
+            "SELECT * FROM admin_toolkit.plan_recovery($1::text::timestamptz)",
+            &[&target_text],
+        )
+        .unwrap_err();
+    assert!(
+        err.as_db_error()
+            .unwrap()
+            .message()
+            .contains(first.as_str()),
+        "{err}"
+    );
+    let target = store.path().join("refused").display().to_string();
+    let out = cli(&[
+        "restore",
+        "--backup",
+        &full_path,
+        "--target-dir",
+        &target,
+        "--archive",
+        &archive.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains(first.as_str()), "{}", text(&out));
+    assert!(!Path::new(&target).exists());
+    std::fs::rename(&aside, &stored).unwrap();
+
+    // wal-get: present, missing (exit 1), for restore_command
+    let dest = store.path().join("seg").display().to_string();
+    let archive_text = archive.display().to_string();
+    assert!(cli(&["wal-get", "--archive", &archive_text, first, &dest])
+        .status
+        .success());
+    assert_eq!(std::fs::metadata(&dest).unwrap().len(), 16 << 20);
+    assert_eq!(
+        cli(&[
+            "wal-get",
+            "--archive",
+            &archive_text,
+            "0000000100000000000000FF",
+            &dest
+        ])
+        .status
+        .code(),
+        Some(1)
+    );
+
+    // a damaged backup file: validate names it, verify fails, restore refuses and leaves nothing
+    let pack = Path::new(&full_path).join("data.pack");
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let mid = bytes.len() / 3;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&pack, &bytes).unwrap();
+    let checks = validate(&mut db, point);
+    let base = &checks[0];
+    assert_eq!(base.1, "ERROR", "{checks:?}");
+    assert!(base.2.contains("file "), "{base:?}");
+    let out = cli(&["verify", "--backup", &full_path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("ERROR"), "{}", text(&out));
+    let out = cli(&[
+        "restore",
+        "--backup",
+        &full_path,
+        "--target-dir",
+        &target,
+        "--archive",
+        &archive_text,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("damaged"), "{}", text(&out));
+    assert!(!Path::new(&target).exists(), "nothing left behind");
+}
