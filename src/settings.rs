@@ -48,7 +48,7 @@ pub static WORKLOAD: GucSetting<WorkloadType> =
 /// Days of maintenance_runs history kept.
 pub static MAINTENANCE_HISTORY_DAYS: GucSetting<i32> = GucSetting::<i32>::new(90);
 /// WAL replay speed that plan_recovery's estimate assumes, in MB/s (measured: docs/benchmarks.md).
-pub static WAL_REPLAY_MB_PER_S: GucSetting<i32> = GucSetting::<i32>::new(100);
+pub static WAL_REPLAY_MB_PER_S: GucSetting<i32> = GucSetting::<i32>::new(135);
 /// Daily partitions made ahead of today.
 pub static PARTITION_PREMAKE_DAYS: GucSetting<i32> = GucSetting::<i32>::new(3);
 /// Minimum password length of the password policy, in characters.

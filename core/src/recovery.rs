@@ -131,7 +131,8 @@ pub fn plan_segments(
 ) -> Result<Plan, PlanError> {
     let (timeline, history) = archive.target_timeline(backup.timeline);
     let first = backup.start.segment(segment_size);
-    let end = backup.end.segment(segment_size);
+    // The backup ends in the segment holding the byte before its end LSN.
+    let end = Lsn(backup.end.0.saturating_sub(1)).segment(segment_size);
     let last_needed = match target {
         Target::Lsn(lsn) => Some(lsn.segment(segment_size).max(end)),
         _ => None,

@@ -12,7 +12,7 @@ use admin_toolkit_core::backup::default_threads;
 use admin_toolkit_core::backup::label::parse_backup_label;
 use admin_toolkit_core::backup::manifest::{ChainLink, Manifest, FORMAT};
 use admin_toolkit_core::chrono::Utc;
-use admin_toolkit_core::lsn::Lsn;
+use admin_toolkit_core::lsn::{segment_file_name, Lsn};
 use pgrx::prelude::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -270,8 +270,8 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Path) -> Result<
         },
     );
     let shutting_down = matches!(&copied, Err(m) if m.ends_with("server shutdown"));
-    // Always stop the backup; wait for the last segment's archiving only when the copy
-    // succeeded and archiving is on (otherwise the wait could last forever).
+    // Always stop the backup, without pg_backup_stop's own wait for the archiver, which polls
+    // once a second: this job waits for the last segment itself (wait_for_archive below).
     let wait = copied.is_ok() && archive_mode != "off";
     let stop = try_transaction(
         || -> spi::Result<(Option<String>, Option<String>, Option<String>)> {
@@ -279,7 +279,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Path) -> Result<
                 let r = c.select(
                     "SELECT lsn::text, labelfile, spcmapfile FROM pg_catalog.pg_backup_stop($1)",
                     Some(1),
-                    &[wait.into()],
+                    &[false.into()],
                 )?;
                 let r = r.first();
                 Ok((r.get(1)?, r.get(2)?, r.get(3)?))
@@ -304,7 +304,13 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Path) -> Result<
     };
     let (end_lsn, label_file) = (end_lsn.unwrap_or_default(), label_file.unwrap_or_default());
     let label = parse_backup_label(&label_file).map_err(|e| cleanup(dir, failed(e)))?;
-    let end_segment = Lsn::parse(&end_lsn).map(|l| l.segment(segment_size));
+    // The backup ends in the segment holding the byte before its end LSN.
+    let end_segment =
+        Lsn::parse(&end_lsn).map(|l| Lsn(l.0.saturating_sub(1)).segment(segment_size));
+    let end_wal = end_segment.map(|s| segment_file_name(label.timeline, s, segment_size));
+    if let (true, Some(last)) = (wait, &end_wal) {
+        wait_for_archive(last).map_err(|e| cleanup(dir, e))?;
+    }
     let manifest = Manifest {
         format: FORMAT,
         backup_id,
@@ -366,6 +372,38 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Path) -> Result<
         copied.pack_bytes + manifest_bytes
     );
     Ok(())
+}
+
+/// Waits until the archiver has stored WAL file `last` (the backup's last segment), as
+/// pg_backup_stop(wait_for_archive) would, but polling every 10 ms instead of every second.
+fn wait_for_archive(last: &str) -> Result<(), Failure> {
+    let status = data_directory().join("pg_wal/archive_status");
+    let segment = data_directory().join("pg_wal").join(last);
+    let started = Instant::now();
+    let mut warned = false;
+    loop {
+        let ready = status.join(format!("{last}.ready")).exists();
+        let done = status.join(format!("{last}.done")).exists();
+        if !ready && (done || !segment.exists()) {
+            return Ok(());
+        }
+        if let Some(why) = interruption() {
+            let status = if why == "cancelled" {
+                "cancelled"
+            } else {
+                "failed"
+            };
+            return Err((
+                status,
+                format!("interrupted while waiting for {last} to be archived: {why}"),
+            ));
+        }
+        if !warned && started.elapsed().as_secs() >= 60 {
+            warned = true;
+            log!("admin_toolkit job: still waiting for WAL file {last} to be archived; check pg_stat_archiver");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// Removes the partial backup directory; a failure to remove is added to the message.

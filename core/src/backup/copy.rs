@@ -2,7 +2,9 @@
 //! file into chunks, store new or changed chunks compressed in this backup's pack file, and
 //! reference unchanged ones in the previous backup of the chain.
 
-use super::layout::{empties_directory, is_temporary, skips_file, unlogged_relations};
+use super::layout::{
+    empties_directory, has_wal_logged_pages, is_temporary, skips_file, unlogged_relations,
+};
 use super::manifest::{file_digest, ChainLink, Chunk, FileEntry, Manifest, MARKER_FILE, PACK_FILE};
 use super::parallel;
 use crate::storage::sha256_hex;
@@ -13,9 +15,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-/// 256 KiB: small enough that a change to a few pages stores little, large enough that the
-/// manifest stays near 0.1 % of the data.
-pub const DEFAULT_CHUNK_SIZE: u64 = 256 * 1024;
+/// 1 MiB: small enough that a change to a few pages stores little; large enough that the
+/// manifest stays small and zstd keeps its ratio (chunks of 1 MiB compress pgbench's tables
+/// slightly better than one stream; 256 KiB ones 1 % worse).
+pub const DEFAULT_CHUNK_SIZE: u64 = 1024 * 1024;
 /// Chunks read and compressed together.
 const BATCH_CHUNKS: usize = 64;
 
@@ -69,7 +72,8 @@ pub fn remove_backup_directory(backup_dir: &Path) -> Result<(), String> {
 
 struct Walk {
     directories: Vec<String>,
-    files: Vec<(String, PathBuf)>,
+    /// Relative path, full path, and whether its pages carry WAL-maintained LSNs.
+    files: Vec<(String, PathBuf, bool)>,
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -120,7 +124,8 @@ fn walk(root: &Path, relative: &str, out: &mut Walk) -> Result<(), String> {
                 walk(root, &path, out)?;
             }
         } else if kind.is_file() && !skips_file(relative, name, &unlogged) {
-            out.files.push((path, entry.path()));
+            out.files
+                .push((path, entry.path(), has_wal_logged_pages(relative, name)));
         }
     }
     Ok(())
@@ -188,7 +193,12 @@ pub fn copy_data_directory(
     let mut buf = vec![0u8; chunk_size * BATCH_CHUNKS];
     let (mut files, mut files_read, mut files_referenced, mut processed) =
         (Vec::new(), 0u64, 0u64, 0u64);
-    for (relative, path) in &tree.files {
+    // Pages whose LSN is older than the previous backup's start have not changed since it was
+    // taken (every change to them since would have moved their LSN): their chunks need no hash.
+    let since = previous
+        .and_then(|m| crate::lsn::Lsn::parse(&m.start_lsn))
+        .map_or(0, |l| l.0);
+    for (relative, path, paged) in &tree.files {
         check(processed)?;
         let meta = match fs::metadata(path) {
             Ok(m) => m,
@@ -235,11 +245,13 @@ pub fn copy_data_directory(
                 .map(|(i, piece)| (first + i, piece))
                 .collect();
             let outcomes = parallel::map(&pieces, options.threads, |(index, piece)| {
-                store_chunk(
-                    piece,
-                    before.and_then(|p| p.chunks.get(*index)),
-                    options.compression_level,
-                )
+                let earlier = before.and_then(|p| p.chunks.get(*index));
+                if let Some(c) = earlier.filter(|c| {
+                    *paged && c.len == piece.len() as u64 && pages_older_than(piece, since)
+                }) {
+                    return Ok(ChunkOutcome::Unchanged(c.clone()));
+                }
+                store_chunk(piece, earlier, options.compression_level)
             });
             for outcome in outcomes {
                 chunks.push(match outcome? {
@@ -326,6 +338,20 @@ fn store_chunk(piece: &[u8], before: Option<&Chunk>, level: i32) -> Result<Chunk
     })
 }
 
+const PAGE_SIZE: usize = 8192;
+
+/// Whether every page of `piece` has a (non-zero) LSN before `since`.
+fn pages_older_than(piece: &[u8], since: u64) -> bool {
+    since > 0
+        && piece.len().is_multiple_of(PAGE_SIZE)
+        && piece.chunks(PAGE_SIZE).all(|page| {
+            let hi = u32::from_ne_bytes([page[0], page[1], page[2], page[3]]);
+            let lo = u32::from_ne_bytes([page[4], page[5], page[6], page[7]]);
+            let lsn = (u64::from(hi) << 32) | u64::from(lo);
+            lsn != 0 && lsn < since
+        })
+}
+
 /// Keeps only the chain links some chunk uses, renumbering the chunks' links.
 fn prune_chain(chain: Vec<ChainLink>, files: &mut [FileEntry]) -> Vec<ChainLink> {
     let mut used = vec![false; chain.len()];
@@ -345,4 +371,35 @@ fn prune_chain(chain: Vec<ChainLink>, files: &mut [FileEntry]) -> Vec<ChainLink>
         c.link = renumber[c.link];
     }
     kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pages_older_than;
+
+    fn page(lsn: u64) -> Vec<u8> {
+        let mut p = vec![0u8; 8192];
+        p[0..4].copy_from_slice(&((lsn >> 32) as u32).to_ne_bytes());
+        p[4..8].copy_from_slice(&(lsn as u32).to_ne_bytes());
+        p
+    }
+
+    #[test]
+    fn page_lsns_decide_only_when_every_page_is_older() {
+        let old: Vec<u8> = [page(0x1_0000_0010), page(0x50)].concat();
+        assert!(pages_older_than(&old, 0x1_0000_0011));
+        assert!(
+            !pages_older_than(&old, 0x1_0000_0010),
+            "a page at the start LSN may have changed"
+        );
+        assert!(
+            !pages_older_than(&[page(0x50), page(0)].concat(), 0x100),
+            "a zero LSN proves nothing"
+        );
+        assert!(
+            !pages_older_than(&old[..8000], 0x1_0000_0011),
+            "not whole pages"
+        );
+        assert!(!pages_older_than(&old, 0), "no previous backup");
+    }
 }

@@ -78,6 +78,15 @@ pub fn skips_file(directory: &str, name: &str, unlogged: &[String]) -> bool {
     }
 }
 
+/// Whether a file holds relation pages whose LSNs are kept by WAL (main fork and visibility
+/// map; not the free space map, which is updated without WAL, nor init forks).
+pub fn has_wal_logged_pages(directory: &str, name: &str) -> bool {
+    (directory == "global" || directory.starts_with("base/"))
+        && relfilenode(name).is_some()
+        && !name.contains("_fsm")
+        && !name.contains("_init")
+}
+
 /// The relfilenodes with an init fork (unlogged relations) among a directory's file names.
 pub fn unlogged_relations<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
     names
