@@ -23,9 +23,14 @@ fn pending(flag: *const i32) -> bool {
     unsafe { flag.read_volatile() != 0 }
 }
 
-/// A cancellation (pg_cancel_backend) or shutdown request (SIGTERM) that arrived while the
-/// copy ran outside any transaction. Clears the flags so the cleanup can run, and says which.
-pub(super) fn interruption() -> Option<&'static str> {
+/// What stopped a run: the status to record and why.
+pub(super) type Interruption = (&'static str, &'static str);
+
+const SHUTDOWN: &str = "server shutdown";
+
+/// A cancellation (pg_cancel_backend: 'cancelled') or shutdown request (SIGTERM: 'failed') that
+/// arrived while the job ran outside any transaction. Clears the flags so the cleanup can run.
+pub(super) fn interruption() -> Option<Interruption> {
     let die = pending(&raw const pg_sys::ProcDiePending);
     let cancel = pending(&raw const pg_sys::QueryCancelPending);
     if !die && !cancel {
@@ -39,7 +44,11 @@ pub(super) fn interruption() -> Option<&'static str> {
             (&raw mut pg_sys::ProcDiePending).write_volatile(0);
         }
     }
-    Some(if die { "server shutdown" } else { "cancelled" })
+    Some(if die {
+        ("failed", SHUTDOWN)
+    } else {
+        ("cancelled", "cancelled")
+    })
 }
 
 pub(super) fn record(sql: &str, args: Vec<pgrx::datum::DatumWithOid>) {
@@ -252,7 +261,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Path) -> Result<
         backup_id,
         path: dir.to_path_buf(),
     };
-    let mut status = "failed";
+    let mut interrupted: Option<Interruption> = None;
     let copied = copy_data_directory(
         &data_directory(),
         dir,
@@ -260,16 +269,15 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Path) -> Result<
         previous.as_ref(),
         &options,
         &mut |_| match interruption() {
-            Some(why) => {
-                if why == "cancelled" {
-                    status = "cancelled";
-                }
-                Err(format!("backup interrupted: {why}"))
+            Some(stop) => {
+                interrupted = Some(stop);
+                Err(format!("backup interrupted: {}", stop.1))
             }
             None => Ok(()),
         },
     );
-    let shutting_down = matches!(&copied, Err(m) if m.ends_with("server shutdown"));
+    let status = interrupted.map_or("failed", |(status, _)| status);
+    let shutting_down = interrupted.is_some_and(|(_, why)| why == SHUTDOWN);
     // Always stop the backup, without pg_backup_stop's own wait for the archiver, which polls
     // once a second: this job waits for the last segment itself (wait_for_archive below).
     let wait = copied.is_ok() && archive_mode != "off";
@@ -387,12 +395,7 @@ fn wait_for_archive(last: &str) -> Result<(), Failure> {
         if !ready && (done || !segment.exists()) {
             return Ok(());
         }
-        if let Some(why) = interruption() {
-            let status = if why == "cancelled" {
-                "cancelled"
-            } else {
-                "failed"
-            };
+        if let Some((status, why)) = interruption() {
             return Err((
                 status,
                 format!("interrupted while waiting for {last} to be archived: {why}"),

@@ -3,11 +3,9 @@
 
 use super::schedule::{self, Refusal};
 use crate::error::{require, ToolkitError};
-use crate::maintenance::schedule::schedule_time_zone;
+use crate::maintenance::schedule::start_due;
 use crate::worker::job;
 use admin_toolkit_core::backup::copy::remove_backup_directory;
-use admin_toolkit_core::chrono::{DateTime, Utc};
-use admin_toolkit_core::cron::CronSchedule;
 use pgrx::prelude::*;
 use std::path::Path;
 
@@ -66,7 +64,7 @@ fn execute_backup(p_schedule_id: Option<i32>, p_wait: default!(Option<bool>, fal
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
-    if !row_exists(backup_id) && wait {
+    if wait && !row_exists(backup_id) {
         ToolkitError::wrong_state(format!(
             "the backup job for schedule {schedule_id} exited without recording backup {backup_id}; see the server log"
         ))
@@ -78,41 +76,9 @@ fn execute_backup(p_schedule_id: Option<i32>, p_wait: default!(Option<bool>, fal
 /// Starts a job for every active backup schedule that is due and moves its next_run on.
 /// Returns how many could not start (no worker slot): they stay due.
 pub fn start_due_backups() -> spi::Result<usize> {
-    let due: Vec<(i32, String)> = Spi::connect(|c| {
-        let rows = c.select(
-            "SELECT schedule_id, schedule_expression FROM admin_toolkit.backup_schedules \
-             WHERE is_active AND next_run <= now() ORDER BY next_run",
-            None,
-            &[],
-        )?;
-        rows.map(|r| {
-            Ok((
-                r.get::<i32>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-            ))
-        })
-        .collect::<spi::Result<Vec<_>>>()
-    })?;
-    let tz = schedule_time_zone();
-    let mut deferred = 0;
-    for (schedule_id, expression) in due {
-        let backup_id = next_backup_id();
-        if job::start_backup(schedule_id, backup_id, false).is_none() {
-            deferred += 1;
-            continue;
-        }
-        let next = CronSchedule::parse(&expression)
-            .ok()
-            .and_then(|s| s.next_after(Utc::now(), tz));
-        let micros = next.map(|t: DateTime<Utc>| t.timestamp_micros());
-        Spi::run_with_args(
-            "UPDATE admin_toolkit.backup_schedules \
-             SET next_run = CASE WHEN $2::bigint IS NULL THEN NULL ELSE to_timestamp($2::bigint / 1e6) END \
-             WHERE schedule_id = $1",
-            &[schedule_id.into(), micros.into()],
-        )?;
-    }
-    Ok(deferred)
+    start_due("backup_schedules", |schedule_id| {
+        job::start_backup(schedule_id, next_backup_id(), false).is_some()
+    })
 }
 
 /// Marks backups whose job worker is gone (crash, kill) as failed and removes their partial

@@ -3,8 +3,9 @@
 //! really be reached.
 
 use super::schedule::{archive_directory, wal_segment_size};
-use super::verify::check_backup;
+use super::verify::{check_backup, row, CheckRow};
 use crate::error::{require, ToolkitError};
+use crate::maintenance::schedule::unix_micros;
 use crate::settings;
 use admin_toolkit_core::lsn::{parse_segment_file_name, Lsn};
 use admin_toolkit_core::recovery::{plan_segments, Archive, BackupPosition, Plan, Target};
@@ -96,11 +97,7 @@ fn plan(time: Option<TimestampWithTimeZone>, lsn: Option<Lsn>, what: &str) -> sp
     let segment_size = wal_segment_size()?;
     let (backup, target) = match (time, lsn) {
         (Some(t), _) => {
-            let micros = Spi::get_one_with_args::<i64>(
-                "SELECT (extract(epoch FROM $1) * 1000000)::bigint",
-                &[t.into()],
-            )?
-            .unwrap_or_default();
+            let micros = unix_micros(t);
             let b = load_backup(
                 &format!("{USABLE} AND end_time <= $1 ORDER BY end_time DESC, backup_id DESC"),
                 vec![t.into()],
@@ -201,13 +198,11 @@ fn recovery_plan(
     Ok(TableIterator::once(row))
 }
 
-type CheckRow = (String, String, String);
-
 fn ok(check: &str, details: String) -> CheckRow {
-    (check.into(), "OK".into(), details)
+    row(check, "OK", details)
 }
 fn error(check: &str, details: String) -> CheckRow {
-    (check.into(), "ERROR".into(), details)
+    row(check, "ERROR", details)
 }
 
 /// Checks that a recovery point can really be reached: base backup files, WAL segments,
@@ -335,13 +330,7 @@ fn validate_recovery_point(
     let archive = Archive::read(&dir, segment_size).unwrap_or_default();
     let target = match (lsn, time) {
         (Some(l), _) => Target::Lsn(l),
-        (None, Some(t)) => Target::Time(
-            Spi::get_one_with_args::<i64>(
-                "SELECT (extract(epoch FROM $1) * 1000000)::bigint",
-                &[t.into()],
-            )?
-            .unwrap_or_default(),
-        ),
+        (None, Some(t)) => Target::Time(unix_micros(t)),
         (None, None) => Target::EndOfArchive,
     };
     let planned = plan_segments(&archive, backup.position, target, segment_size);

@@ -11,9 +11,10 @@ use std::path::Path;
 /// Problems listed one per row, up to this many; the rest are counted.
 const MAX_PROBLEM_ROWS: usize = 100;
 
-type CheckRow = (String, String, String);
+/// One row of a check: (check_name, status, details).
+pub type CheckRow = (String, String, String);
 
-fn row(check: &str, status: &str, details: String) -> CheckRow {
+pub fn row(check: &str, status: &str, details: String) -> CheckRow {
     (check.to_string(), status.to_string(), details)
 }
 

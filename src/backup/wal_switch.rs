@@ -83,12 +83,7 @@ pub fn run(backup_id: i64, location: &Path) {
                 &format!("WAL file {segment} was not archived within {} s; see pg_stat_archiver and the server log", ARCHIVE_WAIT.as_secs()),
             );
         }
-        if let Some(why) = interruption() {
-            let status = if why == "cancelled" {
-                "cancelled"
-            } else {
-                "failed"
-            };
+        if let Some((status, why)) = interruption() {
             return finish_failed(
                 backup_id,
                 status,

@@ -1,11 +1,9 @@
 //! Maintenance runs: planning a run from its schedule, executing it in a job worker, recording
 //! the outcome; `execute_maintenance()` and the scheduler's start of due jobs.
 
-use super::schedule::schedule_time_zone;
+use super::schedule::start_due;
 use crate::error::ToolkitError;
 use crate::worker::{job, top_level};
-use admin_toolkit_core::chrono::{DateTime, Utc};
-use admin_toolkit_core::cron::CronSchedule;
 use admin_toolkit_core::maintenance::{
     build_command, qualified, quote_ident, valid_timeout, waits_for_older_snapshots,
     MaintenanceOptions, MaintenanceType, Target,
@@ -362,42 +360,13 @@ fn next_run_id() -> i64 {
 /// worker tick calls this; the jobs run on their own, so a long VACUUM never holds up the tick.
 /// Returns how many due jobs could not start (no worker slot free): they stay due.
 pub fn start_due_jobs() -> spi::Result<usize> {
-    let due: Vec<(i32, String)> = Spi::connect(|c| {
-        let rows = c.select(
-            "SELECT schedule_id, schedule_expression FROM admin_toolkit.maintenance_schedules \
-             WHERE is_active AND next_run <= now() ORDER BY next_run",
-            None,
-            &[],
-        )?;
-        rows.map(|r| {
-            Ok((
-                r.get::<i32>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-            ))
-        })
-        .collect::<spi::Result<Vec<_>>>()
-    })?;
-    let tz = schedule_time_zone();
-    let mut deferred = 0;
-    for (schedule_id, expression) in due {
-        let run_id = next_run_id();
-        if job::start_maintenance(schedule_id, run_id, false).is_none() {
+    start_due("maintenance_schedules", |schedule_id| {
+        let started = job::start_maintenance(schedule_id, next_run_id(), false).is_some();
+        if !started {
             debug1!("admin_toolkit worker: no background worker slot for maintenance schedule {schedule_id}");
-            deferred += 1;
-            continue;
         }
-        let next = CronSchedule::parse(&expression)
-            .ok()
-            .and_then(|s| s.next_after(Utc::now(), tz));
-        let micros = next.map(|t: DateTime<Utc>| t.timestamp_micros());
-        Spi::run_with_args(
-            "UPDATE admin_toolkit.maintenance_schedules \
-             SET next_run = CASE WHEN $2::bigint IS NULL THEN NULL ELSE to_timestamp($2::bigint / 1e6) END \
-             WHERE schedule_id = $1",
-            &[schedule_id.into(), micros.into()],
-        )?;
-    }
-    Ok(deferred)
+        started
+    })
 }
 
 /// Marks runs whose job worker is gone (server shutdown, crash, cancellation) as interrupted,
