@@ -12,9 +12,11 @@ source "$(dirname "$0")/lib.sh"
 rounds=${BENCH_ROUNDS:-3}
 scale=${BENCH_SCALE:-68}
 (cd "$BENCH_ROOT" && cargo build --release --locked -p admin-toolkit-cli >/dev/null 2>&1)
-CLI=$BENCH_ROOT/target/release/admin-toolkit
 store=/tmp/admin_toolkit_bench_backup_store
 rm -rf "$store"; mkdir -p "$store"/{ours,theirs,wal,plainwal,restore}
+# A copy the postgres OS user can run (as restore_command), wherever the checkout is.
+CLI=$store/admin-toolkit
+cp "$BENCH_ROOT/target/release/admin-toolkit" "$CLI"
 [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$store"
 bench_cluster backup 55436 "shared_preload_libraries = 'admin_toolkit'" "admin_toolkit.collection_interval = 0" \
     "archive_mode = on" "archive_library = 'admin_toolkit'" "admin_toolkit.archive_location = '$store/wal'" \

@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -56,17 +56,35 @@ pub fn cli_path() -> PathBuf {
         })
 }
 
+/// A copy of the admin-toolkit binary that the postgres OS user can execute: the checkout may
+/// sit in a directory only root can enter (a clone in `mktemp -d`), and restore_command runs
+/// the binary the server's user is given.
+fn cli_for_postgres() -> &'static Path {
+    static COPY: OnceLock<PathBuf> = OnceLock::new();
+    COPY.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("admin_toolkit_cli_")
+            .tempdir_in(std::env::temp_dir())
+            .expect("temporary directory")
+            .keep();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod cli dir");
+        let exe = dir.join("admin-toolkit");
+        fs::copy(cli_path(), &exe)
+            .expect("admin-toolkit is built (cargo build -p admin-toolkit-cli)");
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).expect("chmod cli");
+        exe
+    })
+}
+
 /// Runs the admin-toolkit binary as the postgres OS user (as restore_command would).
 pub fn run_cli_as_postgres(args: &[&str]) -> Output {
-    let exe = cli_path()
-        .canonicalize()
-        .expect("admin-toolkit is built (cargo build -p admin-toolkit-cli)");
+    let exe = cli_for_postgres();
     let mut cmd = if is_root() {
         let mut c = Command::new("sudo");
-        c.args(["-n", "-u", "postgres", "--"]).arg(&exe);
+        c.args(["-n", "-u", "postgres", "--"]).arg(exe);
         c
     } else {
-        Command::new(&exe)
+        Command::new(exe)
     };
     cmd.args(args)
         .current_dir("/")
