@@ -5,8 +5,10 @@
 pub mod alerts;
 pub mod audit;
 pub mod backup;
+pub mod config_guard;
 pub mod counters;
 pub mod cron;
+pub mod jobs;
 pub mod lsn;
 pub mod maintenance;
 pub mod partitions;

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageError {
@@ -68,12 +68,50 @@ impl Location {
         Ok(Location::Local(path.to_path_buf()))
     }
 
-    /// Whether `inside` lies within this location, or the location within it (a backup or
-    /// archive inside the data directory would copy itself).
+    /// Whether `other` lies within this location, or the location within it (a backup or
+    /// archive inside the data directory would copy itself). Both are compared as
+    /// [`canonical_path`]s, so `..` and symbolic links cannot hide an overlap.
     pub fn overlaps(&self, other: &Path) -> bool {
         let Location::Local(p) = self;
-        p.starts_with(other) || other.starts_with(p)
+        let (p, other) = (canonical_path(p), canonical_path(other));
+        p.starts_with(&other) || other.starts_with(&p)
     }
+}
+
+/// `path` with every symbolic link and `..` resolved: the nearest existing ancestor is resolved
+/// by the filesystem, the components below it (which do not exist yet, so hold no links) are
+/// joined with `.` and `..` applied.
+pub fn canonical_path(path: &Path) -> PathBuf {
+    let mut existing = path.to_path_buf();
+    let mut below = Vec::new();
+    let resolved = loop {
+        if let Ok(real) = fs::canonicalize(&existing) {
+            break real;
+        }
+        match existing.components().next_back() {
+            Some(Component::Normal(_) | Component::CurDir | Component::ParentDir) => {
+                below.push(
+                    existing
+                        .components()
+                        .next_back()
+                        .map(|c| c.as_os_str().to_os_string()),
+                );
+                existing.pop();
+            }
+            _ => break existing,
+        }
+    };
+    let mut out = resolved;
+    for part in below.into_iter().rev().flatten() {
+        match part.to_str() {
+            Some("..") => {
+                out.pop();
+            }
+            Some(".") => {}
+            _ => out.push(part),
+        }
+    }
+    out
 }
 
 /// What storing an object did.
@@ -217,6 +255,21 @@ mod tests {
         let loc = Location::parse("/var/lib/postgresql/15/main/archive").unwrap();
         assert!(loc.overlaps(Path::new("/var/lib/postgresql/15/main")));
         assert!(!loc.overlaps(Path::new("/srv/other")));
+    }
+
+    #[test]
+    fn overlap_sees_through_dot_dot_and_symbolic_links() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        fs::create_dir(&data).unwrap();
+        let sneaky = root.path().join("x/../data/b");
+        assert!(Location::Local(sneaky.clone()).overlaps(&data));
+        assert_eq!(canonical_path(&sneaky), canonical_path(&data).join("b"));
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&data, &link).unwrap();
+        assert!(Location::Local(link.join("backups")).overlaps(&data));
+        assert!(!Location::Local(root.path().join("elsewhere/b")).overlaps(&data));
+        assert_eq!(canonical_path(Path::new("/")), PathBuf::from("/"));
     }
 
     #[test]

@@ -66,8 +66,22 @@ pub fn remove_backup_directory(backup_dir: &Path) -> Result<(), String> {
             backup_dir.display()
         ));
     }
-    fs::remove_dir_all(backup_dir)
-        .map_err(|e| format!("cannot remove \"{}\": {e}", backup_dir.display()))
+    // The marker goes last, so that a removal cut short can be finished by the next attempt.
+    let cannot = |e: std::io::Error| format!("cannot remove \"{}\": {e}", backup_dir.display());
+    for entry in fs::read_dir(backup_dir).map_err(cannot)? {
+        let entry = entry.map_err(cannot)?;
+        if entry.file_name() == MARKER_FILE {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type().map_err(cannot)?.is_dir() {
+            fs::remove_dir_all(&path).map_err(cannot)?;
+        } else {
+            fs::remove_file(&path).map_err(cannot)?;
+        }
+    }
+    fs::remove_file(backup_dir.join(MARKER_FILE)).map_err(cannot)?;
+    fs::remove_dir(backup_dir).map_err(cannot)
 }
 
 struct Walk {

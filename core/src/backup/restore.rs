@@ -6,7 +6,7 @@ use super::read::{read_file, Packs};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug)]
 pub struct Restored {
@@ -47,6 +47,18 @@ pub fn restore(
     if let Some(problem) = packs.missing().into_iter().next() {
         return Err(problem);
     }
+    // Every path is checked before anything is written: a manifest is data, and one entry
+    // naming "../x" or "/etc/x" must not write outside the target.
+    let directories = manifest
+        .directories
+        .iter()
+        .map(|d| inside(target, d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let file_paths = manifest
+        .files
+        .iter()
+        .map(|f| inside(target, &f.path))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true).mode(0o700);
     builder
@@ -54,21 +66,20 @@ pub fn restore(
         .map_err(|e| format!("cannot create \"{}\": {e}", target.display()))?;
     fs::set_permissions(target, fs::Permissions::from_mode(0o700))
         .map_err(|e| format!("cannot set permissions of \"{}\": {e}", target.display()))?;
-    for dir in &manifest.directories {
-        let path = target.join(dir);
+    for path in &directories {
         builder
-            .create(&path)
+            .create(path)
             .map_err(|e| format!("cannot create \"{}\": {e}", path.display()))?;
     }
     let total = manifest.original_bytes();
     let (mut done, mut files) = (0u64, 0u64);
-    for entry in &manifest.files {
-        let path = target.join(&entry.path);
+    for (entry, path) in manifest.files.iter().zip(&file_paths) {
+        let path = path.as_path();
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(entry.mode & 0o777)
-            .open(&path)
+            .open(path)
             .map_err(|e| format!("cannot create \"{}\": {e}", path.display()))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         read_file(entry, &packs, threads, &mut |bytes| {
@@ -92,11 +103,27 @@ pub fn restore(
             write_small(&target.join(name), text.as_bytes())?;
         }
     }
-    for dir in manifest.directories.iter().rev() {
-        sync_dir(&target.join(dir))?;
+    for dir in directories.iter().rev() {
+        sync_dir(dir)?;
     }
     sync_dir(target)?;
     Ok(Restored { files, bytes: done })
+}
+
+/// `target` joined with a manifest entry, refused unless the entry is a plain relative path
+/// (no root, no `..`), so that it lands inside `target`.
+pub fn inside(target: &Path, entry: &str) -> Result<PathBuf, String> {
+    let relative = Path::new(entry);
+    let plain = !entry.is_empty()
+        && relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if !plain {
+        return Err(format!(
+            "the manifest names \"{entry}\", which would land outside the target directory; refusing to restore this backup"
+        ));
+    }
+    Ok(target.join(relative))
 }
 
 /// Writes a small file durably (0600).

@@ -208,3 +208,27 @@ fn corruption_and_missing_links_are_named() {
     let err = Manifest::load(&data).unwrap_err();
     assert!(err.contains("no backup.manifest"), "{err}");
 }
+
+#[test]
+fn manifest_paths_that_leave_the_target_are_refused_before_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    sample_data_dir(&data);
+    let full = take(1, &data, &tmp.path().join("b1"), None);
+    for evil in ["../escaped", "/tmp/escaped", "base/../../escaped", ""] {
+        for in_files in [true, false] {
+            let mut bad = full.clone();
+            if in_files {
+                bad.files[0].path = evil.to_string();
+            } else {
+                bad.directories.push(evil.to_string());
+            }
+            let target = tmp.path().join("restore");
+            let err = restore(&bad, &target, 2, &mut |_, _| {}).unwrap_err();
+            assert!(err.contains("outside the target"), "{evil}: {err}");
+            assert!(!target.exists(), "nothing is written for {evil:?}");
+            assert!(!tmp.path().join("escaped").exists());
+        }
+    }
+    assert!(super::restore::inside(Path::new("/t"), "base/1/2").is_ok());
+}

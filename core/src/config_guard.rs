@@ -1,0 +1,128 @@
+//! Configuration changes that switch off admin_toolkit's own protections: removing it from
+//! shared_preload_libraries (no hooks, no worker after the next restart) or turning an audit or
+//! password-policy setting off. Such changes are for superusers only, and are recorded.
+
+/// The library name as it appears in shared_preload_libraries.
+pub const LIBRARY: &str = "admin_toolkit";
+
+/// The names in a library list such as `'pg_stat_statements, "admin_toolkit"'` (commas,
+/// optional double quotes, surrounding spaces), as PostgreSQL splits it.
+pub fn library_names(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(|item| item.trim().trim_matches('"').trim())
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            // `$libdir/admin_toolkit` and `admin_toolkit.so` name the same library.
+            let base = item.rsplit('/').next().unwrap_or(item);
+            base.strip_suffix(".so").unwrap_or(base).to_string()
+        })
+        .collect()
+}
+
+/// PostgreSQL's boolean spellings (a unique prefix of true/false/yes/no, on/off, 1/0);
+/// `None` when the text is not a boolean.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    let v = value.trim().to_ascii_lowercase();
+    if v.is_empty() {
+        return None;
+    }
+    let prefix_of = |word: &str| word.starts_with(v.as_str());
+    match v.as_str() {
+        "on" | "1" => Some(true),
+        "off" | "of" | "0" => Some(false),
+        "o" => None,
+        _ if prefix_of("true") || prefix_of("yes") => Some(true),
+        _ if prefix_of("false") || prefix_of("no") => Some(false),
+        _ => None,
+    }
+}
+
+/// The settings whose `off` switches off a protection, with what is lost.
+const SWITCHES: [(&str, &str); 4] = [
+    (
+        "admin_toolkit.audit_ddl",
+        "DDL, GRANT/REVOKE, role changes and ALTER SYSTEM are no longer audited",
+    ),
+    (
+        "admin_toolkit.audit_logins",
+        "login attempts are no longer audited, so failed-login detection goes blind",
+    ),
+    (
+        "admin_toolkit.audit_reads",
+        "table reads are no longer counted in the audit log",
+    ),
+    (
+        "admin_toolkit.password_policy",
+        "new passwords are no longer checked against the password policy",
+    ),
+];
+
+/// What is lost if setting `name` changes from `current` to `new`; `None` when nothing is.
+pub fn weakening(name: &str, current: &str, new: &str) -> Option<String> {
+    let name = name.trim().to_ascii_lowercase();
+    if name == "shared_preload_libraries" {
+        let had = library_names(current).iter().any(|l| l == LIBRARY);
+        let keeps = library_names(new).iter().any(|l| l == LIBRARY);
+        return (had && !keeps).then(|| {
+            "removing admin_toolkit from shared_preload_libraries switches off, at the next restart, \
+             the audit hooks, the password policy and the background worker (metrics, alerts, \
+             schedules, retention)"
+                .to_string()
+        });
+    }
+    let (_, lost) = SWITCHES.iter().find(|(setting, _)| *setting == name)?;
+    (parse_bool(current) != Some(false) && parse_bool(new) == Some(false))
+        .then(|| format!("setting {name} to off: {lost}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_lists_are_split_as_postgresql_does() {
+        assert_eq!(
+            library_names(r#" pg_stat_statements ,"admin_toolkit", $libdir/auto_explain.so"#),
+            vec!["pg_stat_statements", "admin_toolkit", "auto_explain"]
+        );
+        assert!(library_names("").is_empty());
+    }
+
+    #[test]
+    fn removing_the_library_or_switching_audit_off_is_a_weakening() {
+        assert!(weakening("shared_preload_libraries", "admin_toolkit", "").is_some());
+        assert!(weakening(
+            "shared_preload_libraries",
+            "pg_stat_statements,admin_toolkit",
+            "pg_stat_statements"
+        )
+        .is_some());
+        assert!(weakening(
+            "shared_preload_libraries",
+            "admin_toolkit",
+            "admin_toolkit, x"
+        )
+        .is_none());
+        assert!(weakening("shared_preload_libraries", "", "").is_none());
+        assert!(weakening("admin_toolkit.audit_ddl", "on", "off").is_some());
+        assert!(weakening("ADMIN_TOOLKIT.AUDIT_LOGINS", "on", "f").is_some());
+        assert!(weakening("admin_toolkit.audit_reads", "on", "no").is_some());
+        assert!(weakening("admin_toolkit.password_policy", "on", "0").is_some());
+        assert!(weakening("admin_toolkit.audit_ddl", "off", "off").is_none());
+        assert!(weakening("admin_toolkit.audit_ddl", "off", "on").is_none());
+        assert!(weakening("work_mem", "4MB", "0").is_none());
+    }
+
+    #[test]
+    fn booleans() {
+        for t in ["on", "ON", "true", "t", "yes", "y", "1", "tr"] {
+            assert_eq!(parse_bool(t), Some(true), "{t}");
+        }
+        for f in ["off", "of", "false", "f", "no", "n", "0"] {
+            assert_eq!(parse_bool(f), Some(false), "{f}");
+        }
+        for x in ["o", "", "2", "maybe"] {
+            assert_eq!(parse_bool(x), None, "{x}");
+        }
+    }
+}
