@@ -55,7 +55,9 @@ CREATE TABLE backup_schedules (
     created_at          timestamptz NOT NULL DEFAULT now(),
     -- Added to the specification's columns: kept current from schedule_expression.
     last_run            timestamptz,
-    next_run            timestamptz
+    next_run            timestamptz,
+    -- Added (0.2.0): the role its backups run as.
+    owner               name NOT NULL DEFAULT current_user
 );
 COMMENT ON TABLE backup_schedules IS
     'Backup jobs: type, cron schedule, retention and where the files go.';
@@ -70,13 +72,15 @@ CREATE TABLE backup_history (
     start_time        timestamptz NOT NULL DEFAULT now(),
     end_time          timestamptz,
     status            text NOT NULL DEFAULT 'running'
-                      CHECK (status IN ('running', 'completed', 'failed', 'cancelled', 'deleted')),
+                      CHECK (status IN ('running', 'completed', 'failed', 'cancelled', 'deleting', 'deleted')),
     backup_size_bytes bigint CHECK (backup_size_bytes >= 0),
     backup_path       text NOT NULL,
     start_lsn         pg_lsn,
     end_lsn           pg_lsn,
     error_message     text,
     metadata          jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
+    -- Added (0.2.0): the role the backup ran as.
+    owner             name NOT NULL DEFAULT current_user,
     CONSTRAINT backup_history_end_after_start CHECK (end_time IS NULL OR end_time >= start_time),
     CONSTRAINT backup_history_lsn_order CHECK (end_lsn IS NULL OR start_lsn IS NULL OR end_lsn >= start_lsn)
 );
@@ -227,6 +231,8 @@ CREATE TABLE maintenance_schedules (
     last_run            timestamptz,
     next_run            timestamptz,
     created_at          timestamptz NOT NULL DEFAULT now(),
+    -- Added (0.2.0): the role its runs run as.
+    owner               name NOT NULL DEFAULT current_user,
     CONSTRAINT maintenance_schedules_table_needs_schema
         CHECK (target_table IS NULL OR target_schema IS NOT NULL)
 );
@@ -248,6 +254,8 @@ CREATE TABLE maintenance_runs (
     error_message    text,
     details          jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(details) = 'object'),
     duration_seconds numeric GENERATED ALWAYS AS (extract(epoch FROM finished_at - started_at)) STORED,
+    -- Added (0.2.0): the role the run ran as.
+    owner            name NOT NULL DEFAULT current_user,
     CONSTRAINT maintenance_runs_finished_after_started CHECK (finished_at IS NULL OR finished_at >= started_at)
 );
 CREATE INDEX maintenance_runs_schedule_idx ON maintenance_runs (schedule_id, started_at DESC);

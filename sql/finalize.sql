@@ -119,29 +119,44 @@ CREATE TRIGGER backup_schedules_next_run BEFORE INSERT OR UPDATE ON backup_sched
 CREATE FUNCTION plan_recovery(target_time timestamptz)
 RETURNS TABLE (base_backup_id bigint, base_backup_path text, base_backup_time timestamptz,
                wal_files_needed text[], estimated_recovery_time interval)
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT p.backup_id, p.backup_path, p.backup_time, p.wal_files, make_interval(secs => p.seconds)
-      FROM @extschema@.recovery_plan(target_time, NULL, NULL) AS p
+BEGIN
+    IF target_time IS NULL THEN
+        RAISE EXCEPTION 'target_time must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    RETURN QUERY SELECT p.backup_id, p.backup_path, p.backup_time, p.wal_files, make_interval(secs => p.seconds)
+      FROM @extschema@.recovery_plan(target_time, NULL, NULL) AS p;
+END
 $$;
 CREATE FUNCTION plan_recovery_to_lsn(target_lsn pg_lsn)
 RETURNS TABLE (base_backup_id bigint, base_backup_path text, base_backup_time timestamptz,
                wal_files_needed text[], estimated_recovery_time interval)
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT p.backup_id, p.backup_path, p.backup_time, p.wal_files, make_interval(secs => p.seconds)
-      FROM @extschema@.recovery_plan(NULL, target_lsn::text, NULL) AS p
+BEGIN
+    IF target_lsn IS NULL THEN
+        RAISE EXCEPTION 'target_lsn must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    RETURN QUERY SELECT p.backup_id, p.backup_path, p.backup_time, p.wal_files, make_interval(secs => p.seconds)
+      FROM @extschema@.recovery_plan(NULL, target_lsn::text, NULL) AS p;
+END
 $$;
 CREATE FUNCTION plan_recovery_to_restore_point(restore_point text)
 RETURNS TABLE (base_backup_id bigint, base_backup_path text, base_backup_time timestamptz,
                wal_files_needed text[], estimated_recovery_time interval)
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT p.backup_id, p.backup_path, p.backup_time, p.wal_files, make_interval(secs => p.seconds)
-      FROM @extschema@.recovery_plan(NULL, NULL, restore_point) AS p
+BEGIN
+    IF restore_point IS NULL THEN
+        RAISE EXCEPTION 'restore_point must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    RETURN QUERY SELECT p.backup_id, p.backup_path, p.backup_time, p.wal_files, make_interval(secs => p.seconds)
+      FROM @extschema@.recovery_plan(NULL, NULL, restore_point) AS p;
+END
 $$;
 
 -- A named restore point (pg_create_restore_point), recorded with its WAL position and the
@@ -187,7 +202,9 @@ REVOKE ALL ON FUNCTION log_security_event(text, text, text, boolean, text, jsonb
 REVOKE ALL ON FUNCTION setup_role_hierarchy(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION enable_tenant_isolation(regclass, name, text, name[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION rls_coverage() FROM PUBLIC;
--- Maintenance runs as a superuser: only superusers (or roles they grant) start it.
+-- Maintenance and backups run as their schedule's owner, configuration changes as the caller:
+-- a grant of these functions never gives more than the grantee could do by hand. They are
+-- still not PUBLIC's: superusers grant them to the roles that should use them.
 REVOKE ALL ON FUNCTION execute_maintenance(integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION track_config_change(text, text, text) FROM PUBLIC;
 -- Backups: taking, verifying and deleting them is for superusers (or roles they grant).

@@ -16,6 +16,13 @@ BEGIN
     IF to_regnamespace(quote_ident(p_schema)) IS NULL THEN
         RAISE EXCEPTION 'schema "%" does not exist', p_schema USING ERRCODE = '3F000';
     END IF;
+    -- Grants on the toolkit's own schema would hand its functions (configuration, backups)
+    -- and its tables to the group roles; system schemas are not an application's.
+    IF p_schema IN ('@extschema@', 'pg_catalog', 'information_schema')
+       OR p_schema LIKE 'pg\_toast%' OR p_schema LIKE 'pg\_temp%' THEN
+        RAISE EXCEPTION 'setup_role_hierarchy does not grant on schema "%"', p_schema USING ERRCODE = '22023',
+            HINT = 'Name the schema of your application''s tables.';
+    END IF;
     -- Group roles only: NOLOGIN, no passwords. Login users are the administrator's to create.
     FOREACH r IN ARRAY ARRAY['app_roles', 'app_readonly', 'app_readwrite', 'app_admin',
                              'data_analyst', 'data_engineer', 'backup_operator'] LOOP

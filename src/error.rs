@@ -1,5 +1,5 @@
-//! One error type for everything the extension refuses, each kind with its SQLSTATE. (42501,
-//! not allowed, comes from the GRANTs themselves: nothing is granted to PUBLIC that it refuses.)
+//! One error type for everything the extension refuses, each kind with its SQLSTATE. (42501
+//! comes mostly from the GRANTs themselves, and from the checks a job's owner must pass.)
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -35,6 +35,11 @@ impl ToolkitError {
     /// 42704: the named object does not exist.
     pub fn undefined_object(message: impl Into<String>) -> Self {
         Self::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, message)
+    }
+
+    /// 42501: the role may not do this.
+    pub fn insufficient_privilege(message: impl Into<String>) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, message)
     }
 
     /// 55000: the server is not in a state that allows this.

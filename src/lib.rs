@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 mod backup;
 mod config;
 mod error;
+mod jobs;
 mod maintenance;
 mod monitoring;
 mod query;
@@ -20,6 +21,11 @@ extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 extension_sql_file!(
     "../sql/security.sql",
     name = "security",
+    requires = ["bootstrap"]
+);
+extension_sql_file!(
+    "../sql/ownership.sql",
+    name = "ownership",
     requires = ["bootstrap"]
 );
 extension_sql_file!(

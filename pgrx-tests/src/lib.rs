@@ -164,6 +164,18 @@ pub struct ClusterOptions {
 }
 
 impl ClusterOptions {
+    /// Preloaded, with WAL archived by admin_toolkit's archive module into `archive`.
+    pub fn archiving_to(archive: &Path) -> ClusterOptions {
+        ClusterOptions {
+            settings: vec![
+                "archive_mode = on".into(),
+                "archive_library = 'admin_toolkit'".into(),
+                format!("admin_toolkit.archive_location = '{}'", archive.display()),
+            ],
+            ..ClusterOptions::default()
+        }
+    }
+
     /// A cluster without admin_toolkit in shared_preload_libraries.
     pub fn not_preloaded() -> ClusterOptions {
         ClusterOptions {

@@ -5,6 +5,7 @@
 use admin_toolkit_core::backup::manifest::Manifest;
 use admin_toolkit_it::{count, wait_for, Cluster, ClusterOptions, ScratchDir};
 use postgres::Client;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 struct Setup {
@@ -15,17 +16,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let store = ScratchDir::new("admin_toolkit_backup_");
-    let cluster = Cluster::start_with(ClusterOptions {
-        settings: vec![
-            "archive_mode = on".into(),
-            "archive_library = 'admin_toolkit'".into(),
-            format!(
-                "admin_toolkit.archive_location = '{}'",
-                store.path().join("wal").display()
-            ),
-        ],
-        ..ClusterOptions::default()
-    });
+    let cluster = Cluster::start_with(ClusterOptions::archiving_to(&store.path().join("wal")));
     let mut db = cluster.connect("postgres");
     db.batch_execute(
         "CREATE EXTENSION admin_toolkit; \
@@ -228,6 +219,11 @@ fn failures_are_recorded_with_their_reason_and_bad_input_writes_nothing() {
     let data_dir = _cluster.data_dir();
     let relative = schedule(&mut db, "full", "backups/here", 1);
     let inside = schedule(&mut db, "full", &format!("{data_dir}/backups"), 1);
+    // The same place, hidden behind `..` and behind a symbolic link.
+    let dotted = schedule(&mut db, "full", &format!("/nonexistent/..{data_dir}/b"), 1);
+    let link = store.path().join("link");
+    std::os::unix::fs::symlink(&data_dir, &link).unwrap();
+    let linked = schedule(&mut db, "full", &format!("{}/backups", link.display()), 1);
     let encrypted = schedule(
         &mut db,
         "full",
@@ -255,6 +251,16 @@ fn failures_are_recorded_with_their_reason_and_bad_input_writes_nothing() {
         ),
         (
             format!("SELECT admin_toolkit.execute_backup({inside})"),
+            "22023",
+            "data directory",
+        ),
+        (
+            format!("SELECT admin_toolkit.execute_backup({dotted})"),
+            "22023",
+            "data directory",
+        ),
+        (
+            format!("SELECT admin_toolkit.execute_backup({linked})"),
             "22023",
             "data directory",
         ),
@@ -294,6 +300,7 @@ fn failures_are_recorded_with_their_reason_and_bad_input_writes_nothing() {
         rows_before
     );
     assert!(!Path::new(&data_dir).join("backups").exists());
+    assert!(!Path::new(&data_dir).join("b").exists());
     assert!(!store.path().join("enc").exists());
 
     // PUBLIC cannot take backups or verify them
@@ -363,8 +370,19 @@ fn a_cancelled_backup_is_cleaned_up_and_one_schedule_runs_one_backup_at_a_time()
     );
 }
 
+fn cleanup(db: &mut Client) -> Vec<i64> {
+    db.query(
+        "SELECT deleted_backup_id FROM admin_toolkit.cleanup_old_backups() ORDER BY 1",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
 #[test]
-fn cleanup_deletes_exactly_what_retention_says() {
+fn cleanup_deletes_exactly_what_retention_says_and_nothing_a_backup_or_restore_point_needs() {
     let Setup {
         cluster: _cluster,
         mut db,
@@ -390,44 +408,101 @@ fn cleanup_deletes_exactly_what_retention_says() {
         &[&vec![a, b, c]],
     )
     .unwrap();
-    let wal_before: Vec<String> = archived(&store.path().join("wal"));
-    let deleted: Vec<i64> = db
-        .query(
-            "SELECT deleted_backup_id FROM admin_toolkit.cleanup_old_backups() ORDER BY 1",
-            &[],
+    let wal_dir = store.path().join("wal");
+    let wal_before: Vec<String> = archived(&wal_dir);
+    let files_of = |db: &mut Client, ids: &[i64]| -> Vec<(String, bool)> {
+        ids.iter()
+            .map(|&id| {
+                let o = outcome(db, id);
+                (o.status, Path::new(&o.path).exists())
+            })
+            .collect()
+    };
+    let kept = vec![("completed".to_string(), true); 2];
+
+    // A rollback deletes nothing: the rows stay completed and the files stay.
+    db.batch_execute("BEGIN").unwrap();
+    assert_eq!(cleanup(&mut db), vec![a, b]);
+    db.batch_execute("ROLLBACK").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(files_of(&mut db, &[a, b]), kept);
+
+    // While a backup runs (here: an incremental waiting for its last WAL segment to be
+    // archived), retention does nothing; the incremental completes with its chain intact.
+    std::fs::set_permissions(&wal_dir, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let e: i64 = db
+        .query_one(
+            "SELECT admin_toolkit.execute_backup($1, false)",
+            &[&incr_schedule],
         )
         .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .get(0);
+    wait_for("the incremental to wait for the archiver", || {
+        (count(
+            &mut db,
+            &format!("SELECT count(*) FROM admin_toolkit.backup_history WHERE backup_id = {e} AND start_lsn IS NOT NULL"),
+        ) == 1
+            && count(&mut db, "SELECT failed_count FROM pg_stat_archiver") > 0)
+            .then_some(())
+    });
     assert_eq!(
-        deleted,
+        cleanup(&mut db),
+        Vec::<i64>::new(),
+        "retention waits for the running backup"
+    );
+    std::fs::set_permissions(&wal_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    wait_for("the incremental to complete", || {
+        (outcome(&mut db, e).status == "completed").then_some(())
+    });
+    assert_eq!(files_of(&mut db, &[a, b]), kept);
+
+    // A recovery point keeps its base backup (b, and so a) and the WAL from there.
+    db.execute(
+        "INSERT INTO admin_toolkit.recovery_points (recovery_name, recovery_time, base_backup_id) VALUES ('keep', now(), $1)",
+        &[&b],
+    )
+    .unwrap();
+    assert_eq!(
+        cleanup(&mut db),
+        Vec::<i64>::new(),
+        "the restore point needs a and b"
+    );
+    assert_eq!(files_of(&mut db, &[a, b]), kept);
+    assert!(
+        wal_before.iter().all(|w| archived(&wal_dir).contains(w)),
+        "no WAL went"
+    );
+
+    // Without it, a and b go: marked at once, their files removed by the worker after commit.
+    db.batch_execute("DELETE FROM admin_toolkit.recovery_points")
+        .unwrap();
+    assert_eq!(
+        cleanup(&mut db),
         vec![a, b],
         "c is the newest full backup and d's base"
     );
-    for (id, exists) in [(a, false), (b, false), (c, true), (d, true)] {
-        let o = outcome(&mut db, id);
-        assert_eq!(Path::new(&o.path).exists(), exists, "backup {id}");
-        assert_eq!(o.status, if exists { "completed" } else { "deleted" });
-    }
+    wait_for("the worker to delete a and b", || {
+        (files_of(&mut db, &[a, b]) == vec![("deleted".to_string(), false); 2]).then_some(())
+    });
+    assert_eq!(
+        files_of(&mut db, &[c, d, e]),
+        vec![("completed".to_string(), true); 3]
+    );
     let c_start: String = db
         .query_one("SELECT metadata->>'start_wal_file' FROM admin_toolkit.backup_history WHERE backup_id = $1", &[&c])
         .unwrap()
         .get(0);
-    let wal_after = archived(&store.path().join("wal"));
-    assert!(
-        wal_after.len() < wal_before.len(),
-        "WAL before backup c was deleted"
-    );
-    assert!(
+    wait_for("the WAL before backup c to be deleted", || {
+        let wal_after = archived(&wal_dir);
         wal_after
             .iter()
             .filter(|n| n.len() == 24)
-            .all(|n| n[8..] >= c_start[8..]),
-        "{wal_after:?} vs {c_start}"
-    );
-    assert!(wal_after.contains(&c_start));
+            .all(|n| n[8..] >= c_start[8..])
+            .then_some(wal_after)
+    });
+    assert!(archived(&wal_dir).contains(&c_start));
     assert!(all_ok(&verify(&mut db, d)), "d's chain is intact");
+    assert!(all_ok(&verify(&mut db, e)), "e's chain is intact");
 }
 
 fn archived(dir: &Path) -> Vec<String> {

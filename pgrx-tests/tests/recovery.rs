@@ -119,14 +119,7 @@ fn point_in_time_recovery_end_to_end() {
     let store = ScratchDir::new("admin_toolkit_pitr_");
     let archive = store.path().join("wal");
     let location = store.path().join("backups").display().to_string();
-    let cluster = Cluster::start_with(ClusterOptions {
-        settings: vec![
-            "archive_mode = on".into(),
-            "archive_library = 'admin_toolkit'".into(),
-            format!("admin_toolkit.archive_location = '{}'", archive.display()),
-        ],
-        ..ClusterOptions::default()
-    });
+    let cluster = Cluster::start_with(ClusterOptions::archiving_to(&archive));
     let mut db = cluster.connect("postgres");
     db.batch_execute("CREATE EXTENSION admin_toolkit; CREATE TABLE t (id int)")
         .unwrap();

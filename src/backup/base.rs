@@ -2,7 +2,9 @@
 //! non-exclusive low-level API (pg_backup_start → copy → pg_backup_stop), or for a wal_archive
 //! schedule a WAL switch followed by waiting for the segment to reach the archive.
 
+use super::jobs::finish_failed;
 use super::schedule::{self, data_directory, BackupSchedule, Refusal};
+use crate::jobs::{self, interruption, record, Interruption, JobDescriptor, JobKind, SHUTDOWN};
 use crate::worker::step::try_transaction;
 use admin_toolkit_core::backup::copy::{
     copy_data_directory, create_backup_directory, remove_backup_directory, CopyOptions,
@@ -18,55 +20,10 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-fn pending(flag: *const i32) -> bool {
-    // SAFETY: signal flags of this process, read volatile as the signal handlers write them.
-    unsafe { flag.read_volatile() != 0 }
-}
-
-/// What stopped a run: the status to record and why.
-pub(super) type Interruption = (&'static str, &'static str);
-
-const SHUTDOWN: &str = "server shutdown";
-
-/// A cancellation (pg_cancel_backend: 'cancelled') or shutdown request (SIGTERM: 'failed') that
-/// arrived while the job ran outside any transaction. Clears the flags so the cleanup can run.
-pub(super) fn interruption() -> Option<Interruption> {
-    let die = pending(&raw const pg_sys::ProcDiePending);
-    let cancel = pending(&raw const pg_sys::QueryCancelPending);
-    if !die && !cancel {
-        return None;
-    }
-    // SAFETY: as above; the job exits after its cleanup when a shutdown was asked for.
-    unsafe {
-        (&raw mut pg_sys::QueryCancelPending).write_volatile(0);
-        (&raw mut pg_sys::InterruptPending).write_volatile(0);
-        if die {
-            (&raw mut pg_sys::ProcDiePending).write_volatile(0);
-        }
-    }
-    Some(if die {
-        ("failed", SHUTDOWN)
-    } else {
-        ("cancelled", "cancelled")
-    })
-}
-
-pub(super) fn record(sql: &str, args: Vec<pgrx::datum::DatumWithOid>) {
-    if let Err(e) = try_transaction(|| Spi::run_with_args(sql, &args)) {
-        log!("admin_toolkit job: recording a backup failed: {e}");
-    }
-}
-
-pub(super) fn finish_failed(backup_id: i64, status: &str, message: &str) {
-    record(
-        "UPDATE admin_toolkit.backup_history SET status = $2, error_message = $3, end_time = clock_timestamp() \
-         WHERE backup_id = $1",
-        vec![backup_id.into(), status.into(), message.into()],
-    );
-    log!("admin_toolkit job: backup {backup_id} {status}: {message}");
-}
-
-/// Inserts the run's row; false when the run must stop here (recorded already).
+/// Inserts the run's row; false when the run must stop here (recorded already). A running
+/// backup holds two session locks until its job exits: its schedule's (one run at a time) and,
+/// shared, the retention lock that cleanup_old_backups takes exclusively, so retention never
+/// deletes what a running backup reads or builds on.
 fn begin(
     schedule: &BackupSchedule,
     backup_id: i64,
@@ -74,13 +31,13 @@ fn begin(
     failure: Option<&str>,
 ) -> Result<bool, String> {
     let pid = unsafe { pg_sys::MyProcPid };
-    try_transaction(|| -> spi::Result<bool> {
+    jobs::bookkeeping(|| -> spi::Result<bool> {
         Spi::run_with_args(
             "INSERT INTO admin_toolkit.backup_history (backup_id, schedule_id, backup_type, start_time, status, \
-               backup_path, error_message, end_time, metadata) \
+               backup_path, error_message, end_time, metadata, owner) \
              VALUES ($1, $2, $3, clock_timestamp(), CASE WHEN $5::text IS NULL THEN 'running' ELSE 'failed' END, \
                      $4, $5, CASE WHEN $5::text IS NOT NULL THEN clock_timestamp() END, \
-                     jsonb_build_object('pid', $6, 'compression_level', $7, 'encryption', false))",
+                     jsonb_build_object('pid', $6, 'compression_level', $7, 'encryption', false), session_user)",
             &[
                 backup_id.into(),
                 schedule.schedule_id.into(),
@@ -98,14 +55,15 @@ fn begin(
         if failure.is_some() {
             return Ok(false);
         }
-        // Session-level: held until this job exits, so two runs of a schedule never overlap.
         let locked = Spi::get_one_with_args::<bool>(
             "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('admin_toolkit.backup'), $1)",
             &[schedule.schedule_id.into()],
         )?;
+        if locked == Some(true) {
+            Spi::run(super::retention::SHARE_RETENTION_LOCK)?;
+        }
         Ok(locked == Some(true))
-    })?
-    .map_err(|e| e.to_string())
+    })
     .inspect(|&locked| {
         if !locked && failure.is_none() {
             finish_failed(
@@ -117,24 +75,50 @@ fn begin(
     })
 }
 
-/// Runs backup `backup_id` of schedule `schedule_id` in this job worker.
-pub fn run(schedule_id: i32, backup_id: i64) {
-    let schedule = match try_transaction(|| schedule::load(schedule_id)) {
-        Ok(Ok(Some(s))) => s,
-        Ok(Ok(None)) => {
+/// Entry point of a backup job worker.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn admin_toolkit_backup_job(_arg: pg_sys::Datum) {
+    if let Some(JobDescriptor {
+        kind: JobKind::Backup {
+            schedule_id,
+            backup_id,
+        },
+        ..
+    }) = jobs::begin()
+    {
+        run(schedule_id, backup_id);
+    }
+}
+
+/// Runs backup `backup_id` of schedule `schedule_id` in this job worker, as the schedule's
+/// owner.
+fn run(schedule_id: i32, backup_id: i64) {
+    let loaded = jobs::bookkeeping(|| {
+        let Some(schedule) = schedule::load(schedule_id)? else {
+            return Ok(None);
+        };
+        let checked = match schedule::check(&schedule) {
+            Ok(dir) => Ok(dir),
+            Err(Refusal::Failure(m)) => Err(m),
+            Err(Refusal::BadInput(e)) => Err(e.message().to_string()),
+        };
+        let archiving = schedule::archiving_refusal().map(|e| e.message().to_string());
+        Ok(Some((schedule, checked, archiving)))
+    });
+    let (schedule, checked, archiving) = match loaded {
+        Ok(Some(loaded)) => loaded,
+        Ok(None) => {
             return log!("admin_toolkit job: backup schedule {schedule_id} no longer exists")
-        }
-        Ok(Err(e)) => {
-            return log!("admin_toolkit job: reading backup schedule {schedule_id} failed: {e}")
         }
         Err(e) => {
             return log!("admin_toolkit job: reading backup schedule {schedule_id} failed: {e}")
         }
     };
-    let (dir, failure) = match schedule::check(&schedule) {
-        Ok(dir) => (Some(dir), None),
-        Err(Refusal::Failure(m)) => (None, Some(m)),
-        Err(Refusal::BadInput(e)) => (None, Some(e.message().to_string())),
+    let (dir, failure) = match (checked, archiving) {
+        (Ok(dir), None) => (Some(dir), None),
+        (Ok(dir), Some(m)) => (Some(dir), Some(m)),
+        (Err(m), _) => (None, Some(m)),
     };
     let now = Utc::now();
     let path = match &dir {
@@ -161,7 +145,7 @@ pub fn run(schedule_id: i32, backup_id: i64) {
 
 /// The latest completed backup of this cluster to build an incremental on.
 fn previous_backup(backup_id: i64, system_id: &str) -> Result<Option<(i64, PathBuf)>, String> {
-    try_transaction(|| -> spi::Result<Option<(i64, PathBuf)>> {
+    jobs::bookkeeping(|| -> spi::Result<Option<(i64, PathBuf)>> {
         Spi::connect(|c| {
             let rows = c.select(
                 "SELECT backup_id, backup_path FROM admin_toolkit.backup_history \
@@ -175,10 +159,12 @@ fn previous_backup(backup_id: i64, system_id: &str) -> Result<Option<(i64, PathB
                 return Ok(None);
             }
             let r = rows.first();
-            Ok(Some((r.get::<i64>(1)?.unwrap_or_default(), PathBuf::from(r.get::<String>(2)?.unwrap_or_default()))))
+            Ok(Some((
+                r.get::<i64>(1)?.unwrap_or_default(),
+                PathBuf::from(r.get::<String>(2)?.unwrap_or_default()),
+            )))
         })
-    })?
-    .map_err(|e| e.to_string())
+    })
 }
 
 type Failure = (&'static str, String);
@@ -192,7 +178,7 @@ fn failed(message: impl Into<String>) -> Failure {
 fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Path) -> Result<(), Failure> {
     let started = Instant::now();
     let started_at = Utc::now();
-    let facts = try_transaction(|| -> spi::Result<(String, u64, String)> {
+    let facts = jobs::bookkeeping(|| -> spi::Result<(String, u64, String)> {
         if unsafe { pg_sys::RecoveryInProgress() } {
             return Ok((String::new(), 0, String::new()));
         }
@@ -207,8 +193,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Path) -> Result<
             archive_mode,
         ))
     })
-    .map_err(failed)?
-    .map_err(|e| failed(e.to_string()))?;
+    .map_err(failed)?;
     let (system_id, segment_size, archive_mode) = facts;
     if system_id.is_empty() {
         return Err(failed(

@@ -174,11 +174,18 @@ fn recovery_plan(
             plan(None, Some(lsn), &format!("LSN {lsn}"))?
         }
         (None, None, Some(name)) => {
-            let lsn: Option<String> = Spi::get_one_with_args(
-                "SELECT recovery_lsn::text FROM admin_toolkit.recovery_points \
-                 WHERE recovery_name = $1 AND recovery_lsn IS NOT NULL ORDER BY created_at DESC LIMIT 1",
-                &[name.as_str().into()],
-            )?;
+            let lsn: Option<String> = Spi::connect(|c| {
+                let rows = c.select(
+                    "SELECT recovery_lsn::text FROM admin_toolkit.recovery_points \
+                     WHERE recovery_name = $1 AND recovery_lsn IS NOT NULL ORDER BY created_at DESC LIMIT 1",
+                    Some(1),
+                    &[name.as_str().into()],
+                )?;
+                if rows.is_empty() {
+                    return Ok::<_, spi::Error>(None);
+                }
+                rows.first().get_one::<String>()
+            })?;
             let lsn = lsn.as_deref().and_then(Lsn::parse).unwrap_or_else(|| {
                 ToolkitError::undefined_object(format!(
                     "restore point \"{name}\" is not recorded in recovery_points"
@@ -192,7 +199,10 @@ fn recovery_plan(
                 &format!("restore point \"{name}\" ({lsn})"),
             )?
         }
-        (None, None, None) => ToolkitError::null_value("target_time must not be NULL").raise(),
+        (None, None, None) => ToolkitError::null_value(
+            "a recovery target is required: p_time, p_lsn or p_restore_point",
+        )
+        .raise(),
         _ => ToolkitError::invalid_parameter("give exactly one recovery target").raise(),
     };
     Ok(TableIterator::once(row))

@@ -1,9 +1,15 @@
 //! `cleanup_old_backups()`: deletes backups past their schedule's retention (never the newest
-//! full backup, nor any backup a retained incremental needs) and the archived WAL that no
-//! retained backup needs.
+//! full backup, nor any backup a retained incremental or a recovery point needs) and the
+//! archived WAL that no retained backup or recovery point needs.
+//!
+//! Two steps, so that a rollback deletes nothing: retention marks rows 'deleting' in the
+//! caller's transaction; once that has committed, the worker removes their files, marks them
+//! 'deleted' and removes the WAL no longer needed (`finish_deletions`). Retention and backup
+//! jobs share one advisory lock: backups hold it shared while they run, retention exclusively
+//! for its transaction, so neither deletes nor chains onto what the other is working on.
 
+use super::jobs::BackupFiles;
 use super::schedule::{archive_directory, wal_segment_size};
-use admin_toolkit_core::backup::copy::remove_backup_directory;
 use admin_toolkit_core::backup::retention::{backups_to_delete, wal_to_delete, BackupInfo};
 use admin_toolkit_core::lsn::Lsn;
 use pgrx::prelude::*;
@@ -17,9 +23,8 @@ pub struct Deleted {
 }
 
 pub struct Cleanup {
+    /// The backups marked 'deleting'.
     pub backups: Vec<Deleted>,
-    pub wal_files: usize,
-    pub wal_bytes: u64,
     /// Set when a backup was running and nothing was done.
     pub skipped: bool,
 }
@@ -35,7 +40,8 @@ fn completed_backups() -> spi::Result<Vec<Row>> {
     Spi::connect(|c| {
         let rows = c.select(
             "SELECT h.backup_id, h.backup_type, extract(epoch FROM h.end_time)::bigint, \
-                    coalesce(h.end_time < now() - make_interval(days => s.retention_days), false), \
+                    coalesce(h.end_time < now() - make_interval(days => s.retention_days), false) \
+                      AND NOT EXISTS (SELECT 1 FROM admin_toolkit.recovery_points p WHERE p.base_backup_id = h.backup_id), \
                     coalesce(ARRAY(SELECT jsonb_array_elements_text(h.metadata->'chain')::bigint), '{}'), \
                     h.backup_path, extract(day FROM now() - h.end_time)::int \
              FROM admin_toolkit.backup_history h \
@@ -63,10 +69,16 @@ fn completed_backups() -> spi::Result<Vec<Row>> {
     })
 }
 
-fn mark_deleted(backup_id: i64) -> spi::Result<()> {
+/// The advisory lock backup jobs hold shared while they run (see the module comment).
+pub const SHARE_RETENTION_LOCK: &str =
+    "SELECT pg_catalog.pg_advisory_lock_shared(pg_catalog.hashtext('admin_toolkit.backup_retention'), 0)";
+const TAKE_RETENTION_LOCK: &str =
+    "SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('admin_toolkit.backup_retention'), 0)";
+
+fn mark_deleting(backup_id: i64) -> spi::Result<()> {
     Spi::run_with_args(
-        "UPDATE admin_toolkit.backup_history SET status = 'deleted', \
-           metadata = metadata || jsonb_build_object('deleted_at', now()) WHERE backup_id = $1",
+        "UPDATE admin_toolkit.backup_history SET status = 'deleting', \
+           metadata = metadata || jsonb_build_object('deletion_requested_at', now()) WHERE backup_id = $1",
         &[backup_id.into()],
     )
 }
@@ -114,17 +126,13 @@ fn remove_wal(dir: &Path, names: &[String]) -> (usize, u64) {
     (files, bytes)
 }
 
-/// Applies retention now. Skips everything (and says so) while a backup is running, since
-/// an incremental may be reading the backups retention would delete.
+/// Applies retention now: marks the backups past retention 'deleting' (their files are
+/// removed by [`finish_deletions`] once this transaction has committed). Skips everything (and
+/// says so) while a backup is running, since it may be reading what retention would delete.
 pub fn cleanup() -> spi::Result<Cleanup> {
-    let free = Spi::get_one::<bool>(
-        "SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('admin_toolkit.backup_cleanup'), 0)",
-    )?;
-    if free != Some(true) {
+    if Spi::get_one::<bool>(TAKE_RETENTION_LOCK)? != Some(true) {
         return Ok(Cleanup {
             backups: Vec::new(),
-            wal_files: 0,
-            wal_bytes: 0,
             skipped: true,
         });
     }
@@ -141,30 +149,71 @@ pub fn cleanup() -> spi::Result<Cleanup> {
             .filter(|r| r.kind == "wal_archive" && r.info.expired)
             .map(|r| r.info.backup_id),
     );
-    let mut deleted = Vec::new();
+    let mut marked = Vec::new();
     for row in rows.iter().filter(|r| doomed.contains(&r.info.backup_id)) {
-        if row.kind != "wal_archive" {
-            if let Err(e) = remove_backup_directory(Path::new(&row.path)) {
-                warning!(
-                    "admin_toolkit: backup {} not deleted: {e}",
-                    row.info.backup_id
-                );
-                continue;
-            }
-        }
-        mark_deleted(row.info.backup_id)?;
-        deleted.push(Deleted {
+        mark_deleting(row.info.backup_id)?;
+        marked.push(Deleted {
             backup_id: row.info.backup_id,
             path: row.path.clone(),
             age_days: row.age_days,
         });
     }
-    let (mut wal_files, mut wal_bytes) = (0, 0);
+    if !marked.is_empty() {
+        wake_worker_at_commit();
+    }
+    Ok(Cleanup {
+        backups: marked,
+        skipped: false,
+    })
+}
+
+/// What [`finish_deletions`] removed.
+pub struct Finished {
+    pub backups: usize,
+    pub wal_files: usize,
+    pub wal_bytes: u64,
+}
+
+/// In the worker: removes the files of backups marked 'deleting' (committed) and marks them
+/// 'deleted', then removes the archived WAL that no retained backup and no recovery point needs.
+/// A backup whose files cannot be removed stays 'deleting' and is tried again.
+pub fn finish_deletions() -> spi::Result<Finished> {
+    let mut done = Finished {
+        backups: 0,
+        wal_files: 0,
+        wal_bytes: 0,
+    };
+    if Spi::get_one::<bool>(TAKE_RETENTION_LOCK)? != Some(true) {
+        return Ok(done); // a backup is running: next time
+    }
+    let deleting = BackupFiles::query(
+        "SELECT backup_id, backup_path, backup_type FROM admin_toolkit.backup_history \
+         WHERE status = 'deleting' ORDER BY backup_id",
+    )?;
+    for backup in deleting {
+        let backup_id = backup.backup_id;
+        if let Err(e) = backup.remove() {
+            log!("admin_toolkit worker: backup {backup_id} not deleted yet: {e}");
+            continue;
+        }
+        Spi::run_with_args(
+            "UPDATE admin_toolkit.backup_history SET status = 'deleted', \
+               metadata = metadata || jsonb_build_object('deleted_at', now()) WHERE backup_id = $1",
+            &[backup_id.into()],
+        )?;
+        done.backups += 1;
+    }
     if let Some(dir) = archive_directory() {
         let segment_size = wal_segment_size()?;
+        // Every retained backup, and every recovery point (from its base backup's start, or
+        // its own position when it has none), needs the WAL from there on.
         let oldest: Option<String> = crate::query::read_scalar(
-            "SELECT min(start_lsn)::text FROM admin_toolkit.backup_history \
-             WHERE status = 'completed' AND backup_type IN ('full', 'incremental')",
+            "SELECT min(lsn)::text FROM ( \
+                SELECT start_lsn AS lsn FROM admin_toolkit.backup_history \
+                 WHERE status IN ('completed', 'running') AND backup_type IN ('full', 'incremental') \
+                UNION ALL \
+                SELECT coalesce(b.start_lsn, p.recovery_lsn) FROM admin_toolkit.recovery_points p \
+                  LEFT JOIN admin_toolkit.backup_history b ON b.backup_id = p.base_backup_id) needed",
         )?;
         let oldest_segment = oldest
             .as_deref()
@@ -180,18 +229,55 @@ pub fn cleanup() -> spi::Result<Cleanup> {
             keep_after,
             segment_size,
         );
-        (wal_files, wal_bytes) = remove_wal(&dir, &doomed_wal);
+        (done.wal_files, done.wal_bytes) = remove_wal(&dir, &doomed_wal);
     }
-    Ok(Cleanup {
-        backups: deleted,
-        wal_files,
-        wal_bytes,
-        skipped: false,
-    })
+    Ok(done)
 }
 
-/// Deletes backups past retention and WAL no retained backup needs; returns the deleted
-/// backups (the specification's columns). A NOTICE reports the WAL removed.
+/// Whether backups wait for their files to be removed.
+pub fn deletions_pending() -> spi::Result<bool> {
+    Ok(crate::query::read_scalar::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM admin_toolkit.backup_history WHERE status = 'deleting')",
+    )? == Some(true))
+}
+
+static mut WAKE_AT_COMMIT: bool = false;
+static mut CALLBACK_REGISTERED: bool = false;
+
+#[pg_guard]
+unsafe extern "C-unwind" fn at_transaction_end(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    // SAFETY: this backend's own flag; waking the worker sets a latch, which cannot fail.
+    unsafe {
+        if !WAKE_AT_COMMIT {
+            return;
+        }
+        if event == pg_sys::XactEvent::XACT_EVENT_COMMIT {
+            WAKE_AT_COMMIT = false;
+            crate::security::audit::queue::request_work();
+        } else if event == pg_sys::XactEvent::XACT_EVENT_ABORT {
+            WAKE_AT_COMMIT = false;
+        }
+    }
+}
+
+/// Asks the worker to finish the deletions once this transaction has committed.
+fn wake_worker_at_commit() {
+    // SAFETY: backend-local flags; RegisterXactCallback is called once per backend.
+    unsafe {
+        if !CALLBACK_REGISTERED {
+            pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut());
+            CALLBACK_REGISTERED = true;
+        }
+        WAKE_AT_COMMIT = true;
+    }
+}
+
+/// Marks the backups past retention for deletion and returns them (the specification's
+/// columns); the worker removes their files, and the WAL no longer needed, after this
+/// transaction commits (a rollback deletes nothing).
 #[pg_extern(volatile)]
 fn cleanup_old_backups() -> spi::Result<
     TableIterator<
@@ -208,10 +294,8 @@ fn cleanup_old_backups() -> spi::Result<
         notice!("admin_toolkit: a backup is running; retention was not applied (try again when it has finished)");
     } else {
         notice!(
-            "admin_toolkit: deleted {} backups and {} archived WAL files ({} bytes)",
+            "admin_toolkit: {} backup(s) marked for deletion; once this transaction commits, the worker removes their files and the archived WAL no retained backup or recovery point needs",
             result.backups.len(),
-            result.wal_files,
-            result.wal_bytes
         );
     }
     Ok(TableIterator::new(

@@ -13,12 +13,14 @@ pub struct BackupSchedule {
     pub encryption_key_id: Option<String>,
     pub compression_level: i32,
     pub is_active: bool,
+    /// The role its jobs run as.
+    pub owner: String,
 }
 
 pub fn load(schedule_id: i32) -> spi::Result<Option<BackupSchedule>> {
     Spi::connect(|c| {
         let rows = c.select(
-            "SELECT backup_type, storage_location, encryption_key_id, compression_level, is_active \
+            "SELECT backup_type, storage_location, encryption_key_id, compression_level, is_active, owner::text \
              FROM admin_toolkit.backup_schedules WHERE schedule_id = $1",
             Some(1),
             &[schedule_id.into()],
@@ -34,6 +36,7 @@ pub fn load(schedule_id: i32) -> spi::Result<Option<BackupSchedule>> {
             encryption_key_id: r.get::<String>(3)?,
             compression_level: r.get::<i32>(4)?.unwrap_or(6),
             is_active: r.get::<bool>(5)?.unwrap_or(false),
+            owner: r.get::<String>(6)?.unwrap_or_default(),
         }))
     })
 }
@@ -54,9 +57,18 @@ pub enum Refusal {
     Failure(String),
 }
 
-/// Checks a schedule's location and options; the local directory when usable.
+/// Checks a schedule's owner, location and options; the local directory when usable.
 pub fn check(schedule: &BackupSchedule) -> Result<PathBuf, Refusal> {
     use crate::error::ToolkitError;
+    if !may_write_server_files(&schedule.owner) {
+        return Err(Refusal::BadInput(
+            ToolkitError::insufficient_privilege(format!(
+                "backup schedule {}: its owner \"{}\" may not write files on the server",
+                schedule.schedule_id, schedule.owner
+            ))
+            .with_hint("Backups write files as the server: the owner must be a superuser or a member of pg_write_server_files."),
+        ));
+    }
     if let Some(key) = &schedule.encryption_key_id {
         return Err(Refusal::BadInput(
             ToolkitError::not_supported(format!(
@@ -110,4 +122,52 @@ pub fn archive_directory() -> Option<PathBuf> {
 pub fn same_directory(a: &Path, b: &Path) -> bool {
     let clean = |p: &Path| p.components().collect::<PathBuf>();
     clean(a) == clean(b)
+}
+
+/// Whether `role` is a superuser or has the privileges of pg_write_server_files: what writing
+/// backup files on the server needs.
+pub fn may_write_server_files(role: &str) -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT coalesce((SELECT pg_catalog.pg_has_role(r.oid, 'pg_write_server_files', 'USAGE') \
+                            FROM pg_catalog.pg_roles r WHERE r.rolname = $1), false)",
+        &[role.into()],
+    )
+    .ok()
+    .flatten()
+        == Some(true)
+}
+
+/// Why no base backup could be made consistent here (55000), when WAL is not archived: a
+/// backup needs every WAL segment from its start to its end in the archive.
+pub fn archiving_refusal() -> Option<crate::error::ToolkitError> {
+    let (mode, library, command) = Spi::connect(|c| {
+        let r = c.select(
+            "SELECT pg_catalog.current_setting('archive_mode'), pg_catalog.current_setting('archive_library'), \
+                    pg_catalog.current_setting('archive_command')",
+            Some(1),
+            &[],
+        )?;
+        let r = r.first();
+        Ok::<_, spi::Error>((
+            r.get::<String>(1)?.unwrap_or_default(),
+            r.get::<String>(2)?.unwrap_or_default(),
+            r.get::<String>(3)?.unwrap_or_default(),
+        ))
+    })
+    .ok()?;
+    let why = if mode == "off" {
+        "archive_mode is off"
+    } else if library.is_empty() && command.is_empty() {
+        "archive_mode is on but neither archive_library nor archive_command is set"
+    } else {
+        return None;
+    };
+    Some(
+        crate::error::ToolkitError::wrong_state(format!(
+            "WAL is not being archived ({why}): a base backup could never be made consistent"
+        ))
+        .with_hint(
+            "Set archive_mode = on and archive_library = 'admin_toolkit' (with admin_toolkit.archive_location), then restart the server.",
+        ),
+    )
 }

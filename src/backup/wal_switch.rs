@@ -1,8 +1,9 @@
 //! A run of a wal_archive schedule: close the current WAL segment (pg_switch_wal) and wait until
 //! the archiver has stored it, so the archive never lags more than the schedule's interval.
 
-use super::base::{finish_failed, interruption, record};
+use super::jobs::finish_failed;
 use super::schedule::{archive_directory, same_directory};
+use crate::jobs::{interruption, record};
 use crate::worker::step::try_transaction;
 use pgrx::prelude::*;
 use std::path::Path;

@@ -4,9 +4,10 @@
 //! Changes made by other means are detected by the worker (see `detect_external_changes`).
 
 use crate::error::{require, ToolkitError};
-use crate::worker::{job, top_level};
+use crate::jobs::{self, JobDescriptor, JobKind};
+use crate::worker::top_level;
+use admin_toolkit_core::config_guard::weakening;
 use admin_toolkit_core::maintenance::quote_ident;
-use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
 use std::ffi::{CStr, CString};
@@ -28,9 +29,24 @@ fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// In the job worker: ALTER SYSTEM, reload, and the history row. Errors are recorded in the
+/// Entry point of a configuration job worker, connected as the role that called
+/// track_config_change().
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn admin_toolkit_config_job(_arg: pg_sys::Datum) {
+    if let Some(JobDescriptor {
+        kind: JobKind::Config { request },
+        ..
+    }) = jobs::begin()
+    {
+        run_request(&request);
+    }
+}
+
+/// In the job worker: ALTER SYSTEM as the caller (PostgreSQL checks the caller's right once
+/// more), then, as superuser, the history row and the reload. Errors are recorded in the
 /// request file's answer for the caller.
-pub fn run_request(request_id: &str) {
+fn run_request(request_id: &str) {
     let path = request_path(request_id);
     let request: Value = match std::fs::read_to_string(&path)
         .ok()
@@ -44,7 +60,7 @@ pub fn run_request(request_id: &str) {
     };
     let name = request["name"].as_str().unwrap_or_default().to_string();
     let value = request["value"].as_str().unwrap_or_default().to_string();
-    let old = BackgroundWorker::transaction(|| {
+    let old = jobs::bookkeeping(|| {
         crate::query::read_scalar::<String>(&format!(
             "SELECT current_setting({}, true)",
             literal(&name)
@@ -64,7 +80,7 @@ pub fn run_request(request_id: &str) {
         None => {
             // Recorded and committed before the reload, so the worker's detection of external
             // changes, woken by that reload, already sees it.
-            let recorded = BackgroundWorker::transaction(|| {
+            let recorded = jobs::bookkeeping(|| {
                 Spi::get_one_with_args::<i64>(
                     "INSERT INTO admin_toolkit.configuration_history (parameter_name, old_value, new_value, changed_by, \
                        change_reason, requires_restart, applied) \
@@ -80,15 +96,14 @@ pub fn run_request(request_id: &str) {
                     ],
                 )
             });
-            let reloaded =
-                BackgroundWorker::transaction(|| Spi::run("SELECT pg_catalog.pg_reload_conf()"));
+            let reloaded = jobs::bookkeeping(|| Spi::run("SELECT pg_catalog.pg_reload_conf()"));
             if let Err(e) = reloaded {
                 log!("admin_toolkit job: reload after ALTER SYSTEM failed: {e}");
             }
             match recorded {
                 Ok(Some(id)) => json!({"config_id": id}),
                 Ok(None) => json!({"error": "the change was applied but could not be recorded"}),
-                Err(e) => json!({"error": e.to_string()}),
+                Err(e) => json!({"error": e}),
             }
         }
     };
@@ -97,9 +112,11 @@ pub fn run_request(request_id: &str) {
     }
 }
 
-/// Applies a configuration change for real and records it: refuses unknown parameters (42704)
+/// Applies a configuration change for real and records it: refuses unknown parameters (42704),
+/// a caller without the right to ALTER SYSTEM that parameter (42501: superuser, or GRANT ALTER
+/// SYSTEM ON PARAMETER), a non-superuser switching off admin_toolkit's own protections (42501)
 /// and invalid values (22023) before anything is written; writes the value with ALTER SYSTEM
-/// (postgresql.auto.conf) and reloads. A parameter that needs a restart is recorded with
+/// (postgresql.auto.conf) as the caller, in a job worker, and reloads. A parameter that needs a restart is recorded with
 /// `requires_restart = true, applied = false`; the worker marks it applied after the restart.
 /// Returns the new configuration_history row's config_id.
 #[pg_extern(volatile)]
@@ -110,19 +127,23 @@ fn track_config_change(
 ) -> i64 {
     let name = require(p_parameter_name, "p_parameter_name");
     let value = require(p_new_value, "p_new_value");
-    let exists = Spi::connect(|c| {
-        c.select(
-            "SELECT 1 FROM pg_catalog.pg_settings WHERE name = $1",
-            Some(1),
-            &[name.into()],
-        )
-        .map(|r| !r.is_empty())
+    // pg_settings hides superuser-only parameters from other roles: look as superuser.
+    let exists = jobs::as_superuser(|| {
+        Spi::connect(|c| {
+            c.select(
+                "SELECT 1 FROM pg_catalog.pg_settings WHERE name = $1",
+                Some(1),
+                &[name.into()],
+            )
+            .map(|r| !r.is_empty())
+        })
     })
     .unwrap_or(false);
     if !exists {
         ToolkitError::undefined_object(format!("unrecognized configuration parameter \"{name}\""))
             .raise();
     }
+    let weakened = check_privilege(name, value);
     let (Ok(cname), Ok(cvalue)) = (CString::new(name), CString::new(value)) else {
         ToolkitError::invalid_parameter("parameter names and values cannot contain NUL bytes")
             .raise()
@@ -159,11 +180,17 @@ fn track_config_change(
     std::fs::write(&path, request.to_string()).unwrap_or_else(|e| {
         ToolkitError::wrong_state(format!("cannot hand the change to a job worker: {e}")).raise()
     });
-    let worker = job::start_config(&request_id).unwrap_or_else(|| {
+    // SAFETY: GetUserId reads this backend's current role.
+    let caller = unsafe { pg_sys::GetUserId() }.to_u32();
+    let job = jobs::here(
+        JobKind::Config {
+            request: request_id.clone(),
+        },
+        caller,
+    );
+    let worker = jobs::start(&job, true).unwrap_or_else(|e| {
         let _ = std::fs::remove_file(&path);
-        ToolkitError::wrong_state("no background worker slot is free to apply the change")
-            .with_hint("Raise max_worker_processes.")
-            .raise()
+        e.raise()
     });
     let _ = worker.wait_for_shutdown();
     let answer: Value = std::fs::read_to_string(&path)
@@ -172,12 +199,73 @@ fn track_config_change(
         .unwrap_or(json!({}));
     let _ = std::fs::remove_file(&path);
     if let Some(id) = answer["config_id"].as_i64() {
+        if let Some(lost) = weakened {
+            report_weakening(name, &lost, id);
+        }
         return id;
     }
     let message = answer["error"]
         .as_str()
         .unwrap_or("the job worker did not answer; see the server log");
     ToolkitError::invalid_parameter(format!("could not apply {name}: {message}")).raise()
+}
+
+/// Refuses (42501, before anything is written) a caller who may not ALTER SYSTEM `name`, and a
+/// non-superuser whose change would switch off admin_toolkit's own protections. A superuser's
+/// such change goes ahead with a WARNING naming what is lost, and is recorded in the audit log.
+fn check_privilege(name: &str, value: &str) -> Option<String> {
+    let (allowed, superuser) = Spi::connect(|c| {
+        let r = c.select(
+            "SELECT pg_catalog.has_parameter_privilege($1, 'ALTER SYSTEM'), \
+                    (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = current_user::regrole)",
+            Some(1),
+            &[name.into()],
+        )?;
+        let r = r.first();
+        Ok::<_, spi::Error>((
+            r.get::<bool>(1)?.unwrap_or(false),
+            r.get::<bool>(2)?.unwrap_or(false),
+        ))
+    })
+    .unwrap_or_else(|e| ToolkitError::wrong_state(e.to_string()).raise());
+    if !allowed {
+        ToolkitError::insufficient_privilege(format!("permission denied to set parameter \"{name}\""))
+            .with_hint("track_config_change applies changes as its caller: a superuser, or a role granted ALTER SYSTEM ON PARAMETER.")
+            .raise();
+    }
+    // The running value, which superuser-only parameters show only to superusers.
+    let current = jobs::as_superuser(|| {
+        Spi::get_one_with_args::<String>(
+            "SELECT pg_catalog.current_setting($1, true)",
+            &[name.into()],
+        )
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    let lost = weakening(name, &current, value)?;
+    if !superuser {
+        ToolkitError::insufficient_privilege(format!("only superusers may do this: {lost}"))
+            .raise();
+    }
+    Some(lost)
+}
+
+/// The WARNING and audit event of a change that switched off a protection.
+fn report_weakening(name: &str, lost: &str, config_id: i64) {
+    warning!("admin_toolkit: {lost}");
+    // The event's info field holds 256 bytes; the whole sentence is in the WARNING.
+    let short: String = lost.chars().take(160).collect();
+    let info = json!({"config_id": config_id, "consequence": short}).to_string();
+    crate::security::audit::record_event(
+        "PROTECTION_DISABLED",
+        Some(name),
+        Some("configuration parameter"),
+        true,
+        None,
+        &info,
+        false,
+    );
 }
 
 /// In the worker, on startup and after every reload: settings whose file value changed since

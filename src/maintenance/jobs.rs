@@ -1,20 +1,20 @@
 //! Maintenance runs: planning a run from its schedule, executing it in a job worker, recording
 //! the outcome; `execute_maintenance()` and the scheduler's start of due jobs.
 
-use super::schedule::start_due;
 use crate::error::ToolkitError;
-use crate::worker::{job, top_level};
+use crate::jobs::{self, schedules::start_due, JobDescriptor, JobKind};
+use crate::worker::top_level;
 use admin_toolkit_core::maintenance::{
     build_command, qualified, quote_ident, valid_timeout, waits_for_older_snapshots,
     MaintenanceOptions, MaintenanceType, Target,
 };
-use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
 
 /// A schedule row, as a run needs it.
 struct Schedule {
     kind: String,
+    owner: String,
     schema: Option<String>,
     table: Option<String>,
     options: Value,
@@ -23,7 +23,7 @@ struct Schedule {
 fn load_schedule(schedule_id: i32, active_only: bool) -> spi::Result<Option<Schedule>> {
     Spi::connect(|client| {
         let rows = client.select(
-            "SELECT maintenance_type, target_schema, target_table, maintenance_options::text \
+            "SELECT maintenance_type, target_schema, target_table, maintenance_options::text, owner::text \
              FROM admin_toolkit.maintenance_schedules WHERE schedule_id = $1 AND (is_active OR NOT $2)",
             Some(1),
             &[schedule_id.into(), active_only.into()],
@@ -40,6 +40,7 @@ fn load_schedule(schedule_id: i32, active_only: bool) -> spi::Result<Option<Sche
                 .get::<String>(4)?
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or(json!({})),
+            owner: row.get::<String>(5)?.unwrap_or_default(),
         }))
     })
 }
@@ -164,11 +165,15 @@ fn stale_tables(target: &Target) -> spi::Result<Vec<(String, String)>> {
 struct Plan {
     command: String,
     options: MaintenanceOptions,
+    /// The command names its relations (a table or a schema's tables), so a relation skipped
+    /// for lack of privilege means the run did not do what it says.
+    names_relations: bool,
 }
 
 /// A run row, as the job worker first records it.
 struct RunRecord<'a> {
     run_id: i64,
+    owner: &'a str,
     schedule_id: i32,
     kind: &'a str,
     target: &'a str,
@@ -182,8 +187,8 @@ fn insert_run(run: RunRecord) -> spi::Result<()> {
     let finished = run.status != "running";
     Spi::run_with_args(
         "INSERT INTO admin_toolkit.maintenance_runs (run_id, schedule_id, maintenance_type, target_object, status, \
-           command, error_message, details, finished_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, CASE WHEN $9 THEN clock_timestamp() END)",
+           command, error_message, details, finished_at, owner) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, CASE WHEN $9 THEN clock_timestamp() END, $10)",
         &[
             run.run_id.into(),
             run.schedule_id.into(),
@@ -194,6 +199,7 @@ fn insert_run(run: RunRecord) -> spi::Result<()> {
             run.error.into(),
             run.details.to_string().into(),
             finished.into(),
+            run.owner.into(),
         ],
     )
 }
@@ -205,10 +211,14 @@ fn plan(schedule_id: i32, run_id: i64) -> spi::Result<Option<Plan>> {
         return Ok(None);
     };
     let pid = unsafe { pg_sys::MyProcPid };
+    // The role this job connected as (its schedule's owner); planning itself runs as superuser.
+    let owner =
+        crate::query::read_scalar::<String>("SELECT session_user::text")?.unwrap_or_default();
     let kind_name = schedule.kind.clone();
     let fail = |target: &str, message: String| {
         insert_run(RunRecord {
             run_id,
+            owner: &owner,
             schedule_id,
             kind: &kind_name,
             target,
@@ -237,6 +247,7 @@ fn plan(schedule_id: i32, run_id: i64) -> spi::Result<Option<Plan>> {
         let message = format!("a run of schedule {schedule_id} is already in progress");
         return insert_run(RunRecord {
             run_id,
+            owner: &owner,
             schedule_id,
             kind: &kind_name,
             target: &described,
@@ -271,6 +282,7 @@ fn plan(schedule_id: i32, run_id: i64) -> spi::Result<Option<Plan>> {
             details["note"] = json!("nothing to do");
             insert_run(RunRecord {
                 run_id,
+                owner: &owner,
                 schedule_id,
                 kind: &kind_name,
                 target: &target.describe(),
@@ -284,6 +296,7 @@ fn plan(schedule_id: i32, run_id: i64) -> spi::Result<Option<Plan>> {
         Some(command) => {
             insert_run(RunRecord {
                 run_id,
+                owner: &owner,
                 schedule_id,
                 kind: &kind_name,
                 target: &target.describe(),
@@ -292,29 +305,32 @@ fn plan(schedule_id: i32, run_id: i64) -> spi::Result<Option<Plan>> {
                 error: None,
                 details,
             })?;
-            Ok(Some(Plan { command, options }))
+            Ok(Some(Plan {
+                command,
+                options,
+                names_relations: !matches!(target, Target::Database(_)),
+            }))
         }
     }
 }
 
-/// Runs one maintenance run in this job worker: plan and record, execute top-level, record
-/// the outcome. Errors of the command are recorded, not raised.
-pub fn run(schedule_id: i32, run_id: i64) {
-    let plan =
-        match PgTryBuilder::new(|| BackgroundWorker::transaction(|| plan(schedule_id, run_id)))
-            .catch_others(|e| {
-                log!("admin_toolkit job: planning run {run_id} failed: {e:?}");
-                Ok(None)
-            })
-            .execute()
-        {
-            Ok(Some(plan)) => plan,
-            Ok(None) => return,
-            Err(e) => {
-                log!("admin_toolkit job: planning run {run_id} failed: {e}");
-                return;
-            }
-        };
+/// Runs one maintenance run in this job worker, connected as the schedule's owner: plan and
+/// record (bookkeeping, as superuser), execute top-level as the owner, record the outcome.
+/// Errors of the command are recorded, not raised.
+fn run(schedule_id: i32, run_id: i64) {
+    // Warnings must reach the capture hook (see top_level::execute_capturing).
+    let planned = jobs::bookkeeping(|| {
+        Spi::run(
+            "SELECT pg_catalog.set_config('log_min_messages', 'warning', false) \
+             WHERE pg_catalog.current_setting('log_min_messages') IN ('error', 'log', 'fatal', 'panic')",
+        )?;
+        plan(schedule_id, run_id)
+    });
+    let plan = match planned {
+        Ok(Some(plan)) => plan,
+        Ok(None) => return,
+        Err(e) => return log!("admin_toolkit job: planning run {run_id} failed: {e}"),
+    };
     // Timeouts are session settings of this job worker, set top-level before the command.
     let timeouts = [
         ("lock_timeout", &plan.options.lock_timeout),
@@ -325,26 +341,66 @@ pub fn run(schedule_id: i32, run_id: i64) {
         .filter_map(|(name, value)| value.as_ref().map(|v| format!("SET {name} = '{v}'")))
         .collect();
     statements.push(plan.command.clone());
-    // SAFETY: a job worker between transactions.
-    let error = statements
+    let mut error = None;
+    let mut warnings = Vec::new();
+    for sql in &statements {
+        // SAFETY: a job worker between transactions.
+        let outcome = unsafe { top_level::execute_capturing(sql) };
+        warnings.extend(outcome.warnings);
+        if outcome.error.is_some() {
+            error = outcome.error;
+            break;
+        }
+    }
+    // VACUUM and ANALYZE skip, with a WARNING, what the owner may not maintain: for named
+    // relations that is a refusal, and the run says so.
+    let skipped: Vec<&String> = warnings
         .iter()
-        .find_map(|sql| unsafe { top_level::execute_catching(sql) });
+        .filter(|w| w.starts_with("skipping"))
+        .collect();
+    if error.is_none() && plan.names_relations && !skipped.is_empty() {
+        error = Some(format!(
+            "permission denied: {}",
+            skipped
+                .iter()
+                .map(|w| w.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
     let status = if error.is_some() { "error" } else { "success" };
-    BackgroundWorker::transaction(|| {
-        Spi::run_with_args(
-            "UPDATE admin_toolkit.maintenance_runs SET status = $2, error_message = $3, finished_at = clock_timestamp() \
-             WHERE run_id = $1",
-            &[run_id.into(), status.into(), error.clone().into()],
-        )
-        .and_then(|_| {
-            Spi::run_with_args(
-                "UPDATE admin_toolkit.maintenance_schedules SET last_run = \
-                   (SELECT started_at FROM admin_toolkit.maintenance_runs WHERE run_id = $1) WHERE schedule_id = $2",
-                &[run_id.into(), schedule_id.into()],
-            )
-        })
-        .unwrap_or_else(|e| log!("admin_toolkit job: recording run {run_id} failed: {e}"));
-    });
+    jobs::record(
+        "WITH run AS ( \
+            UPDATE admin_toolkit.maintenance_runs SET status = $2, error_message = $3, finished_at = clock_timestamp(), \
+                   details = details || jsonb_build_object('warnings', $4::jsonb) \
+             WHERE run_id = $1 RETURNING started_at) \
+         UPDATE admin_toolkit.maintenance_schedules SET last_run = (SELECT started_at FROM run) WHERE schedule_id = $5",
+        vec![
+            run_id.into(),
+            status.into(),
+            error.into(),
+            // JSON text: arguments are made outside a transaction, where an array's type
+            // cannot be looked up.
+            json!(warnings).to_string().into(),
+            schedule_id.into(),
+        ],
+    );
+}
+
+/// Entry point of a maintenance job worker.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn admin_toolkit_maintenance_job(_arg: pg_sys::Datum) {
+    if let Some(JobDescriptor {
+        kind: JobKind::Maintenance {
+            schedule_id,
+            run_id,
+        },
+        ..
+    }) = jobs::begin()
+    {
+        run(schedule_id, run_id);
+    }
 }
 
 fn next_run_id() -> i64 {
@@ -356,17 +412,50 @@ fn next_run_id() -> i64 {
         })
 }
 
-/// Starts a job worker for every active schedule that is due, and moves its next_run on. The
-/// worker tick calls this; the jobs run on their own, so a long VACUUM never holds up the tick.
-/// Returns how many due jobs could not start (no worker slot free): they stay due.
+/// Starts a job worker, as the schedule's owner, for every active schedule that is due, and
+/// moves its next_run on. The worker tick calls this; the jobs run on their own, so a long
+/// VACUUM never holds up the tick. An owner that cannot run jobs gets an 'error' run saying
+/// why. Returns how many due jobs could not start (no worker slot free): they stay due.
 pub fn start_due_jobs() -> spi::Result<usize> {
-    start_due("maintenance_schedules", |schedule_id| {
-        let started = job::start_maintenance(schedule_id, next_run_id(), false).is_some();
-        if !started {
-            debug1!("admin_toolkit worker: no background worker slot for maintenance schedule {schedule_id}");
+    start_due("maintenance_schedules", |schedule_id, owner| {
+        let run_id = next_run_id();
+        let job = jobs::owner_oid(owner).map(|role| {
+            jobs::here(
+                JobKind::Maintenance {
+                    schedule_id,
+                    run_id,
+                },
+                role,
+            )
+        });
+        match job {
+            Ok(job) => {
+                let started = jobs::start(&job, false).is_ok();
+                if !started {
+                    debug1!("admin_toolkit worker: no background worker slot for maintenance schedule {schedule_id}");
+                }
+                started
+            }
+            Err(refusal) => {
+                if let Err(e) = record_refused(schedule_id, run_id, owner, refusal.message()) {
+                    log!("admin_toolkit worker: recording refused maintenance run {run_id} failed: {e}");
+                }
+                true
+            }
         }
-        started
     })
+}
+
+/// An 'error' run for a schedule whose job could not start as its owner.
+fn record_refused(schedule_id: i32, run_id: i64, owner: &str, message: &str) -> spi::Result<()> {
+    Spi::run_with_args(
+        "INSERT INTO admin_toolkit.maintenance_runs (run_id, schedule_id, maintenance_type, target_object, status, \
+           error_message, finished_at, owner) \
+         SELECT $1, schedule_id, maintenance_type, coalesce(target_schema || coalesce('.' || target_table, ''), 'database'), \
+                'error', $3, clock_timestamp(), $4 \
+           FROM admin_toolkit.maintenance_schedules WHERE schedule_id = $2",
+        &[run_id.into(), schedule_id.into(), message.into(), owner.into()],
+    )
 }
 
 /// Marks runs whose job worker is gone (server shutdown, crash, cancellation) as interrupted,
@@ -426,27 +515,25 @@ fn execute_maintenance(
         (Ok(kind), Ok((options, _))) => !waits_for_older_snapshots(kind, &options),
         _ => true,
     };
+    let role = jobs::owner_oid(&schedule.owner).unwrap_or_else(|e| e.raise());
     let run_id = next_run_id();
-    let worker = job::start_maintenance(schedule_id, run_id, true).unwrap_or_else(|| {
-        ToolkitError::wrong_state("no background worker slot is free to run the maintenance job")
-            .with_hint("Raise max_worker_processes.")
-            .raise()
+    let job = jobs::here(
+        JobKind::Maintenance {
+            schedule_id,
+            run_id,
+        },
+        role,
+    );
+    let worker = jobs::start(&job, true).unwrap_or_else(|e| e.raise());
+    // Without waiting for the command, its run row appears once the job has planned.
+    jobs::wait(worker, wait, std::time::Duration::from_secs(2), || {
+        crate::query::read_scalar::<bool>(&format!(
+            "SELECT EXISTS (SELECT 1 FROM admin_toolkit.maintenance_runs WHERE run_id = {run_id})"
+        ))
+        .ok()
+        .flatten()
+            == Some(true)
     });
-    if wait {
-        let _ = worker.wait_for_shutdown();
-    } else {
-        let _ = worker.wait_for_startup();
-        // Its run row appears once the job has planned; a short wait, never for the command.
-        for _ in 0..100 {
-            if crate::query::read_scalar::<bool>(&format!(
-                "SELECT EXISTS (SELECT 1 FROM admin_toolkit.maintenance_runs WHERE run_id = {run_id})"
-            ))? == Some(true)
-            {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
     let row = Spi::connect(|c| {
         let rows = c.select(
             "SELECT maintenance_type, target_object, status, \

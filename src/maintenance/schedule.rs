@@ -35,50 +35,6 @@ fn to_utc(t: TimestampWithTimeZone) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(unix_micros(t)).unwrap_or_default()
 }
 
-/// Starts every active schedule of `table` (maintenance_schedules, backup_schedules) whose
-/// next_run has come, through `start`, and moves its next_run on. `start` returns false when no
-/// worker slot was free: that schedule stays due. Returns how many stayed due.
-pub fn start_due(table: &str, mut start: impl FnMut(i32) -> bool) -> spi::Result<usize> {
-    let due: Vec<(i32, String)> = Spi::connect(|c| {
-        let rows = c.select(
-            &format!(
-                "SELECT schedule_id, schedule_expression FROM admin_toolkit.{table} \
-                 WHERE is_active AND next_run <= now() ORDER BY next_run"
-            ),
-            None,
-            &[],
-        )?;
-        rows.map(|r| {
-            Ok((
-                r.get::<i32>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-            ))
-        })
-        .collect::<spi::Result<Vec<_>>>()
-    })?;
-    let tz = schedule_time_zone();
-    let mut deferred = 0;
-    for (schedule_id, expression) in due {
-        if !start(schedule_id) {
-            deferred += 1;
-            continue;
-        }
-        let next = CronSchedule::parse(&expression)
-            .ok()
-            .and_then(|s| s.next_after(Utc::now(), tz));
-        let micros = next.map(|t: DateTime<Utc>| t.timestamp_micros());
-        Spi::run_with_args(
-            &format!(
-                "UPDATE admin_toolkit.{table} \
-                 SET next_run = CASE WHEN $2::bigint IS NULL THEN NULL ELSE to_timestamp($2::bigint / 1e6) END \
-                 WHERE schedule_id = $1"
-            ),
-            &[schedule_id.into(), micros.into()],
-        )?;
-    }
-    Ok(deferred)
-}
-
 fn from_utc(t: DateTime<Utc>) -> TimestampWithTimeZone {
     let micros = t.timestamp_micros() - 946_684_800_000_000;
     TimestampWithTimeZone::try_from(micros).unwrap_or_else(|_| {

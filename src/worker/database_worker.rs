@@ -45,6 +45,8 @@ struct WorkerState {
     deferred_logged_minute: Option<u64>,
     /// Configuration changes made by other means are looked for at startup and after a reload.
     config_checked: bool,
+    /// A backend asked for backup deletions to be finished (cleanup_old_backups committed).
+    deletions_requested: bool,
     /// Last successful upkeep of each log in `LOGS`, with the UTC day it ran on.
     last_upkeep: [Option<(Instant, i32)>; LOGS.len()],
 }
@@ -121,20 +123,31 @@ fn unix_minute() -> u64 {
 
 /// Whether this tick has anything to do. An idle tick (most of them, once a second) must cost
 /// next to nothing: no transaction, no catalog access, only the audit queue's counters.
-/// Deletes backups and WAL past retention (hourly, with partition upkeep).
+/// Marks backups past retention for deletion (hourly, with partition upkeep), then deletes
+/// them and the WAL no longer needed in a transaction of its own.
 fn apply_backup_retention() {
-    match run_step("backup retention", backup::retention::cleanup) {
-        Some(Ok(done)) if !done.backups.is_empty() || done.wal_files > 0 => log!(
-            "admin_toolkit worker: retention deleted {} backup(s) and {} archived WAL file(s)",
-            done.backups.len(),
-            done.wal_files
+    if let Some(Err(e)) = run_step("backup retention", backup::retention::cleanup) {
+        log!("admin_toolkit worker: step \"backup retention\" failed: {e}");
+    }
+    finish_backup_deletions();
+}
+
+/// Removes the files of backups marked 'deleting' and the WAL no retained backup needs.
+fn finish_backup_deletions() {
+    match run_step("delete backups", backup::retention::finish_deletions) {
+        Some(Ok(done)) if done.backups > 0 || done.wal_files > 0 => log!(
+            "admin_toolkit worker: retention deleted {} backup(s) and {} archived WAL file(s) ({} bytes)",
+            done.backups,
+            done.wal_files,
+            done.wal_bytes
         ),
-        Some(Err(e)) => log!("admin_toolkit worker: step \"backup retention\" failed: {e}"),
+        Some(Err(e)) => log!("admin_toolkit worker: step \"delete backups\" failed and will be retried: {e}"),
         _ => {}
     }
 }
 
-fn work_due(state: &WorkerState) -> bool {
+fn work_due(state: &mut WorkerState) -> bool {
+    state.deletions_requested |= audit::queue::take_work_request();
     if !state.working {
         return true; // waiting for the extension or a promotion: look again
     }
@@ -152,6 +165,7 @@ fn work_due(state: &WorkerState) -> bool {
         || (0..LOGS.len()).any(|i| state.upkeep_due(i, today))
         || audit::queue::dropped() != state.dropped_reported
         || !state.config_checked
+        || state.deletions_requested
 }
 
 fn tick(state: &mut WorkerState) {
@@ -239,6 +253,15 @@ fn tick(state: &mut WorkerState) {
             backup::jobs::upkeep_backups()?;
             Ok(jobs::start_due_jobs()? + backup::jobs::start_due_backups()?)
         };
+        if run_step(
+            "look for backups to delete",
+            backup::retention::deletions_pending,
+        )
+        .and_then(Result::ok)
+            == Some(true)
+        {
+            state.deletions_requested = true;
+        }
         match run_step("start due maintenance jobs", start_due) {
             // Jobs that found no worker slot stay due: look again next tick, not next minute.
             Some(Ok(0)) => state.jobs_checked_minute = Some(minute),
@@ -254,9 +277,26 @@ fn tick(state: &mut WorkerState) {
             None => {}
         }
     }
+    if std::mem::take(&mut state.deletions_requested) {
+        finish_backup_deletions();
+    }
     if state.collection_due() {
         state.last_collection = Some(Instant::now());
         collect_and_evaluate(state);
+    }
+}
+
+/// At shutdown: everything still queued is written before the worker exits (the postmaster
+/// waits for it before the shutdown checkpoint), read counts included.
+fn drain_audit_queue(state: &mut WorkerState) {
+    if !state.working || !audit::queue::available() {
+        return;
+    }
+    state.last_read_summary = None; // summarise now, whatever the interval
+    write_audit(state);
+    let (events, _) = audit::queue::pending();
+    if events {
+        log!("admin_toolkit worker: audit events could not all be written at shutdown; see the errors above");
     }
 }
 
@@ -370,6 +410,7 @@ pub extern "C-unwind" fn admin_toolkit_worker_main(_arg: pg_sys::Datum) {
             break;
         }
     }
+    drain_audit_queue(&mut state);
     audit::queue::register_worker_latch(false);
     log!("admin_toolkit worker stopped");
 }

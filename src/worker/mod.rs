@@ -6,11 +6,11 @@
 //!   for a database that does not exist yet without failing and being restarted in a loop.
 //! * `admin_toolkit worker`: dynamic, connected to `admin_toolkit.database`; does the routine
 //!   work tick by tick, each step in its own transaction.
-//! * `admin_toolkit job`: dynamic, one per maintenance run, running its command top-level
-//!   outside any transaction block, so that VACUUM and REINDEX CONCURRENTLY work.
+//! * `admin_toolkit job`: dynamic, one per job, connected as the job's owner (see `crate::jobs`);
+//!   maintenance and configuration jobs run their command top-level (`top_level`), outside any
+//!   transaction block, so that VACUUM, REINDEX CONCURRENTLY and ALTER SYSTEM work.
 
 mod database_worker;
-pub mod job;
 mod launcher;
 pub(crate) mod step;
 pub mod top_level;

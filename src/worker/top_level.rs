@@ -112,3 +112,59 @@ pub unsafe fn execute_catching(sql: &str) -> Option<String> {
     }
     error
 }
+
+/// Warnings raised while [`execute_capturing`] runs (this process only).
+static CAPTURED_WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static mut PREVIOUS_EMIT_LOG_HOOK: pg_sys::emit_log_hook_type = None;
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn capture_warning(edata: *mut pg_sys::ErrorData) {
+    unsafe {
+        if !edata.is_null()
+            && (*edata).elevel == pg_sys::WARNING as i32
+            && !(*edata).message.is_null()
+        {
+            let message = std::ffi::CStr::from_ptr((*edata).message)
+                .to_string_lossy()
+                .into_owned();
+            if let Ok(mut captured) = CAPTURED_WARNINGS.lock() {
+                captured.push(message);
+            }
+        }
+        if let Some(previous) = PREVIOUS_EMIT_LOG_HOOK {
+            previous(edata);
+        }
+    }
+}
+
+/// What a top-level statement did: its error, and the warnings it raised (VACUUM skips, with a
+/// WARNING, the tables its role may not vacuum).
+pub struct Outcome {
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+/// [`execute_catching`], also collecting the statement's warnings. Warnings reach the hook only
+/// when log_min_messages lets them reach the server log; job workers keep it at `warning` or
+/// lower.
+///
+/// # Safety
+/// As for [`execute`].
+pub unsafe fn execute_capturing(sql: &str) -> Outcome {
+    unsafe {
+        if let Ok(mut captured) = CAPTURED_WARNINGS.lock() {
+            captured.clear();
+        }
+        PREVIOUS_EMIT_LOG_HOOK = pg_sys::emit_log_hook;
+        pg_sys::emit_log_hook = Some(capture_warning);
+        let error = execute_catching(sql);
+        pg_sys::emit_log_hook = PREVIOUS_EMIT_LOG_HOOK;
+        Outcome {
+            error,
+            warnings: CAPTURED_WARNINGS
+                .lock()
+                .map(|mut captured| std::mem::take(&mut *captured))
+                .unwrap_or_default(),
+        }
+    }
+}

@@ -88,11 +88,22 @@ pub fn write_events() -> spi::Result<usize> {
 
 /// Writes one summary row per (database, role, table) read since the last summary:
 /// operation_type 'SELECT', object_type 'table', the count in additional_info.
+/// Counts that could not be written are put back into the queue.
 pub fn write_read_summaries(period_seconds: f64) -> spi::Result<usize> {
     let reads = queue::take_reads();
     if reads.is_empty() {
         return Ok(0);
     }
+    // Put back unless written: an error unwinds through this guard too.
+    struct PutBack<'a>(Option<&'a [queue::ReadCount]>);
+    impl Drop for PutBack<'_> {
+        fn drop(&mut self) {
+            if let Some(reads) = self.0 {
+                queue::restore_reads(reads);
+            }
+        }
+    }
+    let mut put_back = PutBack(Some(&reads));
     let databases: Vec<i64> = reads.iter().map(|r| i64::from(r.database)).collect();
     let roles: Vec<i64> = reads.iter().map(|r| i64::from(r.role)).collect();
     let relations: Vec<i64> = reads.iter().map(|r| i64::from(r.relation)).collect();
@@ -116,6 +127,7 @@ pub fn write_read_summaries(period_seconds: f64) -> spi::Result<usize> {
            LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace",
         &[databases.into(), roles.into(), relations.into(), counts.into(), period_seconds.into()],
     )?;
+    put_back.0 = None;
     Ok(reads.len())
 }
 
@@ -147,42 +159,68 @@ fn log_security_event(
         )
         .raise();
     }
+    record_event(
+        operation,
+        p_object_name,
+        p_object_type,
+        p_success.unwrap_or(true),
+        p_error_message,
+        &info,
+        true,
+    );
+}
+
+/// Records an event of this session (user, database, client and session are the server's),
+/// through the queue when the library is preloaded, so that it survives a ROLLBACK of the
+/// caller's transaction; otherwise inserted directly. `from_application` marks events of
+/// log_security_event().
+pub fn record_event(
+    operation: &str,
+    object: Option<&str>,
+    object_type: Option<&str>,
+    success: bool,
+    error: Option<&str>,
+    info: &str,
+    from_application: bool,
+) {
     let mut event = hooks::current_session_event();
     event.operation.set(operation.as_bytes());
-    event
-        .object
-        .set(p_object_name.unwrap_or_default().as_bytes());
+    event.object.set(object.unwrap_or_default().as_bytes());
     event
         .object_type
-        .set(p_object_type.unwrap_or_default().as_bytes());
-    event.success = p_success.unwrap_or(true);
-    event
-        .error
-        .set(p_error_message.unwrap_or_default().as_bytes());
+        .set(object_type.unwrap_or_default().as_bytes());
+    event.success = success;
+    event.error.set(error.unwrap_or_default().as_bytes());
     event.info.set(info.as_bytes());
-    event.from_application = true;
+    event.from_application = from_application;
     if queue::available() {
         queue::push(&event);
-    } else {
-        Spi::run_with_args(
-            "INSERT INTO admin_toolkit.security_audit_log (username, database_name, object_name, object_type, \
-               operation_type, client_ip, application_name, success, error_message, session_id, additional_info) \
-             VALUES (current_user, current_database(), $1, $2, $3, inet_client_addr(), \
-                     current_setting('application_name'), $4, $5, \
-                     (SELECT to_hex(trunc(extract(epoch FROM backend_start))::bigint) || '.' || to_hex(pid) \
-                        FROM pg_catalog.pg_stat_activity WHERE pid = pg_backend_pid()), \
-                     $6::jsonb || jsonb_build_object('source', 'application', 'pid', pg_backend_pid()))",
-            &[
-                event.object.get().into(),
-                event.object_type.get().into(),
-                operation.into(),
-                event.success.into(),
-                event.error.get().into(),
-                info.into(),
-            ],
-        )
-        .unwrap_or_else(|e| ToolkitError::invalid_parameter(e.to_string()).raise());
+        return;
     }
+    let source = if from_application {
+        "application"
+    } else {
+        "server"
+    };
+    Spi::run_with_args(
+        "INSERT INTO admin_toolkit.security_audit_log (username, database_name, object_name, object_type, \
+           operation_type, client_ip, application_name, success, error_message, session_id, additional_info) \
+         VALUES (current_user, current_database(), $1, $2, $3, inet_client_addr(), \
+                 current_setting('application_name'), $4, $5, \
+                 (SELECT to_hex(trunc(extract(epoch FROM backend_start))::bigint) || '.' || to_hex(pid) \
+                    FROM pg_catalog.pg_stat_activity WHERE pid = pg_backend_pid()), \
+                 $6::jsonb || jsonb_build_object('source', $7::text, 'pid', pg_backend_pid()))",
+        &[
+            event.object.get().into(),
+            event.object_type.get().into(),
+            operation.into(),
+            success.into(),
+            event.error.get().into(),
+            info.into(),
+            source.into(),
+        ],
+    )
+    .unwrap_or_else(|e| ToolkitError::invalid_parameter(e.to_string()).raise());
 }
 
 /// The specification's three detection rules, with thresholds from the settings.

@@ -108,6 +108,9 @@ struct Shared {
     /// The database worker's latch (in its PGPROC, in shared memory), set when the queue fills
     /// up so that it drains at once instead of at its next tick. Null while no worker runs.
     worker_latch: *mut pg_sys::Latch,
+    /// Set by a backend that has handed the worker work outside the queue (backups to
+    /// delete), cleared by the worker when it takes it.
+    work_requested: bool,
     events: [AuditEvent; QUEUE_CAPACITY],
     reads: [ReadCount; READ_SLOTS],
 }
@@ -214,6 +217,24 @@ pub fn register_worker_latch(present: bool) {
     with_lock(|s| s.worker_latch = latch);
 }
 
+/// Asks the worker to look for work at once (see `work_requested`).
+pub fn request_work() {
+    let latch = with_lock(|s| {
+        s.work_requested = true;
+        s.worker_latch
+    })
+    .filter(|l| !l.is_null());
+    if let Some(latch) = latch {
+        // SAFETY: as in push.
+        unsafe { pg_sys::SetLatch(latch) };
+    }
+}
+
+/// Whether work was requested since the last call (and clears the request).
+pub fn take_work_request() -> bool {
+    with_lock(|s| std::mem::take(&mut s.work_requested)).unwrap_or(false)
+}
+
 /// Copies up to `max` waiting events without removing them; `commit(n)` removes the first `n`
 /// once they are safely written, so a failed write leaves them queued for the next try.
 pub fn peek(max: usize) -> Vec<AuditEvent> {
@@ -251,28 +272,43 @@ fn slot_of(database: u32, role: u32, relation: u32) -> usize {
 /// Adds one read of each relation by `role` in `database`.
 pub fn count_reads(database: u32, role: u32, relations: &[u32]) {
     with_lock(|s| {
-        'next: for &relation in relations {
-            let start = slot_of(database, role, relation);
-            for probe in 0..READ_PROBES {
-                let slot = &mut s.reads[(start + probe) % READ_SLOTS];
-                if slot.count == 0 {
-                    *slot = ReadCount {
-                        database,
-                        role,
-                        relation,
-                        count: 1,
-                    };
-                    s.reads_used += 1;
-                    continue 'next;
-                }
-                if slot.database == database && slot.role == role && slot.relation == relation {
-                    slot.count += 1;
-                    continue 'next;
-                }
-            }
-            s.reads_dropped += 1;
+        for &relation in relations {
+            add_reads(s, database, role, relation, 1);
         }
     });
+}
+
+/// Puts back read counts taken by [`take_reads`] whose summary could not be written, so that
+/// they are written with the next summary instead of being lost.
+pub fn restore_reads(taken: &[ReadCount]) {
+    with_lock(|s| {
+        for r in taken {
+            add_reads(s, r.database, r.role, r.relation, r.count);
+        }
+    });
+}
+
+/// Adds `count` reads to the (database, role, table) counter, under the lock.
+fn add_reads(s: &mut Shared, database: u32, role: u32, relation: u32, count: u64) {
+    let start = slot_of(database, role, relation);
+    for probe in 0..READ_PROBES {
+        let slot = &mut s.reads[(start + probe) % READ_SLOTS];
+        if slot.count == 0 {
+            *slot = ReadCount {
+                database,
+                role,
+                relation,
+                count,
+            };
+            s.reads_used += 1;
+            return;
+        }
+        if slot.database == database && slot.role == role && slot.relation == relation {
+            slot.count += count;
+            return;
+        }
+    }
+    s.reads_dropped += count;
 }
 
 /// Takes every read counter, leaving the table empty.

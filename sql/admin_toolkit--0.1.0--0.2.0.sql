@@ -1,0 +1,177 @@
+-- admin_toolkit 0.1.0 -> 0.2.0. Hand-written; never edit once released.
+-- Least privilege: schedules and runs get an owner role (jobs run as it), row-level security
+-- on the schedule and history tables, a 'deleting' backup state (files are removed only after
+-- the transaction that retires a backup has committed), setup_role_hierarchy refuses the
+-- toolkit's and the system's schemas, plan_recovery* name the NULL parameter.
+\echo Use "ALTER EXTENSION admin_toolkit UPDATE TO '0.2.0'" to load this file. \quit
+
+-- Owners. Rows of 0.1.0 were run by the worker as the bootstrap superuser: they keep that role.
+ALTER TABLE backup_schedules ADD COLUMN owner name NOT NULL DEFAULT current_user;
+ALTER TABLE backup_history ADD COLUMN owner name NOT NULL DEFAULT current_user;
+ALTER TABLE maintenance_schedules ADD COLUMN owner name NOT NULL DEFAULT current_user;
+ALTER TABLE maintenance_runs ADD COLUMN owner name NOT NULL DEFAULT current_user;
+UPDATE backup_schedules SET owner = (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = 10);
+UPDATE backup_history SET owner = (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = 10);
+UPDATE maintenance_schedules SET owner = (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = 10);
+UPDATE maintenance_runs SET owner = (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = 10);
+
+-- Retention marks backups 'deleting'; the worker removes their files after the commit.
+ALTER TABLE backup_history DROP CONSTRAINT backup_history_status_check;
+ALTER TABLE backup_history ADD CONSTRAINT backup_history_status_check
+    CHECK (status IN ('running', 'completed', 'failed', 'cancelled', 'deleting', 'deleted'));
+
+-- As sql/ownership.sql.
+CREATE FUNCTION schedule_owner_check() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = NEW.owner) THEN
+        RAISE EXCEPTION 'role "%" does not exist', NEW.owner USING ERRCODE = '42704',
+            HINT = 'A schedule''s owner is the role its jobs run as.';
+    END IF;
+    IF TG_TABLE_NAME <> 'backup_schedules' THEN
+        RETURN NEW;
+    END IF;
+    -- (A separate IF: PL/pgSQL resolves NEW's fields when it first runs an expression.)
+    IF TG_OP = 'INSERT' OR NEW.storage_location IS DISTINCT FROM OLD.storage_location
+       OR NEW.owner IS DISTINCT FROM OLD.owner THEN
+        IF NOT pg_has_role(current_user, 'pg_write_server_files', 'USAGE') THEN
+            RAISE EXCEPTION 'permission denied to set a backup storage_location'
+                USING ERRCODE = '42501',
+                      HINT = 'Backups write files on the server: only superusers and members of pg_write_server_files may set where.';
+        END IF;
+        IF NOT pg_has_role(NEW.owner, 'pg_write_server_files', 'USAGE') THEN
+            RAISE EXCEPTION 'role "%" may not own a backup schedule: its backups would write files on the server', NEW.owner
+                USING ERRCODE = '42501',
+                      HINT = 'Make the owner a superuser or a member of pg_write_server_files.';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER backup_schedules_owner_check BEFORE INSERT OR UPDATE ON backup_schedules
+    FOR EACH ROW EXECUTE FUNCTION schedule_owner_check();
+CREATE TRIGGER maintenance_schedules_owner_check BEFORE INSERT OR UPDATE ON maintenance_schedules
+    FOR EACH ROW EXECUTE FUNCTION schedule_owner_check();
+COMMENT ON FUNCTION schedule_owner_check() IS
+    'A schedule''s owner must exist; backup locations are set only by, and for, roles that may write server files.';
+
+ALTER TABLE backup_schedules ENABLE ROW LEVEL SECURITY;
+ALTER TABLE backup_history ENABLE ROW LEVEL SECURITY;
+ALTER TABLE maintenance_schedules ENABLE ROW LEVEL SECURITY;
+ALTER TABLE maintenance_runs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY owner_rows ON backup_schedules USING (owner = current_user) WITH CHECK (owner = current_user);
+CREATE POLICY owner_rows ON backup_history USING (owner = current_user) WITH CHECK (owner = current_user);
+CREATE POLICY owner_rows ON maintenance_schedules USING (owner = current_user) WITH CHECK (owner = current_user);
+CREATE POLICY owner_rows ON maintenance_runs USING (owner = current_user) WITH CHECK (owner = current_user);
+CREATE POLICY monitor_reads ON backup_history FOR SELECT TO pg_monitor USING (true);
+CREATE POLICY monitor_reads ON maintenance_runs FOR SELECT TO pg_monitor USING (true);
+
+COMMENT ON COLUMN backup_schedules.owner IS 'The role its backups run as (default: the role that created it).';
+COMMENT ON COLUMN maintenance_schedules.owner IS 'The role its runs run as (default: the role that created it).';
+COMMENT ON COLUMN backup_history.owner IS 'The role the backup ran as.';
+COMMENT ON COLUMN maintenance_runs.owner IS 'The role the run ran as.';
+
+-- As sql/security.sql.
+CREATE OR REPLACE FUNCTION setup_role_hierarchy(p_schema text DEFAULT 'public')
+RETURNS TABLE (step text, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r text;
+    pair text[];
+BEGIN
+    IF p_schema IS NULL THEN
+        RAISE EXCEPTION 'p_schema must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF to_regnamespace(quote_ident(p_schema)) IS NULL THEN
+        RAISE EXCEPTION 'schema "%" does not exist', p_schema USING ERRCODE = '3F000';
+    END IF;
+    -- Grants on the toolkit's own schema would hand its functions (configuration, backups)
+    -- and its tables to the group roles; system schemas are not an application's.
+    IF p_schema IN ('@extschema@', 'pg_catalog', 'information_schema')
+       OR p_schema LIKE 'pg\_toast%' OR p_schema LIKE 'pg\_temp%' THEN
+        RAISE EXCEPTION 'setup_role_hierarchy does not grant on schema "%"', p_schema USING ERRCODE = '22023',
+            HINT = 'Name the schema of your application''s tables.';
+    END IF;
+    -- Group roles only: NOLOGIN, no passwords. Login users are the administrator's to create.
+    FOREACH r IN ARRAY ARRAY['app_roles', 'app_readonly', 'app_readwrite', 'app_admin',
+                             'data_analyst', 'data_engineer', 'backup_operator'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('CREATE ROLE %I NOLOGIN INHERIT', r);
+            step := 'create role'; detail := r; RETURN NEXT;
+        ELSE
+            step := 'role exists'; detail := r; RETURN NEXT;
+        END IF;
+    END LOOP;
+    -- The specification's memberships: member role first, then the role it joins.
+    FOREACH pair SLICE 1 IN ARRAY ARRAY[
+        ['app_readonly', 'app_roles'], ['app_readwrite', 'app_roles'], ['app_admin', 'app_roles'],
+        ['app_readonly', 'data_analyst'], ['app_readwrite', 'data_engineer'], ['app_admin', 'backup_operator']] LOOP
+        IF NOT pg_has_role(pair[2], pair[1], 'MEMBER') THEN
+            EXECUTE format('GRANT %I TO %I', pair[1], pair[2]);
+            step := 'grant role'; detail := format('%s to %s', pair[1], pair[2]); RETURN NEXT;
+        END IF;
+    END LOOP;
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO app_roles', current_database());
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO app_roles, app_readonly, app_readwrite, app_admin', p_schema);
+    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO app_readonly', p_schema);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %I TO app_readwrite', p_schema);
+    EXECUTE format('GRANT ALL PRIVILEGES ON ALL TABLES IN SCHEMA %I TO app_admin', p_schema);
+    EXECUTE format('GRANT USAGE ON ALL SEQUENCES IN SCHEMA %I TO app_readwrite', p_schema);
+    EXECUTE format('GRANT ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA %I TO app_admin', p_schema);
+    EXECUTE format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA %I TO app_readwrite', p_schema);
+    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT SELECT ON TABLES TO app_readonly', p_schema);
+    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO app_readwrite', p_schema);
+    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT ALL PRIVILEGES ON TABLES TO app_admin', p_schema);
+    step := 'grant privileges'; detail := format('database %s, schema %s: tables, sequences, functions, default privileges', current_database(), p_schema);
+    RETURN NEXT;
+END
+$$;
+
+-- As sql/finalize.sql.
+CREATE OR REPLACE FUNCTION plan_recovery(target_time timestamptz)
+RETURNS TABLE (base_backup_id bigint, base_backup_path text, base_backup_time timestamptz,
+               wal_files_needed text[], estimated_recovery_time interval)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF target_time IS NULL THEN
+        RAISE EXCEPTION 'target_time must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    RETURN QUERY SELECT p.backup_id, p.backup_path, p.backup_time, p.wal_files, make_interval(secs => p.seconds)
+      FROM @extschema@.recovery_plan(target_time, NULL, NULL) AS p;
+END
+$$;
+CREATE OR REPLACE FUNCTION plan_recovery_to_lsn(target_lsn pg_lsn)
+RETURNS TABLE (base_backup_id bigint, base_backup_path text, base_backup_time timestamptz,
+               wal_files_needed text[], estimated_recovery_time interval)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF target_lsn IS NULL THEN
+        RAISE EXCEPTION 'target_lsn must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    RETURN QUERY SELECT p.backup_id, p.backup_path, p.backup_time, p.wal_files, make_interval(secs => p.seconds)
+      FROM @extschema@.recovery_plan(NULL, target_lsn::text, NULL) AS p;
+END
+$$;
+CREATE OR REPLACE FUNCTION plan_recovery_to_restore_point(restore_point text)
+RETURNS TABLE (base_backup_id bigint, base_backup_path text, base_backup_time timestamptz,
+               wal_files_needed text[], estimated_recovery_time interval)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF restore_point IS NULL THEN
+        RAISE EXCEPTION 'restore_point must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    RETURN QUERY SELECT p.backup_id, p.backup_path, p.backup_time, p.wal_files, make_interval(secs => p.seconds)
+      FROM @extschema@.recovery_plan(NULL, NULL, restore_point) AS p;
+END
+$$;
+

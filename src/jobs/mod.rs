@@ -1,0 +1,222 @@
+//! Job workers: one dynamic background worker per job (a maintenance run, a backup, a
+//! configuration change), connected to the job's database AS THE JOB'S OWNER ROLE, so that
+//! PostgreSQL's own privilege checks decide what the job may do. What a job must do is one
+//! typed [`JobDescriptor`] (core), encoded into `bgw_extra` here and decoded here.
+//!
+//! A job creates and owns the rows it updates: a caller waiting for it cannot see the caller's
+//! own uncommitted rows from another process, and never holds a lock the job needs. The job's
+//! bookkeeping in the toolkit's tables runs with the bootstrap superuser's rights
+//! ([`as_superuser`]), the work itself with the owner's.
+//!
+//! Features depend on this module, never the other way round: each kind has its own entry
+//! point (`JobDescriptor::entry_point`) in its feature, which calls [`begin`] first.
+
+pub mod schedules;
+
+use crate::error::ToolkitError;
+use crate::worker::step::try_transaction;
+pub use admin_toolkit_core::jobs::{JobDescriptor, JobKind};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker,
+};
+use pgrx::prelude::*;
+use std::time::Duration;
+
+/// Starts a job worker for `job`. With `notify`, this backend is told when it starts and
+/// stops, so it can wait for it.
+pub fn start(job: &JobDescriptor, notify: bool) -> Result<DynamicBackgroundWorker, ToolkitError> {
+    let extra = job
+        .encode()
+        .map_err(|e| ToolkitError::invalid_parameter(e.to_string()))?;
+    BackgroundWorkerBuilder::new(&job.title())
+        .set_type("admin_toolkit job")
+        .set_library("admin_toolkit")
+        .set_function(job.entry_point())
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(None)
+        .set_extra(&extra)
+        .set_notify_pid(if notify {
+            unsafe { pg_sys::MyProcPid }
+        } else {
+            0
+        })
+        .load_dynamic()
+        .map_err(|_| {
+            ToolkitError::wrong_state("no background worker slot is free to run the job")
+                .with_hint("Raise max_worker_processes.")
+        })
+}
+
+/// A job for the current database, run as role `role`.
+pub fn here(kind: JobKind, role: u32) -> JobDescriptor {
+    JobDescriptor {
+        kind,
+        role,
+        // SAFETY: set for the life of every backend connected to a database.
+        database: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+    }
+}
+
+/// The role a job may run as: its OID, or why not (42704 no such role, 42501 the role cannot
+/// log in or connect here, which a background worker needs as much as a client). Needs a
+/// transaction.
+pub fn owner_oid(owner: &str) -> Result<u32, ToolkitError> {
+    let row = Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT r.oid::int8, r.rolcanlogin, \
+                    pg_catalog.has_database_privilege(r.oid, pg_catalog.current_database(), 'CONNECT') \
+             FROM pg_catalog.pg_roles r WHERE r.rolname = $1",
+            Some(1),
+            &[owner.into()],
+        )?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let r = rows.first();
+        Ok::<_, spi::Error>(Some((
+            r.get::<i64>(1)?.unwrap_or_default(),
+            r.get::<bool>(2)?.unwrap_or(false),
+            r.get::<bool>(3)?.unwrap_or(false),
+        )))
+    })
+    .map_err(|e| ToolkitError::wrong_state(e.to_string()))?;
+    match row {
+        None => Err(ToolkitError::undefined_object(format!(
+            "the job's owner role \"{owner}\" does not exist"
+        ))
+        .with_hint("Set the schedule's owner to an existing role.")),
+        Some((_, false, _)) => Err(ToolkitError::insufficient_privilege(format!(
+            "the job's owner role \"{owner}\" cannot log in (NOLOGIN), and jobs run as their owner"
+        ))
+        .with_hint("Give the role LOGIN, or make a role that can log in the schedule's owner.")),
+        Some((_, _, false)) => Err(ToolkitError::insufficient_privilege(format!(
+            "the job's owner role \"{owner}\" may not connect to this database"
+        ))),
+        Some((oid, true, true)) => Ok(oid as u32),
+    }
+}
+
+/// What PostgreSQL's `die` does: ask the next CHECK_FOR_INTERRUPTS to terminate the process.
+unsafe extern "C-unwind" fn job_sigterm(_signal: i32) {
+    unsafe {
+        (&raw mut pg_sys::InterruptPending).write_volatile(1);
+        (&raw mut pg_sys::ProcDiePending).write_volatile(1);
+        pg_sys::SetLatch(pg_sys::MyLatch);
+    }
+}
+
+/// First call of every job entry point: signals, the descriptor, and the connection to the
+/// job's database as the job's role. `None` (logged) for a malformed descriptor.
+pub fn begin() -> Option<JobDescriptor> {
+    // SIGTERM cancels the running command at once (VACUUM checks for interrupts), as it does
+    // for a client backend; the run is then marked interrupted by the worker's upkeep.
+    unsafe {
+        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(job_sigterm));
+        pg_sys::BackgroundWorkerUnblockSignals();
+    }
+    let extra = BackgroundWorker::get_extra().to_string();
+    let job = match JobDescriptor::decode(&extra) {
+        Ok(job) => job,
+        Err(e) => {
+            log!("admin_toolkit job: {e}");
+            return None;
+        }
+    };
+    BackgroundWorker::connect_worker_to_spi_by_oid(
+        Some(pg_sys::Oid::from(job.database)),
+        Some(pg_sys::Oid::from(job.role)),
+    );
+    Some(job)
+}
+
+/// Runs `f` with the bootstrap superuser's rights, as a SECURITY DEFINER function owned by
+/// it would: for the job's bookkeeping in the toolkit's own tables, never for the job's work.
+pub fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(pg_sys::Oid, i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: puts back what GetUserIdAndSecContext returned below.
+            unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) };
+        }
+    }
+    let (mut user, mut context) = (pg_sys::InvalidOid, 0i32);
+    // SAFETY: plain reads and writes of this backend's user id state.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let _restore = Restore(user, context);
+    f()
+}
+
+/// Bookkeeping in a transaction of its own with the superuser's rights; the error's message
+/// when it failed (its transaction rolled back).
+pub fn bookkeeping<R>(f: impl FnOnce() -> spi::Result<R>) -> Result<R, String> {
+    try_transaction(|| as_superuser(f))?.map_err(|e| e.to_string())
+}
+
+/// Like [`bookkeeping`], for a statement whose failure is only logged. The arguments are made
+/// before the transaction starts: scalars and text only (an array's type needs the catalog).
+pub fn record(sql: &str, args: Vec<pgrx::datum::DatumWithOid>) {
+    if let Err(e) = bookkeeping(|| Spi::run_with_args(sql, &args)) {
+        log!("admin_toolkit job: recording failed: {e}");
+    }
+}
+
+fn pending(flag: *const i32) -> bool {
+    // SAFETY: signal flags of this process, read volatile as the signal handlers write them.
+    unsafe { flag.read_volatile() != 0 }
+}
+
+/// What stopped a job: the status to record and why.
+pub type Interruption = (&'static str, &'static str);
+
+pub const SHUTDOWN: &str = "server shutdown";
+
+/// A cancellation (pg_cancel_backend: 'cancelled') or shutdown request (SIGTERM: 'failed') that
+/// arrived while the job ran outside any transaction. Clears the flags so the cleanup can run.
+pub fn interruption() -> Option<Interruption> {
+    let die = pending(&raw const pg_sys::ProcDiePending);
+    let cancel = pending(&raw const pg_sys::QueryCancelPending);
+    if !die && !cancel {
+        return None;
+    }
+    // SAFETY: as above; the job exits after its cleanup when a shutdown was asked for.
+    unsafe {
+        (&raw mut pg_sys::QueryCancelPending).write_volatile(0);
+        (&raw mut pg_sys::InterruptPending).write_volatile(0);
+        if die {
+            (&raw mut pg_sys::ProcDiePending).write_volatile(0);
+        }
+    }
+    Some(if die {
+        ("failed", SHUTDOWN)
+    } else {
+        ("cancelled", "cancelled")
+    })
+}
+
+/// Waits for a job started with `notify`: until it exits when `until_exit`, otherwise until
+/// `row_exists` says the job has recorded its row (at most `patience`), never for its work.
+pub fn wait(
+    worker: DynamicBackgroundWorker,
+    until_exit: bool,
+    patience: Duration,
+    mut row_exists: impl FnMut() -> bool,
+) {
+    if until_exit {
+        let _exit_status_is_read_from_the_row = worker.wait_for_shutdown();
+        return;
+    }
+    let _started_or_gone = worker.wait_for_startup();
+    let step = Duration::from_millis(20);
+    let mut waited = Duration::ZERO;
+    while waited < patience && !row_exists() {
+        std::thread::sleep(step);
+        waited += step;
+    }
+}
