@@ -81,9 +81,26 @@ median() { sort -g | awk '{ v[n++] = $1 } END { if (n == 0) print "nan"; else if
 
 machine() { echo "$(nproc) cores, $(free -g | awk '/^Mem:/ { print $2 }') GiB, $(uname -m), PostgreSQL $("$BIN/postgres" --version | awk '{ print $3 }')"; }
 
-# record BENCHMARK RESULT: appends a dated row to docs/benchmarks.md and echoes it.
+# build: "admin_toolkit VERSION PROFILE COMMIT" of the library the bench cluster loads; the
+# function is declared in pg_temp when the extension is not created there.
+build() {
+    psql_bench -At -F ' ' <<'SQL'
+CREATE FUNCTION pg_temp.admin_toolkit_build() RETURNS TABLE (version text, git_commit text, build_profile text, built_for text)
+    LANGUAGE c AS '$libdir/admin_toolkit', 'build_info_wrapper';
+SELECT 'admin_toolkit', version, build_profile, git_commit FROM pg_temp.admin_toolkit_build();
+SQL
+}
+
+# record BENCHMARK RESULT: appends a dated row to docs/benchmarks.md and echoes it. Refuses a
+# row measured on anything but a release build.
 record() {
-    local row="| $(date -u +%Y-%m-%d) | $1 | $2 | $(machine) |"
+    local built
+    built=$(build | tail -n 1)
+    case "$built" in
+        *" release "*) ;;
+        *) echo "bench: not recording \"$1\": the loaded admin_toolkit is not a release build ($built)" >&2; return 1 ;;
+    esac
+    local row="| $(date -u +%Y-%m-%d) | $1 | $2 | $(machine), $built |"
     if [ ! -f "$RESULTS" ]; then
         printf '# Benchmark results\n\nEach row is appended by a script under bench/ (see bench/README.md).\n\n| date | benchmark | result | machine |\n| --- | --- | --- | --- |\n' >"$RESULTS"
     fi

@@ -30,14 +30,19 @@ rmdir "$pgdata" # cargo pgrx test creates it as the postgres user
 cargo pgrx test pg15 "${runas[@]}" --pgdata "$pgdata"
 rm -rf "$pgdata"
 
-step "install the extension into PostgreSQL 15"
-cargo pgrx install --pg-config "$PG_CONFIG"
+# cargo pgrx test has just installed its debug build into the system PostgreSQL 15. The client
+# tests run against, and this script leaves installed, a release build of this checkout: what
+# the README promises, and what the demo cluster loads at its next restart.
+step "install the release build into PostgreSQL 15"
+cargo pgrx install --release --pg-config "$PG_CONFIG"
 
 step "build the admin-toolkit CLI (restore_command of the recovery tests)"
 cargo build --locked -p admin-toolkit-cli
 
 step "client tests against real clusters"
-cargo test --locked -p admin_toolkit_it --tests -- --test-threads="${ADMIN_TOOLKIT_TEST_THREADS:-4}"
+# The installed build must be the release build of this commit (see pgrx-tests/tests/build.rs).
+ADMIN_TOOLKIT_EXPECT_PROFILE=release ADMIN_TOOLKIT_EXPECT_COMMIT=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown) \
+    cargo test --locked -p admin_toolkit_it --tests -- --test-threads="${ADMIN_TOOLKIT_TEST_THREADS:-4}"
 echo
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?/) p += $i; if ($(i+1) ~ /^failed;?/) f += $i } }
      END { printf "admin_toolkit: %d passed, %d failed\n", p, f }' "$log"

@@ -2,7 +2,7 @@
 -- Least privilege: schedules and runs get an owner role (jobs run as it), row-level security
 -- on the schedule and history tables, a 'deleting' backup state (files are removed only after
 -- the transaction that retires a backup has committed), setup_role_hierarchy refuses the
--- toolkit's and the system's schemas, plan_recovery* name the NULL parameter.
+-- toolkit's and the system's schemas, plan_recovery* name the NULL parameter; build_info().
 \echo Use "ALTER EXTENSION admin_toolkit UPDATE TO '0.2.0'" to load this file. \quit
 
 -- Owners. Rows of 0.1.0 were run by the worker as the bootstrap superuser: they keep that role.
@@ -175,3 +175,11 @@ BEGIN
 END
 $$;
 
+
+-- As src/build_info.rs.
+CREATE FUNCTION build_info() RETURNS TABLE (version text, git_commit text, build_profile text, built_for text)
+STABLE STRICT PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'build_info_wrapper';
+COMMENT ON FUNCTION build_info() IS
+    'The loaded build of admin_toolkit: version, commit, release or debug profile, the PostgreSQL it was built for.';

@@ -232,6 +232,8 @@ COMMENT ON FUNCTION validate_password_policy(text, text) IS
     'Checks a password against the password policy; one row per rule (never stores or logs the password).';
 COMMENT ON FUNCTION maintain_partitions() IS
     'Runs partition upkeep of performance_metrics and security_audit_log now (the worker also does it).';
+COMMENT ON FUNCTION build_info() IS
+    'The loaded build of admin_toolkit: version, commit, release or debug profile, the PostgreSQL it was built for.';
 COMMENT ON FUNCTION is_preloaded() IS
     'Whether admin_toolkit is in shared_preload_libraries (needed by the worker and the hooks).';
 COMMENT ON FUNCTION collect_performance_metrics() IS

@@ -5,6 +5,7 @@
 use pgrx::prelude::*;
 
 mod backup;
+mod build_info;
 mod config;
 mod error;
 mod jobs;
