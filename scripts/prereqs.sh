@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing admin_toolkit needs, on Debian 12, idempotently:
 # PostgreSQL 15 with its server headers, libclang (for pgrx's bindings), sudo (tests run the
-# server as the postgres OS user), cargo-pgrx 0.18.1, and cargo-pgrx's registration of PG 15.
+# server as the postgres OS user), cargo-pgrx 0.18.1, and cargo-pgrx's registration of PG 15;
+# for the tests, an S3-compatible server (moto's standalone server, from PyPI, in a virtualenv).
 set -euo pipefail
 
 PGRX_VERSION=0.18.1
@@ -11,7 +12,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # pkg-config and libssl-dev: cargo-pgrx builds openssl-sys.
-packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev sudo pkg-config libssl-dev)
+packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev sudo pkg-config libssl-dev python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,5 +31,14 @@ fi
 
 if ! grep -qs "^pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
     cargo pgrx init --pg15 "$PG_CONFIG"
+fi
+# The S3-compatible server the tests start on 127.0.0.1 (pgrx-tests/src/s3.rs looks here).
+MOTO_VERSION=5.2.5
+S3_VENV=/opt/admin_toolkit-test/venv
+if ! "$S3_VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+    echo "prereqs: installing moto $MOTO_VERSION (S3-compatible test server) into $S3_VENV"
+    as_root rm -rf "$S3_VENV"
+    as_root /usr/bin/python3 -m venv "$S3_VENV"
+    as_root "$S3_VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 fi
 echo "prereqs: ready (PostgreSQL $("$PG_CONFIG" --version | awk '{print $2}'), $(cargo pgrx --version))"

@@ -6,11 +6,9 @@ use crate::lsn::{
     is_ancestor, parse_history, parse_segment_file_name, segment_file_name, timeline_of_segment,
     Lsn, TimelineSwitch,
 };
-use crate::storage::{LocalStorage, Location};
+use crate::storage::Storage;
 use crate::wal::restore_wal;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::time::UNIX_EPOCH;
 
 /// What the archive holds: segments by (timeline, number) with their archive times in
 /// microseconds since the epoch, and the timeline history files.
@@ -21,31 +19,23 @@ pub struct Archive {
 }
 
 impl Archive {
-    /// Reads an archive directory written by the archive module (`<name>.zst` files).
-    pub fn read(dir: &Path, segment_size: u64) -> Result<Archive, String> {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| format!("cannot read archive \"{}\": {e}", dir.display()))?;
-        let storage =
-            LocalStorage::open(&Location::Local(dir.to_path_buf())).map_err(|e| e.to_string())?;
+    /// Reads an archive written by the archive module (`<name>.zst` objects), local or not.
+    pub fn read(storage: &dyn Storage, segment_size: u64) -> Result<Archive, String> {
+        let objects = storage
+            .list("")
+            .map_err(|e| format!("cannot read the WAL archive: {e}"))?;
         let mut archive = Archive::default();
-        for entry in entries.filter_map(Result::ok) {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(base) = name.strip_suffix(".zst") else {
+        for object in objects {
+            let Some(base) = object.name.strip_suffix(".zst") else {
                 continue;
             };
             if let Some((tli, seg)) = parse_segment_file_name(base, segment_size) {
-                let micros = entry
-                    .metadata()
-                    .ok()
-                    .and_then(|m| m.modified().ok())
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_micros() as i64);
-                archive.segments.insert((tli, seg), micros);
+                archive.segments.insert((tli, seg), object.modified_micros);
             } else if let Some(tli) = base
                 .strip_suffix(".history")
                 .and_then(|t| u32::from_str_radix(t, 16).ok())
             {
-                let text = restore_wal(&storage, base).map_err(|e| e.to_string())?;
+                let text = restore_wal(storage, base).map_err(|e| e.to_string())?;
                 archive
                     .histories
                     .insert(tli, parse_history(&String::from_utf8_lossy(&text))?);

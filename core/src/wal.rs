@@ -54,7 +54,7 @@ pub fn archive_wal(
     }
     let sha = sha256_hex(contents);
     let (data, sum) = (data_object(name), checksum_object(name));
-    if storage.exists(&data) {
+    if storage.exists(&data)? {
         let stored_sha = match storage.get(&sum) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
             Err(_) => sha256_hex(&decompress(&storage.get(&data)?)?),

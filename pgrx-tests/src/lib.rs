@@ -5,6 +5,8 @@
 //! extension must already be installed into the server (`cargo pgrx install`); the README's test
 //! command does that. A cluster is stopped and its directory removed when it is dropped.
 
+pub mod s3;
+
 use postgres::{Client, NoTls};
 use std::fs;
 use std::net::TcpListener;
@@ -103,7 +105,7 @@ fn check(output: Output, what: &str) -> Output {
     output
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -1,0 +1,654 @@
+//! An S3-compatible bucket prefix as [`Storage`]. Requests are signed by `rusty-s3` (sans-I/O:
+//! it creates no runtime and no threads) and sent by `ureq`, a blocking HTTP client, so the code
+//! runs as well in the archiver process and a job worker as in the CLI. Large objects go up in
+//! parts on a few plain threads, which touch nothing but the network.
+//!
+//! Every request is retried on network errors, 5xx and 429 with exponential backoff. Credentials
+//! never appear in an error message.
+
+use super::{check_name, ObjectInfo, ObjectWriter, PutOutcome, Storage, StorageError};
+use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2, S3Action};
+use rusty_s3::{Bucket, Credentials, UrlStyle};
+use std::collections::VecDeque;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long a signed request stays valid: longer than any one request takes, with retries.
+const SIGNED_FOR: Duration = Duration::from_secs(3600);
+const ATTEMPTS: u32 = 5;
+/// Objects written through [`Storage::writer`] go up in parts of this size (S3's minimum part
+/// size is 5 MiB; 16 MiB keeps a 100 GB pack under S3's 10,000 parts).
+pub const PART_SIZE: usize = 16 << 20;
+/// Parts in flight at once per object.
+pub const PARALLEL_PARTS: usize = 4;
+
+/// Where the S3 service is and how to authenticate, from the settings (or the CLI's flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Settings {
+    /// `http(s)://host:port` of an S3-compatible service; empty: AWS in `region`.
+    pub endpoint: String,
+    pub region: String,
+    /// Path-style URLs (`endpoint/bucket/key`), as most S3-compatible servers need.
+    pub force_path_style: bool,
+    /// AWS shared-credentials file; empty: the `AWS_*` environment variables.
+    pub credentials_file: String,
+    /// Profile in the credentials file; empty: `AWS_PROFILE`, else `default`.
+    pub profile: String,
+}
+
+impl S3Settings {
+    fn region(&self) -> String {
+        if self.region.is_empty() {
+            "us-east-1".into()
+        } else {
+            self.region.clone()
+        }
+    }
+
+    fn credentials(&self) -> Result<Credentials, StorageError> {
+        if !self.credentials_file.is_empty() {
+            let path = PathBuf::from(&self.credentials_file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                StorageError::InvalidLocation(format!(
+                    "cannot read the S3 credentials file \"{}\": {e}",
+                    path.display()
+                ))
+            })?;
+            let profile = if self.profile.is_empty() {
+                std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into())
+            } else {
+                self.profile.clone()
+            };
+            return credentials_from_file(&text, &profile).ok_or_else(|| {
+                StorageError::InvalidLocation(format!(
+                    "the S3 credentials file \"{}\" has no aws_access_key_id and aws_secret_access_key in profile [{profile}]",
+                    path.display()
+                ))
+            });
+        }
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+            (Some(key), Some(secret)) => Ok(match var("AWS_SESSION_TOKEN") {
+                Some(token) => Credentials::new_with_token(key, secret, token),
+                None => Credentials::new(key, secret),
+            }),
+            _ => Err(StorageError::InvalidLocation(
+                "no S3 credentials: set admin_toolkit.s3_credentials_file (or --s3-credentials-file), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the server's environment".into(),
+            )),
+        }
+    }
+}
+
+/// The keys of `profile` in an AWS shared-credentials file (INI: `[profile]`, `key = value`).
+pub fn credentials_from_file(text: &str, profile: &str) -> Option<Credentials> {
+    let (mut key, mut secret, mut token) = (None, None, None);
+    let mut in_profile = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_profile = name.trim() == profile;
+            continue;
+        }
+        if !in_profile {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            let v = v.trim().to_string();
+            match k.trim() {
+                "aws_access_key_id" => key = Some(v),
+                "aws_secret_access_key" => secret = Some(v),
+                "aws_session_token" => token = Some(v),
+                _ => {}
+            }
+        }
+    }
+    match (key, secret, token) {
+        (Some(k), Some(s), Some(t)) => Some(Credentials::new_with_token(k, s, t)),
+        (Some(k), Some(s), None) => Some(Credentials::new(k, s)),
+        _ => None,
+    }
+}
+
+/// What every request needs, shared with the part-upload threads.
+struct Client {
+    bucket: Bucket,
+    credentials: Credentials,
+    agent: ureq::Agent,
+}
+
+pub struct S3Storage {
+    client: Arc<Client>,
+    /// Empty, or ending in `/`.
+    prefix: String,
+}
+
+/// An HTTP answer, read whole.
+struct Answer {
+    status: u16,
+    etag: Option<String>,
+    body: Vec<u8>,
+}
+
+fn read_answer(response: ureq::Response) -> Result<Answer, String> {
+    let status = response.status();
+    let etag = response.header("ETag").map(str::to_string);
+    let mut body = Vec::new();
+    response
+        .into_reader()
+        .read_to_end(&mut body)
+        .map_err(|e| format!("reading the response failed: {e}"))?;
+    Ok(Answer { status, etag, body })
+}
+
+/// S3's error code in an XML error body, for messages.
+fn error_code(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let code = text
+        .split("<Code>")
+        .nth(1)
+        .and_then(|rest| rest.split("</Code>").next());
+    code.unwrap_or("").to_string()
+}
+
+impl Client {
+    /// Sends one request with retries; returns the final answer of any status (the caller
+    /// judges 4xx), or an error after the retries when the service stays unreachable or 5xx.
+    fn send(
+        &self,
+        method: &str,
+        url: &url::Url,
+        headers: &[(&str, String)],
+        body: Option<&[u8]>,
+        what: &str,
+    ) -> Result<Answer, StorageError> {
+        let mut delay = Duration::from_millis(100);
+        let mut last = String::new();
+        for attempt in 1..=ATTEMPTS {
+            let mut request = self.agent.request_url(method, url);
+            for (name, value) in headers {
+                request = request.set(name, value);
+            }
+            let result = match body {
+                Some(bytes) => request.send_bytes(bytes),
+                None => request.call(),
+            };
+            let answer = match result {
+                Ok(response) | Err(ureq::Error::Status(_, response)) => read_answer(response),
+                Err(ureq::Error::Transport(t)) => Err(t.to_string()),
+            };
+            match answer {
+                Ok(a) if a.status >= 500 || a.status == 429 => {
+                    last = format!("HTTP {} {}", a.status, error_code(&a.body));
+                }
+                Ok(a) => return Ok(a),
+                Err(e) => last = e,
+            }
+            if attempt < ATTEMPTS {
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+        }
+        Err(StorageError::Io(format!(
+            "{what}: {last} (after {ATTEMPTS} attempts)"
+        )))
+    }
+
+    fn failed(what: &str, answer: &Answer) -> StorageError {
+        let code = error_code(&answer.body);
+        let message = format!("{what}: HTTP {} {code}", answer.status);
+        if answer.status == 404 && code != "NoSuchBucket" {
+            StorageError::NotFound(message)
+        } else {
+            StorageError::Io(message)
+        }
+    }
+
+    fn put(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        headers: &[(&str, String)],
+        what: &str,
+    ) -> Result<Answer, StorageError> {
+        let url = self
+            .bucket
+            .put_object(Some(&self.credentials), key)
+            .sign(SIGNED_FOR);
+        self.send("PUT", &url, headers, Some(bytes), what)
+    }
+
+    fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u16,
+        bytes: &[u8],
+    ) -> Result<String, StorageError> {
+        let url = self
+            .bucket
+            .upload_part(Some(&self.credentials), key, number, upload_id)
+            .sign(SIGNED_FOR);
+        let what = format!("uploading part {number} of {key}");
+        let answer = self.send("PUT", &url, &[], Some(bytes), &what)?;
+        match (answer.status, answer.etag) {
+            (200, Some(etag)) => Ok(etag),
+            _ => Err(Self::failed(
+                &what,
+                &Answer {
+                    etag: None,
+                    ..answer
+                },
+            )),
+        }
+    }
+
+    fn abort(&self, key: &str, upload_id: &str) {
+        let url = self
+            .bucket
+            .abort_multipart_upload(Some(&self.credentials), key, upload_id)
+            .sign(SIGNED_FOR);
+        let _best_effort = self.send("DELETE", &url, &[], None, "aborting an upload");
+    }
+}
+
+impl S3Storage {
+    pub fn open(
+        bucket: &str,
+        prefix: &str,
+        settings: &S3Settings,
+    ) -> Result<S3Storage, StorageError> {
+        let region = settings.region();
+        let endpoint = if settings.endpoint.is_empty() {
+            format!("https://s3.{region}.amazonaws.com")
+        } else {
+            settings.endpoint.trim_end_matches('/').to_string()
+        };
+        let url: url::Url = endpoint.parse().map_err(|e| {
+            StorageError::InvalidLocation(format!(
+                "invalid admin_toolkit.s3_endpoint \"{endpoint}\": {e}"
+            ))
+        })?;
+        let style = if settings.force_path_style {
+            UrlStyle::Path
+        } else {
+            UrlStyle::VirtualHost
+        };
+        let bucket = Bucket::new(url, style, bucket.to_string(), region).map_err(|e| {
+            StorageError::InvalidLocation(format!(
+                "cannot address bucket \"{bucket}\" at \"{endpoint}\": {e} (set admin_toolkit.s3_force_path_style for an IP address)"
+            ))
+        })?;
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(10))
+            .timeout_read(Duration::from_secs(120))
+            .timeout_write(Duration::from_secs(120))
+            .build();
+        Ok(S3Storage {
+            client: Arc::new(Client {
+                bucket,
+                credentials: settings.credentials()?,
+                agent,
+            }),
+            prefix: prefix.to_string(),
+        })
+    }
+
+    /// Creates `bucket` (for tests and first-time setup; backups never create buckets).
+    pub fn create_bucket(bucket: &str, settings: &S3Settings) -> Result<(), StorageError> {
+        let storage = S3Storage::open(bucket, "", settings)?;
+        let url = storage
+            .client
+            .bucket
+            .create_bucket(&storage.client.credentials)
+            .sign(SIGNED_FOR);
+        let what = format!("creating bucket {bucket}");
+        let answer = storage.client.send("PUT", &url, &[], Some(b""), &what)?;
+        match answer.status {
+            200 => Ok(()),
+            _ => Err(Client::failed(&what, &answer)),
+        }
+    }
+
+    fn key(&self, name: &str) -> Result<String, StorageError> {
+        check_name(name)?;
+        Ok(format!("{}{name}", self.prefix))
+    }
+
+    fn get_with(&self, name: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, StorageError> {
+        let key = self.key(name)?;
+        let url = self
+            .client
+            .bucket
+            .get_object(Some(&self.client.credentials), &key)
+            .sign(SIGNED_FOR);
+        let headers: Vec<(&str, String)> = range
+            .map(|(offset, len)| {
+                (
+                    "Range",
+                    format!("bytes={offset}-{}", offset + len.max(1) - 1),
+                )
+            })
+            .into_iter()
+            .collect();
+        let what = format!("reading {}", self.describe(name));
+        let answer = self.client.send("GET", &url, &headers, None, &what)?;
+        match answer.status {
+            200 | 206 => Ok(answer.body),
+            _ => Err(Client::failed(&what, &answer)),
+        }
+    }
+}
+
+impl Storage for S3Storage {
+    fn put_new(&self, name: &str, bytes: &[u8]) -> Result<PutOutcome, StorageError> {
+        let key = self.key(name)?;
+        let what = format!("storing {}", self.describe(name));
+        let compare = || -> Result<PutOutcome, StorageError> {
+            if self.get(name)? == bytes {
+                Ok(PutOutcome::AlreadyPresent)
+            } else {
+                Err(StorageError::Conflict(format!(
+                    "{} already exists with different content; refusing to overwrite it",
+                    self.describe(name)
+                )))
+            }
+        };
+        // Look first (servers that ignore If-None-Match), then write only if still absent.
+        if self.exists(name)? {
+            return compare();
+        }
+        let answer = self
+            .client
+            .put(&key, bytes, &[("If-None-Match", "*".into())], &what)?;
+        match answer.status {
+            200 => Ok(PutOutcome::Stored),
+            412 | 409 => compare(),
+            _ => Err(Client::failed(&what, &answer)),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<Vec<u8>, StorageError> {
+        self.get_with(name, None)
+    }
+
+    fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = self.get_with(name, Some((offset, len)))?;
+        if bytes.len() as u64 != len {
+            return Err(StorageError::Io(format!(
+                "reading {}: asked for {len} bytes at {offset}, got {}",
+                self.describe(name),
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn exists(&self, name: &str) -> Result<bool, StorageError> {
+        let key = self.key(name)?;
+        let url = self
+            .client
+            .bucket
+            .head_object(Some(&self.client.credentials), &key)
+            .sign(SIGNED_FOR);
+        let what = format!("looking for {}", self.describe(name));
+        let answer = self.client.send("HEAD", &url, &[], None, &what)?;
+        match answer.status {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => Err(Client::failed(&what, &answer)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        let full = format!("{}{prefix}", self.prefix);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut action =
+                ListObjectsV2::new(&self.client.bucket, Some(&self.client.credentials));
+            action.with_prefix(full.as_str());
+            if let Some(t) = &token {
+                action.with_continuation_token(t.as_str());
+            }
+            let url = action.sign(SIGNED_FOR);
+            let what = format!("listing {}", self.describe(prefix));
+            let answer = self.client.send("GET", &url, &[], None, &what)?;
+            if answer.status != 200 {
+                return Err(Client::failed(&what, &answer));
+            }
+            let text = String::from_utf8_lossy(&answer.body);
+            let page = ListObjectsV2::parse_response(&text)
+                .map_err(|e| StorageError::Io(format!("{what}: unreadable answer: {e}")))?;
+            for object in page.contents {
+                let Some(name) = object.key.strip_prefix(&self.prefix) else {
+                    continue;
+                };
+                out.push(ObjectInfo {
+                    name: name.to_string(),
+                    size: object.size.unwrap_or(0),
+                    modified_micros: object
+                        .last_modified
+                        .as_deref()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map_or(0, |t| t.timestamp_micros()),
+                });
+            }
+            match page.next_continuation_token {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn delete(&self, name: &str) -> Result<(), StorageError> {
+        let key = self.key(name)?;
+        let url = self
+            .client
+            .bucket
+            .delete_object(Some(&self.client.credentials), &key)
+            .sign(SIGNED_FOR);
+        let what = format!("deleting {}", self.describe(name));
+        let answer = self.client.send("DELETE", &url, &[], None, &what)?;
+        match answer.status {
+            200 | 204 | 404 => Ok(()),
+            _ => Err(Client::failed(&what, &answer)),
+        }
+    }
+
+    fn writer(&self, name: &str) -> Result<Box<dyn ObjectWriter>, StorageError> {
+        Ok(Box::new(S3Writer {
+            client: Arc::clone(&self.client),
+            key: self.key(name)?,
+            shown: self.describe(name),
+            buffer: Vec::with_capacity(PART_SIZE),
+            upload_id: None,
+            in_flight: VecDeque::new(),
+            etags: Vec::new(),
+            next_part: 1,
+            written: 0,
+            finished: false,
+        }))
+    }
+
+    fn describe(&self, name: &str) -> String {
+        format!("s3://{}/{}{name}", self.client.bucket.name(), self.prefix)
+    }
+}
+
+type PartResult = Result<(u16, String), StorageError>;
+
+/// A multipart upload: parts go up on threads as the buffer fills; the object appears only at
+/// CompleteMultipartUpload. Dropped unfinished, it aborts the upload (its parts are removed).
+struct S3Writer {
+    client: Arc<Client>,
+    key: String,
+    shown: String,
+    buffer: Vec<u8>,
+    upload_id: Option<String>,
+    in_flight: VecDeque<JoinHandle<PartResult>>,
+    etags: Vec<(u16, String)>,
+    next_part: u16,
+    written: u64,
+    finished: bool,
+}
+
+impl S3Writer {
+    fn start_upload(&mut self) -> Result<String, StorageError> {
+        if let Some(id) = &self.upload_id {
+            return Ok(id.clone());
+        }
+        let url = self
+            .client
+            .bucket
+            .create_multipart_upload(Some(&self.client.credentials), &self.key)
+            .sign(SIGNED_FOR);
+        let what = format!("starting the upload of {}", self.shown);
+        let answer = self.client.send("POST", &url, &[], Some(b""), &what)?;
+        if answer.status != 200 {
+            return Err(Client::failed(&what, &answer));
+        }
+        let text = String::from_utf8_lossy(&answer.body);
+        let id = CreateMultipartUpload::parse_response(&text)
+            .map_err(|e| StorageError::Io(format!("{what}: unreadable answer: {e}")))?
+            .upload_id()
+            .to_string();
+        self.upload_id = Some(id.clone());
+        Ok(id)
+    }
+
+    fn collect_one(&mut self) -> Result<(), StorageError> {
+        if let Some(handle) = self.in_flight.pop_front() {
+            let (number, etag) = handle.join().map_err(|_| {
+                StorageError::Io(format!("uploading {}: a part upload panicked", self.shown))
+            })??;
+            self.etags.push((number, etag));
+        }
+        Ok(())
+    }
+
+    /// Sends the buffer as the next part, waiting first when enough parts are in flight.
+    fn send_part(&mut self) -> Result<(), StorageError> {
+        let upload_id = self.start_upload()?;
+        while self.in_flight.len() >= PARALLEL_PARTS {
+            self.collect_one()?;
+        }
+        let bytes = std::mem::replace(&mut self.buffer, Vec::with_capacity(PART_SIZE));
+        let number = self.next_part;
+        self.next_part = self.next_part.checked_add(1).ok_or_else(|| {
+            StorageError::Io(format!("{} needs more than 65,535 parts", self.shown))
+        })?;
+        let client = Arc::clone(&self.client);
+        let key = self.key.clone();
+        self.in_flight.push_back(std::thread::spawn(move || {
+            client
+                .upload_part(&key, &upload_id, number, &bytes)
+                .map(|etag| (number, etag))
+        }));
+        Ok(())
+    }
+}
+
+impl ObjectWriter for S3Writer {
+    fn write(&mut self, mut bytes: &[u8]) -> Result<(), StorageError> {
+        self.written += bytes.len() as u64;
+        while !bytes.is_empty() {
+            let room = PART_SIZE - self.buffer.len();
+            let take = room.min(bytes.len());
+            self.buffer.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.buffer.len() == PART_SIZE {
+                self.send_part()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<u64, StorageError> {
+        if self.upload_id.is_none() {
+            // Small: one PUT, atomic by itself.
+            let what = format!("storing {}", self.shown);
+            let answer = self.client.put(&self.key, &self.buffer, &[], &what)?;
+            if answer.status != 200 {
+                return Err(Client::failed(&what, &answer));
+            }
+            self.finished = true;
+            return Ok(self.written);
+        }
+        if !self.buffer.is_empty() {
+            self.send_part()?;
+        }
+        while !self.in_flight.is_empty() {
+            self.collect_one()?;
+        }
+        self.etags.sort_by_key(|(number, _)| *number);
+        let upload_id = self.upload_id.clone().unwrap_or_default();
+        let action = self.client.bucket.complete_multipart_upload(
+            Some(&self.client.credentials),
+            &self.key,
+            &upload_id,
+            self.etags.iter().map(|(_, etag)| etag.as_str()),
+        );
+        let url = action.sign(SIGNED_FOR);
+        let body = action.body();
+        let what = format!("completing the upload of {}", self.shown);
+        let answer = self
+            .client
+            .send("POST", &url, &[], Some(body.as_bytes()), &what)?;
+        // CompleteMultipartUpload can fail with 200 and an error document.
+        if answer.status != 200 || !error_code(&answer.body).is_empty() {
+            return Err(Client::failed(&what, &answer));
+        }
+        self.finished = true;
+        Ok(self.written)
+    }
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        while let Some(handle) = self.in_flight.pop_front() {
+            let _abandoned = handle.join();
+        }
+        if let Some(id) = &self.upload_id {
+            self.client.abort(&self.key, id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_files_are_read_by_profile() {
+        let text = "# comment\n[default]\naws_access_key_id = AKIA1\naws_secret_access_key=s1\n\n[backup]\naws_access_key_id=AKIA2\naws_secret_access_key = s2\naws_session_token = t2\n";
+        let default = credentials_from_file(text, "default").unwrap();
+        assert_eq!(
+            (default.key(), default.secret(), default.token()),
+            ("AKIA1", "s1", None)
+        );
+        let backup = credentials_from_file(text, "backup").unwrap();
+        assert_eq!((backup.key(), backup.token()), ("AKIA2", Some("t2")));
+        assert!(credentials_from_file(text, "other").is_none());
+    }
+
+    #[test]
+    fn error_codes_are_read_from_s3_error_documents() {
+        let body =
+            b"<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>x</Message></Error>";
+        assert_eq!(error_code(body), "NoSuchKey");
+        assert_eq!(error_code(b""), "");
+    }
+}

@@ -1,0 +1,57 @@
+//! The storage suite every backend passes (core::storage::suite), here against a real
+//! S3-compatible server, with the part size and retries of production.
+
+use admin_toolkit_core::storage::{suite, Location, S3Storage, Storage, StorageError};
+use admin_toolkit_it::s3::S3Server;
+use admin_toolkit_it::ScratchDir;
+
+#[test]
+fn s3_storage_passes_the_shared_suite() {
+    let server = S3Server::start();
+    let scratch = ScratchDir::new("admin_toolkit_s3_");
+    let credentials = scratch.join("credentials");
+    std::fs::write(&credentials, S3Server::credentials_text()).unwrap();
+    let settings = server.settings(&credentials);
+    server.create_bucket(&settings, "suite-bucket");
+    let Location::S3 { bucket, prefix } =
+        Location::parse("s3://suite-bucket/some/prefix/").unwrap()
+    else {
+        unreachable!()
+    };
+    let storage = S3Storage::open(&bucket, &prefix, &settings).unwrap();
+    suite::run(&storage);
+    // The same bucket under another prefix is another storage.
+    let other = S3Storage::open(&bucket, "other/", &settings).unwrap();
+    other.put_new("x", b"1").unwrap();
+    assert!(storage.list("").unwrap().is_empty());
+}
+
+#[test]
+fn unreachable_or_unconfigured_s3_fails_clearly_and_keeps_secrets_out_of_messages() {
+    let server = S3Server::start();
+    let scratch = ScratchDir::new("admin_toolkit_s3_");
+    let credentials = scratch.join("credentials");
+    std::fs::write(&credentials, S3Server::credentials_text()).unwrap();
+    let mut settings = server.settings(&credentials);
+    server.create_bucket(&settings, "b-1");
+    // a missing bucket
+    let storage = S3Storage::open("no-such-bucket", "", &settings).unwrap();
+    let err = storage.put_new("x", b"1").unwrap_err().to_string();
+    assert!(err.contains("no-such-bucket"), "{err}");
+    // no credentials at all
+    settings.credentials_file = scratch.join("missing");
+    let err = match S3Storage::open("b-1", "", &settings) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("opened without credentials"),
+    };
+    assert!(err.contains("credentials"), "{err}");
+    // nothing listening: retried, then a clear error
+    let mut down = server.settings(&credentials);
+    down.endpoint = format!("http://127.0.0.1:{}", admin_toolkit_it::free_port());
+    let storage = S3Storage::open("b-1", "", &down).unwrap();
+    let err = storage.get("x").unwrap_err();
+    assert!(matches!(err, StorageError::Io(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("attempts"), "{message}");
+    assert!(!message.contains(admin_toolkit_it::s3::SECRET_KEY));
+}
