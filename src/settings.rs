@@ -56,6 +56,16 @@ pub static PASSWORD_MIN_LENGTH: GucSetting<i32> = GucSetting::<i32>::new(12);
 /// Directory (absolute path or file://) the archive module stores WAL in.
 pub static ARCHIVE_LOCATION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
+/// S3-compatible endpoint (`http(s)://host:port`); empty: AWS.
+pub static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+/// S3 region (signing, and AWS's endpoint).
+pub static S3_REGION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"us-east-1"));
+/// Path-style S3 URLs, as most S3-compatible servers need.
+pub static S3_FORCE_PATH_STYLE: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// AWS shared-credentials file; empty: the server's AWS_* environment.
+pub static S3_CREDENTIALS_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
 /// IANA time zone of cron schedules; empty: the server's TimeZone.
 pub static TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 /// Whether the password policy is enforced on CREATE/ALTER ROLE ... PASSWORD.
@@ -181,9 +191,41 @@ pub fn register(preloading: bool) {
     );
     GucRegistry::define_string_guc(
         c"admin_toolkit.archive_location",
-        c"Where the archive module (archive_library = 'admin_toolkit') stores WAL: an absolute path or file:// URL.",
+        c"Where the archive module (archive_library = 'admin_toolkit') stores WAL: an absolute path, file:// URL or s3://bucket/prefix.",
         c"",
         &ARCHIVE_LOCATION,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"admin_toolkit.s3_endpoint",
+        c"S3-compatible endpoint of s3:// locations (http(s)://host:port); empty means AWS in admin_toolkit.s3_region.",
+        c"",
+        &S3_ENDPOINT,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"admin_toolkit.s3_region",
+        c"Region of s3:// locations.",
+        c"",
+        &S3_REGION,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_bool_guc(
+        c"admin_toolkit.s3_force_path_style",
+        c"Address S3 buckets by path (endpoint/bucket/key), as most S3-compatible servers need.",
+        c"",
+        &S3_FORCE_PATH_STYLE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"admin_toolkit.s3_credentials_file",
+        c"AWS shared-credentials file for s3:// locations, readable by the server's OS user; empty means the AWS_* environment of the server.",
+        c"",
+        &S3_CREDENTIALS_FILE,
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
     );
@@ -263,6 +305,25 @@ pub fn archive_location() -> Option<String> {
         .get()
         .map(|s| s.to_string_lossy().into_owned())
         .filter(|s| !s.trim().is_empty())
+}
+
+fn text(setting: &GucSetting<Option<CString>>) -> String {
+    setting
+        .get()
+        .map(|s| s.to_string_lossy().trim().to_string())
+        .unwrap_or_default()
+}
+
+/// How s3:// locations are reached (the credentials themselves are read when a storage opens,
+/// from the file or the environment, and are never kept in a setting or a table).
+pub fn s3() -> admin_toolkit_core::storage::S3Settings {
+    admin_toolkit_core::storage::S3Settings {
+        endpoint: text(&S3_ENDPOINT),
+        region: text(&S3_REGION),
+        force_path_style: S3_FORCE_PATH_STYLE.get(),
+        credentials_file: text(&S3_CREDENTIALS_FILE),
+        profile: String::new(),
+    }
 }
 
 /// The schedules' time zone name, when set.

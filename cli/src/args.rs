@@ -1,5 +1,6 @@
 //! Command-line parsing: subcommands, their options, and their help texts.
 
+use admin_toolkit_core::storage::S3Settings;
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
@@ -22,19 +23,29 @@ restore_command (this tool's wal-get), the recovery target, recovery_target_acti
 
   --backup       the backup directory (backup_history.backup_path)
   --target-dir   where to restore; must be missing or empty
-  --archive      the WAL archive (admin_toolkit.archive_location); checked before restoring
+  --archive      the WAL archive (admin_toolkit.archive_location: a directory or s3://bucket/prefix);
+                 checked before restoring, and written into restore_command with the S3 options
+  --s3-*         see \"help wal-get\"
   --target-time  recover up to this time; include a UTC offset: '2026-11-24 10:00:00+00'
   --target-lsn   recover up to this WAL position, e.g. 0/5000060
   --target-name  recover up to this named restore point (pg_create_restore_point)
   --threads      decompression threads (default: cores, at most 4)";
 
 pub const WAL_GET_HELP: &str = "\
-usage: admin-toolkit wal-get --archive <dir> <walfile> <destination>
+usage: admin-toolkit wal-get --archive <dir|s3://bucket/prefix> [S3 options] <walfile> <destination>
 
 Copies WAL file <walfile> from the archive to <destination>, checking its checksum; meant for
-restore_command = 'admin-toolkit wal-get --archive <dir> %f %p'. Exit status 1 when the file is
-not in the archive (recovery then goes on), 126 when it is there but damaged (recovery stops:
-damaged WAL must not pass for the end of WAL).";
+restore_command = 'admin-toolkit wal-get --archive <archive> %f %p'. Exit status 1 when the file
+is not in the archive (recovery then goes on), 126 when it is there but damaged, or when the
+archive cannot be reached (recovery stops: damaged or unreachable WAL must not pass for the end
+of WAL).
+
+S3 options (each also read from the environment variable named after it):
+  --s3-endpoint <url>         S3-compatible endpoint (ADMIN_TOOLKIT_S3_ENDPOINT); default AWS
+  --s3-region <region>        (ADMIN_TOOLKIT_S3_REGION), default us-east-1
+  --s3-path-style <on|off>    path-style bucket URLs (ADMIN_TOOLKIT_S3_PATH_STYLE)
+  --s3-credentials-file <f>   AWS shared-credentials file (AWS_SHARED_CREDENTIALS_FILE);
+                              without one, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY";
 
 pub const VERIFY_HELP: &str = "\
 usage: admin-toolkit verify --backup <backup_path> [--threads <n>]
@@ -53,14 +64,18 @@ pub enum RecoveryTarget {
 pub struct Restore {
     pub backup: PathBuf,
     pub target_dir: PathBuf,
-    pub archive: Option<PathBuf>,
+    /// A directory or s3:// location.
+    pub archive: Option<String>,
+    pub s3: S3Settings,
     pub target: Option<RecoveryTarget>,
     pub threads: Option<usize>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct WalGet {
-    pub archive: PathBuf,
+    /// A directory or s3:// location.
+    pub archive: String,
+    pub s3: S3Settings,
     pub file: String,
     pub destination: PathBuf,
 }
@@ -136,6 +151,32 @@ impl Options {
             .filter(|v| !v.is_empty())
             .ok_or(format!("option --{name} is required"))
     }
+    /// The S3 options, each defaulting to its environment variable.
+    fn s3(&self) -> Result<S3Settings, String> {
+        let pick = |option: &str, variable: &str| {
+            self.get(option)
+                .or_else(|| std::env::var(variable).ok())
+                .unwrap_or_default()
+        };
+        let path_style = pick("s3-path-style", "ADMIN_TOOLKIT_S3_PATH_STYLE");
+        let force_path_style = match path_style.to_ascii_lowercase().as_str() {
+            "" | "off" | "false" | "0" => false,
+            "on" | "true" | "1" => true,
+            other => {
+                return Err(format!(
+                    "--s3-path-style must be on or off, not \"{other}\""
+                ))
+            }
+        };
+        Ok(S3Settings {
+            endpoint: pick("s3-endpoint", "ADMIN_TOOLKIT_S3_ENDPOINT"),
+            region: pick("s3-region", "ADMIN_TOOLKIT_S3_REGION"),
+            force_path_style,
+            credentials_file: pick("s3-credentials-file", "AWS_SHARED_CREDENTIALS_FILE"),
+            profile: String::new(),
+        })
+    }
+
     fn threads(&self) -> Result<Option<usize>, String> {
         self.get("threads")
             .map(|t| {
@@ -171,6 +212,10 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
                     "target-lsn",
                     "target-name",
                     "threads",
+                    "s3-endpoint",
+                    "s3-region",
+                    "s3-path-style",
+                    "s3-credentials-file",
                 ],
             )?;
             if o.help {
@@ -195,13 +240,23 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
             Ok(Invocation::Restore(Restore {
                 backup: o.require("backup")?.into(),
                 target_dir: o.require("target-dir")?.into(),
-                archive: o.get("archive").map(PathBuf::from),
+                archive: o.get("archive"),
+                s3: o.s3()?,
                 target: targets.into_iter().next(),
                 threads: o.threads()?,
             }))
         }
         Some("wal-get") => {
-            let o = split(rest, &["archive"])?;
+            let o = split(
+                rest,
+                &[
+                    "archive",
+                    "s3-endpoint",
+                    "s3-region",
+                    "s3-path-style",
+                    "s3-credentials-file",
+                ],
+            )?;
             if o.help {
                 return Ok(Invocation::Help(WAL_GET_HELP));
             }
@@ -209,7 +264,8 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
                 return Err("wal-get needs <walfile> and <destination>".into());
             };
             Ok(Invocation::WalGet(WalGet {
-                archive: o.require("archive")?.into(),
+                archive: o.require("archive")?,
+                s3: o.s3()?,
                 file: file.clone(),
                 destination: destination.into(),
             }))
@@ -263,6 +319,7 @@ mod tests {
                 backup: "/b".into(),
                 target_dir: "/t".into(),
                 archive: None,
+                s3: S3Settings::default(),
                 target: Some(RecoveryTarget::Time("2026-11-24 10:00:00+00".into())),
                 threads: None,
             })
@@ -278,6 +335,31 @@ mod tests {
         assert!(
             matches!(w, Invocation::WalGet(WalGet { ref file, .. }) if file == "000000010000000000000001")
         );
+        let s3 = parse(&args(&[
+            "wal-get",
+            "--archive=s3://bucket/wal",
+            "--s3-endpoint",
+            "http://127.0.0.1:9000",
+            "--s3-path-style=on",
+            "--s3-credentials-file",
+            "/etc/creds",
+            "000000010000000000000001",
+            "x",
+        ]))
+        .unwrap();
+        let Invocation::WalGet(w) = s3 else { panic!() };
+        assert_eq!(w.archive, "s3://bucket/wal");
+        assert_eq!(w.s3.endpoint, "http://127.0.0.1:9000");
+        assert!(w.s3.force_path_style);
+        assert_eq!(w.s3.credentials_file, "/etc/creds");
+        assert!(parse(&args(&[
+            "wal-get",
+            "--archive=/a",
+            "--s3-path-style=maybe",
+            "f",
+            "d"
+        ]))
+        .is_err());
         for bad in [
             &["restore", "--backup", "/b"][..],
             &[

@@ -10,7 +10,7 @@ use admin_toolkit_core::backup::restore::{
 use admin_toolkit_core::chrono::DateTime;
 use admin_toolkit_core::lsn::Lsn;
 use admin_toolkit_core::recovery::{plan_segments, Archive, BackupPosition, Target};
-use admin_toolkit_core::storage::{LocalStorage, Location};
+use admin_toolkit_core::storage::{self, Location, S3Settings, Storage, StorageError};
 use admin_toolkit_core::wal::{data_object, is_wal_file_name, restore_wal};
 use std::io::Write;
 use std::path::Path;
@@ -99,11 +99,12 @@ pub fn restore(r: &Restore) -> ExitCode {
         },
         Some(RecoveryTarget::Name(_)) | None => Target::EndOfArchive,
     };
-    let archive = match r.archive.as_deref().map(std::path::absolute).transpose() {
+    // A local archive is named by its absolute path in restore_command.
+    let archive = match r.archive.as_deref().map(archive_location).transpose() {
         Ok(a) => a,
-        Err(e) => return fail(format!("cannot resolve --archive: {e}")),
+        Err(e) => return fail(e),
     };
-    if let Some(dir) = &archive {
+    if let Some(location) = &archive {
         let position = match (
             Lsn::parse(&manifest.start_lsn),
             Lsn::parse(&manifest.end_lsn),
@@ -115,10 +116,13 @@ pub fn restore(r: &Restore) -> ExitCode {
             },
             _ => return fail("the backup's manifest has no valid start and end LSN"),
         };
-        let plan = Archive::read(dir, manifest.wal_segment_size).and_then(|a| {
-            plan_segments(&a, position, target, manifest.wal_segment_size)
-                .map_err(|e| e.to_string())
-        });
+        let plan = storage::open(location, &r.s3)
+            .map_err(|e| e.to_string())
+            .and_then(|s| Archive::read(s.as_ref(), manifest.wal_segment_size))
+            .and_then(|a| {
+                plan_segments(&a, position, target, manifest.wal_segment_size)
+                    .map_err(|e| e.to_string())
+            });
         match plan {
             Ok(plan) => eprintln!(
                 "WAL: {} segments needed on timeline {}, from {} to {}, all in the archive",
@@ -131,7 +135,7 @@ pub fn restore(r: &Restore) -> ExitCode {
                 return fail(format!(
                     "cannot recover backup {} from \"{}\": {e}",
                     manifest.backup_id,
-                    dir.display()
+                    location.display()
                 ))
             }
         }
@@ -154,7 +158,7 @@ pub fn restore(r: &Restore) -> ExitCode {
         }
     };
     let seconds = started.elapsed().as_secs_f64();
-    if let Err(e) = write_recovery_settings(r, archive.as_deref()) {
+    if let Err(e) = write_recovery_settings(r, archive.as_ref()) {
         undo(&r.target_dir, existed);
         return fail(e);
     }
@@ -177,20 +181,53 @@ pub fn restore(r: &Restore) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn write_recovery_settings(r: &Restore, archive: Option<&Path>) -> Result<(), String> {
+/// The archive location, a local one made absolute.
+fn archive_location(text: &str) -> Result<Location, String> {
+    match Location::parse(text) {
+        Ok(location) => Ok(location),
+        Err(StorageError::InvalidLocation(_)) if !text.contains("://") => std::path::absolute(text)
+            .map(Location::Local)
+            .map_err(|e| format!("cannot resolve --archive: {e}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The S3 options of `s3` as wal-get flags (the credentials file by path, never its keys).
+fn s3_flags(s3: &S3Settings) -> Vec<String> {
+    let mut flags = Vec::new();
+    for (flag, value) in [
+        ("--s3-endpoint", &s3.endpoint),
+        ("--s3-region", &s3.region),
+        ("--s3-credentials-file", &s3.credentials_file),
+    ] {
+        if !value.is_empty() {
+            flags.push(format!("{flag}={}", shell_quote(value)));
+        }
+    }
+    if s3.force_path_style {
+        flags.push("--s3-path-style=on".into());
+    }
+    flags
+}
+
+fn write_recovery_settings(r: &Restore, archive: Option<&Location>) -> Result<(), String> {
     let mut lines = vec![format!(
         "\n# recovery settings written by admin-toolkit restore from {}",
         r.backup.display()
     )];
-    if let Some(dir) = archive {
+    if let Some(location) = archive {
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
-        let command = format!(
-            "{} wal-get --archive {} %f %p",
+        let mut words = vec![
             shell_quote(&exe.to_string_lossy()),
-            shell_quote(&dir.to_string_lossy())
-        );
-        lines.push(format!("restore_command = {}", quote(&command)));
+            "wal-get".to_string(),
+            format!("--archive={}", shell_quote(&location.display())),
+        ];
+        if matches!(location, Location::S3 { .. }) {
+            words.extend(s3_flags(&r.s3));
+        }
+        words.extend(["%f".to_string(), "%p".to_string()]);
+        lines.push(format!("restore_command = {}", quote(&words.join(" "))));
     }
     match &r.target {
         Some(RecoveryTarget::Time(t)) => lines.push(format!("recovery_target_time = {}", quote(t))),
@@ -224,16 +261,30 @@ pub fn wal_get(w: &WalGet) -> ExitCode {
     if !is_wal_file_name(&w.file) {
         return fail(format!("\"{}\" is not a WAL file name", w.file));
     }
-    let storage = match LocalStorage::open(&Location::Local(w.archive.clone())) {
+    let opened = Location::parse(&w.archive)
+        .or_else(|e| archive_location(&w.archive).map_err(|_| e.to_string()))
+        .and_then(|l| storage::open(&l, &w.s3).map_err(|e| e.to_string()));
+    let storage: Box<dyn Storage> = match opened {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        // Not "missing": an unusable archive must stop recovery, not end it early.
+        Err(e) => {
+            eprintln!("admin-toolkit: cannot open the archive: {e}");
+            return ExitCode::from(126);
+        }
     };
-    if !w.archive.join(data_object(&w.file)).exists() {
-        // The normal end of archived WAL during recovery: exit 1, quietly enough.
-        eprintln!("admin-toolkit: {} is not in the archive", w.file);
-        return ExitCode::from(1);
+    match storage.exists(&data_object(&w.file)) {
+        Ok(true) => {}
+        Ok(false) => {
+            // The normal end of archived WAL during recovery: exit 1, quietly enough.
+            eprintln!("admin-toolkit: {} is not in the archive", w.file);
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("admin-toolkit: cannot reach the archive: {e}");
+            return ExitCode::from(126);
+        }
     }
-    let bytes = match restore_wal(&storage, &w.file) {
+    let bytes = match restore_wal(storage.as_ref(), &w.file) {
         Ok(b) => b,
         Err(e) => {
             // Above 125: PostgreSQL stops recovery instead of taking this for the end of WAL.

@@ -1,11 +1,12 @@
 //! admin_toolkit as a PostgreSQL 15 archive module (`archive_library = 'admin_toolkit'`): each
-//! WAL file is stored compressed with checksums in `admin_toolkit.archive_location`, durably,
+//! WAL file is stored compressed with checksums in `admin_toolkit.archive_location` (a local
+//! directory or s3://bucket/prefix), durably,
 //! never overwriting different content. Any failure returns false, so the archiver keeps the
 //! file and retries: no WAL is lost. The stored files' modification times are their archive
 //! times, for recovery planning.
 
 use crate::settings;
-use admin_toolkit_core::storage::{LocalStorage, Location, PutOutcome};
+use admin_toolkit_core::storage::PutOutcome;
 use admin_toolkit_core::wal::archive_wal;
 use pgrx::prelude::*;
 use std::ffi::{c_char, CStr};
@@ -34,8 +35,7 @@ unsafe extern "C-unwind" fn check_configured() -> bool {
 
 fn archive(name: &str, path: &str) -> Result<PutOutcome, String> {
     let location =
-        settings::archive_location().ok_or("admin_toolkit.archive_location is not set")?;
-    let location = Location::parse(&location).map_err(|e| e.to_string())?;
+        super::store::archive_location().ok_or("admin_toolkit.archive_location is not set")??;
     // SAFETY: DataDir is set for the life of the process.
     let data_dir = unsafe { CStr::from_ptr(pg_sys::DataDir) }
         .to_string_lossy()
@@ -43,9 +43,9 @@ fn archive(name: &str, path: &str) -> Result<PutOutcome, String> {
     if location.overlaps(Path::new(&data_dir)) {
         return Err("admin_toolkit.archive_location must be outside the data directory".into());
     }
-    let storage = LocalStorage::open(&location).map_err(|e| e.to_string())?;
+    let storage = super::store::open(&location)?;
     let contents = std::fs::read(path).map_err(|e| format!("cannot read \"{path}\": {e}"))?;
-    archive_wal(&storage, name, &contents).map_err(|e| e.to_string())
+    archive_wal(storage.as_ref(), name, &contents).map_err(|e| e.to_string())
 }
 
 #[pg_guard]

@@ -15,6 +15,7 @@ use admin_toolkit_core::backup::label::parse_backup_label;
 use admin_toolkit_core::backup::manifest::{ChainLink, Manifest, FORMAT};
 use admin_toolkit_core::chrono::Utc;
 use admin_toolkit_core::lsn::{segment_file_name, Lsn};
+use admin_toolkit_core::storage::Location;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -115,31 +116,36 @@ fn run(schedule_id: i32, backup_id: i64) {
             return log!("admin_toolkit job: reading backup schedule {schedule_id} failed: {e}")
         }
     };
-    let (dir, failure) = match (checked, archiving) {
-        (Ok(dir), None) => (Some(dir), None),
-        (Ok(dir), Some(m)) => (Some(dir), Some(m)),
+    let (location, failure) = match (checked, archiving) {
+        (Ok(location), None) => (Some(location), None),
+        (Ok(location), Some(m)) => (Some(location), Some(m)),
         (Err(m), _) => (None, Some(m)),
     };
-    let now = Utc::now();
-    let path = match &dir {
-        Some(d) if schedule.backup_type == "wal_archive" => d.clone(),
-        Some(d) => d.join(format!(
-            "backup_{}_{backup_id}",
-            now.format("%Y%m%d_%H%M%S")
-        )),
-        None => PathBuf::from(schedule.storage_location.trim()),
+    let name = format!("backup_{}_{backup_id}", Utc::now().format("%Y%m%d_%H%M%S"));
+    let path_text = match &location {
+        Some(l) if schedule.backup_type == "wal_archive" => l.display(),
+        Some(Location::Local(dir)) => dir.join(&name).display().to_string(),
+        Some(l) => l.join(&name).display(),
+        None => schedule.storage_location.trim().to_string(),
     };
-    let path_text = path.to_string_lossy().into_owned();
     match begin(&schedule, backup_id, &path_text, failure.as_deref()) {
         Ok(true) => {}
         Ok(false) => return,
         Err(e) => return log!("admin_toolkit job: starting backup {backup_id} failed: {e}"),
     }
-    if schedule.backup_type == "wal_archive" {
-        return super::wal_switch::run(backup_id, &path);
-    }
-    if let Err((status, message)) = base_backup(&schedule, backup_id, &path) {
-        finish_failed(backup_id, status, &message);
+    match location {
+        Some(l) if schedule.backup_type == "wal_archive" => super::wal_switch::run(backup_id, &l),
+        Some(Location::Local(_)) => {
+            if let Err((status, message)) = base_backup(&schedule, backup_id, Path::new(&path_text))
+            {
+                finish_failed(backup_id, status, &message);
+            }
+        }
+        _ => finish_failed(
+            backup_id,
+            "failed",
+            "base backups to object storage are not available yet",
+        ),
     }
 }
 

@@ -7,5 +7,6 @@ pub mod jobs;
 mod recovery;
 pub mod retention;
 mod schedule;
+mod store;
 pub mod verify;
 mod wal_switch;

@@ -2,18 +2,18 @@
 //! which WAL segments (by name, checked present), how long, and whether a recovery point can
 //! really be reached.
 
-use super::schedule::{archive_directory, wal_segment_size};
+use super::schedule::wal_segment_size;
+use super::store;
 use super::verify::{check_backup, row, CheckRow};
 use crate::error::{require, ToolkitError};
 use crate::maintenance::schedule::unix_micros;
 use crate::settings;
 use admin_toolkit_core::lsn::{parse_segment_file_name, Lsn};
 use admin_toolkit_core::recovery::{plan_segments, Archive, BackupPosition, Plan, Target};
-use admin_toolkit_core::storage::{LocalStorage, Location};
+use admin_toolkit_core::storage::StorageError;
 use admin_toolkit_core::wal::restore_wal;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
-use std::path::PathBuf;
 
 /// A completed backup as recovery needs it.
 struct BaseBackup {
@@ -69,12 +69,13 @@ fn load_backup(
 const USABLE: &str = "status = 'completed' AND backup_type IN ('full', 'incremental')";
 
 fn archive(segment_size: u64) -> Archive {
-    let dir = archive_directory().unwrap_or_else(|| {
-        ToolkitError::wrong_state("admin_toolkit.archive_location is not set: there is no WAL archive to plan from")
+    let storage = store::archive().unwrap_or_else(|e| {
+        ToolkitError::wrong_state(format!("cannot plan from the WAL archive: {e}"))
             .with_hint("Archive WAL with archive_library = 'admin_toolkit' and admin_toolkit.archive_location.")
             .raise()
     });
-    Archive::read(&dir, segment_size).unwrap_or_else(|e| ToolkitError::wrong_state(e).raise())
+    Archive::read(storage.as_ref(), segment_size)
+        .unwrap_or_else(|e| ToolkitError::wrong_state(e).raise())
 }
 
 /// Restore time from the backup's own measured throughput, plus replay of the WAL at
@@ -329,15 +330,20 @@ fn validate_recovery_point(
     });
     // WAL: every segment the plan needs and every listed one, present with a matching checksum
     let segment_size = wal_segment_size()?;
-    let dir: Option<PathBuf> = archive_directory();
-    let Some(dir) = dir else {
-        rows.push(error(
-            "wal_files",
-            "admin_toolkit.archive_location is not set: no archive to check".into(),
-        ));
-        return Ok(TableIterator::new(rows));
+    let storage = match store::archive() {
+        Ok(storage) => storage,
+        Err(e) => {
+            rows.push(error("wal_files", format!("no archive to check: {e}")));
+            return Ok(TableIterator::new(rows));
+        }
     };
-    let archive = Archive::read(&dir, segment_size).unwrap_or_default();
+    let archive = match Archive::read(storage.as_ref(), segment_size) {
+        Ok(archive) => archive,
+        Err(e) => {
+            rows.push(error("wal_files", e));
+            return Ok(TableIterator::new(rows));
+        }
+    };
     let target = match (lsn, time) {
         (Some(l), _) => Target::Lsn(l),
         (None, Some(t)) => Target::Time(unix_micros(t)),
@@ -353,16 +359,12 @@ fn validate_recovery_point(
             needed.push(name.clone());
         }
     }
-    let storage = LocalStorage::open(&Location::Local(dir.clone())).ok();
     let mut bad: Vec<String> = Vec::new();
     for name in &needed {
-        match storage.as_ref().map(|s| restore_wal(s, name)) {
-            Some(Ok(_)) => {}
-            Some(Err(e)) if !dir.join(format!("{name}.zst")).exists() => {
-                bad.push(format!("{name} is missing ({e})"))
-            }
-            Some(Err(e)) => bad.push(format!("{name} is damaged: {e}")),
-            None => bad.push(format!("{name}: the archive cannot be opened")),
+        match restore_wal(storage.as_ref(), name) {
+            Ok(_) => {}
+            Err(StorageError::NotFound(e)) => bad.push(format!("{name} is missing ({e})")),
+            Err(e) => bad.push(format!("{name} is damaged or unreadable: {e}")),
         }
     }
     if let Err(e) = &planned {

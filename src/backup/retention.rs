@@ -9,12 +9,13 @@
 //! for its transaction, so neither deletes nor chains onto what the other is working on.
 
 use super::jobs::BackupFiles;
-use super::schedule::{archive_directory, wal_segment_size};
+use super::schedule::wal_segment_size;
+use super::store;
 use admin_toolkit_core::backup::retention::{backups_to_delete, wal_to_delete, BackupInfo};
 use admin_toolkit_core::lsn::Lsn;
+use admin_toolkit_core::storage::Storage;
+use admin_toolkit_core::wal::{checksum_object, data_object};
 use pgrx::prelude::*;
-use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
 pub struct Deleted {
     pub backup_id: i64,
@@ -83,43 +84,42 @@ fn mark_deleting(backup_id: i64) -> spi::Result<()> {
     )
 }
 
-/// Archived WAL files with their archive times (the stored file's modification time).
-fn archived_wal(dir: &Path) -> Vec<(String, i64)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let base = name.strip_suffix(".zst")?.to_string();
-            let mtime = e
-                .metadata()
-                .ok()?
-                .modified()
-                .ok()?
-                .duration_since(UNIX_EPOCH)
-                .ok()?
-                .as_secs() as i64;
-            Some((base, mtime))
+/// Archived WAL files with their archive times in seconds (the stored object's time).
+fn archived_wal(storage: &dyn Storage) -> Result<Vec<(String, i64)>, String> {
+    Ok(storage
+        .list("")
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter_map(|o| {
+            let base = o.name.strip_suffix(".zst")?.to_string();
+            Some((base, o.modified_micros / 1_000_000))
         })
-        .collect()
+        .collect())
 }
 
-fn remove_wal(dir: &Path, names: &[String]) -> (usize, u64) {
+/// Removes archived WAL files (data, then checksum object); returns how many and their bytes.
+fn remove_wal(storage: &dyn Storage, names: &[String]) -> (usize, u64) {
+    let sizes: std::collections::HashMap<String, u64> = storage
+        .list("")
+        .map(|l| l.into_iter().map(|o| (o.name, o.size)).collect())
+        .unwrap_or_default();
     let (mut files, mut bytes) = (0, 0);
     for name in names {
-        let data: PathBuf = dir.join(format!("{name}.zst"));
-        let size = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
-        match std::fs::remove_file(&data) {
+        let data = data_object(name);
+        match storage.delete(&data) {
             Ok(()) => {
-                let _missing_is_fine = std::fs::remove_file(dir.join(format!("{name}.sha256")));
+                if let Err(e) = storage.delete(&checksum_object(name)) {
+                    log!(
+                        "admin_toolkit: cannot remove {}: {e}",
+                        storage.describe(&checksum_object(name))
+                    );
+                }
                 files += 1;
-                bytes += size;
+                bytes += sizes.get(&data).copied().unwrap_or(0);
             }
-            Err(e) => warning!(
-                "admin_toolkit: cannot remove archived WAL \"{}\": {e}",
-                data.display()
+            Err(e) => log!(
+                "admin_toolkit: cannot remove archived WAL {}: {e}",
+                storage.describe(&data)
             ),
         }
     }
@@ -177,19 +177,21 @@ pub struct Finished {
 /// In the worker: removes the files of backups marked 'deleting' (committed) and marks them
 /// 'deleted', then removes the archived WAL that no retained backup and no recovery point needs.
 /// A backup whose files cannot be removed stays 'deleting' and is tried again.
-pub fn finish_deletions() -> spi::Result<Finished> {
+pub fn finish_deletions() -> Result<Finished, String> {
+    let spi = |e: spi::Error| e.to_string();
     let mut done = Finished {
         backups: 0,
         wal_files: 0,
         wal_bytes: 0,
     };
-    if Spi::get_one::<bool>(TAKE_RETENTION_LOCK)? != Some(true) {
+    if Spi::get_one::<bool>(TAKE_RETENTION_LOCK).map_err(spi)? != Some(true) {
         return Ok(done); // a backup is running: next time
     }
     let deleting = BackupFiles::query(
         "SELECT backup_id, backup_path, backup_type FROM admin_toolkit.backup_history \
          WHERE status = 'deleting' ORDER BY backup_id",
-    )?;
+    )
+    .map_err(spi)?;
     for backup in deleting {
         let backup_id = backup.backup_id;
         if let Err(e) = backup.remove() {
@@ -200,11 +202,13 @@ pub fn finish_deletions() -> spi::Result<Finished> {
             "UPDATE admin_toolkit.backup_history SET status = 'deleted', \
                metadata = metadata || jsonb_build_object('deleted_at', now()) WHERE backup_id = $1",
             &[backup_id.into()],
-        )?;
+        )
+        .map_err(spi)?;
         done.backups += 1;
     }
-    if let Some(dir) = archive_directory() {
-        let segment_size = wal_segment_size()?;
+    if let Some(location) = store::archive_location() {
+        let storage = store::open(&location?)?;
+        let segment_size = wal_segment_size().map_err(spi)?;
         // Every retained backup, and every recovery point (from its base backup's start, or
         // its own position when it has none), needs the WAL from there on.
         let oldest: Option<String> = crate::query::read_scalar(
@@ -214,7 +218,8 @@ pub fn finish_deletions() -> spi::Result<Finished> {
                 UNION ALL \
                 SELECT coalesce(b.start_lsn, p.recovery_lsn) FROM admin_toolkit.recovery_points p \
                   LEFT JOIN admin_toolkit.backup_history b ON b.backup_id = p.base_backup_id) needed",
-        )?;
+        )
+        .map_err(spi)?;
         let oldest_segment = oldest
             .as_deref()
             .and_then(Lsn::parse)
@@ -222,14 +227,15 @@ pub fn finish_deletions() -> spi::Result<Finished> {
         let keep_after: Option<i64> = crate::query::read_scalar(
             "SELECT extract(epoch FROM now() - make_interval(days => max(retention_days)))::bigint \
              FROM admin_toolkit.backup_schedules WHERE backup_type = 'wal_archive' AND is_active",
-        )?;
+        )
+        .map_err(spi)?;
         let doomed_wal = wal_to_delete(
-            &archived_wal(&dir),
+            &archived_wal(storage.as_ref())?,
             oldest_segment,
             keep_after,
             segment_size,
         );
-        (done.wal_files, done.wal_bytes) = remove_wal(&dir, &doomed_wal);
+        (done.wal_files, done.wal_bytes) = remove_wal(storage.as_ref(), &doomed_wal);
     }
     Ok(done)
 }

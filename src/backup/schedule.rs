@@ -1,10 +1,10 @@
 //! Backup schedules as the backup code reads them, and the checks every run makes first.
 
 use crate::query::read_scalar;
-use admin_toolkit_core::storage::{Location, StorageError};
+use admin_toolkit_core::storage::Location;
 use pgrx::prelude::*;
 use std::ffi::CStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub struct BackupSchedule {
     pub schedule_id: i32,
@@ -57,8 +57,8 @@ pub enum Refusal {
     Failure(String),
 }
 
-/// Checks a schedule's owner, location and options; the local directory when usable.
-pub fn check(schedule: &BackupSchedule) -> Result<PathBuf, Refusal> {
+/// Checks a schedule's owner, location and options; its location when usable.
+pub fn check(schedule: &BackupSchedule) -> Result<Location, Refusal> {
     use crate::error::ToolkitError;
     if !may_write_server_files(&schedule.owner) {
         return Err(Refusal::BadInput(
@@ -78,29 +78,28 @@ pub fn check(schedule: &BackupSchedule) -> Result<PathBuf, Refusal> {
             .with_hint("Set encryption_key_id to NULL to take unencrypted backups, or encrypt the storage itself."),
         ));
     }
-    let dir = match Location::parse(&schedule.storage_location) {
-        Ok(Location::Local(dir)) => dir,
-        Err(StorageError::InvalidLocation(m)) if m.contains("object storage") => {
-            return Err(Refusal::Failure(m))
-        }
-        Err(e) => {
-            return Err(Refusal::BadInput(ToolkitError::invalid_parameter(format!(
-                "backup schedule {}: {e}",
-                schedule.schedule_id
-            ))))
-        }
-    };
-    if Location::Local(dir.clone()).overlaps(&data_directory()) {
-        return Err(Refusal::BadInput(
+    let location = Location::parse(&schedule.storage_location).map_err(|e| {
+        Refusal::BadInput(ToolkitError::invalid_parameter(format!(
+            "backup schedule {}: {e}",
+            schedule.schedule_id
+        )))
+    })?;
+    match &location {
+        Location::Local(dir) if location.overlaps(&data_directory()) => Err(Refusal::BadInput(
             ToolkitError::invalid_parameter(format!(
                 "backup schedule {}: storage location \"{}\" overlaps the data directory",
                 schedule.schedule_id,
                 dir.display()
             ))
             .with_hint("Store backups outside the data directory, ideally on another disk."),
-        ));
+        )),
+        Location::S3 { .. } if schedule.backup_type != "wal_archive" => Err(Refusal::Failure(format!(
+            "base backups to object storage are not available yet: cannot store backup schedule {}'s backups in \"{}\" (WAL archiving to s3:// is)",
+            schedule.schedule_id,
+            location.display()
+        ))),
+        _ => Ok(location),
     }
-    Ok(dir)
 }
 
 /// The server's WAL segment size in bytes.
@@ -109,19 +108,6 @@ pub fn wal_segment_size() -> spi::Result<u64> {
         "SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size'",
     )?
     .map_or(admin_toolkit_core::lsn::DEFAULT_SEGMENT_SIZE, |v| v as u64))
-}
-
-/// The archive location of the archive module, when set and local.
-pub fn archive_directory() -> Option<PathBuf> {
-    match crate::settings::archive_location().map(|l| Location::parse(&l)) {
-        Some(Ok(Location::Local(dir))) => Some(dir),
-        _ => None,
-    }
-}
-
-pub fn same_directory(a: &Path, b: &Path) -> bool {
-    let clean = |p: &Path| p.components().collect::<PathBuf>();
-    clean(a) == clean(b)
 }
 
 /// Whether `role` is a superuser or has the privileges of pg_write_server_files: what writing

@@ -2,11 +2,12 @@
 //! the archiver has stored it, so the archive never lags more than the schedule's interval.
 
 use super::jobs::finish_failed;
-use super::schedule::{archive_directory, same_directory};
+use super::store;
 use crate::jobs::{interruption, record};
 use crate::worker::step::try_transaction;
+use admin_toolkit_core::storage::Location;
+use admin_toolkit_core::wal::data_object;
 use pgrx::prelude::*;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long a run waits for the archiver before recording a failure.
@@ -47,7 +48,7 @@ fn archived_up_to(segment: &str) -> bool {
     .unwrap_or(false)
 }
 
-pub fn run(backup_id: i64, location: &Path) {
+pub fn run(backup_id: i64, location: &Location) {
     let (mode, library, lsn, segment) = match switch() {
         Ok(v) => v,
         Err(e) => return finish_failed(backup_id, "failed", &format!("pg_switch_wal failed: {e}")),
@@ -59,11 +60,11 @@ pub fn run(backup_id: i64, location: &Path) {
             "WAL archiving is off: set archive_mode = on and restart",
         );
     }
-    let archive = archive_directory();
+    let archive = store::archive_location().and_then(Result::ok);
     if library == "admin_toolkit"
         && !archive
-            .as_deref()
-            .is_some_and(|a| same_directory(a, location))
+            .as_ref()
+            .is_some_and(|a| store::same_location(a, location))
     {
         return finish_failed(
             backup_id,
@@ -93,9 +94,13 @@ pub fn run(backup_id: i64, location: &Path) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let size = std::fs::metadata(location.join(format!("{segment}.zst")))
+    // The stored size of the segment, when the archive can be listed.
+    let stored = data_object(&segment);
+    let size = store::open(location)
+        .and_then(|s| s.list(&stored).map_err(|e| e.to_string()))
         .ok()
-        .map(|m| m.len() as i64);
+        .and_then(|objects| objects.into_iter().find(|o| o.name == stored))
+        .map(|o| o.size as i64);
     record(
         "UPDATE admin_toolkit.backup_history SET status = 'completed', end_time = clock_timestamp(), \
            start_lsn = $2::pg_lsn, end_lsn = $2::pg_lsn, backup_size_bytes = $3, \
