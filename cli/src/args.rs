@@ -21,7 +21,7 @@ Verifies and decompresses a backup (applying its incremental chain) into an empt
 directory, then writes recovery.signal and the recovery settings to postgresql.auto.conf:
 restore_command (this tool's wal-get), the recovery target, recovery_target_action = 'promote'.
 
-  --backup       the backup directory (backup_history.backup_path)
+  --backup       the backup (backup_history.backup_path: a directory or s3:// location)
   --target-dir   where to restore; must be missing or empty
   --archive      the WAL archive (admin_toolkit.archive_location: a directory or s3://bucket/prefix);
                  checked before restoring, and written into restore_command with the S3 options
@@ -48,10 +48,11 @@ S3 options (each also read from the environment variable named after it):
                               without one, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY";
 
 pub const VERIFY_HELP: &str = "\
-usage: admin-toolkit verify --backup <backup_path> [--threads <n>]
+usage: admin-toolkit verify --backup <backup_path> [--threads <n>] [S3 options]
 
 Rereads every file of a backup, and of the backups it references, and checks each against the
-SHA-256 checksums of its manifest. Exit status 0 when all match, 1 when not.";
+SHA-256 checksums of its manifest. <backup_path> is a directory or an s3:// location; the S3
+options are those of \"help wal-get\". Exit status 0 when all match, 1 when not.";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecoveryTarget {
@@ -62,7 +63,8 @@ pub enum RecoveryTarget {
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Restore {
-    pub backup: PathBuf,
+    /// A directory or s3:// location (backup_history.backup_path).
+    pub backup: String,
     pub target_dir: PathBuf,
     /// A directory or s3:// location.
     pub archive: Option<String>,
@@ -82,7 +84,9 @@ pub struct WalGet {
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Verify {
-    pub backup: PathBuf,
+    /// A directory or s3:// location (backup_history.backup_path).
+    pub backup: String,
+    pub s3: S3Settings,
     pub threads: Option<usize>,
 }
 
@@ -238,7 +242,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
                 );
             }
             Ok(Invocation::Restore(Restore {
-                backup: o.require("backup")?.into(),
+                backup: o.require("backup")?,
                 target_dir: o.require("target-dir")?.into(),
                 archive: o.get("archive"),
                 s3: o.s3()?,
@@ -271,12 +275,23 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
             }))
         }
         Some("verify") => {
-            let o = split(rest, &["backup", "threads"])?;
+            let o = split(
+                rest,
+                &[
+                    "backup",
+                    "threads",
+                    "s3-endpoint",
+                    "s3-region",
+                    "s3-path-style",
+                    "s3-credentials-file",
+                ],
+            )?;
             if o.help {
                 return Ok(Invocation::Help(VERIFY_HELP));
             }
             Ok(Invocation::Verify(Verify {
-                backup: o.require("backup")?.into(),
+                backup: o.require("backup")?,
+                s3: o.s3()?,
                 threads: o.threads()?,
             }))
         }
@@ -316,7 +331,7 @@ mod tests {
         assert_eq!(
             r,
             Invocation::Restore(Restore {
-                backup: "/b".into(),
+                backup: "/b".to_string(),
                 target_dir: "/t".into(),
                 archive: None,
                 s3: S3Settings::default(),

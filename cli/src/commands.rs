@@ -2,11 +2,11 @@
 
 use crate::args::{RecoveryTarget, Restore, Verify, WalGet};
 use admin_toolkit_core::backup::default_threads;
-use admin_toolkit_core::backup::manifest::Manifest;
 use admin_toolkit_core::backup::read::verify as verify_backup;
 use admin_toolkit_core::backup::restore::{
     is_empty_target, restore as restore_backup, write_small,
 };
+use admin_toolkit_core::backup::store::BackupStore;
 use admin_toolkit_core::chrono::DateTime;
 use admin_toolkit_core::lsn::Lsn;
 use admin_toolkit_core::recovery::{plan_segments, Archive, BackupPosition, Target};
@@ -70,7 +70,7 @@ fn undo(target: &Path, existed: bool) {
 }
 
 pub fn restore(r: &Restore) -> ExitCode {
-    let manifest = match Manifest::load(&r.backup) {
+    let manifest = match BackupStore::open(&r.backup, &r.s3).and_then(|s| s.load_manifest()) {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
@@ -147,6 +147,7 @@ pub fn restore(r: &Restore) -> ExitCode {
         &manifest,
         &r.target_dir,
         threads,
+        &r.s3,
         &mut progress("restoring"),
     ) {
         Ok(done) => done,
@@ -213,7 +214,7 @@ fn s3_flags(s3: &S3Settings) -> Vec<String> {
 fn write_recovery_settings(r: &Restore, archive: Option<&Location>) -> Result<(), String> {
     let mut lines = vec![format!(
         "\n# recovery settings written by admin-toolkit restore from {}",
-        r.backup.display()
+        r.backup
     )];
     if let Some(location) = archive {
         let exe =
@@ -307,13 +308,14 @@ pub fn wal_get(w: &WalGet) -> ExitCode {
 }
 
 pub fn verify(v: &Verify) -> ExitCode {
-    let manifest = match Manifest::load(&v.backup) {
+    let manifest = match BackupStore::open(&v.backup, &v.s3).and_then(|s| s.load_manifest()) {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
     let report = verify_backup(
         &manifest,
         v.threads.unwrap_or_else(default_threads),
+        &v.s3,
         &mut progress("verifying"),
     );
     for p in &report.problems {

@@ -350,16 +350,305 @@ fn retention_deletes_archived_wal_objects_in_the_bucket_and_only_those() {
     );
 }
 
+/// The specification's three sample schedules, exactly as it writes them.
+const SAMPLE_SCHEDULES: &str = "INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location) VALUES \
+    ('full', '0 2 * * 0', 90, 's3://mycompany-backups/postgresql/full/'), \
+    ('incremental', '0 2 * * 1-6', 30, 's3://mycompany-backups/postgresql/incremental/'), \
+    ('wal_archive', '*/5 * * * *', 7, 's3://mycompany-backups/postgresql/wal/') \
+    RETURNING schedule_id";
+
 #[test]
-fn base_backups_to_s3_are_refused_clearly_for_now() {
+fn the_specifications_s3_schedules_back_up_verify_and_restore_through_an_incremental_chain() {
     let Setup {
         _server,
         cluster: _cluster,
         mut db,
+        credentials,
+        endpoint,
+        store: _store,
         ..
     } = setup();
-    let full = schedule(&mut db, "full", "s3://mycompany-backups/postgresql/full/");
-    let (_, status, error, _) = run(&mut db, full);
-    assert_eq!(status, "failed");
-    assert!(error.unwrap_or_default().contains("not available yet"));
+    let ids: Vec<i32> = db
+        .query(SAMPLE_SCHEDULES, &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (full_schedule, incr_schedule, wal_schedule) = (ids[0], ids[1], ids[2]);
+    db.batch_execute("INSERT INTO t SELECT generate_series(1, 100); CREATE TABLE big AS SELECT g, md5(g::text) FROM generate_series(1, 300000) g")
+        .unwrap();
+    let (full, status, error, full_size) = run(&mut db, full_schedule);
+    assert_eq!(status, "completed", "{error:?}");
+    insert(&mut db, 101, 200);
+    let (incr, status, error, incr_size) = run(&mut db, incr_schedule);
+    assert_eq!(status, "completed", "{error:?}");
+    let (kind, depends): (String, String) = {
+        let r = db
+            .query_one("SELECT backup_type, metadata->>'chain' FROM admin_toolkit.backup_history WHERE backup_id = $1", &[&incr])
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(kind, "incremental");
+    assert_eq!(depends, format!("[{full}]"));
+    assert!(
+        incr_size.unwrap() * 5 < full_size.unwrap(),
+        "{incr_size:?} vs {full_size:?}"
+    );
+    let target: String = db
+        .query_one("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'", &[])
+        .unwrap()
+        .get(0);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    insert(&mut db, 201, 300);
+    let (_, status, error, _) = run(&mut db, wal_schedule);
+    assert_eq!(status, "completed", "{error:?}");
+
+    // Real objects in the bucket, under the specification's prefixes; verified by the server.
+    let settings = admin_toolkit_core::storage::S3Settings {
+        endpoint: endpoint.clone(),
+        region: "us-east-1".into(),
+        force_path_style: true,
+        credentials_file: credentials.clone(),
+        profile: String::new(),
+    };
+    let bucket = S3Storage::open("mycompany-backups", "postgresql/", &settings).unwrap();
+    let names: Vec<String> = bucket
+        .list("")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    for (prefix, object) in [
+        ("full/backup_", "/data.pack"),
+        ("full/backup_", "/backup.manifest"),
+        ("incremental/backup_", "/backup.manifest"),
+    ] {
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with(prefix) && n.ends_with(object)),
+            "{prefix}*{object} in {names:?}"
+        );
+    }
+    for id in [full, incr] {
+        let checks: Vec<(String, String)> = db
+            .query(
+                "SELECT check_name, status FROM admin_toolkit.verify_backup($1)",
+                &[&id],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert!(
+            !checks.is_empty() && checks.iter().all(|c| c.1 == "OK"),
+            "{checks:?}"
+        );
+    }
+
+    // PITR from S3 alone: the incremental (and through it the full) and the WAL.
+    let incr_path: String = db
+        .query_one(
+            "SELECT backup_path FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&incr],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        incr_path.starts_with("s3://mycompany-backups/postgresql/incremental/"),
+        "{incr_path}"
+    );
+    let s3_flags = [
+        format!("--s3-endpoint={endpoint}"),
+        "--s3-path-style=on".to_string(),
+        format!("--s3-credentials-file={credentials}"),
+    ];
+    let mut verify = vec!["verify".to_string(), format!("--backup={incr_path}")];
+    verify.extend(s3_flags.iter().cloned());
+    let refs: Vec<&str> = verify.iter().map(String::as_str).collect();
+    let out = run_cli_as_postgres(&refs);
+    assert!(out.status.success(), "{}", text(&out));
+    let scratch = ScratchDir::new("admin_toolkit_s3_base_restored_");
+    let data = scratch.join("data");
+    let mut restore = vec![
+        "restore".to_string(),
+        format!("--backup={incr_path}"),
+        "--target-dir".into(),
+        data.clone(),
+        format!("--archive={WAL}"),
+        "--target-time".into(),
+        target,
+    ];
+    restore.extend(s3_flags.iter().cloned());
+    let refs: Vec<&str> = restore.iter().map(String::as_str).collect();
+    let out = run_cli_as_postgres(&refs);
+    assert!(out.status.success(), "restore failed: {}", text(&out));
+    let restored = Cluster::from_data_dir(scratch, &["archive_mode = off".into()]);
+    let mut r = restored.connect("postgres");
+    wait_for("promotion", || {
+        (!r.query_one("SELECT pg_is_in_recovery()", &[])
+            .unwrap()
+            .get::<_, bool>(0))
+        .then_some(())
+    });
+    assert_eq!(count(&mut r, "SELECT count(*) FROM t"), 200);
+    assert_eq!(count(&mut r, "SELECT count(*) FROM big"), 300000);
+
+    // By the scheduler, as the sample schedules would run: due now, started by the worker.
+    db.execute(
+        "UPDATE admin_toolkit.backup_schedules SET schedule_expression = '* * * * *' WHERE schedule_id = ANY($1)",
+        &[&ids],
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let done = count(
+            &mut db,
+            &format!(
+                "SELECT count(DISTINCT schedule_id) FROM admin_toolkit.backup_history \
+                 WHERE status = 'completed' AND schedule_id = ANY('{{{}}}') AND backup_id > {incr} + 1",
+                ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+            ),
+        );
+        if done == 3 {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 150,
+            "the scheduled S3 backups did not all complete"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_cancelled_upload_leaves_no_manifest_and_retention_deletes_backup_objects() {
+    let Setup {
+        _server,
+        cluster: _cluster,
+        mut db,
+        credentials,
+        endpoint,
+        store: _store,
+        ..
+    } = setup();
+    let ids: Vec<i32> = db
+        .query(SAMPLE_SCHEDULES, &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Large enough that the upload is still running when it is cancelled.
+    db.batch_execute("CREATE TABLE big AS SELECT g, md5(g::text) || md5((g + 1)::text) AS x FROM generate_series(1, 3000000) g; CHECKPOINT")
+        .unwrap();
+    db.execute(
+        "UPDATE admin_toolkit.backup_schedules SET compression_level = 0 WHERE schedule_id = $1",
+        &[&ids[0]],
+    )
+    .unwrap();
+    let id: i64 = db
+        .query_one("SELECT admin_toolkit.execute_backup($1, false)", &[&ids[0]])
+        .unwrap()
+        .get(0);
+    wait_for("the upload to start", || {
+        (count(&mut db, &format!("SELECT count(*) FROM admin_toolkit.backup_history WHERE backup_id = {id} AND start_lsn IS NOT NULL")) == 1)
+            .then_some(())
+    });
+    db.batch_execute(&format!(
+        "SELECT pg_cancel_backend((metadata->>'pid')::int) FROM admin_toolkit.backup_history WHERE backup_id = {id}"
+    ))
+    .unwrap();
+    wait_for("the cancellation", || {
+        let status: String = db
+            .query_one(
+                "SELECT status FROM admin_toolkit.backup_history WHERE backup_id = $1",
+                &[&id],
+            )
+            .unwrap()
+            .get(0);
+        (status != "running").then_some(status)
+    });
+    let settings = admin_toolkit_core::storage::S3Settings {
+        endpoint,
+        region: "us-east-1".into(),
+        force_path_style: true,
+        credentials_file: credentials,
+        profile: String::new(),
+    };
+    let full = S3Storage::open("mycompany-backups", "postgresql/full/", &settings).unwrap();
+    let left: Vec<String> = full.list("").unwrap().into_iter().map(|o| o.name).collect();
+    assert!(
+        !left.iter().any(|n| n.ends_with("backup.manifest")),
+        "{left:?}"
+    );
+    assert!(
+        left.is_empty(),
+        "nothing of the cancelled backup is left: {left:?}"
+    );
+    let status: String = db
+        .query_one(
+            "SELECT status FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "cancelled");
+
+    // Two completed backups; the older one expires and its objects (only those) are deleted.
+    db.execute(
+        "UPDATE admin_toolkit.backup_schedules SET compression_level = 1 WHERE schedule_id = $1",
+        &[&ids[0]],
+    )
+    .unwrap();
+    let (old, status, error, _) = run(&mut db, ids[0]);
+    assert_eq!(status, "completed", "{error:?}");
+    let (new, status, error, _) = run(&mut db, ids[0]);
+    assert_eq!(status, "completed", "{error:?}");
+    let path_of = |db: &mut Client, id: i64| -> String {
+        db.query_one(
+            "SELECT backup_path FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let (old_path, new_path) = (path_of(&mut db, old), path_of(&mut db, new));
+    let prefix_of = |path: &str| {
+        path.trim_start_matches("s3://mycompany-backups/postgresql/full/")
+            .to_string()
+    };
+    db.execute(
+        "UPDATE admin_toolkit.backup_history SET end_time = end_time - interval '100 days', start_time = start_time - interval '100 days' WHERE backup_id = $1",
+        &[&old],
+    )
+    .unwrap();
+    let deleted: Vec<i64> = db
+        .query(
+            "SELECT deleted_backup_id FROM admin_toolkit.cleanup_old_backups()",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(deleted, vec![old]);
+    wait_for("the old backup's objects to go", || {
+        full.list(&prefix_of(&old_path))
+            .unwrap()
+            .is_empty()
+            .then_some(())
+    });
+    assert_eq!(
+        full.list(&prefix_of(&new_path)).unwrap().len(),
+        2,
+        "the new backup keeps its pack and manifest"
+    );
+    let status: String = db
+        .query_one(
+            "SELECT status FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&old],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "deleted");
 }

@@ -3,22 +3,20 @@
 //! schedule a WAL switch followed by waiting for the segment to reach the archive.
 
 use super::jobs::finish_failed;
-use super::schedule::{self, data_directory, BackupSchedule, Refusal};
+use super::schedule::{self, data_directory, BackupSchedule};
 use crate::jobs::{self, interruption, record, Interruption, JobDescriptor, JobKind, SHUTDOWN};
 use crate::worker::step::try_transaction;
-use admin_toolkit_core::backup::copy::{
-    copy_data_directory, create_backup_directory, remove_backup_directory, CopyOptions,
-    DEFAULT_CHUNK_SIZE,
-};
+use admin_toolkit_core::backup::copy::{copy_data_directory, CopyOptions, DEFAULT_CHUNK_SIZE};
 use admin_toolkit_core::backup::default_threads;
 use admin_toolkit_core::backup::label::parse_backup_label;
 use admin_toolkit_core::backup::manifest::{ChainLink, Manifest, FORMAT};
+use admin_toolkit_core::backup::store::{remove_backup, BackupStore};
 use admin_toolkit_core::chrono::Utc;
 use admin_toolkit_core::lsn::{segment_file_name, Lsn};
 use admin_toolkit_core::storage::Location;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Inserts the run's row; false when the run must stop here (recorded already). A running
@@ -99,11 +97,7 @@ fn run(schedule_id: i32, backup_id: i64) {
         let Some(schedule) = schedule::load(schedule_id)? else {
             return Ok(None);
         };
-        let checked = match schedule::check(&schedule) {
-            Ok(dir) => Ok(dir),
-            Err(Refusal::Failure(m)) => Err(m),
-            Err(Refusal::BadInput(e)) => Err(e.message().to_string()),
-        };
+        let checked = schedule::check(&schedule).map_err(|e| e.message().to_string());
         let archiving = schedule::archiving_refusal().map(|e| e.message().to_string());
         Ok(Some((schedule, checked, archiving)))
     });
@@ -135,23 +129,22 @@ fn run(schedule_id: i32, backup_id: i64) {
     }
     match location {
         Some(l) if schedule.backup_type == "wal_archive" => super::wal_switch::run(backup_id, &l),
-        Some(Location::Local(_)) => {
-            if let Err((status, message)) = base_backup(&schedule, backup_id, Path::new(&path_text))
-            {
+        Some(l) => {
+            let here = match &l {
+                Location::Local(dir) => Location::Local(dir.join(&name)),
+                s3 => s3.join(&name),
+            };
+            if let Err((status, message)) = base_backup(&schedule, backup_id, &here) {
                 finish_failed(backup_id, status, &message);
             }
         }
-        _ => finish_failed(
-            backup_id,
-            "failed",
-            "base backups to object storage are not available yet",
-        ),
+        None => {}
     }
 }
 
 /// The latest completed backup of this cluster to build an incremental on.
-fn previous_backup(backup_id: i64, system_id: &str) -> Result<Option<(i64, PathBuf)>, String> {
-    jobs::bookkeeping(|| -> spi::Result<Option<(i64, PathBuf)>> {
+fn previous_backup(backup_id: i64, system_id: &str) -> Result<Option<(i64, String)>, String> {
+    jobs::bookkeeping(|| -> spi::Result<Option<(i64, String)>> {
         Spi::connect(|c| {
             let rows = c.select(
                 "SELECT backup_id, backup_path FROM admin_toolkit.backup_history \
@@ -167,7 +160,7 @@ fn previous_backup(backup_id: i64, system_id: &str) -> Result<Option<(i64, PathB
             let r = rows.first();
             Ok(Some((
                 r.get::<i64>(1)?.unwrap_or_default(),
-                PathBuf::from(r.get::<String>(2)?.unwrap_or_default()),
+                r.get::<String>(2)?.unwrap_or_default(),
             )))
         })
     })
@@ -179,9 +172,11 @@ fn failed(message: impl Into<String>) -> Failure {
     ("failed", message.into())
 }
 
-/// The base backup proper. Any failure after pg_backup_start stops the backup, removes the
-/// directory, and is returned with the status to record.
-fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Path) -> Result<(), Failure> {
+/// The base backup proper, into `dir` (a new directory or s3:// prefix). Any failure after
+/// pg_backup_start stops the backup, removes what was written, and is returned with the status
+/// to record.
+fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Result<(), Failure> {
+    let s3 = crate::settings::s3();
     let started = Instant::now();
     let started_at = Utc::now();
     let facts = jobs::bookkeeping(|| -> spi::Result<(String, u64, String)> {
@@ -211,7 +206,9 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Path) -> Result<
     let mut note = Value::Null;
     if kind == "incremental" {
         match previous_backup(backup_id, &system_id).map_err(failed)? {
-            Some((prev_id, prev_path)) => match Manifest::load(&prev_path) {
+            Some((prev_id, prev_path)) => match BackupStore::open(&prev_path, &s3)
+                .and_then(|store| store.load_manifest())
+            {
                 Ok(m) => previous = Some(m),
                 Err(e) => {
                     return Err(failed(format!(
@@ -225,7 +222,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Path) -> Result<
             }
         }
     }
-    create_backup_directory(dir).map_err(failed)?;
+    let store = BackupStore::create(dir, &s3).map_err(failed)?;
     let label = format!("admin_toolkit backup {backup_id}");
     let start = try_transaction(|| {
         Spi::get_one_with_args::<String>(
@@ -250,23 +247,25 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Path) -> Result<
     };
     let link = ChainLink {
         backup_id,
-        path: dir.to_path_buf(),
+        path: PathBuf::from(dir.display()),
     };
     let mut interrupted: Option<Interruption> = None;
-    let copied = copy_data_directory(
-        &data_directory(),
-        dir,
-        link,
-        previous.as_ref(),
-        &options,
-        &mut |_| match interruption() {
-            Some(stop) => {
-                interrupted = Some(stop);
-                Err(format!("backup interrupted: {}", stop.1))
-            }
-            None => Ok(()),
-        },
-    );
+    let copied = store.pack_writer().and_then(|pack| {
+        copy_data_directory(
+            &data_directory(),
+            pack,
+            link,
+            previous.as_ref(),
+            &options,
+            &mut |_| match interruption() {
+                Some(stop) => {
+                    interrupted = Some(stop);
+                    Err(format!("backup interrupted: {}", stop.1))
+                }
+                None => Ok(()),
+            },
+        )
+    });
     let status = interrupted.map_or("failed", |(status, _)| status);
     let shutting_down = interrupted.is_some_and(|(_, why)| why == SHUTDOWN);
     // Always stop the backup, without pg_backup_stop's own wait for the archiver, which polls
@@ -330,7 +329,9 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Path) -> Result<
         backup_label: label_file,
         tablespace_map: map_file.unwrap_or_default(),
     };
-    let manifest_bytes = manifest.store(dir).map_err(|e| cleanup(dir, failed(e)))?;
+    let manifest_bytes = store
+        .store_manifest(&manifest)
+        .map_err(|e| cleanup(dir, failed(e)))?;
     let seconds = started.elapsed().as_secs_f64();
     let original = manifest.original_bytes();
     let end_wal = end_segment
@@ -400,9 +401,9 @@ fn wait_for_archive(last: &str) -> Result<(), Failure> {
     }
 }
 
-/// Removes the partial backup directory; a failure to remove is added to the message.
-fn cleanup(dir: &Path, (status, message): Failure) -> Failure {
-    match remove_backup_directory(dir) {
+/// Removes the partial backup; a failure to remove is added to the message.
+fn cleanup(dir: &Location, (status, message): Failure) -> Failure {
+    match remove_backup(&dir.display(), &crate::settings::s3()) {
         Ok(()) => (status, message),
         Err(e) => (
             status,

@@ -1,12 +1,11 @@
 //! Starting backup runs: `execute_backup()` now, due schedules from the worker, and the upkeep
 //! of runs whose job worker disappeared.
 
-use super::schedule::{self, Refusal};
+use super::schedule;
 use crate::error::{require, ToolkitError};
 use crate::jobs::{self, schedules::start_due, JobKind};
-use admin_toolkit_core::backup::copy::remove_backup_directory;
+use admin_toolkit_core::backup::store::remove_backup;
 use pgrx::prelude::*;
-use std::path::Path;
 
 fn next_backup_id() -> i64 {
     Spi::get_one::<i64>("SELECT nextval('admin_toolkit.backup_history_backup_id_seq')")
@@ -38,7 +37,7 @@ fn execute_backup(p_schedule_id: Option<i32>, p_wait: default!(Option<bool>, fal
             ToolkitError::undefined_object(format!("Schedule {schedule_id} not found or inactive"))
                 .raise()
         });
-    if let Err(Refusal::BadInput(e)) = schedule::check(&schedule) {
+    if let Err(e) = schedule::check(&schedule) {
         e.raise();
     }
     if unsafe { pg_sys::RecoveryInProgress() } {
@@ -143,7 +142,7 @@ impl BackupFiles {
         if self.kind == "wal_archive" {
             return Ok(());
         }
-        remove_backup_directory(Path::new(&self.path))
+        remove_backup(&self.path, &crate::settings::s3())
     }
 }
 

@@ -50,54 +50,40 @@ pub fn data_directory() -> PathBuf {
     )
 }
 
-/// Why a schedule cannot run, in two kinds: refusals of bad input (raised by execute_backup
-/// before anything is written) and failures a run records (object storage).
-pub enum Refusal {
-    BadInput(crate::error::ToolkitError),
-    Failure(String),
-}
-
-/// Checks a schedule's owner, location and options; its location when usable.
-pub fn check(schedule: &BackupSchedule) -> Result<Location, Refusal> {
+/// Checks a schedule's owner, location and options; its location when usable. execute_backup
+/// raises the refusal before anything is written; a scheduled run records it.
+pub fn check(schedule: &BackupSchedule) -> Result<Location, crate::error::ToolkitError> {
     use crate::error::ToolkitError;
     if !may_write_server_files(&schedule.owner) {
-        return Err(Refusal::BadInput(
+        return Err(
             ToolkitError::insufficient_privilege(format!(
                 "backup schedule {}: its owner \"{}\" may not write files on the server",
                 schedule.schedule_id, schedule.owner
             ))
             .with_hint("Backups write files as the server: the owner must be a superuser or a member of pg_write_server_files."),
-        ));
+        );
     }
     if let Some(key) = &schedule.encryption_key_id {
-        return Err(Refusal::BadInput(
+        return Err(
             ToolkitError::not_supported(format!(
                 "backup schedule {} has encryption_key_id \"{key}\", but backup encryption is not available yet",
                 schedule.schedule_id
             ))
             .with_hint("Set encryption_key_id to NULL to take unencrypted backups, or encrypt the storage itself."),
-        ));
+        );
     }
     let location = Location::parse(&schedule.storage_location).map_err(|e| {
-        Refusal::BadInput(ToolkitError::invalid_parameter(format!(
-            "backup schedule {}: {e}",
-            schedule.schedule_id
-        )))
+        ToolkitError::invalid_parameter(format!("backup schedule {}: {e}", schedule.schedule_id))
     })?;
     match &location {
-        Location::Local(dir) if location.overlaps(&data_directory()) => Err(Refusal::BadInput(
-            ToolkitError::invalid_parameter(format!(
+        Location::Local(dir) if location.overlaps(&data_directory()) => {
+            Err(ToolkitError::invalid_parameter(format!(
                 "backup schedule {}: storage location \"{}\" overlaps the data directory",
                 schedule.schedule_id,
                 dir.display()
             ))
-            .with_hint("Store backups outside the data directory, ideally on another disk."),
-        )),
-        Location::S3 { .. } if schedule.backup_type != "wal_archive" => Err(Refusal::Failure(format!(
-            "base backups to object storage are not available yet: cannot store backup schedule {}'s backups in \"{}\" (WAL archiving to s3:// is)",
-            schedule.schedule_id,
-            location.display()
-        ))),
+            .with_hint("Store backups outside the data directory, ideally on another disk."))
+        }
         _ => Ok(location),
     }
 }

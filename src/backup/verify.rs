@@ -3,10 +3,9 @@
 
 use crate::error::{require, ToolkitError};
 use admin_toolkit_core::backup::default_threads;
-use admin_toolkit_core::backup::manifest::Manifest;
 use admin_toolkit_core::backup::read::verify;
+use admin_toolkit_core::backup::store::BackupStore;
 use pgrx::prelude::*;
-use std::path::Path;
 
 /// Problems listed one per row, up to this many; the rest are counted.
 const MAX_PROBLEM_ROWS: usize = 100;
@@ -27,7 +26,8 @@ pub fn check_backup(backup_id: i64, path: &str, status: &str) -> Vec<CheckRow> {
             format!("backup {backup_id} is {status}, not completed"),
         )];
     }
-    let manifest = match Manifest::load(Path::new(path)) {
+    let s3 = crate::settings::s3();
+    let manifest = match BackupStore::open(path, &s3).and_then(|store| store.load_manifest()) {
         Ok(m) if m.backup_id == backup_id => m,
         Ok(m) => {
             return vec![row(
@@ -51,7 +51,7 @@ pub fn check_backup(backup_id: i64, path: &str, status: &str) -> Vec<CheckRow> {
             manifest.chain.len()
         ),
     )];
-    let report = verify(&manifest, default_threads(), &mut |_, _| {});
+    let report = verify(&manifest, default_threads(), &s3, &mut |_, _| {});
     let total = report.problems.len();
     for p in report.problems.iter().take(MAX_PROBLEM_ROWS) {
         let check = if p.path.is_empty() {

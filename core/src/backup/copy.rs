@@ -5,12 +5,12 @@
 use super::layout::{
     empties_directory, has_wal_logged_pages, is_temporary, skips_file, unlogged_relations,
 };
-use super::manifest::{file_digest, ChainLink, Chunk, FileEntry, Manifest, MARKER_FILE, PACK_FILE};
+use super::manifest::{file_digest, ChainLink, Chunk, FileEntry, Manifest};
 use super::parallel;
-use crate::storage::sha256_hex;
+use crate::storage::{sha256_hex, ObjectWriter};
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{BufWriter, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
@@ -37,51 +37,6 @@ pub struct Copied {
     pub files_read: u64,
     pub files_referenced: u64,
     pub pack_bytes: u64,
-}
-
-/// Creates the backup directory (which must not exist yet) with its marker file.
-pub fn create_backup_directory(backup_dir: &Path) -> Result<(), String> {
-    if let Some(parent) = backup_dir.parent() {
-        fs::create_dir_all(parent)
-            .map_err(|e| format!("cannot create directory \"{}\": {e}", parent.display()))?;
-    }
-    fs::create_dir(backup_dir)
-        .and_then(|_| File::create(backup_dir.join(MARKER_FILE)).map(drop))
-        .map_err(|e| {
-            format!(
-                "cannot create backup directory \"{}\": {e}",
-                backup_dir.display()
-            )
-        })
-}
-
-/// Removes a backup directory, only if it carries the marker (never anything else).
-pub fn remove_backup_directory(backup_dir: &Path) -> Result<(), String> {
-    if !backup_dir.exists() {
-        return Ok(());
-    }
-    if !backup_dir.join(MARKER_FILE).exists() {
-        return Err(format!(
-            "\"{}\" is not an admin_toolkit backup directory (no {MARKER_FILE}); not removing it",
-            backup_dir.display()
-        ));
-    }
-    // The marker goes last, so that a removal cut short can be finished by the next attempt.
-    let cannot = |e: std::io::Error| format!("cannot remove \"{}\": {e}", backup_dir.display());
-    for entry in fs::read_dir(backup_dir).map_err(cannot)? {
-        let entry = entry.map_err(cannot)?;
-        if entry.file_name() == MARKER_FILE {
-            continue;
-        }
-        let path = entry.path();
-        if entry.file_type().map_err(cannot)?.is_dir() {
-            fs::remove_dir_all(&path).map_err(cannot)?;
-        } else {
-            fs::remove_file(&path).map_err(cannot)?;
-        }
-    }
-    fs::remove_file(backup_dir.join(MARKER_FILE)).map_err(cannot)?;
-    fs::remove_dir(backup_dir).map_err(cannot)
 }
 
 struct Walk {
@@ -169,18 +124,13 @@ enum ChunkOutcome {
     },
 }
 
-struct PackWriter {
-    out: BufWriter<File>,
-    offset: u64,
-}
-
-/// Copies `data_dir` into `backup_dir` (created by [`create_backup_directory`]). With
-/// `previous`, unchanged files and chunks are referenced in it instead of stored again.
-/// `check` runs between batches with the bytes processed so far; an error from it (a
-/// cancellation) stops the copy.
+/// Copies `data_dir` into a backup whose pack is written to `pack` (finished at the end; an
+/// error drops it, which leaves no pack). With `previous`, unchanged files and chunks are
+/// referenced in it instead of stored again. `check` runs between batches with the bytes
+/// processed so far; an error from it (a cancellation) stops the copy.
 pub fn copy_data_directory(
     data_dir: &Path,
-    backup_dir: &Path,
+    mut pack: Box<dyn ObjectWriter>,
     this_backup: ChainLink,
     previous: Option<&Manifest>,
     options: &CopyOptions,
@@ -191,13 +141,7 @@ pub fn copy_data_directory(
         files: Vec::new(),
     };
     walk(data_dir, "", &mut tree)?;
-    let pack_path = backup_dir.join(PACK_FILE);
-    let pack_file = File::create(&pack_path)
-        .map_err(|e| format!("cannot create \"{}\": {e}", pack_path.display()))?;
-    let mut pack = PackWriter {
-        out: BufWriter::with_capacity(4 << 20, pack_file),
-        offset: 0,
-    };
+    let mut pack_offset = 0u64;
     let previous_files: HashMap<&str, &FileEntry> = previous
         .map(|m| m.files.iter().map(|f| (f.path.as_str(), f)).collect())
         .unwrap_or_default();
@@ -279,11 +223,10 @@ pub fn copy_data_directory(
                         stored,
                         compressed,
                     } => {
-                        pack.out.write_all(&stored).map_err(|e| {
-                            format!("cannot write \"{}\": {e}", pack_path.display())
-                        })?;
-                        let offset = pack.offset;
-                        pack.offset += stored.len() as u64;
+                        pack.write(&stored)
+                            .map_err(|e| format!("cannot write the pack: {e}"))?;
+                        let offset = pack_offset;
+                        pack_offset += stored.len() as u64;
                         Chunk {
                             sha256,
                             len,
@@ -310,12 +253,8 @@ pub fn copy_data_directory(
         });
     }
     check(processed)?;
-    let file = pack
-        .out
-        .into_inner()
-        .map_err(|e| format!("cannot write \"{}\": {}", pack_path.display(), e.error()))?;
-    file.sync_all()
-        .map_err(|e| format!("cannot fsync \"{}\": {e}", pack_path.display()))?;
+    pack.finish()
+        .map_err(|e| format!("cannot store the pack: {e}"))?;
     let chain = prune_chain(chain, &mut files);
     Ok(Copied {
         directories: tree.directories,
@@ -323,7 +262,7 @@ pub fn copy_data_directory(
         chain,
         files_read,
         files_referenced,
-        pack_bytes: pack.offset,
+        pack_bytes: pack_offset,
     })
 }
 

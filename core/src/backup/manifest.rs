@@ -4,9 +4,7 @@
 
 use crate::storage::sha256_hex;
 use serde::{Deserialize, Serialize};
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub const MANIFEST_FILE: &str = "backup.manifest";
 pub const PACK_FILE: &str = "data.pack";
@@ -18,6 +16,7 @@ pub const FORMAT: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainLink {
     pub backup_id: i64,
+    /// Its location: a directory, or an s3:// URL (backup_history.backup_path).
     pub path: PathBuf,
 }
 
@@ -120,44 +119,16 @@ impl Manifest {
             .collect()
     }
 
-    pub fn load(backup_dir: &Path) -> Result<Manifest, String> {
-        let path = backup_dir.join(MANIFEST_FILE);
-        let text = fs::read(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                format!(
-                    "\"{}\" has no {MANIFEST_FILE}: not a backup, or an incomplete one",
-                    backup_dir.display()
-                )
-            } else {
-                format!("cannot read \"{}\": {e}", path.display())
-            }
-        })?;
-        let manifest: Manifest = serde_json::from_slice(&text)
-            .map_err(|e| format!("\"{}\" is not a valid manifest: {e}", path.display()))?;
+    /// Reads a manifest's bytes; `shown` names where they came from in messages.
+    pub fn parse(bytes: &[u8], shown: &str) -> Result<Manifest, String> {
+        let manifest: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| format!("\"{shown}\" is not a valid manifest: {e}"))?;
         if manifest.format != FORMAT {
             return Err(format!(
-                "\"{}\" has manifest format {}, this version reads {FORMAT}",
-                path.display(),
+                "\"{shown}\" has manifest format {}, this version reads {FORMAT}",
                 manifest.format
             ));
         }
         Ok(manifest)
-    }
-
-    /// Writes the manifest durably (temporary name, fsync, rename, fsync the directory).
-    pub fn store(&self, backup_dir: &Path) -> Result<u64, String> {
-        let bytes = serde_json::to_vec(self).map_err(|e| e.to_string())?;
-        let temp = backup_dir.join(format!("{MANIFEST_FILE}.tmp"));
-        let target = backup_dir.join(MANIFEST_FILE);
-        let result = (|| -> std::io::Result<()> {
-            let mut file = fs::File::create(&temp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            fs::rename(&temp, &target)?;
-            fs::File::open(backup_dir)?.sync_all()
-        })();
-        result
-            .map(|_| bytes.len() as u64)
-            .map_err(|e| format!("cannot write \"{}\": {e}", target.display()))
     }
 }

@@ -9,6 +9,7 @@ mod parallel;
 pub mod read;
 pub mod restore;
 pub mod retention;
+pub mod store;
 
 pub use parallel::default_threads;
 

@@ -1,60 +1,64 @@
 //! Reading a backup back: every chunk from the pack that holds it, decompressed and checked
 //! against its SHA-256. Shared by verification and restore.
 
-use super::manifest::{file_digest, Chunk, FileEntry, Manifest, PACK_FILE};
+use super::manifest::{file_digest, Chunk, FileEntry, Manifest};
 use super::parallel;
-use crate::storage::sha256_hex;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use super::store::BackupStore;
+use crate::storage::{sha256_hex, S3Settings};
 
-/// The pack files of a backup's chain, opened once.
+/// The packs of a backup's chain (local or on S3), opened once.
 pub struct Packs {
-    files: Vec<Result<File, String>>,
+    stores: Vec<Result<BackupStore, String>>,
 }
 
 impl Packs {
-    /// Opens every pack of the chain; a missing one is reported when a chunk needs it.
-    pub fn open(manifest: &Manifest) -> Packs {
-        let files = manifest
+    /// Opens every backup of the chain; a missing pack is reported when a chunk needs it.
+    pub fn open(manifest: &Manifest, s3: &S3Settings) -> Packs {
+        let stores = manifest
             .chain
             .iter()
             .map(|link| {
-                let path = link.path.join(PACK_FILE);
-                File::open(&path).map_err(|e| {
+                let location = link.path.to_string_lossy();
+                let unusable = |e: String| {
                     format!(
-                        "pack of backup {} (\"{}\") cannot be opened: {e}",
-                        link.backup_id,
-                        path.display()
+                        "pack of backup {} (\"{location}\") cannot be opened: {e}",
+                        link.backup_id
                     )
-                })
+                };
+                let store = BackupStore::open(&location, s3).map_err(unusable)?;
+                match store.has_pack() {
+                    Ok(true) => Ok(store),
+                    Ok(false) => Err(unusable("it has no data.pack".into())),
+                    Err(e) => Err(unusable(e)),
+                }
             })
             .collect();
-        Packs { files }
+        Packs { stores }
     }
 
     /// Problems opening the chain's packs, one per backup.
     pub fn missing(&self) -> Vec<String> {
-        self.files
+        self.stores
             .iter()
             .filter_map(|f| f.as_ref().err().cloned())
             .collect()
     }
 
     fn stored(&self, chunk: &Chunk) -> Result<Vec<u8>, String> {
-        let file = self
-            .files
+        let store = self
+            .stores
             .get(chunk.link)
             .ok_or("chunk refers to a backup missing from the manifest's chain")?
             .as_ref()
             .map_err(String::clone)?;
-        let mut bytes = vec![0u8; chunk.stored_len as usize];
-        file.read_exact_at(&mut bytes, chunk.offset).map_err(|e| {
-            format!(
-                "cannot read {} bytes at offset {}: {e}",
-                chunk.stored_len, chunk.offset
-            )
-        })?;
-        Ok(bytes)
+        store
+            .read_pack(chunk.offset, chunk.stored_len)
+            .map_err(|e| {
+                format!(
+                    "cannot read {} bytes at offset {}: {e}",
+                    chunk.stored_len, chunk.offset
+                )
+            })
     }
 }
 
@@ -94,21 +98,22 @@ pub fn read_file(
     if entry.chunks.iter().map(|c| c.len).sum::<u64>() != entry.size {
         return Err("the chunks' lengths do not add up to the file's size".into());
     }
-    for (batch_no, batch) in entry.chunks.chunks(BATCH_CHUNKS).enumerate() {
-        let stored: Vec<(usize, Result<Vec<u8>, String>)> = batch
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (batch_no * BATCH_CHUNKS + i, packs.stored(c)))
-            .collect();
-        let decoded = parallel::map(&stored, threads, |(i, s)| {
-            let chunk = &entry.chunks[*i];
-            s.clone().and_then(|s| decode(s, chunk)).map_err(|e| {
-                format!(
-                    "chunk {i} (bytes {}..{}): {e}",
-                    *i as u64 * chunk_len(entry),
-                    *i as u64 * chunk_len(entry) + chunk.len
-                )
-            })
+    // Chunks are fetched and decoded on the same threads: on object storage each fetch is a
+    // request, and they overlap.
+    let indices: Vec<usize> = (0..entry.chunks.len()).collect();
+    for batch in indices.chunks(BATCH_CHUNKS) {
+        let decoded = parallel::map(batch, threads, |&i| {
+            let chunk = &entry.chunks[i];
+            packs
+                .stored(chunk)
+                .and_then(|s| decode(s, chunk))
+                .map_err(|e| {
+                    format!(
+                        "chunk {i} (bytes {}..{}): {e}",
+                        i as u64 * chunk_len(entry),
+                        i as u64 * chunk_len(entry) + chunk.len
+                    )
+                })
         });
         for bytes in decoded {
             sink(&bytes?)?;
@@ -139,9 +144,10 @@ pub struct Verification {
 pub fn verify(
     manifest: &Manifest,
     threads: usize,
+    s3: &S3Settings,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Verification {
-    let packs = Packs::open(manifest);
+    let packs = Packs::open(manifest, s3);
     let total = manifest.original_bytes();
     let mut report = Verification {
         files: 0,

@@ -3,6 +3,7 @@
 
 use super::manifest::Manifest;
 use super::read::{read_file, Packs};
+use crate::storage::S3Settings;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -35,6 +36,7 @@ pub fn restore(
     manifest: &Manifest,
     target: &Path,
     threads: usize,
+    s3: &S3Settings,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Restored, String> {
     if !is_empty_target(target)? {
@@ -43,7 +45,7 @@ pub fn restore(
             target.display()
         ));
     }
-    let packs = Packs::open(manifest);
+    let packs = Packs::open(manifest, s3);
     if let Some(problem) = packs.missing().into_iter().next() {
         return Err(problem);
     }

@@ -1,13 +1,34 @@
 //! Round trips through the backup format: full, incremental, verify, restore, corruption.
 
-use super::copy::{
-    copy_data_directory, create_backup_directory, remove_backup_directory, CopyOptions,
-};
+use super::copy::{copy_data_directory, CopyOptions};
 use super::manifest::{ChainLink, Manifest, FORMAT, PACK_FILE};
-use super::read::verify;
-use super::restore::restore;
+use super::read::verify as verify_with;
+use super::restore::restore as restore_with;
+use super::store::{remove_backup_directory, BackupStore};
+use crate::storage::{Location, S3Settings};
 use std::fs;
 use std::path::Path;
+
+fn verify(
+    m: &Manifest,
+    threads: usize,
+    progress: &mut dyn FnMut(u64, u64),
+) -> super::read::Verification {
+    verify_with(m, threads, &S3Settings::default(), progress)
+}
+
+fn restore(
+    m: &Manifest,
+    target: &Path,
+    threads: usize,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<super::restore::Restored, String> {
+    restore_with(m, target, threads, &S3Settings::default(), progress)
+}
+
+fn load(dir: &Path) -> Result<Manifest, String> {
+    BackupStore::open(&dir.display().to_string(), &S3Settings::default())?.load_manifest()
+}
 
 fn write(root: &Path, rel: &str, bytes: &[u8]) {
     let p = root.join(rel);
@@ -59,7 +80,10 @@ fn manifest_for(id: i64, dir: &Path, copied: super::copy::Copied) -> Manifest {
         tablespace_map: String::new(),
     }
     .tap(|m| {
-        m.store(dir).unwrap();
+        BackupStore::open(&dir.display().to_string(), &S3Settings::default())
+            .unwrap()
+            .store_manifest(m)
+            .unwrap();
     })
 }
 
@@ -72,7 +96,8 @@ trait Tap: Sized {
 impl Tap for Manifest {}
 
 fn take(id: i64, data: &Path, dir: &Path, previous: Option<&Manifest>) -> Manifest {
-    create_backup_directory(dir).unwrap();
+    let store =
+        BackupStore::create(&Location::Local(dir.to_path_buf()), &S3Settings::default()).unwrap();
     let options = CopyOptions {
         chunk_size: 64 * 1024,
         compression_level: 3,
@@ -82,7 +107,9 @@ fn take(id: i64, data: &Path, dir: &Path, previous: Option<&Manifest>) -> Manife
         backup_id: id,
         path: dir.to_path_buf(),
     };
-    let copied = copy_data_directory(data, dir, link, previous, &options, &mut |_| Ok(())).unwrap();
+    let pack = store.pack_writer().unwrap();
+    let copied =
+        copy_data_directory(data, pack, link, previous, &options, &mut |_| Ok(())).unwrap();
     manifest_for(id, dir, copied)
 }
 
@@ -168,7 +195,7 @@ fn corruption_and_missing_links_are_named() {
     sample_data_dir(&data);
     let dir = tmp.path().join("b1");
     let full = take(1, &data, &dir, None);
-    let loaded = Manifest::load(&dir).unwrap();
+    let loaded = load(&dir).unwrap();
     assert_eq!(loaded, full);
     let table = full
         .files
@@ -205,7 +232,7 @@ fn corruption_and_missing_links_are_named() {
     // only marked directories are removed
     assert!(remove_backup_directory(&data).is_err());
     assert!(data.exists());
-    let err = Manifest::load(&data).unwrap_err();
+    let err = load(&data).unwrap_err();
     assert!(err.contains("no backup.manifest"), "{err}");
 }
 
