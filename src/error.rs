@@ -50,11 +50,6 @@ impl ToolkitError {
         )
     }
 
-    /// 0A000: asked for something admin_toolkit does not do yet.
-    pub fn not_supported(message: impl Into<String>) -> Self {
-        Self::new(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, message)
-    }
-
     pub fn message(&self) -> &str {
         &self.message
     }

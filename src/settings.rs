@@ -66,6 +66,13 @@ pub static S3_FORCE_PATH_STYLE: GucSetting<bool> = GucSetting::<bool>::new(false
 /// AWS shared-credentials file; empty: the server's AWS_* environment.
 pub static S3_CREDENTIALS_FILE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
+/// Directory of encryption keys (`<id>.key`, 64 hex digits, mode 0600), outside the data
+/// directory.
+pub static ENCRYPTION_KEY_DIR: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
+/// Key id the archive module encrypts WAL with; empty: WAL is archived unencrypted.
+pub static ARCHIVE_ENCRYPTION_KEY_ID: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
 /// IANA time zone of cron schedules; empty: the server's TimeZone.
 pub static TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 /// Whether the password policy is enforced on CREATE/ALTER ROLE ... PASSWORD.
@@ -198,6 +205,22 @@ pub fn register(preloading: bool) {
         GucFlags::SUPERUSER_ONLY,
     );
     GucRegistry::define_string_guc(
+        c"admin_toolkit.encryption_key_dir",
+        c"Directory of backup encryption keys (<key id>.key: 64 hex digits, readable only by the server's OS user), outside the data directory.",
+        c"",
+        &ENCRYPTION_KEY_DIR,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"admin_toolkit.archive_encryption_key_id",
+        c"Key id (in admin_toolkit.encryption_key_dir) the archive module encrypts WAL with; empty: unencrypted.",
+        c"",
+        &ARCHIVE_ENCRYPTION_KEY_ID,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
         c"admin_toolkit.s3_endpoint",
         c"S3-compatible endpoint of s3:// locations (http(s)://host:port); empty means AWS in admin_toolkit.s3_region.",
         c"",
@@ -324,6 +347,17 @@ pub fn s3() -> admin_toolkit_core::storage::S3Settings {
         credentials_file: text(&S3_CREDENTIALS_FILE),
         profile: String::new(),
     }
+}
+
+/// Where encryption keys are read from.
+pub fn key_dir() -> admin_toolkit_core::crypto::KeyDir {
+    let dir = text(&ENCRYPTION_KEY_DIR);
+    admin_toolkit_core::crypto::KeyDir((!dir.is_empty()).then(|| dir.into()))
+}
+
+/// The key id WAL is archived with, when set.
+pub fn archive_encryption_key_id() -> Option<String> {
+    Some(text(&ARCHIVE_ENCRYPTION_KEY_ID)).filter(|id| !id.is_empty())
 }
 
 /// The schedules' time zone name, when set.

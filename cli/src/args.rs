@@ -1,5 +1,6 @@
 //! Command-line parsing: subcommands, their options, and their help texts.
 
+use admin_toolkit_core::crypto::KeyDir;
 use admin_toolkit_core::storage::S3Settings;
 use std::path::PathBuf;
 
@@ -45,7 +46,12 @@ S3 options (each also read from the environment variable named after it):
   --s3-region <region>        (ADMIN_TOOLKIT_S3_REGION), default us-east-1
   --s3-path-style <on|off>    path-style bucket URLs (ADMIN_TOOLKIT_S3_PATH_STYLE)
   --s3-credentials-file <f>   AWS shared-credentials file (AWS_SHARED_CREDENTIALS_FILE);
-                              without one, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY";
+                              without one, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+
+Encrypted backups and WAL:
+  --encryption-key-dir <dir>  where <key id>.key files are (ADMIN_TOOLKIT_ENCRYPTION_KEY_DIR);
+                              a wrong or missing key, or any altered byte, is an error naming
+                              the object, never silent garbage";
 
 pub const VERIFY_HELP: &str = "\
 usage: admin-toolkit verify --backup <backup_path> [--threads <n>] [S3 options]
@@ -69,6 +75,7 @@ pub struct Restore {
     /// A directory or s3:// location.
     pub archive: Option<String>,
     pub s3: S3Settings,
+    pub keys: KeyDir,
     pub target: Option<RecoveryTarget>,
     pub threads: Option<usize>,
 }
@@ -78,6 +85,7 @@ pub struct WalGet {
     /// A directory or s3:// location.
     pub archive: String,
     pub s3: S3Settings,
+    pub keys: KeyDir,
     pub file: String,
     pub destination: PathBuf,
 }
@@ -87,6 +95,7 @@ pub struct Verify {
     /// A directory or s3:// location (backup_history.backup_path).
     pub backup: String,
     pub s3: S3Settings,
+    pub keys: KeyDir,
     pub threads: Option<usize>,
 }
 
@@ -181,6 +190,15 @@ impl Options {
         })
     }
 
+    /// Where encryption keys are: --encryption-key-dir or ADMIN_TOOLKIT_ENCRYPTION_KEY_DIR.
+    fn keys(&self) -> KeyDir {
+        let dir = self
+            .get("encryption-key-dir")
+            .or_else(|| std::env::var("ADMIN_TOOLKIT_ENCRYPTION_KEY_DIR").ok())
+            .filter(|d| !d.is_empty());
+        KeyDir(dir.map(PathBuf::from))
+    }
+
     fn threads(&self) -> Result<Option<usize>, String> {
         self.get("threads")
             .map(|t| {
@@ -220,6 +238,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
                     "s3-region",
                     "s3-path-style",
                     "s3-credentials-file",
+                    "encryption-key-dir",
                 ],
             )?;
             if o.help {
@@ -246,6 +265,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
                 target_dir: o.require("target-dir")?.into(),
                 archive: o.get("archive"),
                 s3: o.s3()?,
+                keys: o.keys(),
                 target: targets.into_iter().next(),
                 threads: o.threads()?,
             }))
@@ -259,6 +279,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
                     "s3-region",
                     "s3-path-style",
                     "s3-credentials-file",
+                    "encryption-key-dir",
                 ],
             )?;
             if o.help {
@@ -270,6 +291,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
             Ok(Invocation::WalGet(WalGet {
                 archive: o.require("archive")?,
                 s3: o.s3()?,
+                keys: o.keys(),
                 file: file.clone(),
                 destination: destination.into(),
             }))
@@ -284,6 +306,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
                     "s3-region",
                     "s3-path-style",
                     "s3-credentials-file",
+                    "encryption-key-dir",
                 ],
             )?;
             if o.help {
@@ -292,6 +315,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
             Ok(Invocation::Verify(Verify {
                 backup: o.require("backup")?,
                 s3: o.s3()?,
+                keys: o.keys(),
                 threads: o.threads()?,
             }))
         }
@@ -335,6 +359,7 @@ mod tests {
                 target_dir: "/t".into(),
                 archive: None,
                 s3: S3Settings::default(),
+                keys: KeyDir::default(),
                 target: Some(RecoveryTarget::Time("2026-11-24 10:00:00+00".into())),
                 threads: None,
             })

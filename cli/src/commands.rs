@@ -70,7 +70,8 @@ fn undo(target: &Path, existed: bool) {
 }
 
 pub fn restore(r: &Restore) -> ExitCode {
-    let manifest = match BackupStore::open(&r.backup, &r.s3).and_then(|s| s.load_manifest()) {
+    let manifest = match BackupStore::open(&r.backup, &r.s3).and_then(|s| s.load_manifest(&r.keys))
+    {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
@@ -118,7 +119,7 @@ pub fn restore(r: &Restore) -> ExitCode {
         };
         let plan = storage::open(location, &r.s3)
             .map_err(|e| e.to_string())
-            .and_then(|s| Archive::read(s.as_ref(), manifest.wal_segment_size))
+            .and_then(|s| Archive::read(s.as_ref(), manifest.wal_segment_size, &r.keys))
             .and_then(|a| {
                 plan_segments(&a, position, target, manifest.wal_segment_size)
                     .map_err(|e| e.to_string())
@@ -148,6 +149,7 @@ pub fn restore(r: &Restore) -> ExitCode {
         &r.target_dir,
         threads,
         &r.s3,
+        &r.keys,
         &mut progress("restoring"),
     ) {
         Ok(done) => done,
@@ -227,6 +229,14 @@ fn write_recovery_settings(r: &Restore, archive: Option<&Location>) -> Result<()
         if matches!(location, Location::S3 { .. }) {
             words.extend(s3_flags(&r.s3));
         }
+        if let Some(dir) = &r.keys.0 {
+            let dir = std::path::absolute(dir)
+                .map_err(|e| format!("cannot resolve --encryption-key-dir: {e}"))?;
+            words.push(format!(
+                "--encryption-key-dir={}",
+                shell_quote(&dir.to_string_lossy())
+            ));
+        }
         words.extend(["%f".to_string(), "%p".to_string()]);
         lines.push(format!("restore_command = {}", quote(&words.join(" "))));
     }
@@ -285,7 +295,7 @@ pub fn wal_get(w: &WalGet) -> ExitCode {
             return ExitCode::from(126);
         }
     }
-    let bytes = match restore_wal(storage.as_ref(), &w.file) {
+    let bytes = match restore_wal(storage.as_ref(), &w.file, &w.keys) {
         Ok(b) => b,
         Err(e) => {
             // Above 125: PostgreSQL stops recovery instead of taking this for the end of WAL.
@@ -308,7 +318,8 @@ pub fn wal_get(w: &WalGet) -> ExitCode {
 }
 
 pub fn verify(v: &Verify) -> ExitCode {
-    let manifest = match BackupStore::open(&v.backup, &v.s3).and_then(|s| s.load_manifest()) {
+    let manifest = match BackupStore::open(&v.backup, &v.s3).and_then(|s| s.load_manifest(&v.keys))
+    {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
@@ -316,6 +327,7 @@ pub fn verify(v: &Verify) -> ExitCode {
         &manifest,
         v.threads.unwrap_or_else(default_threads),
         &v.s3,
+        &v.keys,
         &mut progress("verifying"),
     );
     for p in &report.problems {

@@ -8,6 +8,7 @@ pub mod backup;
 pub mod config_guard;
 pub mod counters;
 pub mod cron;
+pub mod crypto;
 pub mod jobs;
 pub mod lsn;
 pub mod maintenance;

@@ -2,6 +2,7 @@
 //! every WAL segment it needs from a backup's start to the target, checked against what the
 //! archive holds. Shared by plan_recovery/validate_recovery_point and the restore tool.
 
+use crate::crypto::KeyDir;
 use crate::lsn::{
     is_ancestor, parse_history, parse_segment_file_name, segment_file_name, timeline_of_segment,
     Lsn, TimelineSwitch,
@@ -20,7 +21,11 @@ pub struct Archive {
 
 impl Archive {
     /// Reads an archive written by the archive module (`<name>.zst` objects), local or not.
-    pub fn read(storage: &dyn Storage, segment_size: u64) -> Result<Archive, String> {
+    pub fn read(
+        storage: &dyn Storage,
+        segment_size: u64,
+        keys: &KeyDir,
+    ) -> Result<Archive, String> {
         let objects = storage
             .list("")
             .map_err(|e| format!("cannot read the WAL archive: {e}"))?;
@@ -35,7 +40,7 @@ impl Archive {
                 .strip_suffix(".history")
                 .and_then(|t| u32::from_str_radix(t, 16).ok())
             {
-                let text = restore_wal(storage, base).map_err(|e| e.to_string())?;
+                let text = restore_wal(storage, base, keys).map_err(|e| e.to_string())?;
                 archive
                     .histories
                     .insert(tli, parse_history(&String::from_utf8_lossy(&text))?);

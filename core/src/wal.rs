@@ -2,6 +2,7 @@
 //! a content checksum, plus a SHA-256 sidecar — so that archiving the same segment twice
 //! succeeds and archiving different content under a stored name fails.
 
+use crate::crypto::{open_object, seal_object, KeyDir};
 use crate::storage::{compress, decompress, sha256_hex, PutOutcome, Storage, StorageError};
 
 /// A segment (24 hex digits), a timeline history file, a backup history file or a partial
@@ -40,12 +41,16 @@ pub fn checksum_object(name: &str) -> String {
     format!("{name}.sha256")
 }
 
-/// Archives one WAL file. The data object is written before its checksum, so a crash between
-/// the two is repaired by the retry (the stored data is checked against the new copy).
+/// Archives one WAL file, encrypted with key `key_id` from `keys` when given (the name is the
+/// associated data: a segment stored under another name does not decrypt). The data object is
+/// written before its checksum, so a crash between the two is repaired by the retry (the
+/// stored data is checked against the new copy).
 pub fn archive_wal(
     storage: &dyn Storage,
     name: &str,
     contents: &[u8],
+    keys: &KeyDir,
+    key_id: Option<&str>,
 ) -> Result<PutOutcome, StorageError> {
     if !is_wal_file_name(name) {
         return Err(StorageError::Io(format!(
@@ -57,7 +62,7 @@ pub fn archive_wal(
     if storage.exists(&data)? {
         let stored_sha = match storage.get(&sum) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
-            Err(_) => sha256_hex(&decompress(&storage.get(&data)?)?),
+            Err(_) => sha256_hex(&decompress(&opened(storage, name, keys)?)?),
         };
         if stored_sha != sha {
             return Err(StorageError::Conflict(format!(
@@ -67,14 +72,34 @@ pub fn archive_wal(
         storage.put_new(&sum, format!("{sha}\n").as_bytes())?;
         return Ok(PutOutcome::AlreadyPresent);
     }
-    storage.put_new(&data, &compress(contents, WAL_COMPRESSION_LEVEL)?)?;
+    let compressed = compress(contents, WAL_COMPRESSION_LEVEL)?;
+    let stored = match key_id {
+        Some(id) => {
+            let key = keys.load(id).map_err(StorageError::Io)?;
+            seal_object(&key, name.as_bytes(), &compressed).map_err(StorageError::Io)?
+        }
+        None => compressed,
+    };
+    storage.put_new(&data, &stored)?;
     storage.put_new(&sum, format!("{sha}\n").as_bytes())?;
     Ok(PutOutcome::Stored)
 }
 
-/// Reads an archived WAL file back, verifying both checksums.
-pub fn restore_wal(storage: &dyn Storage, name: &str) -> Result<Vec<u8>, StorageError> {
-    let contents = decompress(&storage.get(&data_object(name))?)?;
+/// The compressed bytes of archived WAL file `name`, decrypted when it was encrypted.
+fn opened(storage: &dyn Storage, name: &str, keys: &KeyDir) -> Result<Vec<u8>, StorageError> {
+    let data = data_object(name);
+    let bytes = storage.get(&data)?;
+    open_object(keys, name.as_bytes(), bytes, &storage.describe(&data)).map_err(StorageError::Io)
+}
+
+/// Reads an archived WAL file back (decrypting it with its key from `keys` when it is
+/// encrypted), verifying both checksums.
+pub fn restore_wal(
+    storage: &dyn Storage,
+    name: &str,
+    keys: &KeyDir,
+) -> Result<Vec<u8>, StorageError> {
+    let contents = decompress(&opened(storage, name, keys)?)?;
     let expected = String::from_utf8_lossy(&storage.get(&checksum_object(name))?)
         .trim()
         .to_string();
@@ -90,6 +115,58 @@ pub fn restore_wal(storage: &dyn Storage, name: &str) -> Result<Vec<u8>, Storage
 mod tests {
     use super::*;
     use crate::storage::{LocalStorage, Location};
+
+    #[test]
+    fn encrypted_wal_needs_its_key_and_its_name() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let keys_dir = dir.path().join("keys");
+        std::fs::create_dir(&keys_dir).unwrap();
+        let key_file = keys_dir.join("k1.key");
+        std::fs::write(&key_file, "0f".repeat(32)).unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let keys = KeyDir(Some(keys_dir));
+        let storage = LocalStorage::open(&Location::Local(dir.path().join("wal"))).unwrap();
+        let name = "000000010000000000000009";
+        let segment = b"a row that must not appear in the archive".repeat(1000);
+        archive_wal(&storage, name, &segment, &keys, Some("k1")).unwrap();
+        let stored = storage.get(&data_object(name)).unwrap();
+        assert!(
+            !stored.windows(9).any(|w| w == b"a row tha"),
+            "the plaintext is not stored"
+        );
+        assert_eq!(restore_wal(&storage, name, &keys).unwrap(), segment);
+        let err = restore_wal(&storage, name, &KeyDir::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("encrypted") && err.contains(&data_object(name)),
+            "{err}"
+        );
+        // the same bytes under another name do not decrypt
+        let other = "00000001000000000000000A";
+        storage.put_new(&data_object(other), &stored).unwrap();
+        storage
+            .put_new(
+                &checksum_object(other),
+                &storage.get(&checksum_object(name)).unwrap(),
+            )
+            .unwrap();
+        assert!(restore_wal(&storage, other, &keys).is_err());
+        // a flipped byte is caught
+        let mut bad = stored.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let third = "00000001000000000000000B";
+        storage.put_new(&data_object(third), &bad).unwrap();
+        storage
+            .put_new(
+                &checksum_object(third),
+                &storage.get(&checksum_object(name)).unwrap(),
+            )
+            .unwrap();
+        assert!(restore_wal(&storage, third, &keys).is_err());
+    }
 
     #[test]
     fn wal_names() {
@@ -119,20 +196,23 @@ mod tests {
         let segment = vec![7u8; 16 * 1024 * 1024];
         let name = "000000010000000000000002";
         assert_eq!(
-            archive_wal(&storage, name, &segment).unwrap(),
+            archive_wal(&storage, name, &segment, &KeyDir::default(), None).unwrap(),
             PutOutcome::Stored
         );
         assert_eq!(
-            archive_wal(&storage, name, &segment).unwrap(),
+            archive_wal(&storage, name, &segment, &KeyDir::default(), None).unwrap(),
             PutOutcome::AlreadyPresent
         );
         let mut other = segment.clone();
         other[100] = 8;
         assert!(matches!(
-            archive_wal(&storage, name, &other),
+            archive_wal(&storage, name, &other, &KeyDir::default(), None),
             Err(StorageError::Conflict(_))
         ));
-        assert_eq!(restore_wal(&storage, name).unwrap(), segment);
+        assert_eq!(
+            restore_wal(&storage, name, &KeyDir::default()).unwrap(),
+            segment
+        );
         assert!(
             std::fs::metadata(dir.path().join("000000010000000000000002.zst"))
                 .unwrap()
@@ -150,9 +230,12 @@ mod tests {
             .put_new(&data_object(name), &compress(b"segment", 3).unwrap())
             .unwrap();
         assert_eq!(
-            archive_wal(&storage, name, b"segment").unwrap(),
+            archive_wal(&storage, name, b"segment", &KeyDir::default(), None).unwrap(),
             PutOutcome::AlreadyPresent
         );
-        assert_eq!(restore_wal(&storage, name).unwrap(), b"segment");
+        assert_eq!(
+            restore_wal(&storage, name, &KeyDir::default()).unwrap(),
+            b"segment"
+        );
     }
 }

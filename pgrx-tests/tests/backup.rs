@@ -154,7 +154,7 @@ fn full_and_incremental_backups_verify_and_corruption_is_named() {
 
     // corrupt one byte of a chunk the incremental references in the full backup's pack
     let manifest = BackupStore::open(&i.path, &Default::default())
-        .and_then(|s| s.load_manifest())
+        .and_then(|s| s.load_manifest(&Default::default()))
         .unwrap();
     let (file, chunk) = manifest
         .files
@@ -266,8 +266,8 @@ fn failures_are_recorded_with_their_reason_and_bad_input_writes_nothing() {
         ),
         (
             format!("SELECT admin_toolkit.execute_backup({encrypted})"),
-            "0A000",
-            "encryption",
+            "22023",
+            "encryption key \"kms-1\"",
         ),
         (
             format!("SELECT admin_toolkit.execute_backup({inactive})"),

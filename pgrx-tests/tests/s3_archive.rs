@@ -23,22 +23,32 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(|_| Vec::new())
+}
+
+/// With extra settings, made from the scratch directory.
+fn setup_with(extra: impl FnOnce(&ScratchDir) -> Vec<String>) -> Setup {
     let server = S3Server::start();
     let store = ScratchDir::new("admin_toolkit_s3wal_");
     let credentials = store.join("aws-credentials");
     std::fs::write(&credentials, S3Server::credentials_text()).unwrap();
     let settings = server.settings(&credentials);
     server.create_bucket(&settings, "mycompany-backups");
+    let extra = extra(&store);
     let cluster = Cluster::start_with(ClusterOptions {
-        settings: vec![
-            "archive_mode = on".into(),
-            "archive_library = 'admin_toolkit'".into(),
-            format!("admin_toolkit.archive_location = '{WAL}'"),
-            format!("admin_toolkit.s3_endpoint = '{}'", server.endpoint()),
-            "admin_toolkit.s3_region = 'us-east-1'".into(),
-            "admin_toolkit.s3_force_path_style = on".into(),
-            format!("admin_toolkit.s3_credentials_file = '{credentials}'"),
-        ],
+        settings: [
+            vec![
+                "archive_mode = on".into(),
+                "archive_library = 'admin_toolkit'".into(),
+                format!("admin_toolkit.archive_location = '{WAL}'"),
+                format!("admin_toolkit.s3_endpoint = '{}'", server.endpoint()),
+                "admin_toolkit.s3_region = 'us-east-1'".into(),
+                "admin_toolkit.s3_force_path_style = on".into(),
+                format!("admin_toolkit.s3_credentials_file = '{credentials}'"),
+            ],
+            extra,
+        ]
+        .concat(),
         ..ClusterOptions::default()
     });
     let mut db = cluster.connect("postgres");
@@ -651,4 +661,189 @@ fn a_cancelled_upload_leaves_no_manifest_and_retention_deletes_backup_objects() 
         .unwrap()
         .get(0);
     assert_eq!(status, "deleted");
+}
+
+/// A key file owned by the postgres OS user, mode 0600, as the server requires.
+fn write_key(dir: &std::path::Path, id: &str, hex: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(format!("{id}.key"));
+    std::fs::write(&path, hex).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let name = std::ffi::CString::new("postgres").unwrap();
+    // SAFETY: getpwnam returns a pointer to static storage or null.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if !pw.is_null() && unsafe { libc::geteuid() } == 0 {
+        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+    }
+}
+
+#[test]
+fn encrypted_backups_and_wal_on_s3_need_their_key_and_hold_no_plaintext() {
+    let Setup {
+        _server,
+        cluster: _cluster,
+        mut db,
+        credentials,
+        endpoint,
+        store: _store,
+        ..
+    } = setup_with(|store| {
+        let keys = store.path().join("keys");
+        write_key(&keys, "k1", &"a5".repeat(32));
+        write_key(&keys, "k2", &"5a".repeat(32));
+        vec![
+            format!("admin_toolkit.encryption_key_dir = '{}'", keys.display()),
+            "admin_toolkit.archive_encryption_key_id = 'k1'".into(),
+        ]
+    });
+    let keys = _store.path().join("keys").display().to_string();
+    let ids: Vec<i32> = db
+        .query(SAMPLE_SCHEDULES, &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    db.execute("UPDATE admin_toolkit.backup_schedules SET encryption_key_id = 'k1' WHERE schedule_id = ANY($1)", &[&ids])
+        .unwrap();
+    db.batch_execute("CREATE TABLE secrets AS SELECT g, 'known-plaintext-marker-' || g AS s FROM generate_series(1, 20000) g")
+        .unwrap();
+    let (full, status, error, _) = run(&mut db, ids[0]);
+    assert_eq!(status, "completed", "{error:?}");
+    // rotation: the incremental is taken with the schedule's new key
+    db.execute(
+        "UPDATE admin_toolkit.backup_schedules SET encryption_key_id = 'k2' WHERE schedule_id = $1",
+        &[&ids[1]],
+    )
+    .unwrap();
+    db.batch_execute("INSERT INTO secrets SELECT g, 'known-plaintext-marker-' || g FROM generate_series(20001, 21000) g")
+        .unwrap();
+    let (incr, status, error, _) = run(&mut db, ids[1]);
+    assert_eq!(status, "completed", "{error:?}");
+    let (_, status, error, _) = run(&mut db, ids[2]);
+    assert_eq!(status, "completed", "{error:?}");
+    for id in [full, incr] {
+        let bad: i64 = db
+            .query_one(
+                "SELECT count(*) FROM admin_toolkit.verify_backup($1) WHERE status <> 'OK'",
+                &[&id],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(bad, 0, "backup {id} verifies with its key");
+    }
+    let settings = admin_toolkit_core::storage::S3Settings {
+        endpoint: endpoint.clone(),
+        region: "us-east-1".into(),
+        force_path_style: true,
+        credentials_file: credentials.clone(),
+        profile: String::new(),
+    };
+    let bucket = S3Storage::open("mycompany-backups", "", &settings).unwrap();
+    let objects = bucket.list("").unwrap();
+    assert!(objects.iter().any(|o| o.name.ends_with(".zst")));
+    for object in &objects {
+        let bytes = bucket.get(&object.name).unwrap();
+        assert!(
+            !bytes.windows(23).any(|w| w == b"known-plaintext-marker-"),
+            "{} holds plaintext",
+            object.name
+        );
+    }
+
+    // The CLI restores from S3 with the keys, and refuses without them, naming the object.
+    let incr_path: String = db
+        .query_one(
+            "SELECT backup_path FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&incr],
+        )
+        .unwrap()
+        .get(0);
+    let s3_flags = vec![
+        format!("--s3-endpoint={endpoint}"),
+        "--s3-path-style=on".to_string(),
+        format!("--s3-credentials-file={credentials}"),
+    ];
+    let cli = |words: Vec<String>| {
+        let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+        run_cli_as_postgres(&refs)
+    };
+    let scratch = ScratchDir::new("admin_toolkit_s3_enc_");
+    let data = scratch.join("data");
+    let restore = |key_dir: Option<&str>| {
+        let mut words = vec![
+            "restore".to_string(),
+            format!("--backup={incr_path}"),
+            format!("--target-dir={data}"),
+            format!("--archive={WAL}"),
+        ];
+        words.extend(s3_flags.clone());
+        if let Some(dir) = key_dir {
+            words.push(format!("--encryption-key-dir={dir}"));
+        }
+        cli(words)
+    };
+    let out = restore(None);
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("encrypted") && said.contains("backup.manifest"),
+        "{said}"
+    );
+    let out = restore(Some(&keys));
+    assert!(out.status.success(), "{}", text(&out));
+    let restored = Cluster::from_data_dir(scratch, &["archive_mode = off".into()]);
+    let mut r = restored.connect("postgres");
+    wait_for("promotion", || {
+        (!r.query_one("SELECT pg_is_in_recovery()", &[])
+            .unwrap()
+            .get::<_, bool>(0))
+        .then_some(())
+    });
+    assert_eq!(count(&mut r, "SELECT count(*) FROM secrets"), 21000);
+
+    // WAL without the key: wal-get stops recovery (126) and says why.
+    let segment: String = db
+        .query_one("SELECT metadata->>'start_wal_file' FROM admin_toolkit.backup_history WHERE backup_id = $1", &[&full])
+        .unwrap()
+        .get(0);
+    let mut words = vec!["wal-get".to_string(), format!("--archive={WAL}")];
+    words.extend(s3_flags.clone());
+    words.extend([segment.clone(), _store.join("seg")]);
+    let out = cli(words);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out));
+    assert!(text(&out).contains("encrypted"), "{}", text(&out));
+
+    // A flipped byte in the full backup's pack is named by verify_backup.
+    let full_path: String = db
+        .query_one(
+            "SELECT backup_path FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&full],
+        )
+        .unwrap()
+        .get(0);
+    let pack = format!(
+        "{}data.pack",
+        full_path.trim_start_matches("s3://mycompany-backups/")
+    );
+    let mut bytes = bucket.get(&pack).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    let mut writer = bucket.writer(&pack).unwrap();
+    writer.write(&bytes).unwrap();
+    writer.finish().unwrap();
+    let problems: Vec<String> = db
+        .query(
+            "SELECT details FROM admin_toolkit.verify_backup($1) WHERE status = 'ERROR'",
+            &[&full],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        problems.iter().any(|p| p.contains("altered")),
+        "{problems:?}"
+    );
 }

@@ -45,7 +45,15 @@ fn archive(name: &str, path: &str) -> Result<PutOutcome, String> {
     }
     let storage = super::store::open(&location)?;
     let contents = std::fs::read(path).map_err(|e| format!("cannot read \"{path}\": {e}"))?;
-    archive_wal(storage.as_ref(), name, &contents).map_err(|e| e.to_string())
+    let key_id = settings::archive_encryption_key_id();
+    archive_wal(
+        storage.as_ref(),
+        name,
+        &contents,
+        &settings::key_dir(),
+        key_id.as_deref(),
+    )
+    .map_err(|e| e.to_string())
 }
 
 #[pg_guard]

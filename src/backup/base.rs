@@ -36,7 +36,8 @@ fn begin(
                backup_path, error_message, end_time, metadata, owner) \
              VALUES ($1, $2, $3, clock_timestamp(), CASE WHEN $5::text IS NULL THEN 'running' ELSE 'failed' END, \
                      $4, $5, CASE WHEN $5::text IS NOT NULL THEN clock_timestamp() END, \
-                     jsonb_build_object('pid', $6, 'compression_level', $7, 'encryption', false), session_user)",
+                     jsonb_build_object('pid', $6, 'compression_level', $7, 'encryption', $8::text IS NOT NULL, \
+                                       'encryption_key_id', $8::text), session_user)",
             &[
                 backup_id.into(),
                 schedule.schedule_id.into(),
@@ -45,6 +46,7 @@ fn begin(
                 failure.into(),
                 pid.into(),
                 schedule.compression_level.into(),
+                schedule.encryption_key_id.clone().into(),
             ],
         )?;
         Spi::run_with_args(
@@ -177,6 +179,12 @@ fn failed(message: impl Into<String>) -> Failure {
 /// to record.
 fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Result<(), Failure> {
     let s3 = crate::settings::s3();
+    let keys = crate::settings::key_dir();
+    // The schedule's current key: rotating it changes new backups only.
+    let key = match &schedule.encryption_key_id {
+        Some(id) => Some(keys.load(id).map_err(failed)?),
+        None => None,
+    };
     let started = Instant::now();
     let started_at = Utc::now();
     let facts = jobs::bookkeeping(|| -> spi::Result<(String, u64, String)> {
@@ -207,7 +215,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
     if kind == "incremental" {
         match previous_backup(backup_id, &system_id).map_err(failed)? {
             Some((prev_id, prev_path)) => match BackupStore::open(&prev_path, &s3)
-                .and_then(|store| store.load_manifest())
+                .and_then(|store| store.load_manifest(&keys))
             {
                 Ok(m) => previous = Some(m),
                 Err(e) => {
@@ -244,10 +252,12 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         chunk_size: DEFAULT_CHUNK_SIZE,
         compression_level: schedule.compression_level,
         threads: default_threads(),
+        key: key.clone(),
     };
     let link = ChainLink {
         backup_id,
         path: PathBuf::from(dir.display()),
+        key_id: key.as_ref().map(|k| k.id.clone()),
     };
     let mut interrupted: Option<Interruption> = None;
     let copied = store.pack_writer().and_then(|pack| {
@@ -330,7 +340,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         tablespace_map: map_file.unwrap_or_default(),
     };
     let manifest_bytes = store
-        .store_manifest(&manifest)
+        .store_manifest(&manifest, key.as_ref())
         .map_err(|e| cleanup(dir, failed(e)))?;
     let seconds = started.elapsed().as_secs_f64();
     let original = manifest.original_bytes();

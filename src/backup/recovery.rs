@@ -74,7 +74,7 @@ fn archive(segment_size: u64) -> Archive {
             .with_hint("Archive WAL with archive_library = 'admin_toolkit' and admin_toolkit.archive_location.")
             .raise()
     });
-    Archive::read(storage.as_ref(), segment_size)
+    Archive::read(storage.as_ref(), segment_size, &crate::settings::key_dir())
         .unwrap_or_else(|e| ToolkitError::wrong_state(e).raise())
 }
 
@@ -337,7 +337,8 @@ fn validate_recovery_point(
             return Ok(TableIterator::new(rows));
         }
     };
-    let archive = match Archive::read(storage.as_ref(), segment_size) {
+    let keys = crate::settings::key_dir();
+    let archive = match Archive::read(storage.as_ref(), segment_size, &keys) {
         Ok(archive) => archive,
         Err(e) => {
             rows.push(error("wal_files", e));
@@ -361,7 +362,7 @@ fn validate_recovery_point(
     }
     let mut bad: Vec<String> = Vec::new();
     for name in &needed {
-        match restore_wal(storage.as_ref(), name) {
+        match restore_wal(storage.as_ref(), name, &keys) {
             Ok(_) => {}
             Err(StorageError::NotFound(e)) => bad.push(format!("{name} is missing ({e})")),
             Err(e) => bad.push(format!("{name} is damaged or unreadable: {e}")),

@@ -63,14 +63,20 @@ pub fn check(schedule: &BackupSchedule) -> Result<Location, crate::error::Toolki
             .with_hint("Backups write files as the server: the owner must be a superuser or a member of pg_write_server_files."),
         );
     }
-    if let Some(key) = &schedule.encryption_key_id {
-        return Err(
-            ToolkitError::not_supported(format!(
-                "backup schedule {} has encryption_key_id \"{key}\", but backup encryption is not available yet",
+    if let Some(id) = &schedule.encryption_key_id {
+        // The key must be there now: a backup is never silently written in the clear.
+        let keys = crate::settings::key_dir();
+        if let Some(dir) = &keys.0 {
+            admin_toolkit_core::crypto::check_key_dir(dir, &data_directory())
+                .map_err(ToolkitError::invalid_parameter)?;
+        }
+        keys.load(id).map_err(|e| {
+            ToolkitError::invalid_parameter(format!(
+                "backup schedule {}: {e}",
                 schedule.schedule_id
             ))
-            .with_hint("Set encryption_key_id to NULL to take unencrypted backups, or encrypt the storage itself."),
-        );
+            .with_hint("Keys are <admin_toolkit.encryption_key_dir>/<encryption_key_id>.key: 64 hex digits, mode 0600, owned by the server's OS user.")
+        })?;
     }
     let location = Location::parse(&schedule.storage_location).map_err(|e| {
         ToolkitError::invalid_parameter(format!("backup schedule {}: {e}", schedule.schedule_id))

@@ -27,7 +27,8 @@ pub fn check_backup(backup_id: i64, path: &str, status: &str) -> Vec<CheckRow> {
         )];
     }
     let s3 = crate::settings::s3();
-    let manifest = match BackupStore::open(path, &s3).and_then(|store| store.load_manifest()) {
+    let keys = crate::settings::key_dir();
+    let manifest = match BackupStore::open(path, &s3).and_then(|store| store.load_manifest(&keys)) {
         Ok(m) if m.backup_id == backup_id => m,
         Ok(m) => {
             return vec![row(
@@ -51,7 +52,7 @@ pub fn check_backup(backup_id: i64, path: &str, status: &str) -> Vec<CheckRow> {
             manifest.chain.len()
         ),
     )];
-    let report = verify(&manifest, default_threads(), &s3, &mut |_, _| {});
+    let report = verify(&manifest, default_threads(), &s3, &keys, &mut |_, _| {});
     let total = report.problems.len();
     for p in report.problems.iter().take(MAX_PROBLEM_ROWS) {
         let check = if p.path.is_empty() {

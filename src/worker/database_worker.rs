@@ -395,6 +395,17 @@ pub extern "C-unwind" fn admin_toolkit_worker_main(_arg: pg_sys::Datum) {
         "admin_toolkit worker started in database \"{}\"",
         settings::database()
     );
+    // When a step deadlocks with a user's statement (DROP EXTENSION during a step), the worker
+    // gives way: it finds the deadlock first and its step is retried at the next tick.
+    // SAFETY: sets a setting of this process, outside any transaction.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"deadlock_timeout".as_ptr(),
+            c"100ms".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        )
+    };
     let mut state = WorkerState::default();
     audit::queue::register_worker_latch(true);
     loop {

@@ -7,6 +7,7 @@ use super::layout::{
 };
 use super::manifest::{file_digest, ChainLink, Chunk, FileEntry, Manifest};
 use super::parallel;
+use crate::crypto::Key;
 use crate::storage::{sha256_hex, ObjectWriter};
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -27,6 +28,8 @@ pub struct CopyOptions {
     /// zstd level; 0 stores chunks uncompressed.
     pub compression_level: i32,
     pub threads: usize,
+    /// Encrypts every stored chunk (AES-256-GCM, the chunk's SHA-256 as associated data).
+    pub key: Option<Key>,
 }
 
 /// What was copied: everything the manifest needs besides the server's facts.
@@ -209,7 +212,12 @@ pub fn copy_data_directory(
                 }) {
                     return Ok(ChunkOutcome::Unchanged(c.clone()));
                 }
-                store_chunk(piece, earlier, options.compression_level)
+                store_chunk(
+                    piece,
+                    earlier,
+                    options.compression_level,
+                    options.key.as_ref(),
+                )
             });
             for outcome in outcomes {
                 chunks.push(match outcome? {
@@ -266,7 +274,12 @@ pub fn copy_data_directory(
     })
 }
 
-fn store_chunk(piece: &[u8], before: Option<&Chunk>, level: i32) -> Result<ChunkOutcome, String> {
+fn store_chunk(
+    piece: &[u8],
+    before: Option<&Chunk>,
+    level: i32,
+    key: Option<&Key>,
+) -> Result<ChunkOutcome, String> {
     let sha256 = sha256_hex(piece);
     if let Some(prev) = before.filter(|p| p.sha256 == sha256 && p.len == piece.len() as u64) {
         return Ok(ChunkOutcome::Unchanged(prev.clone()));
@@ -282,6 +295,10 @@ fn store_chunk(piece: &[u8], before: Option<&Chunk>, level: i32) -> Result<Chunk
         } else {
             (piece.to_vec(), false)
         }
+    };
+    let stored = match key {
+        Some(key) => key.seal(sha256.as_bytes(), &stored)?,
+        None => stored,
     };
     Ok(ChunkOutcome::New {
         sha256,

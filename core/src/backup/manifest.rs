@@ -18,6 +18,9 @@ pub struct ChainLink {
     pub backup_id: i64,
     /// Its location: a directory, or an s3:// URL (backup_history.backup_path).
     pub path: PathBuf,
+    /// The key its chunks are encrypted with; none: stored in the clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 /// One chunk of a file.

@@ -4,17 +4,25 @@
 use super::manifest::{file_digest, Chunk, FileEntry, Manifest};
 use super::parallel;
 use super::store::BackupStore;
+use crate::crypto::{Key, KeyDir};
 use crate::storage::{sha256_hex, S3Settings};
+
+/// One backup of a chain: where its pack is, and the key its chunks are encrypted with.
+struct Link {
+    store: BackupStore,
+    key: Option<Key>,
+}
 
 /// The packs of a backup's chain (local or on S3), opened once.
 pub struct Packs {
-    stores: Vec<Result<BackupStore, String>>,
+    links: Vec<Result<Link, String>>,
 }
 
 impl Packs {
-    /// Opens every backup of the chain; a missing pack is reported when a chunk needs it.
-    pub fn open(manifest: &Manifest, s3: &S3Settings) -> Packs {
-        let stores = manifest
+    /// Opens every backup of the chain and loads its key; a missing pack or key is reported
+    /// when a chunk needs it.
+    pub fn open(manifest: &Manifest, s3: &S3Settings, keys: &KeyDir) -> Packs {
+        let links = manifest
             .chain
             .iter()
             .map(|link| {
@@ -25,40 +33,57 @@ impl Packs {
                         link.backup_id
                     )
                 };
+                let key = match &link.key_id {
+                    Some(id) => Some(keys.load(id).map_err(|e| {
+                        format!(
+                            "backup {} (\"{location}\") is encrypted: {e}",
+                            link.backup_id
+                        )
+                    })?),
+                    None => None,
+                };
                 let store = BackupStore::open(&location, s3).map_err(unusable)?;
                 match store.has_pack() {
-                    Ok(true) => Ok(store),
+                    Ok(true) => Ok(Link { store, key }),
                     Ok(false) => Err(unusable("it has no data.pack".into())),
                     Err(e) => Err(unusable(e)),
                 }
             })
             .collect();
-        Packs { stores }
+        Packs { links }
     }
 
     /// Problems opening the chain's packs, one per backup.
     pub fn missing(&self) -> Vec<String> {
-        self.stores
+        self.links
             .iter()
             .filter_map(|f| f.as_ref().err().cloned())
             .collect()
     }
 
+    /// The chunk's stored bytes, decrypted when its backup is encrypted.
     fn stored(&self, chunk: &Chunk) -> Result<Vec<u8>, String> {
-        let store = self
-            .stores
+        let link = self
+            .links
             .get(chunk.link)
             .ok_or("chunk refers to a backup missing from the manifest's chain")?
             .as_ref()
             .map_err(String::clone)?;
-        store
+        let bytes = link
+            .store
             .read_pack(chunk.offset, chunk.stored_len)
             .map_err(|e| {
                 format!(
-                    "cannot read {} bytes at offset {}: {e}",
-                    chunk.stored_len, chunk.offset
+                    "cannot read {} bytes at offset {} of {}: {e}",
+                    chunk.stored_len,
+                    chunk.offset,
+                    link.store.display()
                 )
-            })
+            })?;
+        match &link.key {
+            Some(key) => key.open(chunk.sha256.as_bytes(), &bytes),
+            None => Ok(bytes),
+        }
     }
 }
 
@@ -145,9 +170,10 @@ pub fn verify(
     manifest: &Manifest,
     threads: usize,
     s3: &S3Settings,
+    keys: &KeyDir,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Verification {
-    let packs = Packs::open(manifest, s3);
+    let packs = Packs::open(manifest, s3, keys);
     let total = manifest.original_bytes();
     let mut report = Verification {
         files: 0,

@@ -3,6 +3,7 @@
 
 use super::manifest::Manifest;
 use super::read::{read_file, Packs};
+use crate::crypto::KeyDir;
 use crate::storage::S3Settings;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -37,6 +38,7 @@ pub fn restore(
     target: &Path,
     threads: usize,
     s3: &S3Settings,
+    keys: &KeyDir,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Restored, String> {
     if !is_empty_target(target)? {
@@ -45,7 +47,7 @@ pub fn restore(
             target.display()
         ));
     }
-    let packs = Packs::open(manifest, s3);
+    let packs = Packs::open(manifest, s3, keys);
     if let Some(problem) = packs.missing().into_iter().next() {
         return Err(problem);
     }

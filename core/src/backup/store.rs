@@ -3,6 +3,7 @@
 //! manifest is a complete backup; removal deletes the manifest first for the same reason.
 
 use super::manifest::{Manifest, MANIFEST_FILE, MARKER_FILE, PACK_FILE};
+use crate::crypto::{open_object, seal_object, Key, KeyDir};
 use crate::storage::{self, Location, ObjectWriter, S3Settings, Storage, StorageError};
 use std::fs::{self, File};
 use std::path::Path;
@@ -67,16 +68,22 @@ impl BackupStore {
         self.storage.exists(PACK_FILE).map_err(|e| e.to_string())
     }
 
-    /// Stores the manifest, last and durably; returns its size.
-    pub fn store_manifest(&self, manifest: &Manifest) -> Result<u64, String> {
+    /// Stores the manifest, last and durably (sealed with `key` for an encrypted backup, which
+    /// authenticates it and hides the file list); returns its size.
+    pub fn store_manifest(&self, manifest: &Manifest, key: Option<&Key>) -> Result<u64, String> {
         let bytes = serde_json::to_vec(manifest).map_err(|e| e.to_string())?;
+        let bytes = match key {
+            Some(key) => seal_object(key, MANIFEST_FILE.as_bytes(), &bytes)?,
+            None => bytes,
+        };
         self.storage
             .put_new(MANIFEST_FILE, &bytes)
             .map_err(|e| format!("cannot store {}: {e}", self.storage.describe(MANIFEST_FILE)))?;
         Ok(bytes.len() as u64)
     }
 
-    pub fn load_manifest(&self) -> Result<Manifest, String> {
+    /// The manifest, opened with its key from `keys` when the backup is encrypted.
+    pub fn load_manifest(&self, keys: &KeyDir) -> Result<Manifest, String> {
         let bytes = self.storage.get(MANIFEST_FILE).map_err(|e| match e {
             StorageError::NotFound(_) => format!(
                 "\"{}\" has no {MANIFEST_FILE}: not a backup, or an incomplete one",
@@ -84,7 +91,9 @@ impl BackupStore {
             ),
             other => other.to_string(),
         })?;
-        Manifest::parse(&bytes, &self.storage.describe(MANIFEST_FILE))
+        let shown = self.storage.describe(MANIFEST_FILE);
+        let bytes = open_object(keys, MANIFEST_FILE.as_bytes(), bytes, &shown)?;
+        Manifest::parse(&bytes, &shown)
     }
 
     /// Deletes the backup: a local directory only if it carries the marker; on S3 the

@@ -5,6 +5,7 @@ use super::manifest::{ChainLink, Manifest, FORMAT, PACK_FILE};
 use super::read::verify as verify_with;
 use super::restore::restore as restore_with;
 use super::store::{remove_backup_directory, BackupStore};
+use crate::crypto::{Key, KeyDir};
 use crate::storage::{Location, S3Settings};
 use std::fs;
 use std::path::Path;
@@ -14,7 +15,13 @@ fn verify(
     threads: usize,
     progress: &mut dyn FnMut(u64, u64),
 ) -> super::read::Verification {
-    verify_with(m, threads, &S3Settings::default(), progress)
+    verify_with(
+        m,
+        threads,
+        &S3Settings::default(),
+        &KeyDir::default(),
+        progress,
+    )
 }
 
 fn restore(
@@ -23,11 +30,19 @@ fn restore(
     threads: usize,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<super::restore::Restored, String> {
-    restore_with(m, target, threads, &S3Settings::default(), progress)
+    restore_with(
+        m,
+        target,
+        threads,
+        &S3Settings::default(),
+        &KeyDir::default(),
+        progress,
+    )
 }
 
 fn load(dir: &Path) -> Result<Manifest, String> {
-    BackupStore::open(&dir.display().to_string(), &S3Settings::default())?.load_manifest()
+    BackupStore::open(&dir.display().to_string(), &S3Settings::default())?
+        .load_manifest(&KeyDir::default())
 }
 
 fn write(root: &Path, rel: &str, bytes: &[u8]) {
@@ -82,7 +97,7 @@ fn manifest_for(id: i64, dir: &Path, copied: super::copy::Copied) -> Manifest {
     .tap(|m| {
         BackupStore::open(&dir.display().to_string(), &S3Settings::default())
             .unwrap()
-            .store_manifest(m)
+            .store_manifest(m, None)
             .unwrap();
     })
 }
@@ -102,10 +117,12 @@ fn take(id: i64, data: &Path, dir: &Path, previous: Option<&Manifest>) -> Manife
         chunk_size: 64 * 1024,
         compression_level: 3,
         threads: 2,
+        key: None,
     };
     let link = ChainLink {
         backup_id: id,
         path: dir.to_path_buf(),
+        key_id: None,
     };
     let pack = store.pack_writer().unwrap();
     let copied =
@@ -258,4 +275,150 @@ fn manifest_paths_that_leave_the_target_are_refused_before_writing() {
         }
     }
     assert!(super::restore::inside(Path::new("/t"), "base/1/2").is_ok());
+}
+
+#[test]
+fn encrypted_backups_restore_with_their_keys_and_never_hold_plaintext() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    sample_data_dir(&data);
+    write(
+        &data,
+        "base/5/16400",
+        &b"known row: alice@example.com ".repeat(5000),
+    );
+    let key_dir = tmp.path().join("keys");
+    fs::create_dir(&key_dir).unwrap();
+    for (id, hex) in [("k1", "11"), ("k2", "22")] {
+        let path = key_dir.join(format!("{id}.key"));
+        fs::write(&path, hex.repeat(32)).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let keys = KeyDir(Some(key_dir));
+    let s3 = S3Settings::default();
+    let encrypted_take = |id: i64, dir: &Path, key: Key, previous: Option<&Manifest>| {
+        let store = BackupStore::create(&Location::Local(dir.to_path_buf()), &s3).unwrap();
+        let options = CopyOptions {
+            chunk_size: 64 * 1024,
+            compression_level: 3,
+            threads: 2,
+            key: Some(key.clone()),
+        };
+        let link = ChainLink {
+            backup_id: id,
+            path: dir.to_path_buf(),
+            key_id: Some(key.id.clone()),
+        };
+        let copied = copy_data_directory(
+            &data,
+            store.pack_writer().unwrap(),
+            link,
+            previous,
+            &options,
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+        let mut m = manifest_for_unstored(id, copied);
+        m.kind = if previous.is_some() {
+            "incremental".into()
+        } else {
+            "full".into()
+        };
+        store.store_manifest(&m, Some(&key)).unwrap();
+        m
+    };
+    let full = encrypted_take(1, &tmp.path().join("e1"), keys.load("k1").unwrap(), None);
+    // key rotation: the incremental uses k2 and still references k1's chunks
+    write(&data, "base/5/16500", b"after rotation");
+    let incr = encrypted_take(
+        2,
+        &tmp.path().join("e2"),
+        keys.load("k2").unwrap(),
+        Some(&full),
+    );
+    assert_eq!(
+        incr.chain
+            .iter()
+            .map(|l| l.key_id.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["k2", "k1"]
+    );
+    for dir in ["e1", "e2"] {
+        for file in [PACK_FILE, "backup.manifest"] {
+            let bytes = fs::read(tmp.path().join(dir).join(file)).unwrap();
+            assert!(
+                !bytes.windows(10).any(|w| w == b"known row:"),
+                "{dir}/{file} holds plaintext"
+            );
+            assert!(
+                !bytes.windows(12).any(|w| w == b"base/5/16400"),
+                "{dir}/{file} names files"
+            );
+        }
+    }
+    let store = BackupStore::open(&tmp.path().join("e2").display().to_string(), &s3).unwrap();
+    assert_eq!(store.load_manifest(&keys).unwrap(), incr);
+    let err = store.load_manifest(&KeyDir::default()).unwrap_err();
+    assert!(
+        err.contains("backup.manifest") && err.contains("encrypted"),
+        "{err}"
+    );
+    let target = tmp.path().join("restored");
+    restore_with(&incr, &target, 2, &s3, &keys, &mut |_, _| {}).unwrap();
+    assert_eq!(
+        fs::read(target.join("base/5/16400")).unwrap(),
+        fs::read(data.join("base/5/16400")).unwrap()
+    );
+    // without the keys: refused, naming the backup; nothing is left in the target
+    let err = restore_with(
+        &incr,
+        &tmp.path().join("r2"),
+        2,
+        &s3,
+        &KeyDir::default(),
+        &mut |_, _| {},
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("backup 2") && err.contains("encrypted"),
+        "{err}"
+    );
+    // a flipped byte in the pack is named by verification
+    let pack = tmp.path().join("e1").join(PACK_FILE);
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[100] ^= 1;
+    fs::write(&pack, &bytes).unwrap();
+    let report = verify_with(&full, 2, &s3, &keys, &mut |_, _| {});
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.message.contains("altered")),
+        "{:?}",
+        report.problems
+    );
+}
+
+fn manifest_for_unstored(id: i64, copied: super::copy::Copied) -> Manifest {
+    Manifest {
+        format: FORMAT,
+        backup_id: id,
+        kind: "full".into(),
+        system_identifier: "1".into(),
+        start_lsn: "0/2000028".into(),
+        end_lsn: "0/2000100".into(),
+        timeline: 1,
+        start_wal_file: "000000010000000000000002".into(),
+        wal_segment_size: 16 << 20,
+        chunk_size: 64 * 1024,
+        compression_level: 3,
+        started_at: String::new(),
+        finished_at: String::new(),
+        chain: copied.chain,
+        directories: copied.directories,
+        files: copied.files,
+        backup_label: String::new(),
+        tablespace_map: String::new(),
+    }
 }
