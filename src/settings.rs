@@ -63,6 +63,8 @@ pub static S3_REGION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"us-east-1"));
 /// Path-style S3 URLs, as most S3-compatible servers need.
 pub static S3_FORCE_PATH_STYLE: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// PEM file of extra certificate authorities for https S3 endpoints.
+pub static S3_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 /// AWS shared-credentials file; empty: the server's AWS_* environment.
 pub static S3_CREDENTIALS_FILE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
@@ -245,6 +247,14 @@ pub fn register(preloading: bool) {
         GucFlags::SUPERUSER_ONLY,
     );
     GucRegistry::define_string_guc(
+        c"admin_toolkit.s3_ca_file",
+        c"PEM file of certificate authorities to trust, besides the public ones, for an https admin_toolkit.s3_endpoint with a private CA.",
+        c"",
+        &S3_CA_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
         c"admin_toolkit.s3_credentials_file",
         c"AWS shared-credentials file for s3:// locations, readable by the server's OS user; empty means the AWS_* environment of the server.",
         c"",
@@ -346,6 +356,7 @@ pub fn s3() -> admin_toolkit_core::storage::S3Settings {
         force_path_style: S3_FORCE_PATH_STYLE.get(),
         credentials_file: text(&S3_CREDENTIALS_FILE),
         profile: String::new(),
+        ca_file: text(&S3_CA_FILE),
     }
 }
 

@@ -47,6 +47,7 @@ S3 options (each also read from the environment variable named after it):
   --s3-path-style <on|off>    path-style bucket URLs (ADMIN_TOOLKIT_S3_PATH_STYLE)
   --s3-credentials-file <f>   AWS shared-credentials file (AWS_SHARED_CREDENTIALS_FILE);
                               without one, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+  --s3-ca-file <pem>          extra certificate authorities for an https endpoint (AWS_CA_BUNDLE)
 
 Encrypted backups and WAL:
   --encryption-key-dir <dir>  where <key id>.key files are (ADMIN_TOOLKIT_ENCRYPTION_KEY_DIR);
@@ -187,6 +188,7 @@ impl Options {
             force_path_style,
             credentials_file: pick("s3-credentials-file", "AWS_SHARED_CREDENTIALS_FILE"),
             profile: String::new(),
+            ca_file: pick("s3-ca-file", "AWS_CA_BUNDLE"),
         })
     }
 
@@ -238,6 +240,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
                     "s3-region",
                     "s3-path-style",
                     "s3-credentials-file",
+                    "s3-ca-file",
                     "encryption-key-dir",
                 ],
             )?;
@@ -279,6 +282,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
                     "s3-region",
                     "s3-path-style",
                     "s3-credentials-file",
+                    "s3-ca-file",
                     "encryption-key-dir",
                 ],
             )?;
@@ -306,6 +310,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
                     "s3-region",
                     "s3-path-style",
                     "s3-credentials-file",
+                    "s3-ca-file",
                     "encryption-key-dir",
                 ],
             )?;

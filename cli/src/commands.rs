@@ -202,6 +202,7 @@ fn s3_flags(s3: &S3Settings) -> Vec<String> {
         ("--s3-endpoint", &s3.endpoint),
         ("--s3-region", &s3.region),
         ("--s3-credentials-file", &s3.credentials_file),
+        ("--s3-ca-file", &s3.ca_file),
     ] {
         if !value.is_empty() {
             flags.push(format!("{flag}={}", shell_quote(value)));

@@ -23,10 +23,93 @@ pub const SECRET_KEY: &str = "admin-toolkit-test-secret";
 pub struct S3Server {
     pub port: u16,
     child: Child,
+    /// With TLS: the CA certificate (PEM) that signed the server's certificate.
+    pub ca_file: Option<String>,
+}
+
+/// Makes a CA and a certificate it signs for 127.0.0.1 in `dir` (openssl); returns the CA file,
+/// the certificate and its key.
+fn make_certificates(dir: &std::path::Path) -> (String, String, String) {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (ca_key, ca, key, csr, cert, ext) = (
+        path("ca.key"),
+        path("ca.pem"),
+        path("server.key"),
+        path("server.csr"),
+        path("server.pem"),
+        path("server.ext"),
+    );
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=admin_toolkit test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+    ]);
+    (ca, cert, key)
 }
 
 impl S3Server {
     pub fn start() -> S3Server {
+        S3Server::launch(&[], None)
+    }
+
+    /// Served over TLS with a certificate of a private CA made in `dir` (see `ca_file`).
+    pub fn start_tls(dir: &std::path::Path) -> S3Server {
+        let (ca, cert, key) = make_certificates(dir);
+        S3Server::launch(&["-c", &cert, "-k", &key], Some(ca))
+    }
+
+    fn launch(extra: &[&str], ca_file: Option<String>) -> S3Server {
         let path = moto_server_path();
         assert!(
             path.exists(),
@@ -36,11 +119,16 @@ impl S3Server {
         let port = free_port();
         let child = Command::new(&path)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", path.display()));
-        let server = S3Server { port, child };
+        let server = S3Server {
+            port,
+            child,
+            ca_file,
+        };
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -53,7 +141,12 @@ impl S3Server {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.ca_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Settings for this server, with the test credentials in `credentials_file`.
@@ -64,6 +157,7 @@ impl S3Server {
             force_path_style: true,
             credentials_file: credentials_file.into(),
             profile: String::new(),
+            ca_file: self.ca_file.clone().unwrap_or_default(),
         }
     }
 

@@ -420,6 +420,7 @@ fn the_specifications_s3_schedules_back_up_verify_and_restore_through_an_increme
         force_path_style: true,
         credentials_file: credentials.clone(),
         profile: String::new(),
+        ca_file: String::new(),
     };
     let bucket = S3Storage::open("mycompany-backups", "postgresql/", &settings).unwrap();
     let names: Vec<String> = bucket
@@ -584,6 +585,7 @@ fn a_cancelled_upload_leaves_no_manifest_and_retention_deletes_backup_objects() 
         force_path_style: true,
         credentials_file: credentials,
         profile: String::new(),
+        ca_file: String::new(),
     };
     let full = S3Storage::open("mycompany-backups", "postgresql/full/", &settings).unwrap();
     let left: Vec<String> = full.list("").unwrap().into_iter().map(|o| o.name).collect();
@@ -739,6 +741,7 @@ fn encrypted_backups_and_wal_on_s3_need_their_key_and_hold_no_plaintext() {
         force_path_style: true,
         credentials_file: credentials.clone(),
         profile: String::new(),
+        ca_file: String::new(),
     };
     let bucket = S3Storage::open("mycompany-backups", "", &settings).unwrap();
     let objects = bucket.list("").unwrap();

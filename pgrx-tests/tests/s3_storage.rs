@@ -55,3 +55,25 @@ fn unreachable_or_unconfigured_s3_fails_clearly_and_keeps_secrets_out_of_message
     assert!(message.contains("attempts"), "{message}");
     assert!(!message.contains(admin_toolkit_it::s3::SECRET_KEY));
 }
+
+#[test]
+fn s3_over_tls_with_a_private_ca_passes_the_suite_and_refuses_an_untrusted_server() {
+    let scratch = ScratchDir::new("admin_toolkit_s3tls_");
+    let server = S3Server::start_tls(scratch.path());
+    let credentials = scratch.join("credentials");
+    std::fs::write(&credentials, S3Server::credentials_text()).unwrap();
+    let settings = server.settings(&credentials);
+    assert!(settings.endpoint.starts_with("https://"));
+    server.create_bucket(&settings, "tls-bucket");
+    let storage = S3Storage::open("tls-bucket", "p/", &settings).unwrap();
+    suite::run(&storage);
+    // Without the CA, the server's certificate is not trusted: a clear error, no data sent.
+    let mut untrusted = settings.clone();
+    untrusted.ca_file = String::new();
+    let storage = S3Storage::open("tls-bucket", "p/", &untrusted).unwrap();
+    let err = storage.put_new("x", b"1").unwrap_err().to_string();
+    assert!(
+        err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
+}

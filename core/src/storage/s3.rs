@@ -37,6 +37,9 @@ pub struct S3Settings {
     pub credentials_file: String,
     /// Profile in the credentials file; empty: `AWS_PROFILE`, else `default`.
     pub profile: String,
+    /// PEM file of extra certificate authorities to trust for `https` endpoints (a private CA);
+    /// empty: the public roots only.
+    pub ca_file: String,
 }
 
 impl S3Settings {
@@ -112,6 +115,34 @@ pub fn credentials_from_file(text: &str, profile: &str) -> Option<Credentials> {
         (Some(k), Some(s), None) => Some(Credentials::new(k, s)),
         _ => None,
     }
+}
+
+/// TLS that trusts the public roots and the certificate authorities in `ca_file` (PEM).
+fn tls_trusting(ca_file: &str) -> Result<Arc<rustls::ClientConfig>, StorageError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let invalid = |e: String| {
+        StorageError::InvalidLocation(format!("admin_toolkit.s3_ca_file \"{ca_file}\": {e}"))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut added = 0;
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| invalid(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| invalid(e.to_string()))?)
+            .map_err(|e| invalid(e.to_string()))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(invalid("no certificate in it".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// What every request needs, shared with the part-upload threads.
@@ -283,11 +314,14 @@ impl S3Storage {
                 "cannot address bucket \"{bucket}\" at \"{endpoint}\": {e} (set admin_toolkit.s3_force_path_style for an IP address)"
             ))
         })?;
-        let agent = ureq::AgentBuilder::new()
+        let mut agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(10))
             .timeout_read(Duration::from_secs(120))
-            .timeout_write(Duration::from_secs(120))
-            .build();
+            .timeout_write(Duration::from_secs(120));
+        if !settings.ca_file.is_empty() {
+            agent = agent.tls_config(tls_trusting(&settings.ca_file)?);
+        }
+        let agent = agent.build();
         Ok(S3Storage {
             client: Arc::new(Client {
                 bucket,
