@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Backups to S3-compatible object storage, side by side with pgBackRest in one run, same data,
+# same local S3 server (moto, over TLS with a private CA: pgBackRest speaks to S3 over TLS only):
+#  1. full backup: execute_backup of an s3:// schedule (zstd 3, SHA-256 per chunk, multipart
+#     upload, waits for its last WAL segment in the S3 archive) vs pgbackrest backup --type=full
+#     (repo1-type=s3, process-max=2, compress-type=zst level 3, archive-check=n: it does not
+#     wait for WAL), interleaved over BENCH_ROUNDS rounds; sizes are the objects stored;
+#  2. incremental after updating a contiguous 1 % of pgbench_accounts: ours vs --type=incr;
+#  3. restore of the full backup from S3 into an empty directory: admin-toolkit restore (every
+#     chunk checked, fsynced) vs pgbackrest restore (delta off, type=none).
+source "$(dirname "$0")/lib.sh"
+rounds=${BENCH_ROUNDS:-3}
+scale=${BENCH_SCALE:-34}
+(cd "$BENCH_ROOT" && cargo build --release --locked -p admin-toolkit-cli >/dev/null 2>&1)
+command -v pgbackrest >/dev/null || { echo "pgbackrest is missing: run scripts/prereqs.sh" >&2; exit 1; }
+venv=/opt/admin_toolkit-test/venv
+store=/tmp/admin_toolkit_bench_s3_store
+rm -rf "$store"; mkdir -p "$store"/{certs,restore,pgbr/log,pgbr/lock}
+CLI=$store/admin-toolkit
+cp "$BENCH_ROOT/target/release/admin-toolkit" "$CLI"
+
+# The S3 server over TLS, with a private CA.
+c=$store/certs
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$c/ext"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$c/ca.key" -out "$c/ca.pem" -days 2 -subj "/CN=bench CA" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout "$c/server.key" -out "$c/server.csr" -subj "/CN=127.0.0.1" 2>/dev/null
+openssl x509 -req -in "$c/server.csr" -CA "$c/ca.pem" -CAkey "$c/ca.key" -CAcreateserial -out "$c/server.pem" -days 2 -extfile "$c/ext" 2>/dev/null
+s3_port=55490
+"$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" -c "$c/server.pem" -k "$c/server.key" >"$store/moto.log" 2>&1 &
+moto_pid=$!
+stop_all() { kill "$moto_pid" 2>/dev/null || true; bench_stop; }
+until "$venv/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', $s3_port))" 2>/dev/null; do sleep 0.2; done
+key=bench-key; secret=bench-secret
+printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$key" "$secret" >"$store/credentials"
+s3py() { # python with boto3 against the server: the bucket and the objects' sizes
+    AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret AWS_DEFAULT_REGION=us-east-1 \
+        "$venv/bin/python" -c "import boto3, sys; s3 = boto3.client('s3', endpoint_url='https://127.0.0.1:$s3_port', verify='$c/ca.pem'); $1" "${@:2}"
+}
+s3py "s3.create_bucket(Bucket='bench')"
+# Sum of the sizes of the objects under a prefix.
+s3_bytes() { s3py "print(sum(o['Size'] for p in s3.get_paginator('list_objects_v2').paginate(Bucket='bench', Prefix=sys.argv[1]) for o in p.get('Contents', [])))" "$1"; }
+[ "$(id -u)" = 0 ] && chown -R postgres:postgres "$store"
+
+bench_cluster s3backup 55437 "shared_preload_libraries = 'admin_toolkit'" "admin_toolkit.collection_interval = 0" \
+    "archive_mode = on" "archive_library = 'admin_toolkit'" "admin_toolkit.archive_location = 's3://bench/ours/wal/'" \
+    "admin_toolkit.s3_endpoint = 'https://127.0.0.1:$s3_port'" "admin_toolkit.s3_force_path_style = on" \
+    "admin_toolkit.s3_credentials_file = '$store/credentials'" "admin_toolkit.s3_ca_file = '$c/ca.pem'" \
+    "max_wal_size = 4GB" "checkpoint_timeout = 30min" "shared_buffers = 1GB"
+trap stop_all EXIT
+"$BIN/pgbench" -q -i -s "$scale" -h 127.0.0.1 -p "$BENCH_PORT" -U postgres postgres >/dev/null 2>&1
+psql_bench -c "CREATE EXTENSION admin_toolkit" -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
+db_bytes=$(psql_bench -At -c "SELECT sum(pg_database_size(oid)) FROM pg_database")
+full_id=$(psql_bench -At -c "INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location, compression_level) VALUES ('full', '0 3 * * 0', 7, 's3://bench/ours/full/', 3) RETURNING schedule_id")
+incr_id=$(psql_bench -At -c "INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location, compression_level) VALUES ('incremental', '0 3 * * 1-6', 7, 's3://bench/ours/incr/', 3) RETURNING schedule_id")
+
+cat >"$store/pgbackrest.conf" <<EOF
+[global]
+repo1-type=s3
+repo1-path=/pgbackrest
+repo1-s3-bucket=bench
+repo1-s3-endpoint=127.0.0.1
+repo1-storage-port=$s3_port
+repo1-s3-region=us-east-1
+repo1-s3-key=$key
+repo1-s3-key-secret=$secret
+repo1-s3-uri-style=path
+repo1-storage-verify-tls=n
+process-max=2
+compress-type=zst
+compress-level=3
+start-fast=y
+archive-check=n
+log-level-console=error
+log-level-file=off
+lock-path=$store/pgbr/lock
+log-path=$store/pgbr/log
+
+[bench]
+pg1-path=$BENCH_DIR/data
+pg1-port=$BENCH_PORT
+pg1-socket-path=$BENCH_DIR
+pg1-user=postgres
+EOF
+[ "$(id -u)" = 0 ] && chown -R postgres:postgres "$store"
+pgbr() { as_pg pgbackrest --config="$store/pgbackrest.conf" --stanza=bench "$@"; }
+pgbr stanza-create >/dev/null
+
+now_ms() { date +%s%3N; }
+take_ours() { # schedule -> "ms bytes path"
+    local t0 t1 id
+    t0=$(now_ms); id=$(psql_bench -At -c "SELECT admin_toolkit.execute_backup($1, true)"); t1=$(now_ms)
+    psql_bench -At -F' ' -c "SELECT $((t1 - t0)), backup_size_bytes, backup_path FROM admin_toolkit.backup_history WHERE backup_id = $id AND status = 'completed'"
+}
+take_theirs() { # type -> "ms bytes"
+    local t0 t1 before after
+    before=$(s3_bytes pgbackrest/backup/)
+    t0=$(now_ms); pgbr backup --type="$1" >/dev/null; t1=$(now_ms)
+    after=$(s3_bytes pgbackrest/backup/)
+    echo "$((t1 - t0)) $((after - before))"
+}
+settle() {
+    local last
+    psql_bench -c CHECKPOINT >/dev/null
+    last=$(psql_bench -At -c "SELECT pg_walfile_name(pg_switch_wal())")
+    until [ "$(psql_bench -At -c "SELECT last_archived_wal >= '$last' FROM pg_stat_archiver")" = t ]; do sleep 0.1; done
+}
+
+: >"$BENCH_DIR/full"
+for r in $(seq "$rounds"); do
+    settle
+    read -r ours_ms ours_bytes ours_path < <(take_ours "$full_id")
+    [ -n "$ours_path" ] || { echo "our backup failed: $(psql_bench -At -c "SELECT error_message FROM admin_toolkit.backup_history ORDER BY backup_id DESC LIMIT 1")" >&2; exit 1; }
+    psql_bench -c CHECKPOINT >/dev/null
+    read -r theirs_ms theirs_bytes < <(take_theirs full)
+    echo "$ours_ms $theirs_ms $ours_bytes $theirs_bytes" >>"$BENCH_DIR/full"
+done
+full_path=$ours_path
+om=$(column_median "$BENCH_DIR/full" 1); tm=$(column_median "$BENCH_DIR/full" 2)
+ob=$(column_median "$BENCH_DIR/full" 3); tb=$(column_median "$BENCH_DIR/full" 4)
+record "full backup to S3 (moto over TLS, 127.0.0.1) of a $((db_bytes / 1000000)) MB pgbench database (scale $scale), median of $rounds, interleaved (bench/s3_backup.sh)" \
+    "execute_backup to s3:// ${om} ms, $((${ob%.*} / 1000000)) MB vs pgBackRest 2.45 (process-max=2, zst 3, archive-check=n) ${tm} ms, $((${tb%.*} / 1000000)) MB: time $(awk -v a="$om" -v b="$tm" 'BEGIN { printf "%.2f", a / b }')x, size $(awk -v a="$ob" -v b="$tb" 'BEGIN { printf "%.2f", a / b }')x of pgBackRest's"
+
+# Incremental after a contiguous 1 % update: each tool's incremental on its own latest full.
+one=$((scale * 1000))
+psql_bench -c "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= $one" >/dev/null
+settle
+read -r oi_ms oi_bytes oi_path < <(take_ours "$incr_id")
+[ -n "$oi_path" ] || { echo "our incremental failed" >&2; exit 1; }
+psql_bench -c CHECKPOINT >/dev/null
+read -r ti_ms ti_bytes < <(take_theirs incr)
+record "incremental backup to S3 after updating a contiguous 1 % of pgbench_accounts ($one rows)" \
+    "execute_backup ${oi_ms} ms, $((oi_bytes / 1000)) kB vs pgbackrest --type=incr ${ti_ms} ms, $((ti_bytes / 1000)) kB: time $(awk -v a="$oi_ms" -v b="$ti_ms" 'BEGIN { printf "%.2f", a / b }')x"
+
+# Restore of the last full backup from S3, interleaved.
+: >"$BENCH_DIR/restore"
+for r in $(seq "$rounds"); do
+    rm -rf "$store/restore/ours" "$store/restore/theirs"
+    mkdir -p "$store/restore/theirs"; [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$store/restore"
+    t0=$(now_ms)
+    as_pg "$CLI" restore --backup "$full_path" --target-dir "$store/restore/ours" --s3-endpoint "https://127.0.0.1:$s3_port" \
+        --s3-path-style on --s3-credentials-file "$store/credentials" --s3-ca-file "$c/ca.pem" >/dev/null 2>&1 \
+        || { echo "our restore failed" >&2; exit 1; }
+    t1=$(now_ms)
+    pgbr restore --set="$(pgbr info --output=json | "$venv/bin/python" -c 'import json,sys; print([b for b in json.load(sys.stdin)[0]["backup"] if b["type"] == "full"][-1]["label"])')" \
+        --pg1-path="$store/restore/theirs" --type=none >/dev/null
+    t2=$(now_ms)
+    echo "$((t1 - t0)) $((t2 - t1))" >>"$BENCH_DIR/restore"
+done
+restored=$(du -sb "$store/restore/ours" | cut -f1)
+om=$(column_median "$BENCH_DIR/restore" 1); tm=$(column_median "$BENCH_DIR/restore" 2)
+record "restore of that full backup from S3 ($((restored / 1000000)) MB restored), median of $rounds, interleaved" \
+    "admin-toolkit restore (every chunk checked, fsynced) ${om} ms vs pgbackrest restore ${tm} ms: time $(awk -v a="$om" -v b="$tm" 'BEGIN { printf "%.2f", a / b }')x"
