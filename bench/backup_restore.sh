@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Backups and restores of a ~1 GB pgbench database, side by side with pg_basebackup in one run:
 #  1. full backup: execute_backup (zstd level 3, SHA-256 per chunk) vs pg_basebackup -Ft
-#     -Z zstd:3 -X none --manifest-checksums=SHA256, interleaved over BENCH_ROUNDS rounds;
+#     -Z zstd:3 -X none --manifest-checksums=SHA256 (client-side, single-threaded) and vs
+#     pg_basebackup --compress=server-zstd:level=3,workers=2 (the server compresses on two
+#     threads), interleaved over BENCH_ROUNDS rounds;
 #  2. restore throughput: admin-toolkit restore vs extracting pg_basebackup's base.tar.zst;
 #  3. incremental after updating 1 % of rows (a contiguous 1 %, then 1 % spread over the table);
 #  4. WAL replay of ~1 GB: each restored backup recovers to the end of the archive and promotes
@@ -52,7 +54,15 @@ for r in $(seq "$rounds"); do
         --manifest-checksums=SHA256 -c fast 2>/dev/null
     t1=$(now_ms)
     theirs_bytes=$(du -sb "$theirs" | cut -f1)
-    echo "$ours_ms $((t1 - t0)) $ours_bytes $theirs_bytes" >>"$BENCH_DIR/full"
+    psql_bench -c CHECKPOINT >/dev/null
+    server=$store/theirs/s$r
+    t2=$(now_ms)
+    as_pg "$BIN/pg_basebackup" -h 127.0.0.1 -p "$BENCH_PORT" -U postgres -D "$server" -Ft \
+        --compress=server-zstd:level=3,workers=2 -X none --manifest-checksums=SHA256 -c fast 2>/dev/null
+    t3=$(now_ms)
+    server_bytes=$(du -sb "$server" | cut -f1)
+    echo "$ours_ms $((t1 - t0)) $ours_bytes $theirs_bytes $((t3 - t2)) $server_bytes" >>"$BENCH_DIR/full"
+    rm -rf "$server"
     if [ "$r" -lt "$rounds" ]; then
         rm -rf "$ours_path" "$theirs"
         psql_bench -c "UPDATE admin_toolkit.backup_history SET status = 'deleted' WHERE backup_path = '$ours_path'" >/dev/null
@@ -63,6 +73,9 @@ om=$(column_median "$BENCH_DIR/full" 1); tm=$(column_median "$BENCH_DIR/full" 2)
 ob=$(column_median "$BENCH_DIR/full" 3); tb=$(column_median "$BENCH_DIR/full" 4)
 record "full backup of a $((db_bytes / 1000000)) MB pgbench database (scale $scale), median of $rounds, interleaved (bench/backup_restore.sh)" \
     "execute_backup ${om} ms, $((${ob%.*} / 1000000)) MB vs pg_basebackup -Ft -Z zstd:3 ${tm} ms, $((${tb%.*} / 1000000)) MB: time $(awk -v a="$om" -v b="$tm" 'BEGIN { printf "%.2f", a / b }')x, size $(awk -v a="$ob" -v b="$tb" 'BEGIN { printf "%.2f", a / b }')x of pg_basebackup's"
+sm=$(column_median "$BENCH_DIR/full" 5); sb=$(column_median "$BENCH_DIR/full" 6)
+record "full backup of that database vs pg_basebackup with server-side compression, median of $rounds, interleaved" \
+    "execute_backup ${om} ms, $((${ob%.*} / 1000000)) MB vs pg_basebackup --compress=server-zstd:level=3,workers=2 ${sm} ms, $((${sb%.*} / 1000000)) MB: time $(awk -v a="$om" -v b="$sm" 'BEGIN { printf "%.2f", a / b }')x, size $(awk -v a="$ob" -v b="$sb" 'BEGIN { printf "%.2f", a / b }')x"
 
 # 2. restore throughput
 : >"$BENCH_DIR/restore"
