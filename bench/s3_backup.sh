@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Backups to S3-compatible object storage, side by side with pgBackRest in one run, same data,
-# same local S3 server (moto, over TLS with a private CA: pgBackRest speaks to S3 over TLS only):
+# same local S3 server (moto behind nginx for TLS with a private CA: pgBackRest speaks to S3 over
+# TLS only; see s3_lib.sh):
 #  1. full backup: execute_backup of an s3:// schedule (zstd 3, SHA-256 per chunk, multipart
 #     upload, waits for its last WAL segment in the S3 archive) vs pgbackrest backup --type=full
 #     (repo1-type=s3, process-max=2, compress-type=zst level 3, archive-check=n: it does not
@@ -12,40 +13,19 @@ source "$(dirname "$0")/lib.sh"
 rounds=${BENCH_ROUNDS:-3}
 scale=${BENCH_SCALE:-34}
 (cd "$BENCH_ROOT" && cargo build --release --locked -p admin-toolkit-cli >/dev/null 2>&1)
-command -v pgbackrest >/dev/null || { echo "pgbackrest is missing: run scripts/prereqs.sh" >&2; exit 1; }
-venv=/opt/admin_toolkit-test/venv
 store=/tmp/admin_toolkit_bench_s3_store
-rm -rf "$store"; mkdir -p "$store"/{certs,restore,pgbr/log,pgbr/lock}
+rm -rf "$store"; mkdir -p "$store"/restore
 CLI=$store/admin-toolkit
 cp "$BENCH_ROOT/target/release/admin-toolkit" "$CLI"
-
-# The S3 server over TLS, with a private CA.
-c=$store/certs
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$c/ext"
-openssl req -x509 -newkey rsa:2048 -nodes -keyout "$c/ca.key" -out "$c/ca.pem" -days 2 -subj "/CN=bench CA" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -keyout "$c/server.key" -out "$c/server.csr" -subj "/CN=127.0.0.1" 2>/dev/null
-openssl x509 -req -in "$c/server.csr" -CA "$c/ca.pem" -CAkey "$c/ca.key" -CAcreateserial -out "$c/server.pem" -days 2 -extfile "$c/ext" 2>/dev/null
-s3_port=55490
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" -c "$c/server.pem" -k "$c/server.key" >"$store/moto.log" 2>&1 &
-moto_pid=$!
-stop_all() { kill "$moto_pid" 2>/dev/null || true; bench_stop; }
-until "$venv/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', $s3_port))" 2>/dev/null; do sleep 0.2; done
-key=bench-key; secret=bench-secret
-printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$key" "$secret" >"$store/credentials"
-s3py() { # python with boto3 against the server: the bucket and the objects' sizes
-    AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret AWS_DEFAULT_REGION=us-east-1 \
-        "$venv/bin/python" -c "import boto3, sys; s3 = boto3.client('s3', endpoint_url='https://127.0.0.1:$s3_port', verify='$c/ca.pem'); $1" "${@:2}"
-}
-s3py "s3.create_bucket(Bucket='bench')"
-# Sum of the sizes of the objects under a prefix.
-s3_bytes() { s3py "print(sum(o['Size'] for p in s3.get_paginator('list_objects_v2').paginate(Bucket='bench', Prefix=sys.argv[1]) for o in p.get('Contents', [])))" "$1"; }
+source "$(dirname "$0")/s3_lib.sh"
+c=$certs
+s3_port=$S3_PORT
 [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$store"
+mapfile -t s3lines < <(s3_settings)
 
 bench_cluster s3backup 55437 "shared_preload_libraries = 'admin_toolkit'" "admin_toolkit.collection_interval = 0" \
     "archive_mode = on" "archive_library = 'admin_toolkit'" "admin_toolkit.archive_location = 's3://bench/ours/wal/'" \
-    "admin_toolkit.s3_endpoint = 'https://127.0.0.1:$s3_port'" "admin_toolkit.s3_force_path_style = on" \
-    "admin_toolkit.s3_credentials_file = '$store/credentials'" "admin_toolkit.s3_ca_file = '$c/ca.pem'" \
-    "max_wal_size = 4GB" "checkpoint_timeout = 30min" "shared_buffers = 1GB"
+    "${s3lines[@]}" "max_wal_size = 4GB" "checkpoint_timeout = 30min" "shared_buffers = 1GB"
 trap stop_all EXIT
 "$BIN/pgbench" -q -i -s "$scale" -h 127.0.0.1 -p "$BENCH_PORT" -U postgres postgres >/dev/null 2>&1
 psql_bench -c "CREATE EXTENSION admin_toolkit" -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
@@ -53,39 +33,9 @@ db_bytes=$(psql_bench -At -c "SELECT sum(pg_database_size(oid)) FROM pg_database
 full_id=$(psql_bench -At -c "INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location, compression_level) VALUES ('full', '0 3 * * 0', 7, 's3://bench/ours/full/', 3) RETURNING schedule_id")
 incr_id=$(psql_bench -At -c "INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location, compression_level) VALUES ('incremental', '0 3 * * 1-6', 7, 's3://bench/ours/incr/', 3) RETURNING schedule_id")
 
-cat >"$store/pgbackrest.conf" <<EOF
-[global]
-repo1-type=s3
-repo1-path=/pgbackrest
-repo1-s3-bucket=bench
-repo1-s3-endpoint=127.0.0.1
-repo1-storage-port=$s3_port
-repo1-s3-region=us-east-1
-repo1-s3-key=$key
-repo1-s3-key-secret=$secret
-repo1-s3-uri-style=path
-repo1-storage-verify-tls=n
-process-max=2
-compress-type=zst
-compress-level=3
-start-fast=y
-archive-check=n
-log-level-console=error
-log-level-file=off
-lock-path=$store/pgbr/lock
-log-path=$store/pgbr/log
-
-[bench]
-pg1-path=$BENCH_DIR/data
-pg1-port=$BENCH_PORT
-pg1-socket-path=$BENCH_DIR
-pg1-user=postgres
-EOF
-[ "$(id -u)" = 0 ] && chown -R postgres:postgres "$store"
-pgbr() { as_pg pgbackrest --config="$store/pgbackrest.conf" --stanza=bench "$@"; }
+pgbackrest_config
 pgbr stanza-create >/dev/null
 
-now_ms() { date +%s%3N; }
 take_ours() { # schedule -> "ms bytes path"
     local t0 t1 id
     t0=$(now_ms); id=$(psql_bench -At -c "SELECT admin_toolkit.execute_backup($1, true)"); t1=$(now_ms)

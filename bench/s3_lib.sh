@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Shared by the S3 benchmarks: an S3-compatible server (moto) on 127.0.0.1 over TLS with a
-# private CA (pgBackRest speaks to S3 over TLS only), a bucket, credentials, and a pgBackRest
-# configuration for it. Source after lib.sh, with $store set; sets S3_PORT, CA, CREDENTIALS.
+# Shared by the S3 benchmarks: an S3-compatible server on 127.0.0.1 over TLS with a private CA
+# (pgBackRest speaks to S3 over TLS only), a bucket, credentials, and a pgBackRest configuration
+# for it. The server is moto on plain HTTP behind nginx for TLS: moto's own TLS ends connections
+# without a TLS close_notify, which OpenSSL 3 (pgBackRest) refuses as "unexpected eof". Both
+# tools go through the same nginx. Source after lib.sh, with $store set; sets S3_PORT, CA,
+# CREDENTIALS.
 venv=/opt/admin_toolkit-test/venv
 command -v pgbackrest >/dev/null || { echo "pgbackrest is missing: run scripts/prereqs.sh" >&2; exit 1; }
 mkdir -p "$store"/{certs,pgbr/log,pgbr/lock}
@@ -13,11 +16,46 @@ openssl x509 -req -in "$certs/server.csr" -CA "$certs/ca.pem" -CAkey "$certs/ca.
     -out "$certs/server.pem" -days 2 -extfile "$certs/ext" 2>/dev/null
 CA=$certs/ca.pem
 S3_PORT=${S3_PORT:-55490}
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" -c "$certs/server.pem" -k "$certs/server.key" >"$store/moto.log" 2>&1 &
+moto_port=$((S3_PORT + 1))
+"$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$store/moto.log" 2>&1 &
 moto_pid=$!
-stop_all() { kill "$moto_pid" 2>/dev/null || true; bench_stop; }
+mkdir -p "$store/nginx-tmp"; chmod 777 "$store/nginx-tmp"
+cat >"$store/nginx.conf" <<CONF
+worker_processes 2;
+pid $store/nginx.pid;
+error_log $store/nginx-error.log;
+events { worker_connections 512; }
+http {
+    access_log off;
+    client_body_temp_path $store/nginx-tmp/body;
+    proxy_temp_path $store/nginx-tmp/proxy;
+    fastcgi_temp_path $store/nginx-tmp/fastcgi;
+    uwsgi_temp_path $store/nginx-tmp/uwsgi;
+    scgi_temp_path $store/nginx-tmp/scgi;
+    client_max_body_size 0;
+    server {
+        listen 127.0.0.1:$S3_PORT ssl;
+        ssl_certificate $certs/server.pem;
+        ssl_certificate_key $certs/server.key;
+        location / {
+            proxy_pass http://127.0.0.1:$moto_port;
+            proxy_http_version 1.1;
+            proxy_set_header Host \$http_host;
+            proxy_request_buffering off;
+            proxy_buffering off;
+            proxy_read_timeout 300s;
+        }
+    }
+}
+CONF
+nginx -c "$store/nginx.conf"
+stop_all() {
+    kill "$moto_pid" 2>/dev/null || true
+    [ -f "$store/nginx.pid" ] && kill "$(cat "$store/nginx.pid")" 2>/dev/null || true
+    bench_stop
+}
 trap stop_all EXIT
-until "$venv/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', $S3_PORT))" 2>/dev/null; do sleep 0.2; done
+until "$venv/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', $moto_port))" 2>/dev/null; do sleep 0.2; done
 s3_key=bench-key; s3_secret=bench-secret
 CREDENTIALS=$store/credentials
 printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$s3_key" "$s3_secret" >"$CREDENTIALS"

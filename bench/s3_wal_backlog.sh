@@ -17,6 +17,7 @@ mapfile -t s3lines < <(s3_settings)
 bench_cluster s3wal 55438 "shared_preload_libraries = 'admin_toolkit'" "admin_toolkit.collection_interval = 0" \
     "archive_mode = on" "archive_library = ''" "archive_command = 'false'" "${s3lines[@]}" \
     "admin_toolkit.archive_location = 's3://bench/ours/wal/'" "max_wal_size = 8GB" "checkpoint_timeout = 30min"
+trap stop_all EXIT
 pgbackrest_config
 pgbr stanza-create >/dev/null
 psql_bench -c "CREATE TABLE filler (x text)" >/dev/null

@@ -61,14 +61,51 @@ impl Packs {
             .collect()
     }
 
-    /// The chunk's stored bytes, decrypted when its backup is encrypted.
-    fn stored(&self, chunk: &Chunk) -> Result<Vec<u8>, String> {
-        let link = self
-            .links
+    /// The stored bytes of a run of chunks (back to back in one pack, see `contiguous_runs`),
+    /// read at once and split, each decrypted when its backup is encrypted.
+    fn stored_run(
+        &self,
+        chunks: &[Chunk],
+        run: &[usize],
+    ) -> Result<Vec<Result<Vec<u8>, String>>, String> {
+        let (first, last) = (&chunks[run[0]], &chunks[run[run.len() - 1]]);
+        if run.len() == 1 {
+            return Ok(vec![self.stored(first)]);
+        }
+        let link = self.link(first)?;
+        let span = last.offset + last.stored_len - first.offset;
+        let bytes = link.store.read_pack(first.offset, span).map_err(|e| {
+            format!(
+                "cannot read {span} bytes at offset {} of {}: {e}",
+                first.offset,
+                link.store.display()
+            )
+        })?;
+        Ok(run
+            .iter()
+            .map(|&i| {
+                let chunk = &chunks[i];
+                let start = (chunk.offset - first.offset) as usize;
+                let piece = &bytes[start..start + chunk.stored_len as usize];
+                match &link.key {
+                    Some(key) => key.open(chunk.sha256.as_bytes(), piece),
+                    None => Ok(piece.to_vec()),
+                }
+            })
+            .collect())
+    }
+
+    fn link(&self, chunk: &Chunk) -> Result<&Link, String> {
+        self.links
             .get(chunk.link)
             .ok_or("chunk refers to a backup missing from the manifest's chain")?
             .as_ref()
-            .map_err(String::clone)?;
+            .map_err(String::clone)
+    }
+
+    /// The chunk's stored bytes, decrypted when its backup is encrypted.
+    fn stored(&self, chunk: &Chunk) -> Result<Vec<u8>, String> {
+        let link = self.link(chunk)?;
         let bytes = link
             .store
             .read_pack(chunk.offset, chunk.stored_len)
@@ -123,28 +160,54 @@ pub fn read_file(
     if entry.chunks.iter().map(|c| c.len).sum::<u64>() != entry.size {
         return Err("the chunks' lengths do not add up to the file's size".into());
     }
-    // Chunks are fetched and decoded on the same threads: on object storage each fetch is a
-    // request, and they overlap.
+    // Chunks stored one after the other in one pack are fetched with one read (on object
+    // storage, one request instead of one per chunk); runs are fetched, and chunks decoded,
+    // in parallel.
     let indices: Vec<usize> = (0..entry.chunks.len()).collect();
     for batch in indices.chunks(BATCH_CHUNKS) {
-        let decoded = parallel::map(batch, threads, |&i| {
-            let chunk = &entry.chunks[i];
-            packs
-                .stored(chunk)
-                .and_then(|s| decode(s, chunk))
-                .map_err(|e| {
-                    format!(
-                        "chunk {i} (bytes {}..{}): {e}",
-                        i as u64 * chunk_len(entry),
-                        i as u64 * chunk_len(entry) + chunk.len
-                    )
-                })
+        let runs = contiguous_runs(&entry.chunks, batch);
+        let fetched = parallel::map(&runs, threads, |run| packs.stored_run(&entry.chunks, run));
+        let mut stored: Vec<(usize, Result<Vec<u8>, String>)> = Vec::with_capacity(batch.len());
+        for (run, bytes) in runs.iter().zip(fetched) {
+            match bytes {
+                Ok(pieces) => stored.extend(run.iter().copied().zip(pieces)),
+                Err(e) => stored.extend(run.iter().map(|&i| (i, Err(e.clone())))),
+            }
+        }
+        let decoded = parallel::map(&stored, threads, |(i, s)| {
+            let chunk = &entry.chunks[*i];
+            s.clone().and_then(|s| decode(s, chunk)).map_err(|e| {
+                format!(
+                    "chunk {i} (bytes {}..{}): {e}",
+                    *i as u64 * chunk_len(entry),
+                    *i as u64 * chunk_len(entry) + chunk.len
+                )
+            })
         });
         for bytes in decoded {
             sink(&bytes?)?;
         }
     }
     Ok(())
+}
+
+/// Chunks read together: at most this many per read.
+const RUN_CHUNKS: usize = 16;
+
+/// `batch` split into runs of chunks stored back to back in the same pack.
+fn contiguous_runs(chunks: &[Chunk], batch: &[usize]) -> Vec<Vec<usize>> {
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    for &i in batch {
+        let follows = runs.last().and_then(|run| run.last()).is_some_and(|&p| {
+            let (prev, this) = (&chunks[p], &chunks[i]);
+            prev.link == this.link && prev.offset + prev.stored_len == this.offset
+        });
+        match runs.last_mut() {
+            Some(run) if follows && run.len() < RUN_CHUNKS => run.push(i),
+            _ => runs.push(vec![i]),
+        }
+    }
+    runs
 }
 
 fn chunk_len(entry: &FileEntry) -> u64 {
