@@ -3,7 +3,8 @@
 # PostgreSQL 15 with its server headers, libclang (for pgrx's bindings), sudo (tests run the
 # server as the postgres OS user), cargo-pgrx 0.18.1, and cargo-pgrx's registration of PG 15;
 # for the tests and benchmarks, an S3-compatible server (moto's standalone server, from PyPI, in
-# a virtualenv), openssl (test certificates) and pgBackRest (the comparison of bench/s3_backup.sh).
+# a virtualenv), openssl (test certificates), and for the S3 benchmarks pgBackRest (the
+# comparison) and nginx (TLS in front of the S3 server).
 set -euo pipefail
 
 PGRX_VERSION=0.18.1
@@ -13,7 +14,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # pkg-config and libssl-dev: cargo-pgrx builds openssl-sys.
-packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev sudo pkg-config libssl-dev python3-venv pgbackrest openssl)
+packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev sudo pkg-config libssl-dev python3-venv pgbackrest openssl nginx-light)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -6,11 +6,47 @@ use super::parallel;
 use super::store::BackupStore;
 use crate::crypto::{Key, KeyDir};
 use crate::storage::{sha256_hex, S3Settings};
+use std::sync::Mutex;
 
 /// One backup of a chain: where its pack is, and the key its chunks are encrypted with.
 struct Link {
     store: BackupStore,
     key: Option<Key>,
+    size: u64,
+    /// The last window of the pack read (its offset and bytes): chunks are read in the order
+    /// they were stored, so one large read serves many (on object storage, one request).
+    window: Mutex<(u64, Vec<u8>)>,
+}
+
+/// How much of a pack one read fetches ahead.
+const WINDOW: u64 = 32 << 20;
+
+impl Link {
+    /// `len` stored bytes at `offset`, from the current window or a new one read from there.
+    fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, String> {
+        let mut window = self
+            .window
+            .lock()
+            .map_err(|_| "a pack reader panicked".to_string())?;
+        let (start, bytes) = &*window;
+        if offset >= *start && offset + len <= start + bytes.len() as u64 {
+            let from = (offset - start) as usize;
+            return Ok(bytes[from..from + len as usize].to_vec());
+        }
+        let span = len
+            .max(WINDOW)
+            .min(self.size.saturating_sub(offset))
+            .max(len);
+        let fetched = self.store.read_pack(offset, span).map_err(|e| {
+            format!(
+                "cannot read {span} bytes at offset {offset} of {}: {e}",
+                self.store.display()
+            )
+        })?;
+        let piece = fetched[..len as usize].to_vec();
+        *window = (offset, fetched);
+        Ok(piece)
+    }
 }
 
 /// The packs of a backup's chain (local or on S3), opened once.
@@ -43,9 +79,14 @@ impl Packs {
                     None => None,
                 };
                 let store = BackupStore::open(&location, s3).map_err(unusable)?;
-                match store.has_pack() {
-                    Ok(true) => Ok(Link { store, key }),
-                    Ok(false) => Err(unusable("it has no data.pack".into())),
+                match store.pack_size() {
+                    Ok(Some(size)) => Ok(Link {
+                        store,
+                        key,
+                        size,
+                        window: Mutex::new((0, Vec::new())),
+                    }),
+                    Ok(None) => Err(unusable("it has no data.pack".into())),
                     Err(e) => Err(unusable(e)),
                 }
             })
@@ -74,13 +115,7 @@ impl Packs {
         }
         let link = self.link(first)?;
         let span = last.offset + last.stored_len - first.offset;
-        let bytes = link.store.read_pack(first.offset, span).map_err(|e| {
-            format!(
-                "cannot read {span} bytes at offset {} of {}: {e}",
-                first.offset,
-                link.store.display()
-            )
-        })?;
+        let bytes = link.read(first.offset, span)?;
         Ok(run
             .iter()
             .map(|&i| {
@@ -106,17 +141,7 @@ impl Packs {
     /// The chunk's stored bytes, decrypted when its backup is encrypted.
     fn stored(&self, chunk: &Chunk) -> Result<Vec<u8>, String> {
         let link = self.link(chunk)?;
-        let bytes = link
-            .store
-            .read_pack(chunk.offset, chunk.stored_len)
-            .map_err(|e| {
-                format!(
-                    "cannot read {} bytes at offset {} of {}: {e}",
-                    chunk.stored_len,
-                    chunk.offset,
-                    link.store.display()
-                )
-            })?;
+        let bytes = link.read(chunk.offset, chunk.stored_len)?;
         match &link.key {
             Some(key) => key.open(chunk.sha256.as_bytes(), &bytes),
             None => Ok(bytes),

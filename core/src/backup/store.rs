@@ -64,8 +64,13 @@ impl BackupStore {
         self.storage.get_range(PACK_FILE, offset, len)
     }
 
-    pub fn has_pack(&self) -> Result<bool, String> {
-        self.storage.exists(PACK_FILE).map_err(|e| e.to_string())
+    /// The pack's size; `None` when the backup has no pack.
+    pub fn pack_size(&self) -> Result<Option<u64>, String> {
+        let listed = self.storage.list(PACK_FILE).map_err(|e| e.to_string())?;
+        Ok(listed
+            .into_iter()
+            .find(|o| o.name == PACK_FILE)
+            .map(|o| o.size))
     }
 
     /// Stores the manifest, last and durably (sealed with `key` for an encrypted backup, which
