@@ -54,6 +54,11 @@ fn unreachable_or_unconfigured_s3_fails_clearly_and_keeps_secrets_out_of_message
     let message = err.to_string();
     assert!(message.contains("attempts"), "{message}");
     assert!(!message.contains(admin_toolkit_it::s3::SECRET_KEY));
+    assert!(
+        !message.contains(admin_toolkit_it::s3::ACCESS_KEY),
+        "no signed URL in messages: {message}"
+    );
+    assert!(!message.contains("X-Amz-Signature"), "{message}");
 }
 
 #[test]
@@ -76,4 +81,5 @@ fn s3_over_tls_with_a_private_ca_passes_the_suite_and_refuses_an_untrusted_serve
         err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"),
         "{err}"
     );
+    assert!(!err.contains(admin_toolkit_it::s3::ACCESS_KEY), "{err}");
 }

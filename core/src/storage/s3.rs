@@ -176,6 +176,23 @@ fn read_answer(response: ureq::Response) -> Result<Answer, String> {
     Ok(Answer { status, etag, body })
 }
 
+/// A network error without its URL: a signed URL carries the access key id and a signature,
+/// which must not reach a message or a log.
+fn transport_error(t: &ureq::Transport) -> String {
+    let mut text = t.kind().to_string();
+    if let Some(message) = t.message() {
+        text.push_str(": ");
+        text.push_str(message);
+    }
+    let mut source = std::error::Error::source(t);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// S3's error code in an XML error body, for messages.
 fn error_code(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
@@ -210,7 +227,7 @@ impl Client {
             };
             let answer = match result {
                 Ok(response) | Err(ureq::Error::Status(_, response)) => read_answer(response),
-                Err(ureq::Error::Transport(t)) => Err(t.to_string()),
+                Err(ureq::Error::Transport(t)) => Err(transport_error(&t)),
             };
             match answer {
                 Ok(a) if a.status >= 500 || a.status == 429 => {
