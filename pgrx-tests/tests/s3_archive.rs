@@ -101,6 +101,36 @@ fn run(db: &mut Client, schedule_id: i32) -> (i64, String, Option<String>, Optio
     (id, r.get(0), r.get(1), r.get(2))
 }
 
+/// The S3 settings of the test server, as a client outside the server uses them.
+fn s3_settings(endpoint: &str, credentials: &str) -> admin_toolkit_core::storage::S3Settings {
+    admin_toolkit_core::storage::S3Settings {
+        endpoint: endpoint.to_string(),
+        region: "us-east-1".into(),
+        force_path_style: true,
+        credentials_file: credentials.to_string(),
+        profile: String::new(),
+        ca_file: String::new(),
+    }
+}
+
+/// The CLI's S3 options for the test server.
+fn cli_s3_flags(endpoint: &str, credentials: &str) -> Vec<String> {
+    vec![
+        format!("--s3-endpoint={endpoint}"),
+        "--s3-path-style=on".to_string(),
+        format!("--s3-credentials-file={credentials}"),
+    ]
+}
+
+fn wait_until_promoted(db: &mut Client) {
+    wait_for("promotion", || {
+        (!db.query_one("SELECT pg_is_in_recovery()", &[])
+            .unwrap()
+            .get::<_, bool>(0))
+        .then_some(())
+    });
+}
+
 fn text(o: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -193,11 +223,7 @@ fn wal_archived_to_s3_plans_validates_and_recovers_a_second_server() {
     assert!(checks.iter().all(|c| c.1 == "OK"), "{checks:?}");
 
     // wal-get: present, absent (end of WAL: 1), unreachable (stop recovery: 126).
-    let s3_flags = [
-        format!("--s3-endpoint={endpoint}"),
-        "--s3-path-style=on".to_string(),
-        format!("--s3-credentials-file={credentials}"),
-    ];
+    let s3_flags = cli_s3_flags(&endpoint, &credentials);
     let got = store.join("got");
     let mut args = vec!["wal-get".to_string(), format!("--archive={WAL}")];
     args.extend(s3_flags.iter().cloned());
@@ -259,12 +285,7 @@ fn wal_archived_to_s3_plans_validates_and_recovers_a_second_server() {
     );
     let restored = Cluster::from_data_dir(scratch, &["archive_mode = off".into()]);
     let mut r = restored.connect("postgres");
-    wait_for("promotion", || {
-        (!r.query_one("SELECT pg_is_in_recovery()", &[])
-            .unwrap()
-            .get::<_, bool>(0))
-        .then_some(())
-    });
+    wait_until_promoted(&mut r);
     assert_eq!(count(&mut r, "SELECT count(*) FROM t"), 200);
     assert_eq!(count(&mut r, "SELECT max(id)::bigint FROM t"), 200);
 }
@@ -351,13 +372,14 @@ fn retention_deletes_archived_wal_objects_in_the_bucket_and_only_those() {
         after.contains(&format!("{new_start}.zst"))
             && after.contains(&format!("{new_start}.sha256"))
     );
-    assert_eq!(
-        count(
+    // The rows are marked when the worker's transaction commits, just after the objects went.
+    wait_for("the expired backup marked deleted", || {
+        (count(
             &mut db,
-            "SELECT count(*) FROM admin_toolkit.backup_history WHERE status = 'deleted'"
-        ),
-        1
-    );
+            "SELECT count(*) FROM admin_toolkit.backup_history WHERE status = 'deleted'",
+        ) == 1)
+            .then_some(())
+    });
 }
 
 /// The specification's three sample schedules, exactly as it writes them.
@@ -414,14 +436,7 @@ fn the_specifications_s3_schedules_back_up_verify_and_restore_through_an_increme
     assert_eq!(status, "completed", "{error:?}");
 
     // Real objects in the bucket, under the specification's prefixes; verified by the server.
-    let settings = admin_toolkit_core::storage::S3Settings {
-        endpoint: endpoint.clone(),
-        region: "us-east-1".into(),
-        force_path_style: true,
-        credentials_file: credentials.clone(),
-        profile: String::new(),
-        ca_file: String::new(),
-    };
+    let settings = s3_settings(&endpoint, &credentials);
     let bucket = S3Storage::open("mycompany-backups", "postgresql/", &settings).unwrap();
     let names: Vec<String> = bucket
         .list("")
@@ -469,11 +484,7 @@ fn the_specifications_s3_schedules_back_up_verify_and_restore_through_an_increme
         incr_path.starts_with("s3://mycompany-backups/postgresql/incremental/"),
         "{incr_path}"
     );
-    let s3_flags = [
-        format!("--s3-endpoint={endpoint}"),
-        "--s3-path-style=on".to_string(),
-        format!("--s3-credentials-file={credentials}"),
-    ];
+    let s3_flags = cli_s3_flags(&endpoint, &credentials);
     let mut verify = vec!["verify".to_string(), format!("--backup={incr_path}")];
     verify.extend(s3_flags.iter().cloned());
     let refs: Vec<&str> = verify.iter().map(String::as_str).collect();
@@ -496,12 +507,7 @@ fn the_specifications_s3_schedules_back_up_verify_and_restore_through_an_increme
     assert!(out.status.success(), "restore failed: {}", text(&out));
     let restored = Cluster::from_data_dir(scratch, &["archive_mode = off".into()]);
     let mut r = restored.connect("postgres");
-    wait_for("promotion", || {
-        (!r.query_one("SELECT pg_is_in_recovery()", &[])
-            .unwrap()
-            .get::<_, bool>(0))
-        .then_some(())
-    });
+    wait_until_promoted(&mut r);
     assert_eq!(count(&mut r, "SELECT count(*) FROM t"), 200);
     assert_eq!(count(&mut r, "SELECT count(*) FROM big"), 300000);
 
@@ -579,14 +585,7 @@ fn a_cancelled_upload_leaves_no_manifest_and_retention_deletes_backup_objects() 
             .get(0);
         (status != "running").then_some(status)
     });
-    let settings = admin_toolkit_core::storage::S3Settings {
-        endpoint,
-        region: "us-east-1".into(),
-        force_path_style: true,
-        credentials_file: credentials,
-        profile: String::new(),
-        ca_file: String::new(),
-    };
+    let settings = s3_settings(&endpoint, &credentials);
     let full = S3Storage::open("mycompany-backups", "postgresql/full/", &settings).unwrap();
     let left: Vec<String> = full.list("").unwrap().into_iter().map(|o| o.name).collect();
     assert!(
@@ -655,14 +654,17 @@ fn a_cancelled_upload_leaves_no_manifest_and_retention_deletes_backup_objects() 
         2,
         "the new backup keeps its pack and manifest"
     );
-    let status: String = db
-        .query_one(
-            "SELECT status FROM admin_toolkit.backup_history WHERE backup_id = $1",
-            &[&old],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(status, "deleted");
+    // The worker marks the row once its transaction commits, just after the objects went.
+    wait_for("the old backup marked deleted", || {
+        let status: String = db
+            .query_one(
+                "SELECT status FROM admin_toolkit.backup_history WHERE backup_id = $1",
+                &[&old],
+            )
+            .unwrap()
+            .get(0);
+        (status == "deleted").then_some(())
+    });
 }
 
 /// A key file owned by the postgres OS user, mode 0600, as the server requires.
@@ -735,14 +737,7 @@ fn encrypted_backups_and_wal_on_s3_need_their_key_and_hold_no_plaintext() {
             .get(0);
         assert_eq!(bad, 0, "backup {id} verifies with its key");
     }
-    let settings = admin_toolkit_core::storage::S3Settings {
-        endpoint: endpoint.clone(),
-        region: "us-east-1".into(),
-        force_path_style: true,
-        credentials_file: credentials.clone(),
-        profile: String::new(),
-        ca_file: String::new(),
-    };
+    let settings = s3_settings(&endpoint, &credentials);
     let bucket = S3Storage::open("mycompany-backups", "", &settings).unwrap();
     let objects = bucket.list("").unwrap();
     assert!(objects.iter().any(|o| o.name.ends_with(".zst")));
@@ -763,11 +758,7 @@ fn encrypted_backups_and_wal_on_s3_need_their_key_and_hold_no_plaintext() {
         )
         .unwrap()
         .get(0);
-    let s3_flags = vec![
-        format!("--s3-endpoint={endpoint}"),
-        "--s3-path-style=on".to_string(),
-        format!("--s3-credentials-file={credentials}"),
-    ];
+    let s3_flags = cli_s3_flags(&endpoint, &credentials);
     let cli = |words: Vec<String>| {
         let refs: Vec<&str> = words.iter().map(String::as_str).collect();
         run_cli_as_postgres(&refs)
@@ -798,12 +789,7 @@ fn encrypted_backups_and_wal_on_s3_need_their_key_and_hold_no_plaintext() {
     assert!(out.status.success(), "{}", text(&out));
     let restored = Cluster::from_data_dir(scratch, &["archive_mode = off".into()]);
     let mut r = restored.connect("postgres");
-    wait_for("promotion", || {
-        (!r.query_one("SELECT pg_is_in_recovery()", &[])
-            .unwrap()
-            .get::<_, bool>(0))
-        .then_some(())
-    });
+    wait_until_promoted(&mut r);
     assert_eq!(count(&mut r, "SELECT count(*) FROM secrets"), 21000);
 
     // WAL without the key: wal-get stops recovery (126) and says why.
