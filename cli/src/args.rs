@@ -357,17 +357,25 @@ mod tests {
             "2026-11-24 10:00:00+00",
         ]))
         .unwrap();
+        // The S3 options and the key directory default to the environment: not compared here.
+        let Invocation::Restore(r) = r else {
+            panic!("{r:?}")
+        };
         assert_eq!(
-            r,
-            Invocation::Restore(Restore {
-                backup: "/b".to_string(),
-                target_dir: "/t".into(),
-                archive: None,
-                s3: S3Settings::default(),
-                keys: KeyDir::default(),
-                target: Some(RecoveryTarget::Time("2026-11-24 10:00:00+00".into())),
-                threads: None,
-            })
+            (
+                r.backup.as_str(),
+                r.target_dir.as_path(),
+                r.archive,
+                r.target,
+                r.threads
+            ),
+            (
+                "/b",
+                std::path::Path::new("/t"),
+                None,
+                Some(RecoveryTarget::Time("2026-11-24 10:00:00+00".into())),
+                None
+            )
         );
         let w = parse(&args(&[
             "wal-get",
