@@ -183,3 +183,15 @@ LANGUAGE c
 AS 'MODULE_PATHNAME', 'build_info_wrapper';
 COMMENT ON FUNCTION build_info() IS
     'The loaded build of admin_toolkit: version, commit, release or debug profile, the PostgreSQL it was built for.';
+
+-- As src/config/recommendations.rs: a sixth column gives the statement that applies each piece
+-- of advice (the result type changes, so the function is dropped and created again).
+DROP FUNCTION get_config_recommendations();
+CREATE FUNCTION get_config_recommendations() RETURNS TABLE (
+    parameter_name text, current_value text, recommended_value text, reasoning text, priority text,
+    alter_system_statement text)
+STRICT VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_config_recommendations_wrapper';
+COMMENT ON FUNCTION get_config_recommendations() IS
+    'Tuning advice (PGTune formulas) from RAM, CPUs, max_connections, storage_type and workload, and from temp files, forced checkpoints and cache hit ratio; with the ALTER SYSTEM statement that applies each.';

@@ -255,7 +255,7 @@ COMMENT ON FUNCTION cron_next_run(text, timestamptz) IS
 COMMENT ON FUNCTION execute_maintenance(integer) IS
     'Runs a maintenance schedule now in a job worker (top-level VACUUM/ANALYZE/REINDEX) and returns its outcome.';
 COMMENT ON FUNCTION get_config_recommendations() IS
-    'Tuning advice (PGTune formulas) from RAM, CPUs, max_connections, storage_type and workload, and from temp files, forced checkpoints and cache hit ratio.';
+    'Tuning advice (PGTune formulas) from RAM, CPUs, max_connections, storage_type and workload, and from temp files, forced checkpoints and cache hit ratio; with the ALTER SYSTEM statement that applies each.';
 COMMENT ON FUNCTION track_config_change(text, text, text) IS
     'Validates, applies (ALTER SYSTEM + reload, through a job worker) and records a configuration change; returns its config_id.';
 COMMENT ON FUNCTION execute_backup(integer, boolean) IS

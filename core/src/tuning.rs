@@ -246,6 +246,23 @@ pub fn recommend(m: &Machine) -> Vec<Advice> {
     out
 }
 
+/// The RAM an administrator types into PGTune for this machine. /proc/meminfo's MemTotal leaves
+/// out what the kernel keeps for itself (24 GiB shows as about 23.5 GiB), and a quarter of that
+/// would be advised as "6171021kB"; rounding to the nearest whole GB (nearest 256 MB below 4 GB)
+/// gives the installed size, so the advice reads "6GB" as PGTune's does.
+pub fn installed_memory_kb(mem_total_kb: u64) -> u64 {
+    let step = if mem_total_kb >= 4 * GB { GB } else { 256 * MB };
+    ((mem_total_kb + step / 2) / step).max(1) * step
+}
+
+/// The statement that applies one piece of advice (the value quoted as a literal).
+pub fn alter_system_statement(name: &str, value: Value) -> String {
+    format!(
+        "ALTER SYSTEM SET {name} = '{}';",
+        value.to_string().replace('\'', "''")
+    )
+}
+
 /// kB in one unit of a pg_settings `unit` ("8kB", "kB", "MB", ...), `None` for unitless.
 pub fn unit_kb(unit: &str) -> Option<f64> {
     Some(match unit {
@@ -372,6 +389,39 @@ mod tests {
             value_of(&a, "max_worker_processes"),
             "",
             "fewer than 4 CPUs: no parallel advice"
+        );
+    }
+
+    #[test]
+    fn machine_memory_reads_as_the_installed_size() {
+        // This project's 24 GiB test machine reports MemTotal 24683656 kB.
+        assert_eq!(installed_memory_kb(24_683_656), 24 * GB);
+        assert_eq!(installed_memory_kb(16_382_000), 16 * GB);
+        assert_eq!(installed_memory_kb(1_995_000), 2 * GB);
+        assert_eq!(installed_memory_kb(1_000_000), 1024 * MB);
+        assert_eq!(installed_memory_kb(100), 256 * MB);
+        let m = Machine {
+            memory_kb: installed_memory_kb(24_683_656),
+            cpus: 2,
+            max_connections: 100,
+            workload: Workload::Web,
+            storage: Storage::Ssd,
+        };
+        let a = recommend(&m);
+        assert_eq!(value_of(&a, "shared_buffers"), "6GB");
+        assert_eq!(value_of(&a, "effective_cache_size"), "18GB");
+        assert_eq!(value_of(&a, "maintenance_work_mem"), "1536MB");
+    }
+
+    #[test]
+    fn advice_becomes_an_alter_system_statement() {
+        assert_eq!(
+            alter_system_statement("shared_buffers", Value::Kb(6 * GB)),
+            "ALTER SYSTEM SET shared_buffers = '6GB';"
+        );
+        assert_eq!(
+            alter_system_statement("random_page_cost", Value::Number(1.1)),
+            "ALTER SYSTEM SET random_page_cost = '1.1';"
         );
     }
 

@@ -5,7 +5,8 @@
 
 use crate::settings::{self, StorageType, WorkloadType};
 use admin_toolkit_core::tuning::{
-    already_set, recommend, Advice, Machine, Storage, Value, Workload,
+    already_set, alter_system_statement, installed_memory_kb, recommend, Advice, Machine, Storage,
+    Value, Workload,
 };
 use pgrx::prelude::*;
 use std::collections::HashMap;
@@ -124,7 +125,7 @@ fn apply_observations(advice: &mut [Advice], seen: &Observed) {
 
 #[allow(clippy::type_complexity)]
 /// The specification's columns: parameter_name, current_value, recommended_value, reasoning,
-/// priority.
+/// priority; then the statement that applies the advice (`\gexec` in psql runs them).
 #[pg_extern(volatile)]
 fn get_config_recommendations() -> spi::Result<
     TableIterator<
@@ -135,6 +136,7 @@ fn get_config_recommendations() -> spi::Result<
             name!(recommended_value, String),
             name!(reasoning, String),
             name!(priority, String),
+            name!(alter_system_statement, String),
         ),
     >,
 > {
@@ -149,7 +151,7 @@ fn get_config_recommendations() -> spi::Result<
         .raise()
     };
     let machine = Machine {
-        memory_kb,
+        memory_kb: installed_memory_kb(memory_kb),
         cpus: cpus(),
         max_connections,
         workload: match settings::WORKLOAD.get() {
@@ -183,6 +185,7 @@ fn get_config_recommendations() -> spi::Result<
                     recommended,
                     a.reasoning,
                     a.priority.to_string(),
+                    alter_system_statement(a.name, a.value),
                 )
             })
         })
@@ -212,6 +215,31 @@ mod tests {
         .unwrap();
         assert_eq!(shared.0.as_deref(), Some("128MB"));
         assert!(shared.1.unwrap().contains("25% of RAM"));
+    }
+
+    #[pg_test]
+    fn advice_reads_in_memory_units_with_the_statement_to_apply_it() {
+        // The machine's RAM counts as its installed size, so memory advice is whole MB or GB
+        // (PGTune's units), never a raw kB figure.
+        let (value, statement) = Spi::get_two::<String, String>(
+            "SELECT recommended_value, alter_system_statement FROM admin_toolkit.get_config_recommendations() \
+             WHERE parameter_name = 'shared_buffers'",
+        )
+        .unwrap();
+        let value = value.unwrap();
+        assert!(
+            value.ends_with("GB") || value.ends_with("MB"),
+            "shared_buffers advised as {value}"
+        );
+        assert_eq!(
+            statement.as_deref(),
+            Some(format!("ALTER SYSTEM SET shared_buffers = '{value}';").as_str())
+        );
+        let every_row_has_one = Spi::get_one::<bool>(
+            "SELECT bool_and(alter_system_statement = format('ALTER SYSTEM SET %s = %L;', parameter_name, recommended_value)) \
+               FROM admin_toolkit.get_config_recommendations()",
+        );
+        assert_eq!(every_row_has_one, Ok(Some(true)));
     }
 
     #[pg_test]
