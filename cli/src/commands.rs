@@ -1,6 +1,6 @@
 //! The commands: restore, wal-get, verify.
 
-use crate::args::{RecoveryTarget, Restore, Verify, WalGet};
+use crate::args::{RecoveryTarget, RestoreArgs, VerifyArgs, WalGetArgs};
 use admin_toolkit_core::backup::default_threads;
 use admin_toolkit_core::backup::read::verify as verify_backup;
 use admin_toolkit_core::backup::restore::{
@@ -8,11 +8,13 @@ use admin_toolkit_core::backup::restore::{
 };
 use admin_toolkit_core::backup::store::BackupStore;
 use admin_toolkit_core::chrono::DateTime;
+use admin_toolkit_core::crypto::KeyDir;
 use admin_toolkit_core::lsn::Lsn;
 use admin_toolkit_core::recovery::{plan_segments, Archive, BackupPosition, Target};
 use admin_toolkit_core::storage::{self, Location, S3Settings, Storage, StorageError};
 use admin_toolkit_core::wal::{data_object, is_wal_file_name, restore_wal};
-use std::io::Write;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -22,10 +24,29 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// Progress on stderr every tenth of the work, for long operations.
-fn progress(what: &'static str) -> impl FnMut(u64, u64) {
+/// Progress of a long operation on stderr: a bar when stderr is a terminal, otherwise a plain
+/// line every tenth of the work (for logs and scripts).
+fn progress(what: &'static str) -> Box<dyn FnMut(u64, u64)> {
+    if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_message(what);
+        return Box::new(move |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+            if done >= total {
+                bar.finish();
+            }
+        });
+    }
     let mut shown = 0u64;
-    move |done, total| {
+    Box::new(move |done, total| {
         let tenth = done.saturating_mul(10).checked_div(total).unwrap_or(10);
         if tenth > shown {
             shown = tenth;
@@ -36,7 +57,7 @@ fn progress(what: &'static str) -> impl FnMut(u64, u64) {
                 total / 1_000_000
             );
         }
-    }
+    })
 }
 
 /// A recovery_target_time as microseconds since the epoch; an explicit UTC offset is required
@@ -69,9 +90,9 @@ fn undo(target: &Path, existed: bool) {
     }
 }
 
-pub fn restore(r: &Restore) -> ExitCode {
-    let manifest = match BackupStore::open(&r.backup, &r.s3).and_then(|s| s.load_manifest(&r.keys))
-    {
+pub fn restore(r: &RestoreArgs) -> ExitCode {
+    let (s3, keys) = (r.storage.s3(), r.storage.keys());
+    let manifest = match BackupStore::open(&r.backup, &s3).and_then(|s| s.load_manifest(&keys)) {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
@@ -85,7 +106,8 @@ pub fn restore(r: &Restore) -> ExitCode {
         }
         Err(e) => return fail(e),
     }
-    let target = match &r.target {
+    let recovery_target = r.target();
+    let target = match &recovery_target {
         Some(RecoveryTarget::Time(t)) => match parse_target_time(t) {
             Ok(micros) => Target::Time(micros),
             Err(e) => return fail(e),
@@ -117,9 +139,9 @@ pub fn restore(r: &Restore) -> ExitCode {
             },
             _ => return fail("the backup's manifest has no valid start and end LSN"),
         };
-        let plan = storage::open(location, &r.s3)
+        let plan = storage::open(location, &s3)
             .map_err(|e| e.to_string())
-            .and_then(|s| Archive::read(s.as_ref(), manifest.wal_segment_size, &r.keys))
+            .and_then(|s| Archive::read(s.as_ref(), manifest.wal_segment_size, &keys))
             .and_then(|a| {
                 plan_segments(&a, position, target, manifest.wal_segment_size)
                     .map_err(|e| e.to_string())
@@ -143,13 +165,13 @@ pub fn restore(r: &Restore) -> ExitCode {
     }
     let existed = r.target_dir.exists();
     let started = Instant::now();
-    let threads = r.threads.unwrap_or_else(default_threads);
+    let threads = r.threads.map_or_else(default_threads, usize::from);
     let restored = match restore_backup(
         &manifest,
         &r.target_dir,
         threads,
-        &r.s3,
-        &r.keys,
+        &s3,
+        &keys,
         &mut progress("restoring"),
     ) {
         Ok(done) => done,
@@ -161,7 +183,14 @@ pub fn restore(r: &Restore) -> ExitCode {
         }
     };
     let seconds = started.elapsed().as_secs_f64();
-    if let Err(e) = write_recovery_settings(r, archive.as_ref()) {
+    let settings = RecoverySettings {
+        backup: &r.backup,
+        target_dir: &r.target_dir,
+        target: recovery_target.as_ref(),
+        s3: &s3,
+        keys: &keys,
+    };
+    if let Err(e) = write_recovery_settings(&settings, archive.as_ref()) {
         undo(&r.target_dir, existed);
         return fail(e);
     }
@@ -214,7 +243,16 @@ fn s3_flags(s3: &S3Settings) -> Vec<String> {
     flags
 }
 
-fn write_recovery_settings(r: &Restore, archive: Option<&Location>) -> Result<(), String> {
+/// What the recovery settings of a restored directory are made from.
+struct RecoverySettings<'a> {
+    backup: &'a str,
+    target_dir: &'a Path,
+    target: Option<&'a RecoveryTarget>,
+    s3: &'a S3Settings,
+    keys: &'a KeyDir,
+}
+
+fn write_recovery_settings(r: &RecoverySettings, archive: Option<&Location>) -> Result<(), String> {
     let mut lines = vec![format!(
         "\n# recovery settings written by admin-toolkit restore from {}",
         r.backup
@@ -228,7 +266,7 @@ fn write_recovery_settings(r: &Restore, archive: Option<&Location>) -> Result<()
             format!("--archive={}", shell_quote(&location.display())),
         ];
         if matches!(location, Location::S3 { .. }) {
-            words.extend(s3_flags(&r.s3));
+            words.extend(s3_flags(r.s3));
         }
         if let Some(dir) = &r.keys.0 {
             let dir = std::path::absolute(dir)
@@ -241,7 +279,7 @@ fn write_recovery_settings(r: &Restore, archive: Option<&Location>) -> Result<()
         words.extend(["%f".to_string(), "%p".to_string()]);
         lines.push(format!("restore_command = {}", quote(&words.join(" "))));
     }
-    match &r.target {
+    match r.target {
         Some(RecoveryTarget::Time(t)) => lines.push(format!("recovery_target_time = {}", quote(t))),
         Some(RecoveryTarget::Lsn(l)) => lines.push(format!("recovery_target_lsn = {}", quote(l))),
         Some(RecoveryTarget::Name(n)) => lines.push(format!("recovery_target_name = {}", quote(n))),
@@ -269,13 +307,14 @@ fn shell_quote(text: &str) -> String {
     }
 }
 
-pub fn wal_get(w: &WalGet) -> ExitCode {
+pub fn wal_get(w: &WalGetArgs) -> ExitCode {
+    let (s3, keys) = (w.storage.s3(), w.storage.keys());
     if !is_wal_file_name(&w.file) {
         return fail(format!("\"{}\" is not a WAL file name", w.file));
     }
     let opened = Location::parse(&w.archive)
         .or_else(|e| archive_location(&w.archive).map_err(|_| e.to_string()))
-        .and_then(|l| storage::open(&l, &w.s3).map_err(|e| e.to_string()));
+        .and_then(|l| storage::open(&l, &s3).map_err(|e| e.to_string()));
     let storage: Box<dyn Storage> = match opened {
         Ok(s) => s,
         // Not "missing": an unusable archive must stop recovery, not end it early.
@@ -296,7 +335,7 @@ pub fn wal_get(w: &WalGet) -> ExitCode {
             return ExitCode::from(126);
         }
     }
-    let bytes = match restore_wal(storage.as_ref(), &w.file, &w.keys) {
+    let bytes = match restore_wal(storage.as_ref(), &w.file, &keys) {
         Ok(b) => b,
         Err(e) => {
             // Above 125: PostgreSQL stops recovery instead of taking this for the end of WAL.
@@ -318,40 +357,69 @@ pub fn wal_get(w: &WalGet) -> ExitCode {
     }
 }
 
-pub fn verify(v: &Verify) -> ExitCode {
-    let manifest = match BackupStore::open(&v.backup, &v.s3).and_then(|s| s.load_manifest(&v.keys))
-    {
+pub fn verify(v: &VerifyArgs) -> ExitCode {
+    let (s3, keys) = (v.storage.s3(), v.storage.keys());
+    let manifest = match BackupStore::open(&v.backup, &s3).and_then(|s| s.load_manifest(&keys)) {
         Ok(m) => m,
+        Err(e) if v.json => {
+            print_json(&serde_json::json!({
+                "backup": v.backup,
+                "ok": false,
+                "error": e.to_string(),
+            }));
+            return ExitCode::from(1);
+        }
         Err(e) => return fail(e),
     };
     let report = verify_backup(
         &manifest,
-        v.threads.unwrap_or_else(default_threads),
-        &v.s3,
-        &v.keys,
+        v.threads.map_or_else(default_threads, usize::from),
+        &s3,
+        &keys,
         &mut progress("verifying"),
     );
-    for p in &report.problems {
-        if p.path.is_empty() {
-            println!("ERROR {}", p.message);
+    let ok = report.problems.is_empty();
+    if v.json {
+        print_json(&serde_json::json!({
+            "backup": v.backup,
+            "backup_id": manifest.backup_id,
+            "ok": ok,
+            "files": report.files,
+            "bytes": report.bytes,
+            "problems": report.problems.iter()
+                .map(|p| serde_json::json!({"path": p.path, "message": p.message}))
+                .collect::<Vec<_>>(),
+        }));
+    } else {
+        for p in &report.problems {
+            if p.path.is_empty() {
+                println!("ERROR {}", p.message);
+            } else {
+                println!("ERROR {}: {}", p.path, p.message);
+            }
+        }
+        if ok {
+            println!(
+                "OK backup {}: {} files, {} bytes match their SHA-256 checksums",
+                manifest.backup_id, report.files, report.bytes
+            );
         } else {
-            println!("ERROR {}: {}", p.path, p.message);
+            println!(
+                "backup {}: {} problems",
+                manifest.backup_id,
+                report.problems.len()
+            );
         }
     }
-    if report.problems.is_empty() {
-        println!(
-            "OK backup {}: {} files, {} bytes match their SHA-256 checksums",
-            manifest.backup_id, report.files, report.bytes
-        );
+    if ok {
         ExitCode::SUCCESS
     } else {
-        println!(
-            "backup {}: {} problems",
-            manifest.backup_id,
-            report.problems.len()
-        );
         ExitCode::from(1)
     }
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!("{value}");
 }
 
 #[cfg(test)]

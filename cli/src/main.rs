@@ -5,26 +5,25 @@
 mod args;
 mod commands;
 
-use args::{parse, Invocation};
+use args::{Cli, Command};
+use clap::{CommandFactory, Parser};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    match parse(&argv) {
-        Ok(Invocation::Help(text)) => {
-            println!("{text}");
+    // Usage errors exit 2 with clap's message; --help and --version exit 0.
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Restore(r) => commands::restore(r),
+        Command::WalGet(w) => commands::wal_get(w),
+        Command::Verify(v) => commands::verify(v),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "admin-toolkit",
+                &mut std::io::stdout(),
+            );
             ExitCode::SUCCESS
-        }
-        Ok(Invocation::Version) => {
-            println!("admin-toolkit {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Ok(Invocation::Restore(r)) => commands::restore(&r),
-        Ok(Invocation::WalGet(w)) => commands::wal_get(&w),
-        Ok(Invocation::Verify(v)) => commands::verify(&v),
-        Err(message) => {
-            eprintln!("admin-toolkit: {message}\nTry \"admin-toolkit help\".");
-            ExitCode::from(2)
         }
     }
 }

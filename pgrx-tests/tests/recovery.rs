@@ -286,6 +286,14 @@ fn point_in_time_recovery_end_to_end() {
         Some(1)
     );
 
+    // verify --json, for scripts: one object, ok with the figures
+    let out = cli(&["verify", "--json", "--backup", &full_path]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["files"].as_u64().unwrap() > 100, "{report}");
+    assert_eq!(report["problems"].as_array().map(Vec::len), Some(0));
+
     // a damaged backup file: validate names it, verify fails, restore refuses and leaves nothing
     let pack = Path::new(&full_path).join("data.pack");
     let mut bytes = std::fs::read(&pack).unwrap();
@@ -299,6 +307,17 @@ fn point_in_time_recovery_end_to_end() {
     let out = cli(&["verify", "--backup", &full_path]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("ERROR"), "{}", text(&out));
+    let out = cli(&["verify", "--backup", &full_path, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false, "{report}");
+    let problems = report["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["message"].as_str().is_some_and(|m| !m.is_empty())),
+        "{report}"
+    );
     let out = cli(&[
         "restore",
         "--backup",
