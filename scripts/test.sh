@@ -39,6 +39,10 @@ cargo pgrx install --release --pg-config "$PG_CONFIG"
 step "build the admin-toolkit CLI (restore_command of the recovery tests)"
 cargo build --locked -p admin-toolkit-cli
 
+step "build the Debian package (installed and removed by pgrx-tests/tests/package.rs)"
+ADMIN_TOOLKIT_DEB=$(bash scripts/package.sh | tail -1)
+export ADMIN_TOOLKIT_DEB
+
 step "client tests against real clusters"
 # The installed build must be the release build of this commit (see pgrx-tests/tests/build.rs).
 ADMIN_TOOLKIT_EXPECT_PROFILE=release ADMIN_TOOLKIT_EXPECT_COMMIT=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown) \

@@ -1,0 +1,180 @@
+//! The Debian package: scripts/package.sh builds postgresql-15-admin-toolkit, `apt-get install
+//! ./…deb` installs it on this machine, a server creates the extension from it and runs its
+//! worker, the CLI is on the PATH, and `apt-get remove` takes every file away again. The files
+//! the package replaces (the release build scripts/test.sh installed) are put back afterwards,
+//! whatever happens, so the tests after this one run against the same build.
+
+use admin_toolkit_it::Cluster;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const PACKAGE: &str = "postgresql-15-admin-toolkit";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{program} {args:?} failed:\n{text}");
+    text
+}
+
+/// The .deb: `$ADMIN_TOOLKIT_DEB` (scripts/test.sh builds it first), else built now by
+/// scripts/package.sh in a target directory of its own (cargo test holds the workspace's lock).
+fn deb() -> PathBuf {
+    if let Some(path) = std::env::var_os("ADMIN_TOOLKIT_DEB") {
+        return PathBuf::from(path);
+    }
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/package.sh"))
+        .env("CARGO_TARGET_DIR", repo().join("target/package"))
+        .output()
+        .expect("run scripts/package.sh");
+    assert!(
+        out.status.success(),
+        "scripts/package.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(stdout.lines().last().expect("the .deb's path").trim())
+}
+
+/// Files the package holds (absolute paths), from the .deb itself.
+fn package_files(deb: &Path) -> Vec<PathBuf> {
+    let listing = run("dpkg-deb", &["-c", &deb.to_string_lossy()]);
+    listing
+        .lines()
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| l.split_whitespace().last())
+        .map(|p| PathBuf::from(p.trim_start_matches('.')))
+        .collect()
+}
+
+/// Copies of the files the package will replace; put back when dropped.
+struct Displaced {
+    saved: Vec<(PathBuf, Vec<u8>, u32)>,
+}
+
+impl Displaced {
+    fn save(files: &[PathBuf]) -> Displaced {
+        use std::os::unix::fs::PermissionsExt;
+        let saved = files
+            .iter()
+            .filter_map(|f| {
+                let bytes = fs::read(f).ok()?;
+                let mode = fs::metadata(f).ok()?.permissions().mode();
+                Some((f.clone(), bytes, mode))
+            })
+            .collect();
+        Displaced { saved }
+    }
+}
+
+impl Drop for Displaced {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        // If the package is still installed (a failed assertion), remove it first so that dpkg's
+        // database does not claim files that are then replaced behind its back.
+        let _ignored = Command::new("dpkg").args(["--remove", PACKAGE]).output();
+        for (path, bytes, mode) in &self.saved {
+            if let Some(dir) = path.parent() {
+                let _ignored = fs::create_dir_all(dir);
+            }
+            if fs::write(path, bytes).is_ok() {
+                let _ignored = fs::set_permissions(path, fs::Permissions::from_mode(*mode));
+            } else {
+                eprintln!("could not put back {}", path.display());
+            }
+        }
+    }
+}
+
+fn installed_status() -> String {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", PACKAGE])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_debian_package_installs_creates_the_extension_and_removes_cleanly() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("installing a package needs root (CI runs the tests as root)");
+    }
+    let deb = deb();
+    let files = package_files(&deb);
+    for expected in [
+        "/usr/lib/postgresql/15/lib/admin_toolkit.so",
+        "/usr/share/postgresql/15/extension/admin_toolkit.control",
+        "/usr/share/postgresql/15/extension/admin_toolkit--0.1.0--0.2.0.sql",
+        "/usr/bin/admin-toolkit",
+        "/usr/share/bash-completion/completions/admin-toolkit",
+    ] {
+        assert!(
+            files.iter().any(|f| f == Path::new(expected)),
+            "{expected} in {files:?}"
+        );
+    }
+    let _displaced = Displaced::save(&files);
+
+    let deb_arg = deb.canonicalize().unwrap().to_string_lossy().into_owned();
+    run(
+        "apt-get",
+        &["install", "-y", "--no-install-recommends", &deb_arg],
+    );
+    assert_eq!(installed_status(), "install ok installed");
+    let owner = run(
+        "dpkg",
+        &["-S", "/usr/lib/postgresql/15/lib/admin_toolkit.so"],
+    );
+    assert!(owner.starts_with(PACKAGE), "{owner}");
+    let version = run("/usr/bin/admin-toolkit", &["--version"]);
+    assert!(
+        version.starts_with("admin-toolkit "),
+        "the CLI on the PATH: {version}"
+    );
+
+    {
+        let cluster = Cluster::start();
+        let mut db = cluster.connect("postgres");
+        db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+        let row = db
+            .query_one(
+                "SELECT b.version, b.build_profile, e.extversion FROM admin_toolkit.build_info() b, pg_extension e \
+                 WHERE e.extname = 'admin_toolkit'",
+                &[],
+            )
+            .unwrap();
+        let (version, profile, extversion): (String, String, String) =
+            (row.get(0), row.get(1), row.get(2));
+        assert_eq!(profile, "release", "the package holds a release build");
+        assert_eq!(version, extversion);
+        admin_toolkit_it::wait_for("the packaged worker at work", || {
+            cluster
+                .server_log()
+                .contains("admin_toolkit worker: extension found; starting work")
+                .then_some(())
+        });
+        db.batch_execute("DROP EXTENSION admin_toolkit").unwrap();
+    }
+
+    run("apt-get", &["remove", "-y", PACKAGE]);
+    let status = installed_status();
+    assert!(!status.starts_with("install"), "after removal: {status}");
+    for f in &files {
+        assert!(!f.exists(), "{} left behind by apt-get remove", f.display());
+    }
+}
