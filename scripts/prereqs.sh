@@ -4,7 +4,8 @@
 # server as the postgres OS user), cargo-pgrx 0.18.1, and cargo-pgrx's registration of PG 15;
 # for the tests and benchmarks, an S3-compatible server (moto's standalone server, from PyPI, in
 # a virtualenv), openssl (test certificates), and for the S3 benchmarks pgBackRest (the
-# comparison) and nginx (TLS in front of the S3 server).
+# comparison) and nginx (TLS in front of the S3 server); Prometheus and postgres_exporter for
+# the /metrics tests and benchmark.
 set -euo pipefail
 
 PGRX_VERSION=0.18.1
@@ -42,5 +43,22 @@ if ! "$S3_VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$
     as_root rm -rf "$S3_VENV"
     as_root /usr/bin/python3 -m venv "$S3_VENV"
     as_root "$S3_VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+# Prometheus (promtool, and a server the tests start on 127.0.0.1) and postgres_exporter (the
+# scrape benchmark's comparison), unpacked from Debian's packages, not installed: installing
+# them would start services listening on every address.
+PROM_DIR=/opt/admin_toolkit-test/prometheus
+if [ ! -x "$PROM_DIR/usr/bin/promtool" ] || [ ! -x "$PROM_DIR/usr/bin/prometheus-postgres-exporter" ]; then
+    echo "prereqs: unpacking prometheus and prometheus-postgres-exporter into $PROM_DIR"
+    debs=$(mktemp -d)
+    chmod 755 "$debs"
+    as_root chown _apt "$debs" 2>/dev/null || true   # apt-get download then fetches as _apt, not as root
+    if ! (cd "$debs" && as_root apt-get download -qq prometheus prometheus-postgres-exporter); then
+        as_root apt-get update -qq
+        (cd "$debs" && as_root apt-get download -qq prometheus prometheus-postgres-exporter)
+    fi
+    as_root mkdir -p "$PROM_DIR"
+    for deb in "$debs"/*.deb; do as_root dpkg-deb -x "$deb" "$PROM_DIR"; done
+    rm -rf "$debs"
 fi
 echo "prereqs: ready (PostgreSQL $("$PG_CONFIG" --version | awk '{print $2}'), $(cargo pgrx --version))"

@@ -11,6 +11,11 @@ use std::ffi::CString;
 /// Database the background worker connects to and works in.
 pub static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
+/// host:port the /metrics endpoint listens on; empty: no endpoint.
+pub static METRICS_LISTEN: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
+/// Most series per per-table metric on /metrics; the rest are summed into one.
+pub static METRICS_TABLE_SERIES: GucSetting<i32> = GucSetting::<i32>::new(50);
 /// Seconds between metric collections by the worker; 0 turns collection off.
 pub static COLLECTION_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
 /// Days of metrics kept; older daily partitions are dropped.
@@ -111,7 +116,26 @@ pub fn register(preloading: bool) {
             GucContext::Postmaster,
             GucFlags::SUPERUSER_ONLY,
         );
+        GucRegistry::define_string_guc(
+            c"admin_toolkit.metrics_listen",
+            c"Address (host:port) of the Prometheus /metrics endpoint; empty for none.",
+            c"For example 127.0.0.1:9188. Served by a background process of its own, connected \
+              to admin_toolkit.database, so a scrape needs no client connection slot.",
+            &METRICS_LISTEN,
+            GucContext::Postmaster,
+            GucFlags::SUPERUSER_ONLY,
+        );
     }
+    GucRegistry::define_int_guc(
+        c"admin_toolkit.metrics_table_series",
+        c"Most series of one per-table metric on /metrics; the other tables are summed into one series.",
+        c"",
+        &METRICS_TABLE_SERIES,
+        1,
+        100_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"admin_toolkit.collection_interval",
         c"Seconds between metric collections by the background worker (0 disables collection).",
@@ -380,6 +404,14 @@ pub fn timezone() -> Option<String> {
 }
 
 /// The worker's database name.
+/// The /metrics endpoint's address, when one is configured.
+pub fn metrics_listen() -> Option<String> {
+    METRICS_LISTEN
+        .get()
+        .map(|v| v.to_string_lossy().trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
 pub fn database() -> String {
     DATABASE
         .get()

@@ -14,6 +14,7 @@ pub mod lsn;
 pub mod maintenance;
 pub mod partitions;
 pub mod password;
+pub mod prometheus;
 pub mod recovery;
 pub mod storage;
 pub mod tuning;

@@ -3,6 +3,8 @@
 
 pub mod alerts;
 pub mod collect;
+pub mod endpoint;
+pub mod exposition;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod sql_tests;

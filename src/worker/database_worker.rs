@@ -346,7 +346,10 @@ fn write_audit(state: &mut WorkerState) {
 }
 
 fn collect_and_evaluate(state: &mut WorkerState) {
-    match run_step("collect metrics", collect::collect) {
+    let started = Instant::now();
+    let collected = run_step("collect metrics", collect::collect);
+    audit::queue::record_collection(started.elapsed().as_micros() as u64);
+    match collected {
         Some(Ok(collection)) => {
             debug1!(
                 "admin_toolkit worker: collected {} metrics",
@@ -416,6 +419,7 @@ pub extern "C-unwind" fn admin_toolkit_worker_main(_arg: pg_sys::Datum) {
             state.last_upkeep = Default::default();
             state.config_checked = false;
         }
+        audit::queue::worker_tick();
         tick(&mut state);
         if !BackgroundWorker::wait_latch(Some(state.tick_length())) {
             break;

@@ -26,11 +26,13 @@ pub fn register() {
         .load();
 }
 
-fn start_database_worker() -> Option<DynamicBackgroundWorker> {
-    BackgroundWorkerBuilder::new("admin_toolkit worker")
-        .set_type("admin_toolkit worker")
+/// A process of the launcher's (`name` is also its backend_type), running `function`; the
+/// launcher is told when it exits.
+fn start_child(name: &str, function: &str) -> Option<DynamicBackgroundWorker> {
+    BackgroundWorkerBuilder::new(name)
+        .set_type(name)
         .set_library("admin_toolkit")
-        .set_function("admin_toolkit_worker_main")
+        .set_function(function)
         .enable_spi_access()
         .set_start_time(BgWorkerStartTime::ConsistentState)
         .set_restart_time(None)
@@ -68,6 +70,70 @@ fn database_exists(name: &str) -> bool {
     })
 }
 
+/// A process the launcher keeps running: started when the database exists, started again
+/// (after RESTART_DELAY) when it exits.
+struct Supervised {
+    name: &'static str,
+    function: &'static str,
+    handle: Option<DynamicBackgroundWorker>,
+    last_start: Option<Instant>,
+    said_no_slot: bool,
+}
+
+impl Supervised {
+    fn new(name: &'static str, function: &'static str) -> Supervised {
+        Supervised {
+            name,
+            function,
+            handle: None,
+            last_start: None,
+            said_no_slot: false,
+        }
+    }
+
+    /// Notices an exit; true when the postmaster is gone.
+    fn check(&mut self) -> bool {
+        if let Some(w) = &self.handle {
+            match w.pid() {
+                Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted) => {}
+                Err(BackgroundWorkerStatus::PostmasterDied) => return true,
+                Err(_) => {
+                    log!("{} exited; the launcher will start it again", self.name);
+                    self.handle = None;
+                }
+            }
+        }
+        false
+    }
+
+    fn wants_start(&self) -> bool {
+        self.handle.is_none() && self.last_start.is_none_or(|t| t.elapsed() >= RESTART_DELAY)
+    }
+
+    fn start_if_wanted(&mut self) {
+        if !self.wants_start() {
+            return;
+        }
+        self.last_start = Some(Instant::now());
+        self.handle = start_child(self.name, self.function);
+        if self.handle.is_none() && !self.said_no_slot {
+            log!(
+                "admin_toolkit launcher: no background worker slot free for {}; raise max_worker_processes",
+                self.name
+            );
+            self.said_no_slot = true;
+        } else if self.handle.is_some() {
+            self.said_no_slot = false;
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(w) = self.handle.take() {
+            let _terminating = w.terminate();
+        }
+    }
+}
+
 /// Launcher entry point.
 #[pg_guard]
 #[unsafe(no_mangle)]
@@ -77,28 +143,30 @@ pub extern "C-unwind" fn admin_toolkit_launcher_main(_arg: pg_sys::Datum) {
     let database = settings::database();
     log!("admin_toolkit launcher started; worker database is \"{database}\"");
 
-    let mut worker: Option<DynamicBackgroundWorker> = None;
-    let mut last_start: Option<Instant> = None;
+    let mut worker = Supervised::new("admin_toolkit worker", "admin_toolkit_worker_main");
+    // The endpoint's entry point is in crate::monitoring::endpoint.
+    let mut endpoint = settings::metrics_listen().map(|_| {
+        Supervised::new(
+            "admin_toolkit metrics endpoint",
+            "admin_toolkit_metrics_endpoint_main",
+        )
+    });
     let mut said_waiting = false;
-    let mut said_no_slot = false;
     loop {
         if BackgroundWorker::sighup_received() {
             // SAFETY: reloading the configuration file between loop iterations, as the
             // postmaster asked us to.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
-        if let Some(w) = &worker {
-            match w.pid() {
-                Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted) => {}
-                Err(BackgroundWorkerStatus::PostmasterDied) => break,
-                Err(_) => {
-                    log!("admin_toolkit worker exited; the launcher will start it again");
-                    worker = None;
-                }
-            }
+        let mut postmaster_gone = worker.check();
+        if let Some(e) = endpoint.as_mut() {
+            postmaster_gone |= e.check();
         }
-        let may_start = last_start.is_none_or(|t| t.elapsed() >= RESTART_DELAY);
-        if worker.is_none() && may_start {
+        if postmaster_gone {
+            break;
+        }
+        let wanted = worker.wants_start() || endpoint.as_ref().is_some_and(Supervised::wants_start);
+        if wanted {
             if !database_exists(&database) {
                 if !said_waiting {
                     log!(
@@ -109,13 +177,9 @@ pub extern "C-unwind" fn admin_toolkit_launcher_main(_arg: pg_sys::Datum) {
                 }
             } else {
                 said_waiting = false;
-                last_start = Some(Instant::now());
-                worker = start_database_worker();
-                if worker.is_none() && !said_no_slot {
-                    log!("admin_toolkit launcher: no background worker slot free; raise max_worker_processes");
-                    said_no_slot = true;
-                } else if worker.is_some() {
-                    said_no_slot = false;
+                worker.start_if_wanted();
+                if let Some(e) = endpoint.as_mut() {
+                    e.start_if_wanted();
                 }
             }
         }
@@ -123,9 +187,10 @@ pub extern "C-unwind" fn admin_toolkit_launcher_main(_arg: pg_sys::Datum) {
             break;
         }
     }
-    if let Some(w) = worker {
-        // Shutdown normally signals every worker; this covers the launcher being stopped alone.
-        let _terminating = w.terminate();
+    // Shutdown normally signals every worker; this covers the launcher being stopped alone.
+    worker.stop();
+    if let Some(e) = endpoint.as_mut() {
+        e.stop();
     }
     log!("admin_toolkit launcher stopped");
 }

@@ -111,6 +111,10 @@ struct Shared {
     /// Set by a backend that has handed the worker work outside the queue (backups to
     /// delete), cleared by the worker when it takes it.
     work_requested: bool,
+    /// The database worker's last tick and its last metrics collection (microseconds), read
+    /// by the /metrics endpoint: liveness of the worker without a query.
+    worker_tick: pg_sys::TimestampTz,
+    collection_micros: u64,
     events: [AuditEvent; QUEUE_CAPACITY],
     reads: [ReadCount; READ_SLOTS],
 }
@@ -255,6 +259,39 @@ pub fn commit(n: usize) {
 /// so that an idle worker tick starts no transaction.
 pub fn pending() -> (bool, bool) {
     with_lock(|s| (s.pushed > s.popped, s.reads_used > 0)).unwrap_or((false, false))
+}
+
+/// The database worker says it is alive (once per loop).
+pub fn worker_tick() {
+    // SAFETY: reads the clock; no preconditions.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    with_lock(|s| s.worker_tick = now);
+}
+
+/// The database worker's last metrics collection took `micros`.
+pub fn record_collection(micros: u64) {
+    with_lock(|s| s.collection_micros = micros);
+}
+
+/// What the /metrics endpoint shows of the queue and the worker.
+pub struct QueueState {
+    pub queued: u64,
+    pub dropped: u64,
+    pub reads_dropped: u64,
+    pub worker_running: bool,
+    pub worker_tick: pg_sys::TimestampTz,
+    pub collection_micros: u64,
+}
+
+pub fn state() -> Option<QueueState> {
+    with_lock(|s| QueueState {
+        queued: s.pushed - s.popped,
+        dropped: s.dropped,
+        reads_dropped: s.reads_dropped,
+        worker_running: !s.worker_latch.is_null(),
+        worker_tick: s.worker_tick,
+        collection_micros: s.collection_micros,
+    })
 }
 
 /// Events dropped and read counts dropped since startup.

@@ -1,0 +1,266 @@
+//! The Prometheus endpoint (admin_toolkit.metrics_listen): a real scrape shows the collected
+//! metrics and the toolkit's own state, `promtool check metrics` accepts it, a real Prometheus
+//! scrapes it (up == 1 and a toolkit metric through its HTTP API), per-table series are capped,
+//! and it still answers with every client connection slot taken.
+
+use admin_toolkit_it::{free_port, wait_for, Cluster, ClusterOptions, ScratchDir};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const PROMETHEUS_BIN: &str = "/opt/admin_toolkit-test/prometheus/usr/bin";
+
+/// GET of `path` on 127.0.0.1:`port`: (status, body); None while nothing listens.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+fn endpoint_cluster(extra: &[&str]) -> (Cluster, u16) {
+    let port = free_port();
+    let mut options = ClusterOptions::default();
+    options
+        .settings
+        .push(format!("admin_toolkit.metrics_listen = '127.0.0.1:{port}'"));
+    options.settings.extend(extra.iter().map(|s| s.to_string()));
+    let cluster = Cluster::start_with(options);
+    (cluster, port)
+}
+
+/// The value of the series `series` (name with labels, exactly as exposed).
+fn value_of(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn scrape_when(port: u16, what: &str, ready: impl Fn(&str) -> bool) -> String {
+    wait_for(what, || {
+        http_get(port, "/metrics")
+            .filter(|(status, body)| *status == 200 && ready(body))
+            .map(|(_, body)| body)
+    })
+}
+
+#[test]
+fn a_scrape_shows_collected_metrics_and_the_toolkits_state_and_promtool_accepts_it() {
+    let (cluster, port) = endpoint_cluster(&["admin_toolkit.metrics_table_series = 5"]);
+    let mut db = cluster.connect("postgres");
+    db.batch_execute(
+        "CREATE EXTENSION admin_toolkit;
+         INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location)
+              VALUES ('full', '0 2 * * 0', 7, '/srv/never'), ('incremental', '0 2 * * 1-6', 7, '/srv/never');
+         INSERT INTO admin_toolkit.backup_history (schedule_id, backup_type, status, backup_path, start_time, end_time)
+              VALUES (1, 'full', 'completed', '/srv/never/b1', now() - interval '2 hours', now() - interval '1 hour'),
+                     (2, 'incremental', 'failed', '/srv/never/b2', now() - interval '1 hour', now());
+         INSERT INTO admin_toolkit.metric_definitions (metric_type, metric_name, metric_unit, description)
+              VALUES ('app', 'orders', 'count', 'Orders waiting');
+         INSERT INTO admin_toolkit.alert_rules (rule_name, metric_type, metric_name, condition_operator, threshold_value)
+              VALUES ('Orders \"piling\" up', 'app', 'orders', '>', 10);
+         INSERT INTO admin_toolkit.performance_metrics (metric_type, metric_name, metric_value) VALUES ('app', 'orders', 11);
+         INSERT INTO admin_toolkit.alert_events (rule_id, value_at_firing, threshold_value, message)
+              SELECT rule_id, 11, 10, 'orders piling up' FROM admin_toolkit.alert_rules WHERE rule_name LIKE 'Orders%';",
+    )
+    .unwrap();
+    for i in 0..12 {
+        db.batch_execute(&format!(
+            "CREATE TABLE t{i} AS SELECT g FROM generate_series(1, {}) g; ANALYZE t{i};",
+            (i + 1) * 100
+        ))
+        .unwrap();
+    }
+
+    let body = scrape_when(port, "a scrape with collected metrics", |b| {
+        // Table statistics reach the shared stats a moment after the session's transactions.
+        b.contains("admin_toolkit_storage_database_size_bytes ")
+            && b.contains("admin_toolkit_table_live_rows{schema=\"public\",table=\"t11\"} 1200")
+    });
+    assert_eq!(value_of(&body, "admin_toolkit_up"), Some(1.0));
+    assert_eq!(value_of(&body, "admin_toolkit_worker_up"), Some(1.0));
+    assert!(value_of(&body, "admin_toolkit_storage_database_size_bytes").unwrap() > 1e6);
+    assert_eq!(value_of(&body, "admin_toolkit_app_orders"), Some(11.0));
+    let age = value_of(
+        &body,
+        "admin_toolkit_backup_last_success_age_seconds{schedule_id=\"1\",backup_type=\"full\"}",
+    )
+    .unwrap();
+    assert!((3500.0..4000.0).contains(&age), "full backup age {age}");
+    assert!(body.contains(
+        "admin_toolkit_backup_last_success_age_seconds{schedule_id=\"2\",backup_type=\"incremental\"} +Inf"
+    ));
+    assert_eq!(
+        value_of(
+            &body,
+            "admin_toolkit_alert_firing{rule=\"Orders \\\"piling\\\" up\",severity=\"warning\"}"
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        value_of(
+            &body,
+            "admin_toolkit_job_runs{kind=\"backup\",status=\"failed\"}"
+        ),
+        Some(1.0)
+    );
+    for section in [
+        "metrics",
+        "backups",
+        "wal_archive",
+        "alerts",
+        "jobs",
+        "tables",
+    ] {
+        assert_eq!(
+            value_of(
+                &body,
+                &format!("admin_toolkit_scrape_section_failed{{section=\"{section}\"}}")
+            ),
+            Some(0.0),
+            "{section}"
+        );
+    }
+    // 12 tables with admin_toolkit.metrics_table_series = 5: the 4 largest and one sum.
+    let live: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("admin_toolkit_table_live_rows{"))
+        .collect();
+    assert_eq!(live.len(), 5, "{live:?}");
+    assert!(
+        live[0].contains("table=\"t11\"") && live[0].ends_with(" 1200"),
+        "{live:?}"
+    );
+    assert!(live[4].contains("table=\"(other)\""), "{live:?}");
+    let total: f64 = live
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(total >= 7800.0, "every row counted once: {total}");
+
+    // promtool, Prometheus's own checker, accepts the text.
+    let mut promtool = Command::new(Path::new(PROMETHEUS_BIN).join("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/prereqs.sh unpacks it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    assert_eq!(http_get(port, "/nothing").map(|r| r.0), Some(404));
+    assert!(!cluster.server_log().contains("terminated by signal"));
+}
+
+struct Prometheus(Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ignored = self.0.kill();
+        let _reaped = self.0.wait();
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_endpoint() {
+    let (cluster, port) = endpoint_cluster(&[]);
+    cluster
+        .connect("postgres")
+        .batch_execute("CREATE EXTENSION admin_toolkit")
+        .unwrap();
+    let scratch = ScratchDir::new("admin_toolkit_prometheus_");
+    let config = scratch.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: admin_toolkit\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ),
+    )
+    .unwrap();
+    let web = free_port();
+    let _prometheus = Prometheus(
+        Command::new(Path::new(PROMETHEUS_BIN).join("prometheus"))
+            .arg(format!("--config.file={config}"))
+            .arg(format!("--storage.tsdb.path={}", scratch.join("tsdb")))
+            .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (scripts/prereqs.sh unpacks it)"),
+    );
+    let query = |q: &str| {
+        http_get(web, &format!("/api/v1/query?query={q}"))
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, body)| body)
+    };
+    let up = wait_for("Prometheus to scrape the endpoint", || {
+        query("up%7Bjob%3D%22admin_toolkit%22%7D").filter(|b| b.contains("\"value\":["))
+    });
+    assert!(up.contains("\"1\"]"), "up == 1: {up}");
+    let worker = wait_for("a toolkit metric in Prometheus", || {
+        query("admin_toolkit_worker_up").filter(|b| b.contains("\"value\":["))
+    });
+    assert!(worker.contains("\"1\"]"), "{worker}");
+}
+
+#[test]
+fn the_endpoint_answers_with_every_connection_slot_taken() {
+    let (cluster, port) =
+        endpoint_cluster(&["max_connections = 6", "superuser_reserved_connections = 0"]);
+    cluster
+        .connect("postgres")
+        .batch_execute("CREATE EXTENSION admin_toolkit")
+        .unwrap();
+    scrape_when(port, "the endpoint", |b| b.contains("admin_toolkit_up 1"));
+    let mut held = Vec::new();
+    let refused = loop {
+        match postgres::Client::connect(&cluster.conninfo("postgres"), postgres::NoTls) {
+            Ok(c) => held.push(c),
+            Err(e) => {
+                break e
+                    .as_db_error()
+                    .map_or(e.to_string(), |d| d.message().to_string())
+            }
+        }
+        assert!(held.len() <= 6, "max_connections is 6");
+    };
+    assert!(refused.contains("too many clients"), "{refused}");
+    let body = scrape_when(port, "a scrape with no slot free", |b| {
+        b.contains("admin_toolkit_up 1")
+    });
+    assert_eq!(
+        value_of(
+            &body,
+            "admin_toolkit_scrape_section_failed{section=\"backups\"}"
+        ),
+        Some(0.0),
+        "{body}"
+    );
+    drop(held);
+}
