@@ -8,7 +8,9 @@ use crate::settings;
 use crate::worker::step::try_transaction;
 use admin_toolkit_core::prometheus::{cap_series, metric_name, Family, Kind, Sample};
 use pgrx::prelude::*;
-use std::collections::HashSet;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 
 /// One section's families, or why it failed.
 type Section = fn() -> spi::Result<Vec<Family>>;
@@ -118,6 +120,75 @@ fn pg_epoch_seconds(ts: pg_sys::TimestampTz) -> f64 {
     ts as f64 / 1e6 + UNIX_TO_PG_SECONDS
 }
 
+// The scrape's queries, each kept as a plan (see select_kept).
+const LATEST_METRICS: &str =
+    "SELECT d.metric_type, d.metric_name, coalesce(d.description, ''), m.metric_value::float8, \
+    extract(epoch FROM m.collected_at)::float8 \
+    FROM admin_toolkit.metric_definitions d \
+    CROSS JOIN LATERAL ( \
+    SELECT p.metric_value, p.collected_at FROM admin_toolkit.performance_metrics p \
+    WHERE p.metric_type = d.metric_type AND p.metric_name = d.metric_name \
+    AND p.collected_at > now() - interval '1 day' \
+    ORDER BY p.collected_at DESC LIMIT 1) m \
+    WHERE m.metric_value IS NOT NULL \
+    ORDER BY 1, 2";
+
+const BACKUP_FRESHNESS: &str = "SELECT s.schedule_id::text, s.backup_type, \
+    extract(epoch FROM max(h.end_time) FILTER (WHERE h.status = 'completed'))::float8, \
+    extract(epoch FROM now() - max(h.end_time) FILTER (WHERE h.status = 'completed'))::float8 \
+    FROM admin_toolkit.backup_schedules s \
+    LEFT JOIN admin_toolkit.backup_history h USING (schedule_id) \
+    WHERE s.is_active GROUP BY s.schedule_id, s.backup_type ORDER BY s.schedule_id";
+
+const BACKUPS_BY_STATUS: &str =
+    "SELECT status, count(*)::float8 FROM admin_toolkit.backup_history GROUP BY 1 ORDER BY 1";
+
+const ARCHIVER: &str = "SELECT (SELECT count(*) FROM pg_catalog.pg_ls_archive_statusdir() WHERE name LIKE '%.ready')::float8, \
+    archived_count::float8, failed_count::float8, \
+    extract(epoch FROM last_archived_time)::float8, \
+    extract(epoch FROM last_failed_time)::float8 \
+    FROM pg_catalog.pg_stat_archiver";
+
+const ALERT_STATES: &str = "SELECT r.rule_name, r.severity, \
+    EXISTS (SELECT 1 FROM admin_toolkit.alert_events e \
+    WHERE e.rule_id = r.rule_id AND e.resolved_at IS NULL)::int::float8 \
+    FROM admin_toolkit.alert_rules r WHERE r.is_active ORDER BY r.rule_name";
+
+const JOB_RUNS: &str = "SELECT 'maintenance', status, count(*)::float8 FROM admin_toolkit.maintenance_runs GROUP BY 2 \
+    UNION ALL SELECT 'backup', status, count(*)::float8 FROM admin_toolkit.backup_history GROUP BY 2 \
+    ORDER BY 1, 2";
+
+const TABLE_STATS: &str = "SELECT n.nspname::text, c.relname::text, \
+    pg_catalog.pg_stat_get_live_tuples(c.oid)::float8, \
+    pg_catalog.pg_stat_get_dead_tuples(c.oid)::float8, \
+    c.relpages::float8 * current_setting('block_size')::float8 \
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+    WHERE c.relkind IN ('r', 'm') \
+    AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'";
+
+thread_local! {
+    /// Plans kept for the life of the process: planning the partitioned metrics query costs
+    /// several times what running it does, and the endpoint runs the same queries at every
+    /// scrape. Without parameters a kept plan is generic, and its partition pruning on now()
+    /// happens when it runs.
+    static PLANS: RefCell<HashMap<&'static str, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+}
+
+/// Runs `sql` (no parameters) through its kept plan, preparing it the first time.
+fn select_kept<'conn>(
+    c: &SpiClient<'conn>,
+    sql: &'static str,
+) -> spi::Result<SpiTupleTable<'conn>> {
+    PLANS.with(|plans| {
+        let mut plans = plans.borrow_mut();
+        if !plans.contains_key(sql) {
+            let plan = c.prepare(sql, &[])?.keep();
+            plans.insert(sql, plan);
+        }
+        c.select(&plans[sql], None, &[])
+    })
+}
+
 fn text(row: &pgrx::spi::SpiHeapTupleData, i: usize) -> spi::Result<String> {
     Ok(row.get::<String>(i)?.unwrap_or_default())
 }
@@ -130,20 +201,7 @@ fn float(row: &pgrx::spi::SpiHeapTupleData, i: usize) -> spi::Result<Option<f64>
 /// (admin_toolkit_<type>_<name>), so cardinality is that of metric_definitions.
 fn collected_metrics() -> spi::Result<Vec<Family>> {
     Spi::connect(|c| {
-        let rows = c.select(
-            "SELECT d.metric_type, d.metric_name, coalesce(d.description, ''), m.metric_value::float8, \
-                    extract(epoch FROM m.collected_at)::float8 \
-               FROM admin_toolkit.metric_definitions d \
-               CROSS JOIN LATERAL ( \
-                    SELECT p.metric_value, p.collected_at FROM admin_toolkit.performance_metrics p \
-                     WHERE p.metric_type = d.metric_type AND p.metric_name = d.metric_name \
-                       AND p.collected_at > now() - interval '1 day' \
-                     ORDER BY p.collected_at DESC LIMIT 1) m \
-              WHERE m.metric_value IS NOT NULL \
-              ORDER BY 1, 2",
-            None,
-            &[],
-        )?;
+        let rows = select_kept(c, LATEST_METRICS)?;
         let mut out = Vec::new();
         let mut newest: Option<f64> = None;
         for r in rows {
@@ -175,16 +233,7 @@ fn collected_metrics() -> spi::Result<Vec<Family>> {
 /// the history by status.
 fn backups() -> spi::Result<Vec<Family>> {
     Spi::connect(|c| {
-        let rows = c.select(
-            "SELECT s.schedule_id::text, s.backup_type, \
-                    extract(epoch FROM max(h.end_time) FILTER (WHERE h.status = 'completed'))::float8, \
-                    extract(epoch FROM now() - max(h.end_time) FILTER (WHERE h.status = 'completed'))::float8 \
-               FROM admin_toolkit.backup_schedules s \
-               LEFT JOIN admin_toolkit.backup_history h USING (schedule_id) \
-              WHERE s.is_active GROUP BY s.schedule_id, s.backup_type ORDER BY s.schedule_id",
-            None,
-            &[],
-        )?;
+        let rows = select_kept(c, BACKUP_FRESHNESS)?;
         let mut last = Family::new(
             "admin_toolkit_backup_last_success_timestamp_seconds",
             Kind::Gauge,
@@ -206,11 +255,7 @@ fn backups() -> spi::Result<Vec<Family>> {
             Kind::Gauge,
             "Backups in backup_history by status",
         );
-        for r in c.select(
-            "SELECT status, count(*)::float8 FROM admin_toolkit.backup_history GROUP BY 1 ORDER BY 1",
-            None,
-            &[],
-        )? {
+        for r in select_kept(c, BACKUPS_BY_STATUS)? {
             by_status.push(&[("status", &text(&r, 1)?)], float(&r, 2)?.unwrap_or(0.0));
         }
         Ok(vec![last, age, by_status])
@@ -220,17 +265,7 @@ fn backups() -> spi::Result<Vec<Family>> {
 /// WAL archiving: segments waiting for the archiver, and pg_stat_archiver's counters.
 fn wal_archive() -> spi::Result<Vec<Family>> {
     Spi::connect(|c| {
-        let r = c
-            .select(
-                "SELECT (SELECT count(*) FROM pg_catalog.pg_ls_archive_statusdir() WHERE name LIKE '%.ready')::float8, \
-                        archived_count::float8, failed_count::float8, \
-                        extract(epoch FROM last_archived_time)::float8, \
-                        extract(epoch FROM last_failed_time)::float8 \
-                   FROM pg_catalog.pg_stat_archiver",
-                Some(1),
-                &[],
-            )?
-            .first();
+        let r = select_kept(c, ARCHIVER)?.first();
         let mut out = vec![
             Family::single(
                 "admin_toolkit_wal_segments_ready",
@@ -279,14 +314,7 @@ fn alerts() -> spi::Result<Vec<Family>> {
             Kind::Gauge,
             "1 while an active alert rule has an unresolved alert event",
         );
-        for r in c.select(
-            "SELECT r.rule_name, r.severity, \
-                    EXISTS (SELECT 1 FROM admin_toolkit.alert_events e \
-                             WHERE e.rule_id = r.rule_id AND e.resolved_at IS NULL)::int::float8 \
-               FROM admin_toolkit.alert_rules r WHERE r.is_active ORDER BY r.rule_name",
-            None,
-            &[],
-        )? {
+        for r in select_kept(c, ALERT_STATES)? {
             firing.push(
                 &[("rule", &text(&r, 1)?), ("severity", &text(&r, 2)?)],
                 float(&r, 3)?.unwrap_or(0.0),
@@ -304,13 +332,7 @@ fn jobs() -> spi::Result<Vec<Family>> {
             Kind::Gauge,
             "Job runs in the toolkit's histories by kind and status (failed and error runs are failures)",
         );
-        for r in c.select(
-            "SELECT 'maintenance', status, count(*)::float8 FROM admin_toolkit.maintenance_runs GROUP BY 2 \
-             UNION ALL SELECT 'backup', status, count(*)::float8 FROM admin_toolkit.backup_history GROUP BY 2 \
-             ORDER BY 1, 2",
-            None,
-            &[],
-        )? {
+        for r in select_kept(c, JOB_RUNS)? {
             runs.push(
                 &[("kind", &text(&r, 1)?), ("status", &text(&r, 2)?)],
                 float(&r, 3)?.unwrap_or(0.0),
@@ -325,13 +347,7 @@ fn jobs() -> spi::Result<Vec<Family>> {
 fn tables() -> spi::Result<Vec<Family>> {
     let cap = settings::METRICS_TABLE_SERIES.get().max(1) as usize;
     Spi::connect(|c| {
-        let rows = c.select(
-            "SELECT s.schemaname::text, s.relname::text, s.n_live_tup::float8, s.n_dead_tup::float8, \
-                    (c.relpages::float8 * current_setting('block_size')::float8) \
-               FROM pg_catalog.pg_stat_user_tables s JOIN pg_catalog.pg_class c ON c.oid = s.relid",
-            None,
-            &[],
-        )?;
+        let rows = select_kept(c, TABLE_STATS)?;
         let (mut live, mut dead, mut size) = (Vec::new(), Vec::new(), Vec::new());
         for r in rows {
             let labels = vec![
