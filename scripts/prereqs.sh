@@ -3,7 +3,7 @@
 # PostgreSQL 15 with its server headers, libclang (for pgrx's bindings), sudo (tests run the
 # server as the postgres OS user), cargo-pgrx 0.18.1, and cargo-pgrx's registration of PG 15;
 # for the tests and benchmarks, an S3-compatible server (moto's standalone server, from PyPI, in
-# a virtualenv), openssl (test certificates), and for the S3 benchmarks pgBackRest (the
+# a virtualenv; aiosmtpd, the SMTP test server, beside it), openssl (test certificates), and for the S3 benchmarks pgBackRest (the
 # comparison) and nginx (TLS in front of the S3 server); Prometheus and postgres_exporter for
 # the /metrics tests and benchmark.
 set -euo pipefail
@@ -43,6 +43,12 @@ if ! "$S3_VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$
     as_root rm -rf "$S3_VENV"
     as_root /usr/bin/python3 -m venv "$S3_VENV"
     as_root "$S3_VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+# The SMTP server the notification tests start on 127.0.0.1 (pgrx-tests/src/receiver.rs).
+AIOSMTPD_VERSION=1.4.6
+if ! "$S3_VENV/bin/python" -c "import aiosmtpd, sys; sys.exit(aiosmtpd.__version__ != '$AIOSMTPD_VERSION')" 2>/dev/null; then
+    echo "prereqs: installing aiosmtpd $AIOSMTPD_VERSION (SMTP test server) into $S3_VENV"
+    as_root "$S3_VENV/bin/pip" install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION"
 fi
 # Prometheus (promtool, and a server the tests start on 127.0.0.1) and postgres_exporter (the
 # scrape benchmark's comparison), unpacked from Debian's packages, not installed: installing

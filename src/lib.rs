@@ -30,6 +30,11 @@ extension_sql_file!(
     requires = ["bootstrap"]
 );
 extension_sql_file!(
+    "../sql/notifications.sql",
+    name = "notifications",
+    requires = ["bootstrap"]
+);
+extension_sql_file!(
     "../sql/maintenance.sql",
     name = "maintenance",
     requires = ["bootstrap"]

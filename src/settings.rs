@@ -11,6 +11,15 @@ use std::ffi::CString;
 /// Database the background worker connects to and works in.
 pub static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
+/// File of notification secrets (`<channel>.<key> = <value>`); empty: none.
+pub static NOTIFICATION_SECRETS_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
+/// Longest wait between two attempts of one alert delivery, seconds.
+pub static NOTIFICATION_MAX_RETRY_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(300);
+/// Seconds after which an undelivered alert notification is given up.
+pub static NOTIFICATION_GIVE_UP_AFTER: GucSetting<i32> = GucSetting::<i32>::new(86_400);
+/// Seconds one delivery attempt may take.
+pub static NOTIFICATION_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(10);
 /// host:port the /metrics endpoint listens on; empty: no endpoint.
 pub static METRICS_LISTEN: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
@@ -126,6 +135,44 @@ pub fn register(preloading: bool) {
             GucFlags::SUPERUSER_ONLY,
         );
     }
+    GucRegistry::define_string_guc(
+        c"admin_toolkit.notification_secrets_file",
+        c"File of alert notification secrets: lines \"<channel>.<key> = <value>\" (url, routing_key, secret, password).",
+        c"Keep it readable by the server's OS user only; secrets never go into a table or a log.",
+        &NOTIFICATION_SECRETS_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_int_guc(
+        c"admin_toolkit.notification_max_retry_interval",
+        c"Longest wait between two attempts of an alert delivery (5 s, doubling, up to this).",
+        c"",
+        &NOTIFICATION_MAX_RETRY_INTERVAL,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"admin_toolkit.notification_give_up_after",
+        c"Time after which an alert delivery that keeps failing is marked failed.",
+        c"",
+        &NOTIFICATION_GIVE_UP_AFTER,
+        60,
+        30 * 86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"admin_toolkit.notification_timeout",
+        c"Longest time one alert delivery attempt may take.",
+        c"",
+        &NOTIFICATION_TIMEOUT,
+        1,
+        300,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_int_guc(
         c"admin_toolkit.metrics_table_series",
         c"Most series of one per-table metric on /metrics; the other tables are summed into one series.",
@@ -404,6 +451,14 @@ pub fn timezone() -> Option<String> {
 }
 
 /// The worker's database name.
+/// The notification secrets file's path ('' when unset).
+pub fn notification_secrets_file() -> String {
+    NOTIFICATION_SECRETS_FILE
+        .get()
+        .map(|v| v.to_string_lossy().trim().to_string())
+        .unwrap_or_default()
+}
+
 /// The /metrics endpoint's address, when one is configured.
 pub fn metrics_listen() -> Option<String> {
     METRICS_LISTEN

@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod jobs;
 pub mod lsn;
 pub mod maintenance;
+pub mod notify;
 pub mod partitions;
 pub mod password;
 pub mod prometheus;

@@ -195,7 +195,15 @@ fn user_rows_survive_pg_dump_and_restore() {
              INSERT INTO admin_toolkit.alert_rules (rule_name, metric_type, metric_name, condition_operator, threshold_value)
                   VALUES ('Huge database', 'storage', 'database_size_bytes', '>', 1e12);
              INSERT INTO admin_toolkit.performance_metrics (metric_type, metric_name, metric_value)
-                  VALUES ('storage', 'database_size_bytes', 42);",
+                  VALUES ('storage', 'database_size_bytes', 42);
+             INSERT INTO admin_toolkit.alert_channels (channel_name, kind, target)
+                  VALUES ('ops-hook', 'webhook', 'https://hooks.example.com/pg');
+             INSERT INTO admin_toolkit.alert_rules (rule_name, metric_type, metric_name, condition_operator, threshold_value, notification_channels)
+                  VALUES ('Big database', 'storage', 'database_size_bytes', '>', 1, ARRAY['ops-hook', 'email']);
+             INSERT INTO admin_toolkit.alert_events (rule_id, value_at_firing, threshold_value, message)
+                  SELECT rule_id, 42, 1, 'big' FROM admin_toolkit.alert_rules WHERE rule_name = 'Big database';
+             INSERT INTO admin_toolkit.alert_deliveries (event_id, channel_name, action, status, attempts, delivered_at)
+                  SELECT event_id, 'ops-hook', 'trigger', 'delivered', 1, now() FROM admin_toolkit.alert_events;",
         )
         .unwrap();
     let dump = cluster.scratch().join("source.dump");
@@ -239,6 +247,17 @@ fn user_rows_survive_pg_dump_and_restore() {
         count(
             &mut target,
             "SELECT count(*) FROM admin_toolkit.performance_metrics"
+        ),
+        1
+    );
+    // A user channel comes back before the rule that names it (restore order), with the
+    // event and its delivery.
+    assert_eq!(
+        count(
+            &mut target,
+            "SELECT count(*) FROM admin_toolkit.alert_deliveries d JOIN admin_toolkit.alert_channels c USING (channel_name) \
+              JOIN admin_toolkit.alert_events e USING (event_id) JOIN admin_toolkit.alert_rules r USING (rule_id) \
+             WHERE c.target = 'https://hooks.example.com/pg' AND r.rule_name = 'Big database' AND d.status = 'delivered'"
         ),
         1
     );

@@ -159,7 +159,7 @@ pub fn cleanup() -> spi::Result<Cleanup> {
         });
     }
     if !marked.is_empty() {
-        wake_worker_at_commit();
+        crate::worker::wake::at_commit();
     }
     Ok(Cleanup {
         backups: marked,
@@ -245,40 +245,6 @@ pub fn deletions_pending() -> spi::Result<bool> {
     Ok(crate::query::read_scalar::<bool>(
         "SELECT EXISTS (SELECT 1 FROM admin_toolkit.backup_history WHERE status = 'deleting')",
     )? == Some(true))
-}
-
-static mut WAKE_AT_COMMIT: bool = false;
-static mut CALLBACK_REGISTERED: bool = false;
-
-#[pg_guard]
-unsafe extern "C-unwind" fn at_transaction_end(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut std::ffi::c_void,
-) {
-    // SAFETY: this backend's own flag; waking the worker sets a latch, which cannot fail.
-    unsafe {
-        if !WAKE_AT_COMMIT {
-            return;
-        }
-        if event == pg_sys::XactEvent::XACT_EVENT_COMMIT {
-            WAKE_AT_COMMIT = false;
-            crate::security::audit::queue::request_work();
-        } else if event == pg_sys::XactEvent::XACT_EVENT_ABORT {
-            WAKE_AT_COMMIT = false;
-        }
-    }
-}
-
-/// Asks the worker to finish the deletions once this transaction has committed.
-fn wake_worker_at_commit() {
-    // SAFETY: backend-local flags; RegisterXactCallback is called once per backend.
-    unsafe {
-        if !CALLBACK_REGISTERED {
-            pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut());
-            CALLBACK_REGISTERED = true;
-        }
-        WAKE_AT_COMMIT = true;
-    }
 }
 
 /// Marks the backups past retention for deletion and returns them (the specification's

@@ -117,6 +117,30 @@ fn notify(event: &str, rule: &RuleState, event_id: i64, message: &str) -> spi::R
     )
 }
 
+/// The outbox rows of one fire or resolve, in the transaction that records it: one per active
+/// channel of the rule (a resolve only where the trigger was queued, so a channel switched on
+/// mid-episode gets no orphan resolve). The worker is woken once this commits.
+fn queue_deliveries(event_id: i64, action: &str, channels: &[String]) -> spi::Result<()> {
+    if channels.is_empty() {
+        return Ok(());
+    }
+    let queued = Spi::get_one_with_args::<i64>(
+        "WITH queued AS ( \
+           INSERT INTO admin_toolkit.alert_deliveries (event_id, channel_name, action) \
+           SELECT $1, c.channel_name, $2 FROM admin_toolkit.alert_channels c \
+            WHERE c.channel_name = ANY ($3) AND c.is_active \
+              AND ($2 = 'trigger' OR EXISTS (SELECT 1 FROM admin_toolkit.alert_deliveries t \
+                    WHERE t.event_id = $1 AND t.channel_name = c.channel_name AND t.action = 'trigger')) \
+           ON CONFLICT DO NOTHING RETURNING 1) \
+         SELECT count(*) FROM queued",
+        &[event_id.into(), action.into(), channels.to_vec().into()],
+    )?;
+    if queued.unwrap_or(0) > 0 {
+        crate::worker::wake::at_commit();
+    }
+    Ok(())
+}
+
 /// Evaluates every rule once, recording and notifying fire/resolve transitions. Serialized by an
 /// advisory lock so that the worker and a manual `process_alerts()` never both open an event.
 pub fn evaluate() -> spi::Result<Evaluation> {
@@ -171,6 +195,7 @@ pub fn evaluate() -> spi::Result<Evaluation> {
                 )?
                 .unwrap_or_default();
                 notify("fired", &rule, event_id, &message)?;
+                queue_deliveries(event_id, "trigger", &rule.channels)?;
                 result.fired += 1;
             }
             Transition::Resolve => {
@@ -180,6 +205,7 @@ pub fn evaluate() -> spi::Result<Evaluation> {
                     &[event_id.into()],
                 )?;
                 notify("resolved", &rule, event_id, &message)?;
+                queue_deliveries(event_id, "resolve", &rule.channels)?;
                 result.resolved += 1;
             }
             Transition::Unchanged => {}

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod collect;
 pub mod endpoint;
 pub mod exposition;
+pub mod notifications;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod sql_tests;

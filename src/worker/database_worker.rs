@@ -5,7 +5,7 @@ use crate::backup;
 use crate::config::changes;
 use crate::maintenance::jobs;
 use crate::maintenance::partitions::{self, LOGS};
-use crate::monitoring::{alerts, collect};
+use crate::monitoring::{alerts, collect, notifications::Deliverer};
 use crate::security::audit;
 use crate::settings;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
@@ -47,6 +47,8 @@ struct WorkerState {
     config_checked: bool,
     /// A backend asked for backup deletions to be finished (cleanup_old_backups committed).
     deletions_requested: bool,
+    /// The alert outbox: deliveries in flight and when the next one falls due.
+    deliveries: Deliverer,
     /// Last successful upkeep of each log in `LOGS`, with the UTC day it ran on.
     last_upkeep: [Option<(Instant, i32)>; LOGS.len()],
 }
@@ -88,7 +90,10 @@ impl WorkerState {
                 .map_or(Duration::ZERO, |at| interval.saturating_sub(at.elapsed()));
             next = next.min(until_collection);
         }
-        next.clamp(Duration::from_millis(100), IDLE_TICK)
+        if let Some(until_delivery) = self.deliveries.wait() {
+            next = next.min(until_delivery);
+        }
+        next.clamp(Duration::from_millis(20), IDLE_TICK)
     }
 
     fn upkeep_due(&self, index: usize, utc_day: i32) -> bool {
@@ -147,7 +152,10 @@ fn finish_backup_deletions() {
 }
 
 fn work_due(state: &mut WorkerState) -> bool {
-    state.deletions_requested |= audit::queue::take_work_request();
+    if audit::queue::take_work_request() {
+        state.deletions_requested = true;
+        state.deliveries.requested = true;
+    }
     if !state.working {
         return true; // waiting for the extension or a promotion: look again
     }
@@ -166,6 +174,7 @@ fn work_due(state: &mut WorkerState) -> bool {
         || audit::queue::dropped() != state.dropped_reported
         || !state.config_checked
         || state.deletions_requested
+        || state.deliveries.due()
 }
 
 fn tick(state: &mut WorkerState) {
@@ -283,6 +292,11 @@ fn tick(state: &mut WorkerState) {
     if state.collection_due() {
         state.last_collection = Some(Instant::now());
         collect_and_evaluate(state);
+        // Whatever the evaluation queued goes out now, not at the next tick.
+        state.deliveries.requested = true;
+    }
+    if state.deliveries.due() {
+        state.deliveries.run();
     }
 }
 

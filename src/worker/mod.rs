@@ -14,5 +14,6 @@ mod database_worker;
 mod launcher;
 pub(crate) mod step;
 pub mod top_level;
+pub mod wake;
 
 pub use launcher::register;

@@ -8,6 +8,7 @@ mod s3;
 pub mod suite;
 
 pub use local::LocalStorage;
+pub(crate) use s3::transport_error;
 pub use s3::{S3Settings, S3Storage};
 
 use sha2::{Digest, Sha256};

@@ -178,7 +178,7 @@ fn read_answer(response: ureq::Response) -> Result<Answer, String> {
 
 /// A network error without its URL: a signed URL carries the access key id and a signature,
 /// which must not reach a message or a log.
-fn transport_error(t: &ureq::Transport) -> String {
+pub(crate) fn transport_error(t: &ureq::Transport) -> String {
     let mut text = t.kind().to_string();
     if let Some(message) = t.message() {
         text.push_str(": ");

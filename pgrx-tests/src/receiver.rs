@@ -1,0 +1,193 @@
+//! Real receivers on 127.0.0.1 for notification tests: an HTTP server that records every request
+//! and answers with a chosen status (or never answers), and an SMTP server (aiosmtpd, from the
+//! test virtualenv) that stores mail in a maildir.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).expect("a JSON body")
+    }
+}
+
+/// An HTTP receiver on its own port; stopped when dropped.
+pub struct HttpReceiver {
+    pub port: u16,
+    requests: Arc<Mutex<Vec<Received>>>,
+    status: Arc<AtomicU16>,
+    silent: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl HttpReceiver {
+    /// Listens on `port` (0: any free port).
+    pub fn start(port: u16) -> HttpReceiver {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the HTTP receiver");
+        listener.set_nonblocking(true).unwrap();
+        let receiver = HttpReceiver {
+            port: listener.local_addr().unwrap().port(),
+            requests: Arc::default(),
+            status: Arc::new(AtomicU16::new(200)),
+            silent: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (requests, status, silent, stop) = (
+            receiver.requests.clone(),
+            receiver.status.clone(),
+            receiver.silent.clone(),
+            receiver.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if silent.load(Ordering::Relaxed) {
+                            held.push(stream); // accepted, never answered
+                        } else if let Some(r) = serve(stream, status.load(Ordering::Relaxed)) {
+                            requests.lock().unwrap().push(r);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        receiver
+    }
+
+    /// Accepts connections and never answers (a hung receiver).
+    pub fn black_hole() -> HttpReceiver {
+        let r = HttpReceiver::start(0);
+        r.silent.store(true, Ordering::Relaxed);
+        r
+    }
+
+    pub fn answer_with(&self, status: u16) {
+        self.status.store(status, Ordering::Relaxed);
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for HttpReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(stream: TcpStream, status: u16) -> Option<Received> {
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let path = line.split_whitespace().nth(1)?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()?;
+    let mut stream = stream;
+    let _client_may_be_gone = write!(
+        stream,
+        "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    );
+    Some(Received {
+        path,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        at: Instant::now(),
+    })
+}
+
+/// aiosmtpd storing every message in a maildir; stopped when dropped.
+pub struct SmtpSink {
+    pub port: u16,
+    maildir: PathBuf,
+    child: Child,
+}
+
+impl SmtpSink {
+    pub fn start(maildir: PathBuf) -> SmtpSink {
+        let port = crate::free_port();
+        // The virtualenv scripts/prereqs.sh makes (moto's, see s3.rs).
+        let child = Command::new("/opt/admin_toolkit-test/venv/bin/python")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("aiosmtpd (scripts/prereqs.sh installs it into the test virtualenv)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "aiosmtpd did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        SmtpSink {
+            port,
+            maildir,
+            child,
+        }
+    }
+
+    /// Every message received, as text.
+    pub fn messages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(entries) = std::fs::read_dir(self.maildir.join(sub)) {
+                for e in entries.flatten() {
+                    if let Ok(text) = std::fs::read_to_string(e.path()) {
+                        out.push(text);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ignored = self.child.kill();
+        let _reaped = self.child.wait();
+    }
+}
