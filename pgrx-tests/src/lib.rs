@@ -449,6 +449,21 @@ pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
 }
 
 /// Count returned by a `SELECT count(*) ...` query.
+/// Waits until the worker's first partition upkeep has made today's metrics partition. A row
+/// inserted into performance_metrics while that upkeep creates it can fail (PostgreSQL routed it
+/// to the default partition before the new partition's constraint applied), so tests that insert
+/// metrics right after CREATE EXTENSION wait for this first.
+pub fn wait_for_todays_partition(client: &mut Client) {
+    wait_for("the worker's first partition upkeep", || {
+        (count(
+            client,
+            "SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = 'admin_toolkit'::regnamespace \
+               AND relname = 'performance_metrics_p' || to_char((now() AT TIME ZONE 'UTC')::date, 'YYYYMMDD')",
+        ) == 1)
+            .then_some(())
+    });
+}
+
 pub fn count(client: &mut Client, query: &str) -> i64 {
     client
         .query_one(query, &[])

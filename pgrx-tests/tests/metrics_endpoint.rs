@@ -3,7 +3,9 @@
 //! scrapes it (up == 1 and a toolkit metric through its HTTP API), per-table series are capped,
 //! and it still answers with every client connection slot taken.
 
-use admin_toolkit_it::{free_port, wait_for, Cluster, ClusterOptions, ScratchDir};
+use admin_toolkit_it::{
+    free_port, wait_for, wait_for_todays_partition, Cluster, ClusterOptions, ScratchDir,
+};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -61,9 +63,10 @@ fn scrape_when(port: u16, what: &str, ready: impl Fn(&str) -> bool) -> String {
 fn a_scrape_shows_collected_metrics_and_the_toolkits_state_and_promtool_accepts_it() {
     let (cluster, port) = endpoint_cluster(&["admin_toolkit.metrics_table_series = 5"]);
     let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+    wait_for_todays_partition(&mut db);
     db.batch_execute(
-        "CREATE EXTENSION admin_toolkit;
-         INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location)
+        "INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location)
               VALUES ('full', '0 2 * * 0', 7, '/srv/never'), ('incremental', '0 2 * * 1-6', 7, '/srv/never');
          INSERT INTO admin_toolkit.backup_history (schedule_id, backup_type, status, backup_path, start_time, end_time)
               VALUES (1, 'full', 'completed', '/srv/never/b1', now() - interval '2 hours', now() - interval '1 hour'),

@@ -5,7 +5,9 @@
 //! event exactly once when it is back, and no secret reaches a table or the server log.
 
 use admin_toolkit_it::receiver::{HttpReceiver, Received, SmtpSink};
-use admin_toolkit_it::{count, free_port, wait_for, Cluster, ClusterOptions, ScratchDir};
+use admin_toolkit_it::{
+    count, free_port, wait_for, wait_for_todays_partition, Cluster, ClusterOptions, ScratchDir,
+};
 use postgres::Client;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -101,6 +103,7 @@ fn a_firing_alert_reaches_every_kind_of_channel_and_its_resolve_follows() {
     );
     let mut db = cluster.connect("postgres");
     db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+    wait_for_todays_partition(&mut db);
     db.batch_execute(&format!(
         "INSERT INTO admin_toolkit.alert_channels (channel_name, kind, target, options) VALUES
            ('pager', 'pagerduty', 'http://127.0.0.1:{}/v2/enqueue', '{{}}'),
@@ -246,6 +249,7 @@ fn a_receiver_that_is_down_gets_each_event_once_when_it_is_back() {
     let cluster = cluster_with_secrets(&scratch, "", &[]);
     let mut db = cluster.connect("postgres");
     db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+    wait_for_todays_partition(&mut db);
     db.batch_execute(&format!(
         "INSERT INTO admin_toolkit.alert_channels (channel_name, kind, target) VALUES ('late', 'webhook', 'http://127.0.0.1:{port}/hook')"
     ))

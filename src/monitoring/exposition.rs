@@ -154,6 +154,9 @@ const ALERT_STATES: &str = "SELECT r.rule_name, r.severity, \
     WHERE e.rule_id = r.rule_id AND e.resolved_at IS NULL)::int::float8 \
     FROM admin_toolkit.alert_rules r WHERE r.is_active ORDER BY r.rule_name";
 
+const DELIVERIES_BY_STATUS: &str = "SELECT channel_name, status, count(*)::float8 \
+    FROM admin_toolkit.alert_deliveries GROUP BY 1, 2 ORDER BY 1, 2";
+
 const JOB_RUNS: &str = "SELECT 'maintenance', status, count(*)::float8 FROM admin_toolkit.maintenance_runs GROUP BY 2 \
     UNION ALL SELECT 'backup', status, count(*)::float8 FROM admin_toolkit.backup_history GROUP BY 2 \
     ORDER BY 1, 2";
@@ -320,7 +323,18 @@ fn alerts() -> spi::Result<Vec<Family>> {
                 float(&r, 3)?.unwrap_or(0.0),
             );
         }
-        Ok(vec![firing])
+        let mut deliveries = Family::new(
+            "admin_toolkit_alert_deliveries",
+            Kind::Gauge,
+            "Alert notifications in the outbox by channel and status (pending, delivered, failed)",
+        );
+        for r in select_kept(c, DELIVERIES_BY_STATUS)? {
+            deliveries.push(
+                &[("channel", &text(&r, 1)?), ("status", &text(&r, 2)?)],
+                float(&r, 3)?.unwrap_or(0.0),
+            );
+        }
+        Ok(vec![firing, deliveries])
     })
 }
 
