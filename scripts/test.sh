@@ -39,6 +39,10 @@ cargo pgrx install --release --pg-config "$PG_CONFIG"
 step "build the admin-toolkit CLI (restore_command of the recovery tests)"
 cargo build --locked -p admin-toolkit-cli
 
+step "build admin_toolkit 0.1.0 from commit e9c79f5 (pgrx-tests/tests/upgrade.rs upgrades it)"
+ADMIN_TOOLKIT_0_1_0=$(bash scripts/build-0.1.0.sh | tail -1)
+export ADMIN_TOOLKIT_0_1_0
+
 step "build the Debian package (installed and removed by pgrx-tests/tests/package.rs)"
 ADMIN_TOOLKIT_DEB=$(bash scripts/package.sh | tail -1)
 export ADMIN_TOOLKIT_DEB

@@ -5,6 +5,7 @@
 //! extension must already be installed into the server (`cargo pgrx install`); the README's test
 //! command does that. A cluster is stopped and its directory removed when it is dropped.
 
+pub mod installed;
 pub mod receiver;
 pub mod s3;
 

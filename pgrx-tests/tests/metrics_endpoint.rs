@@ -4,13 +4,14 @@
 //! and it still answers with every client connection slot taken.
 
 use admin_toolkit_it::{
-    free_port, wait_for, wait_for_todays_partition, Cluster, ClusterOptions, ScratchDir,
+    free_port, occurrences, wait_for, wait_for_todays_partition, Cluster, ClusterOptions,
+    ScratchDir,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const PROMETHEUS_BIN: &str = "/opt/admin_toolkit-test/prometheus/usr/bin";
 
@@ -266,4 +267,49 @@ fn the_endpoint_answers_with_every_connection_slot_taken() {
         "{body}"
     );
     drop(held);
+}
+
+#[test]
+fn a_locked_table_costs_one_section_not_the_scrape() {
+    let (cluster, port) = endpoint_cluster(&[]);
+    let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+    scrape_when(port, "the endpoint", |b| {
+        b.contains("admin_toolkit_scrape_section_failed{section=\"backups\"} 0")
+    });
+    // A client holds backup_history locked (as VACUUM FULL would) and does not let go.
+    let mut locker = cluster.connect("postgres");
+    locker
+        .batch_execute("BEGIN; LOCK TABLE admin_toolkit.backup_history IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let started = Instant::now();
+    let (status, body) = http_get(port, "/metrics").expect("an answer");
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(5), "answered in {took:?}");
+    assert_eq!(
+        value_of(
+            &body,
+            "admin_toolkit_scrape_section_failed{section=\"backups\"}"
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        value_of(
+            &body,
+            "admin_toolkit_scrape_section_failed{section=\"alerts\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(value_of(&body, "admin_toolkit_worker_up"), Some(1.0));
+    locker.batch_execute("ROLLBACK").unwrap();
+    scrape_when(port, "the section back once the lock is gone", |b| {
+        b.contains("admin_toolkit_scrape_section_failed{section=\"backups\"} 0")
+    });
+    assert_eq!(
+        occurrences(&cluster.server_log(), "section \"backups\" failed"),
+        1,
+        "a lasting failure is logged once"
+    );
 }

@@ -4,8 +4,8 @@
 //! the package replaces (the release build scripts/test.sh installed) are put back afterwards,
 //! whatever happens, so the tests after this one run against the same build.
 
+use admin_toolkit_it::installed::Displaced;
 use admin_toolkit_it::Cluster;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -61,42 +61,14 @@ fn package_files(deb: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Copies of the files the package will replace; put back when dropped.
-struct Displaced {
-    saved: Vec<(PathBuf, Vec<u8>, u32)>,
-}
+/// The files the package replaces, put back after it is removed (or after a failed assertion,
+/// once the package is removed so that dpkg's database does not claim them).
+struct Replaced(Displaced);
 
-impl Displaced {
-    fn save(files: &[PathBuf]) -> Displaced {
-        use std::os::unix::fs::PermissionsExt;
-        let saved = files
-            .iter()
-            .filter_map(|f| {
-                let bytes = fs::read(f).ok()?;
-                let mode = fs::metadata(f).ok()?.permissions().mode();
-                Some((f.clone(), bytes, mode))
-            })
-            .collect();
-        Displaced { saved }
-    }
-}
-
-impl Drop for Displaced {
+impl Drop for Replaced {
     fn drop(&mut self) {
-        use std::os::unix::fs::PermissionsExt;
-        // If the package is still installed (a failed assertion), remove it first so that dpkg's
-        // database does not claim files that are then replaced behind its back.
         let _ignored = Command::new("dpkg").args(["--remove", PACKAGE]).output();
-        for (path, bytes, mode) in &self.saved {
-            if let Some(dir) = path.parent() {
-                let _ignored = fs::create_dir_all(dir);
-            }
-            if fs::write(path, bytes).is_ok() {
-                let _ignored = fs::set_permissions(path, fs::Permissions::from_mode(*mode));
-            } else {
-                eprintln!("could not put back {}", path.display());
-            }
-        }
+        self.0.put_back();
     }
 }
 
@@ -128,7 +100,7 @@ fn the_debian_package_installs_creates_the_extension_and_removes_cleanly() {
             "{expected} in {files:?}"
         );
     }
-    let _displaced = Displaced::save(&files);
+    let _replaced = Replaced(Displaced::save(&files));
 
     let deb_arg = deb.canonicalize().unwrap().to_string_lossy().into_owned();
     run(

@@ -1,9 +1,12 @@
-//! Upgrades: an installed 0.1.0 (the schema of commit e9c79f5, kept as the SQL that version
-//! generated: fixtures/admin_toolkit--0.1.0.sql) with rows in every table is updated in place by
-//! ALTER EXTENSION UPDATE while the worker runs; the result equals a fresh install object for
-//! object, every row is kept, the worker carries on. Released upgrade scripts are never edited.
+//! Upgrades, as an administrator does them: admin_toolkit 0.1.0 — built from commit e9c79f5's own
+//! sources by scripts/build-0.1.0.sh — is installed, creates its extension and fills every table
+//! while its worker runs; then this checkout's build replaces its files, the server restarts on
+//! the new library, and ALTER EXTENSION UPDATE runs while the new worker is already at work. The
+//! result equals a fresh install object for object, every row is kept, the worker carries on.
+//! Released upgrade scripts are never edited.
 
 use admin_toolkit_core::storage::sha256_hex;
+use admin_toolkit_it::installed::{install_tree, tree_files, Displaced};
 use admin_toolkit_it::{count, wait_for, Cluster};
 use postgres::Client;
 use std::path::{Path, PathBuf};
@@ -31,16 +34,28 @@ fn sql_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql")
 }
 
-/// Puts the 0.1.0 install script next to the installed extension (as a 0.1.0 package had).
-fn install_0_1_0() {
-    let out = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_config")
-        .arg("--sharedir")
+/// The installed files of 0.1.0: `$ADMIN_TOOLKIT_0_1_0` (scripts/test.sh builds it first), else
+/// built now by scripts/build-0.1.0.sh (kept in target/ for the next run).
+fn release_0_1_0() -> PathBuf {
+    if let Some(path) = std::env::var_os("ADMIN_TOOLKIT_0_1_0") {
+        return PathBuf::from(path);
+    }
+    let out = std::process::Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-0.1.0.sh"))
         .output()
-        .expect("pg_config");
-    let share = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let target = Path::new(&share).join("extension/admin_toolkit--0.1.0.sql");
-    std::fs::copy(fixture("admin_toolkit--0.1.0.sql"), &target)
-        .unwrap_or_else(|e| panic!("install {} (run the tests as root): {e}", target.display()));
+        .expect("run scripts/build-0.1.0.sh");
+    assert!(
+        out.status.success(),
+        "scripts/build-0.1.0.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .trim(),
+    )
 }
 
 fn fingerprint(db: &mut Client) -> Vec<String> {
@@ -81,11 +96,44 @@ fn row_counts(db: &mut Client) -> Vec<(String, i64)> {
 
 #[test]
 fn an_installed_0_1_0_updates_in_place_keeping_every_row_while_the_worker_runs() {
-    install_0_1_0();
-    let cluster = Cluster::start();
+    let release = release_0_1_0();
+    let files = tree_files(&release);
+    assert!(
+        files
+            .iter()
+            .any(|f| f.ends_with("admin_toolkit--0.1.0.sql")),
+        "{files:?}"
+    );
+    // The 0.1.0 script that release generated is the one kept as a fixture.
+    assert_eq!(
+        std::fs::read_to_string(
+            release.join("usr/share/postgresql/15/extension/admin_toolkit--0.1.0.sql")
+        )
+        .unwrap(),
+        std::fs::read_to_string(fixture("admin_toolkit--0.1.0.sql")).unwrap()
+    );
+    let mut this_build = Displaced::save(&files);
+    install_tree(&release);
+    let mut cluster = Cluster::start();
     let mut db = cluster.connect("postgres");
-    db.batch_execute("CREATE EXTENSION admin_toolkit VERSION '0.1.0'")
-        .unwrap();
+    db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+    let version: String = db
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'admin_toolkit'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(version, "0.1.0");
+    // The library loaded is 0.1.0's: it has no build_info (added in 0.2.0).
+    let old_library = db.batch_execute(
+        "CREATE FUNCTION pg_temp.bi() RETURNS TABLE (a text, b text, c text, d text) \
+         LANGUAGE c AS '$libdir/admin_toolkit', 'build_info_wrapper'",
+    );
+    assert!(
+        old_library.is_err(),
+        "0.1.0's library has no build_info_wrapper"
+    );
     db.batch_execute(
         "INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location) \
            VALUES ('full', '0 2 * * 0', 90, '/srv/backups/full'); \
@@ -117,6 +165,19 @@ fn an_installed_0_1_0_updates_in_place_keeping_every_row_while_the_worker_runs()
         "SELECT count(DISTINCT tableoid) FROM admin_toolkit.security_audit_log",
     );
     assert!(audit_partitions >= 2, "audit rows in several partitions");
+    // The new build's files, and a restart onto its library (with 0.1.0's schema, its worker
+    // logs and retries the steps that need the new one), then the update while it works.
+    this_build.put_back();
+    drop(db);
+    cluster.restart();
+    let mut db = cluster.connect("postgres");
+    wait_for("the new library's worker", || {
+        cluster
+            .server_log()
+            .matches("admin_toolkit worker: extension found; starting work")
+            .nth(1)
+            .map(|_| ())
+    });
     db.batch_execute("ALTER EXTENSION admin_toolkit UPDATE")
         .unwrap();
     let version: String = db

@@ -1,0 +1,94 @@
+//! Tests that swap files of the PostgreSQL installation (an older build, a Debian package) keep
+//! copies of what they replace and put them back, whatever happens, so that the tests after
+//! them run against this checkout's build.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// A file's contents and mode.
+type Kept = (Vec<u8>, u32);
+
+/// Files as they were: contents and mode, or absent (removed again when put back).
+pub struct Displaced {
+    saved: Vec<(PathBuf, Option<Kept>)>,
+    put_back: bool,
+}
+
+impl Displaced {
+    pub fn save(files: &[PathBuf]) -> Displaced {
+        let saved = files
+            .iter()
+            .map(|f| {
+                let kept = fs::read(f)
+                    .ok()
+                    .zip(fs::metadata(f).ok().map(|m| m.permissions().mode()));
+                (f.clone(), kept)
+            })
+            .collect();
+        Displaced {
+            saved,
+            put_back: false,
+        }
+    }
+
+    /// Restores every file now (once).
+    pub fn put_back(&mut self) {
+        if std::mem::replace(&mut self.put_back, true) {
+            return;
+        }
+        for (path, kept) in &self.saved {
+            match kept {
+                Some((bytes, mode)) => {
+                    if let Some(dir) = path.parent() {
+                        let _ignored = fs::create_dir_all(dir);
+                    }
+                    if fs::write(path, bytes).is_ok() {
+                        let _ignored = fs::set_permissions(path, fs::Permissions::from_mode(*mode));
+                    } else {
+                        eprintln!("could not put back {}", path.display());
+                    }
+                }
+                None => {
+                    let _ignored = fs::remove_file(path);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Displaced {
+    fn drop(&mut self) {
+        self.put_back();
+    }
+}
+
+/// Every file under `root`, as the absolute path it installs to (`root/usr/x` → `/usr/x`).
+pub fn tree_files(root: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(root, &mut files);
+    files
+        .into_iter()
+        .map(|f| Path::new("/").join(f.strip_prefix(root).expect("under root")))
+        .collect()
+}
+
+/// Copies the tree at `root` into the file system (as `cargo pgrx install` would).
+pub fn install_tree(root: &Path) {
+    for target in tree_files(root) {
+        let source = root.join(target.strip_prefix("/").unwrap());
+        fs::copy(&source, &target).unwrap_or_else(|e| {
+            panic!("install {} (run the tests as root): {e}", target.display())
+        });
+    }
+}
