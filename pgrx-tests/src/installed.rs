@@ -43,10 +43,8 @@ impl Displaced {
                     if let Some(dir) = path.parent() {
                         let _ignored = fs::create_dir_all(dir);
                     }
-                    if fs::write(path, bytes).is_ok() {
-                        let _ignored = fs::set_permissions(path, fs::Permissions::from_mode(*mode));
-                    } else {
-                        eprintln!("could not put back {}", path.display());
+                    if let Err(e) = replace_file(path, bytes, *mode) {
+                        eprintln!("could not put back {}: {e}", path.display());
                     }
                 }
                 None => {
@@ -61,6 +59,18 @@ impl Drop for Displaced {
     fn drop(&mut self) {
         self.put_back();
     }
+}
+
+/// Writes `path` as a new file renamed into place, as dpkg and `cargo pgrx install` do: a
+/// running server keeps the library it mapped (writing into the mapped file would change the
+/// code under its feet).
+fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".admin_toolkit_it.new");
+    let temporary = path.with_file_name(name);
+    fs::write(&temporary, bytes)?;
+    fs::set_permissions(&temporary, fs::Permissions::from_mode(mode))?;
+    fs::rename(&temporary, path)
 }
 
 /// Every file under `root`, as the absolute path it installs to (`root/usr/x` → `/usr/x`).
@@ -87,7 +97,13 @@ pub fn tree_files(root: &Path) -> Vec<PathBuf> {
 pub fn install_tree(root: &Path) {
     for target in tree_files(root) {
         let source = root.join(target.strip_prefix("/").unwrap());
-        fs::copy(&source, &target).unwrap_or_else(|e| {
+        let bytes = fs::read(&source).unwrap();
+        let mode = if target.extension().is_some_and(|e| e == "so") {
+            0o755
+        } else {
+            0o644
+        };
+        replace_file(&target, &bytes, mode).unwrap_or_else(|e| {
             panic!("install {} (run the tests as root): {e}", target.display())
         });
     }

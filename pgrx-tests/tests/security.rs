@@ -392,3 +392,55 @@ fn role_hierarchy_is_nologin_and_idempotent() {
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::INVALID_SCHEMA_NAME));
 }
+
+/// Issue #15: sessions in every database of the cluster are audited, with their database.
+#[test]
+fn events_from_every_database_reach_the_audit_log_with_their_database() {
+    let cluster = secure_cluster(&[]);
+    let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE DATABASE sales").unwrap();
+    db.batch_execute(&format!(
+        "CREATE ROLE clerk LOGIN PASSWORD '{STRONG}'; GRANT CREATE ON DATABASE sales TO clerk"
+    ))
+    .unwrap();
+    // A login and DDL in the second database, where the extension is not created.
+    let mut sales = cluster.connect_as("sales", "clerk", STRONG).unwrap();
+    sales
+        .batch_execute("CREATE SCHEMA ledger; CREATE TABLE ledger.invoices (id int)")
+        .unwrap();
+    let failed = cluster.connect_as("sales", "clerk", "wrong-password");
+    assert!(failed.is_err());
+    wait_for_audit(
+        &mut db,
+        "database_name = 'sales' AND object_name = 'invoices' AND username = 'clerk'",
+        1,
+    );
+    assert_eq!(
+        audit_count(
+            &mut db,
+            "database_name = 'sales' AND operation_type = 'LOGIN' AND username = 'clerk' AND success"
+        ),
+        1
+    );
+    wait_for_audit(
+        &mut db,
+        "database_name = 'sales' AND operation_type = 'LOGIN' AND username = 'clerk' AND NOT success",
+        1,
+    );
+    let row = db
+        .query_one(
+            "SELECT schema_name, object_type FROM admin_toolkit.security_audit_log \
+             WHERE database_name = 'sales' AND object_name = 'invoices'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("ledger"));
+    assert_eq!(
+        audit_count(
+            &mut db,
+            "database_name = 'postgres' AND object_name = 'invoices'"
+        ),
+        0,
+        "recorded with the database it happened in"
+    );
+}

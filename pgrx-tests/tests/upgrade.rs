@@ -174,7 +174,7 @@ fn an_installed_0_1_0_updates_in_place_keeping_every_row_while_the_worker_runs()
     wait_for("the new library's worker", || {
         cluster
             .server_log()
-            .matches("admin_toolkit worker: extension found; starting work")
+            .matches("admin_toolkit worker started in database")
             .nth(1)
             .map(|_| ())
     });

@@ -169,6 +169,8 @@ pub fn cleanup() -> spi::Result<Cleanup> {
 
 /// What [`finish_deletions`] removed.
 pub struct Finished {
+    /// A backup was running (it holds the retention lock): nothing was done, try again soon.
+    pub skipped: bool,
     pub backups: usize,
     pub wal_files: usize,
     pub wal_bytes: u64,
@@ -180,12 +182,14 @@ pub struct Finished {
 pub fn finish_deletions() -> Result<Finished, String> {
     let spi = |e: spi::Error| e.to_string();
     let mut done = Finished {
+        skipped: false,
         backups: 0,
         wal_files: 0,
         wal_bytes: 0,
     };
     if Spi::get_one::<bool>(TAKE_RETENTION_LOCK).map_err(spi)? != Some(true) {
-        return Ok(done); // a backup is running: next time
+        done.skipped = true; // a backup is running
+        return Ok(done);
     }
     let deleting = BackupFiles::query(
         "SELECT backup_id, backup_path, backup_type FROM admin_toolkit.backup_history \

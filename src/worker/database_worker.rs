@@ -19,6 +19,8 @@ const AUDIT_TICK: Duration = Duration::from_secs(1);
 /// Partitions are checked this often once upkeep has succeeded (and at once after a failure,
 /// a reload or a new day).
 const UPKEEP_EVERY: Duration = Duration::from_secs(3600);
+/// How soon deletions are tried again while a backup holds the retention lock.
+const DELETION_RETRY: Duration = Duration::from_secs(5);
 
 /// What the worker remembers between ticks.
 #[derive(Default)]
@@ -47,6 +49,8 @@ struct WorkerState {
     config_checked: bool,
     /// A backend asked for backup deletions to be finished (cleanup_old_backups committed).
     deletions_requested: bool,
+    /// When to try deletions again after a running backup held the retention lock.
+    deletions_retry_at: Option<Instant>,
     /// The alert outbox: deliveries in flight and when the next one falls due.
     deliveries: Deliverer,
     /// Last successful upkeep of each log in `LOGS`, with the UTC day it ran on.
@@ -89,6 +93,9 @@ impl WorkerState {
                 .last_collection
                 .map_or(Duration::ZERO, |at| interval.saturating_sub(at.elapsed()));
             next = next.min(until_collection);
+        }
+        if let Some(at) = self.deletions_retry_at {
+            next = next.min(at.saturating_duration_since(Instant::now()));
         }
         if let Some(until_delivery) = self.deliveries.wait() {
             next = next.min(until_delivery);
@@ -138,16 +145,24 @@ fn apply_backup_retention() {
 }
 
 /// Removes the files of backups marked 'deleting' and the WAL no retained backup needs.
-fn finish_backup_deletions() {
+/// Finishes marked deletions; true when a running backup made it wait.
+fn finish_backup_deletions() -> bool {
     match run_step("delete backups", backup::retention::finish_deletions) {
-        Some(Ok(done)) if done.backups > 0 || done.wal_files > 0 => log!(
-            "admin_toolkit worker: retention deleted {} backup(s) and {} archived WAL file(s) ({} bytes)",
-            done.backups,
-            done.wal_files,
-            done.wal_bytes
-        ),
-        Some(Err(e)) => log!("admin_toolkit worker: step \"delete backups\" failed and will be retried: {e}"),
-        _ => {}
+        Some(Ok(done)) if done.skipped => true,
+        Some(Ok(done)) if done.backups > 0 || done.wal_files > 0 => {
+            log!(
+                "admin_toolkit worker: retention deleted {} backup(s) and {} archived WAL file(s) ({} bytes)",
+                done.backups,
+                done.wal_files,
+                done.wal_bytes
+            );
+            false
+        }
+        Some(Err(e)) => {
+            log!("admin_toolkit worker: step \"delete backups\" failed and will be retried: {e}");
+            false
+        }
+        _ => false,
     }
 }
 
@@ -174,6 +189,9 @@ fn work_due(state: &mut WorkerState) -> bool {
         || audit::queue::dropped() != state.dropped_reported
         || !state.config_checked
         || state.deletions_requested
+        || state
+            .deletions_retry_at
+            .is_some_and(|at| Instant::now() >= at)
         || state.deliveries.due()
 }
 
@@ -286,8 +304,14 @@ fn tick(state: &mut WorkerState) {
             None => {}
         }
     }
-    if std::mem::take(&mut state.deletions_requested) {
-        finish_backup_deletions();
+    let retry_due = state
+        .deletions_retry_at
+        .is_some_and(|at| Instant::now() >= at);
+    if std::mem::take(&mut state.deletions_requested) || retry_due {
+        // A running backup holds the retention lock: look again in a few seconds, not at the
+        // next minute's check (or at every tick).
+        state.deletions_retry_at =
+            finish_backup_deletions().then(|| Instant::now() + DELETION_RETRY);
     }
     if state.collection_due() {
         state.last_collection = Some(Instant::now());
