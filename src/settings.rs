@@ -450,23 +450,17 @@ pub fn timezone() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// The worker's database name.
 /// The notification secrets file's path ('' when unset).
 pub fn notification_secrets_file() -> String {
-    NOTIFICATION_SECRETS_FILE
-        .get()
-        .map(|v| v.to_string_lossy().trim().to_string())
-        .unwrap_or_default()
+    text(&NOTIFICATION_SECRETS_FILE)
 }
 
 /// The /metrics endpoint's address, when one is configured.
 pub fn metrics_listen() -> Option<String> {
-    METRICS_LISTEN
-        .get()
-        .map(|v| v.to_string_lossy().trim().to_string())
-        .filter(|v| !v.is_empty())
+    Some(text(&METRICS_LISTEN)).filter(|v| !v.is_empty())
 }
 
+/// The worker's database name.
 pub fn database() -> String {
     DATABASE
         .get()

@@ -30,6 +30,15 @@ fn extension_version() -> String {
         .to_string()
 }
 
+fn installed_version(db: &mut Client) -> String {
+    db.query_one(
+        "SELECT extversion FROM pg_extension WHERE extname = 'admin_toolkit'",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
 fn sql_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql")
 }
@@ -109,13 +118,7 @@ fn an_installed_0_1_0_updates_in_place_keeping_every_row_while_the_worker_runs()
     let mut cluster = Cluster::start();
     let mut db = cluster.connect("postgres");
     db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
-    let version: String = db
-        .query_one(
-            "SELECT extversion FROM pg_extension WHERE extname = 'admin_toolkit'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let version = installed_version(&mut db);
     assert_eq!(version, "0.1.0");
     // The library loaded is 0.1.0's: it has no build_info (added in 0.2.0).
     let old_library = db.batch_execute(
@@ -172,13 +175,7 @@ fn an_installed_0_1_0_updates_in_place_keeping_every_row_while_the_worker_runs()
     });
     db.batch_execute("ALTER EXTENSION admin_toolkit UPDATE")
         .unwrap();
-    let version: String = db
-        .query_one(
-            "SELECT extversion FROM pg_extension WHERE extname = 'admin_toolkit'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let version = installed_version(&mut db);
     assert_eq!(version, extension_version());
 
     // Every row is still there (the worker only ever adds metrics and audit rows meanwhile).

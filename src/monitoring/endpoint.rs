@@ -7,7 +7,7 @@
 use super::exposition;
 use crate::settings;
 use admin_toolkit_core::prometheus::{
-    head_complete, parse_request, render, response, Request, CONTENT_TYPE,
+    head_complete, parse_request, render, response, Family, Kind, Request, CONTENT_TYPE,
 };
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
@@ -31,6 +31,18 @@ pub extern "C-unwind" fn admin_toolkit_metrics_endpoint_main(_arg: pg_sys::Datum
     };
     let database = settings::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // A scrape section never waits long for a lock nor runs long (each is its own transaction).
+    for (name, value) in [(c"statement_timeout", c"2s"), (c"lock_timeout", c"200ms")] {
+        // SAFETY: sets a setting of this process, outside any transaction.
+        unsafe {
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_OVERRIDE,
+            )
+        };
+    }
     let listener = match TcpListener::bind(&address).and_then(|l| {
         l.set_nonblocking(true)?;
         Ok(l)
@@ -136,9 +148,9 @@ fn metrics_text(started: Instant, failing: &mut Vec<String>) -> String {
         }
     }
     *failing = failed.into_iter().map(|(section, _)| section).collect();
-    families.push(admin_toolkit_core::prometheus::Family::single(
+    families.push(Family::single(
         "admin_toolkit_scrape_duration_seconds",
-        admin_toolkit_core::prometheus::Kind::Gauge,
+        Kind::Gauge,
         "How long this scrape took to read",
         started.elapsed().as_secs_f64(),
     ));

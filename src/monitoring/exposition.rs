@@ -29,10 +29,8 @@ pub fn scrape() -> (Vec<Family>, Vec<(String, String)>) {
     let mut families = process_families();
     let mut failed = Vec::new();
     for (name, section) in SECTIONS {
-        let outcome = try_transaction(|| {
-            Spi::run("SET LOCAL statement_timeout = '2s'; SET LOCAL lock_timeout = '200ms'")?;
-            section()
-        });
+        // Timeouts: set once for the endpoint's process (endpoint.rs).
+        let outcome = try_transaction(section);
         match outcome {
             Ok(Ok(f)) => families.extend(f),
             Ok(Err(e)) => failed.push((name.to_string(), e.to_string())),

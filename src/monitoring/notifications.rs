@@ -11,7 +11,7 @@ use admin_toolkit_core::notify::{
     retry_delay, send, Action, Channel, ChannelKind, Delivery, Notice, Outcome, Secrets,
 };
 use pgrx::prelude::*;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,7 +30,7 @@ struct Finished {
 
 /// The worker's side of the outbox.
 pub struct Deliverer {
-    in_flight: HashMap<i64, ()>,
+    in_flight: HashSet<i64>,
     sender: Sender<Finished>,
     receiver: Receiver<Finished>,
     /// Finished attempts not recorded yet (their recording failed: tried again next tick).
@@ -45,7 +45,7 @@ impl Default for Deliverer {
     fn default() -> Self {
         let (sender, receiver) = channel();
         Deliverer {
-            in_flight: HashMap::new(),
+            in_flight: HashSet::new(),
             sender,
             receiver,
             unrecorded: Vec::new(),
@@ -57,10 +57,14 @@ impl Default for Deliverer {
 }
 
 impl Deliverer {
-    /// Whether there is anything to do now.
-    pub fn due(&self) -> bool {
+    /// Whether there is anything to do now: takes the attempts that have come back (no
+    /// transaction), so that a delivery still in flight costs the worker nothing.
+    pub fn due(&mut self) -> bool {
+        while let Ok(done) = self.receiver.try_recv() {
+            self.in_flight.remove(&done.delivery_id);
+            self.unrecorded.push(done);
+        }
         self.requested
-            || !self.in_flight.is_empty()
             || !self.unrecorded.is_empty()
             || self.next_due.is_some_and(|t| Instant::now() >= t)
     }
@@ -77,10 +81,6 @@ impl Deliverer {
     /// Records what came back, then starts what is due.
     pub fn run(&mut self) {
         self.requested = false;
-        while let Ok(done) = self.receiver.try_recv() {
-            self.in_flight.remove(&done.delivery_id);
-            self.unrecorded.push(done);
-        }
         if !self.unrecorded.is_empty() {
             let finished = std::mem::take(&mut self.unrecorded);
             match run_step("record alert deliveries", || record(&finished)) {
@@ -95,7 +95,7 @@ impl Deliverer {
         if self.in_flight.len() >= MAX_IN_FLIGHT {
             return;
         }
-        let busy: Vec<i64> = self.in_flight.keys().copied().collect();
+        let busy: Vec<i64> = self.in_flight.iter().copied().collect();
         let limit = (MAX_IN_FLIGHT - self.in_flight.len()) as i64;
         let loaded = run_step("load due alert deliveries", || load_due(&busy, limit));
         let Some(Ok((due, next_in))) = loaded else {
@@ -120,7 +120,7 @@ impl Deliverer {
             u64::from(settings::non_negative(&settings::NOTIFICATION_TIMEOUT)).max(1),
         );
         for (delivery, attempts_before) in due {
-            self.in_flight.insert(delivery.delivery_id, ());
+            self.in_flight.insert(delivery.delivery_id);
             let sender = self.sender.clone();
             let secrets = secrets.clone();
             let started_micros = now_micros();
@@ -158,6 +158,14 @@ fn now_micros() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
+/// Pending deliveries `d` (with channel `c`) the worker may send once due: on an active channel,
+/// not in flight (`$1`), and a resolve only once its trigger is no longer pending.
+const SENDABLE: &str = "d.status = 'pending' AND c.is_active AND d.delivery_id <> ALL ($1) \
+    AND (d.action = 'trigger' OR NOT EXISTS ( \
+         SELECT 1 FROM admin_toolkit.alert_deliveries t \
+          WHERE t.event_id = d.event_id AND t.channel_name = d.channel_name \
+            AND t.action = 'trigger' AND t.status = 'pending'))";
+
 /// Deliveries to start (each with its failed attempts so far), and the seconds until the next
 /// pending one falls due.
 type DueDeliveries = (Vec<(Delivery, i32)>, Option<f64>);
@@ -175,9 +183,11 @@ fn load_due(busy: &[i64], limit: i64) -> spi::Result<DueDeliveries> {
           WHERE status = 'pending' AND created_at < now() - make_interval(secs => $1)",
         &[give_up.into()],
     )?;
+    let busy = busy.to_vec();
     Spi::connect(|c| {
         let rows = c.select(
-            "SELECT d.delivery_id, d.action, d.attempts, c.channel_name, c.kind, c.target, c.options::text, \
+            &format!(
+                "SELECT d.delivery_id, d.action, d.attempts, c.channel_name, c.kind, c.target, c.options::text, \
                     e.event_id, r.rule_id, r.rule_name, r.severity, r.metric_type || '/' || r.metric_name, \
                     e.message, e.value_at_firing::float8, e.threshold_value::float8, \
                     to_char(e.fired_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
@@ -187,15 +197,11 @@ fn load_due(busy: &[i64], limit: i64) -> spi::Result<DueDeliveries> {
                JOIN admin_toolkit.alert_channels c USING (channel_name) \
                JOIN admin_toolkit.alert_events e USING (event_id) \
                JOIN admin_toolkit.alert_rules r ON r.rule_id = e.rule_id \
-              WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND c.is_active \
-                AND d.delivery_id <> ALL ($1) \
-                AND (d.action = 'trigger' OR NOT EXISTS ( \
-                     SELECT 1 FROM admin_toolkit.alert_deliveries t \
-                      WHERE t.event_id = d.event_id AND t.channel_name = d.channel_name \
-                        AND t.action = 'trigger' AND t.status = 'pending')) \
-              ORDER BY d.next_attempt_at, d.delivery_id LIMIT $2",
+              WHERE {SENDABLE} AND d.next_attempt_at <= now() \
+              ORDER BY d.next_attempt_at, d.delivery_id LIMIT $2"
+            ),
             None,
-            &[busy.to_vec().into(), limit.into()],
+            &[busy.clone().into(), limit.into()],
         )?;
         let mut due = Vec::new();
         for r in rows {
@@ -233,15 +239,13 @@ fn load_due(busy: &[i64], limit: i64) -> spi::Result<DueDeliveries> {
         }
         let next = c
             .select(
-                "SELECT extract(epoch FROM min(d.next_attempt_at) - now())::float8 \
-                   FROM admin_toolkit.alert_deliveries d JOIN admin_toolkit.alert_channels c USING (channel_name) \
-                  WHERE d.status = 'pending' AND c.is_active AND d.delivery_id <> ALL ($1) \
-                    AND (d.action = 'trigger' OR NOT EXISTS ( \
-                         SELECT 1 FROM admin_toolkit.alert_deliveries t \
-                          WHERE t.event_id = d.event_id AND t.channel_name = d.channel_name \
-                            AND t.action = 'trigger' AND t.status = 'pending'))",
+                &format!(
+                    "SELECT extract(epoch FROM min(d.next_attempt_at) - now())::float8 \
+                       FROM admin_toolkit.alert_deliveries d JOIN admin_toolkit.alert_channels c USING (channel_name) \
+                      WHERE {SENDABLE}"
+                ),
                 Some(1),
-                &[busy.to_vec().into()],
+                &[busy.into()],
             )?
             .first()
             .get::<f64>(1)?;

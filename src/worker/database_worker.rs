@@ -103,6 +103,11 @@ impl WorkerState {
         next.clamp(Duration::from_millis(20), IDLE_TICK)
     }
 
+    fn deletion_retry_due(&self) -> bool {
+        self.deletions_retry_at
+            .is_some_and(|at| Instant::now() >= at)
+    }
+
     fn upkeep_due(&self, index: usize, utc_day: i32) -> bool {
         match self.last_upkeep[index] {
             None => true,
@@ -189,9 +194,7 @@ fn work_due(state: &mut WorkerState) -> bool {
         || audit::queue::dropped() != state.dropped_reported
         || !state.config_checked
         || state.deletions_requested
-        || state
-            .deletions_retry_at
-            .is_some_and(|at| Instant::now() >= at)
+        || state.deletion_retry_due()
         || state.deliveries.due()
 }
 
@@ -304,9 +307,7 @@ fn tick(state: &mut WorkerState) {
             None => {}
         }
     }
-    let retry_due = state
-        .deletions_retry_at
-        .is_some_and(|at| Instant::now() >= at);
+    let retry_due = state.deletion_retry_due();
     if std::mem::take(&mut state.deletions_requested) || retry_due {
         // A running backup holds the retention lock: look again in a few seconds, not at the
         // next minute's check (or at every tick).
