@@ -197,12 +197,7 @@ pub struct VerifyArgs {
     pub storage: S3Args,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecoveryTarget {
-    Time(String),
-    Lsn(String),
-    Name(String),
-}
+pub use admin_toolkit_core::backup::recovery_conf::RecoveryTarget;
 
 impl RestoreArgs {
     /// The one recovery target given, if any (clap's group refuses more than one).

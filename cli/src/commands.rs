@@ -3,9 +3,8 @@
 use crate::args::{RecoveryTarget, RestoreArgs, VerifyArgs, WalGetArgs};
 use admin_toolkit_core::backup::default_threads;
 use admin_toolkit_core::backup::read::verify as verify_backup;
-use admin_toolkit_core::backup::restore::{
-    is_empty_target, restore as restore_backup, write_small,
-};
+use admin_toolkit_core::backup::recovery_conf::{write_recovery_settings, RecoverySettings};
+use admin_toolkit_core::backup::restore::{is_empty_target, restore as restore_backup};
 use admin_toolkit_core::backup::store::BackupStore;
 use admin_toolkit_core::chrono::DateTime;
 use admin_toolkit_core::crypto::KeyDir;
@@ -76,10 +75,6 @@ pub fn parse_target_time(text: &str) -> Result<i64, String> {
     Err(format!(
         "cannot read target time \"{text}\": use 'YYYY-MM-DD HH:MM:SS[.ffffff]+HH' with a UTC offset, e.g. '2026-11-24 10:00:00+00'"
     ))
-}
-
-fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// Removes what a failed restore wrote, leaving the target as it was (missing or empty).
@@ -166,13 +161,17 @@ pub fn restore(r: &RestoreArgs) -> ExitCode {
     let existed = r.target_dir.exists();
     let started = Instant::now();
     let threads = r.threads.map_or_else(default_threads, usize::from);
+    let mut show = progress("restoring");
     let restored = match restore_backup(
         &manifest,
         &r.target_dir,
         threads,
         &s3,
         &keys,
-        &mut progress("restoring"),
+        &mut |done, total| {
+            show(done, total);
+            Ok(())
+        },
     ) {
         Ok(done) => done,
         Err(e) => {
@@ -183,14 +182,7 @@ pub fn restore(r: &RestoreArgs) -> ExitCode {
         }
     };
     let seconds = started.elapsed().as_secs_f64();
-    let settings = RecoverySettings {
-        backup: &r.backup,
-        target_dir: &r.target_dir,
-        target: recovery_target.as_ref(),
-        s3: &s3,
-        keys: &keys,
-    };
-    if let Err(e) = write_recovery_settings(&settings, archive.as_ref()) {
+    if let Err(e) = recovery_settings(r, recovery_target.as_ref(), archive.as_ref(), &s3, &keys) {
         undo(&r.target_dir, existed);
         return fail(e);
     }
@@ -213,6 +205,35 @@ pub fn restore(r: &RestoreArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Writes the restored directory's recovery settings, restore_command running this program.
+fn recovery_settings(
+    r: &RestoreArgs,
+    target: Option<&RecoveryTarget>,
+    archive: Option<&Location>,
+    s3: &S3Settings,
+    keys: &KeyDir,
+) -> Result<(), String> {
+    let program =
+        std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
+    let keys = match &keys.0 {
+        Some(dir) => {
+            KeyDir(Some(std::path::absolute(dir).map_err(|e| {
+                format!("cannot resolve --encryption-key-dir: {e}")
+            })?))
+        }
+        None => KeyDir(None),
+    };
+    let settings = RecoverySettings {
+        backup: &r.backup,
+        program: &program,
+        archive,
+        target,
+        s3,
+        keys: &keys,
+    };
+    write_recovery_settings(&r.target_dir, &settings)
+}
+
 /// The archive location, a local one made absolute.
 fn archive_location(text: &str) -> Result<Location, String> {
     match Location::parse(text) {
@@ -221,89 +242,6 @@ fn archive_location(text: &str) -> Result<Location, String> {
             .map(Location::Local)
             .map_err(|e| format!("cannot resolve --archive: {e}")),
         Err(e) => Err(e.to_string()),
-    }
-}
-
-/// The S3 options of `s3` as wal-get flags (the credentials file by path, never its keys).
-fn s3_flags(s3: &S3Settings) -> Vec<String> {
-    let mut flags = Vec::new();
-    for (flag, value) in [
-        ("--s3-endpoint", &s3.endpoint),
-        ("--s3-region", &s3.region),
-        ("--s3-credentials-file", &s3.credentials_file),
-        ("--s3-ca-file", &s3.ca_file),
-    ] {
-        if !value.is_empty() {
-            flags.push(format!("{flag}={}", shell_quote(value)));
-        }
-    }
-    if s3.force_path_style {
-        flags.push("--s3-path-style=on".into());
-    }
-    flags
-}
-
-/// What the recovery settings of a restored directory are made from.
-struct RecoverySettings<'a> {
-    backup: &'a str,
-    target_dir: &'a Path,
-    target: Option<&'a RecoveryTarget>,
-    s3: &'a S3Settings,
-    keys: &'a KeyDir,
-}
-
-fn write_recovery_settings(r: &RecoverySettings, archive: Option<&Location>) -> Result<(), String> {
-    let mut lines = vec![format!(
-        "\n# recovery settings written by admin-toolkit restore from {}",
-        r.backup
-    )];
-    if let Some(location) = archive {
-        let exe =
-            std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
-        let mut words = vec![
-            shell_quote(&exe.to_string_lossy()),
-            "wal-get".to_string(),
-            format!("--archive={}", shell_quote(&location.display())),
-        ];
-        if matches!(location, Location::S3 { .. }) {
-            words.extend(s3_flags(r.s3));
-        }
-        if let Some(dir) = &r.keys.0 {
-            let dir = std::path::absolute(dir)
-                .map_err(|e| format!("cannot resolve --encryption-key-dir: {e}"))?;
-            words.push(format!(
-                "--encryption-key-dir={}",
-                shell_quote(&dir.to_string_lossy())
-            ));
-        }
-        words.extend(["%f".to_string(), "%p".to_string()]);
-        lines.push(format!("restore_command = {}", quote(&words.join(" "))));
-    }
-    match r.target {
-        Some(RecoveryTarget::Time(t)) => lines.push(format!("recovery_target_time = {}", quote(t))),
-        Some(RecoveryTarget::Lsn(l)) => lines.push(format!("recovery_target_lsn = {}", quote(l))),
-        Some(RecoveryTarget::Name(n)) => lines.push(format!("recovery_target_name = {}", quote(n))),
-        None => {}
-    }
-    lines.push("recovery_target_timeline = 'latest'".into());
-    lines.push("recovery_target_action = 'promote'".into());
-    let auto = r.target_dir.join("postgresql.auto.conf");
-    let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
-    text.push_str(&lines.join("\n"));
-    text.push('\n');
-    write_small(&auto, text.as_bytes())?;
-    write_small(&r.target_dir.join("recovery.signal"), b"")
-}
-
-/// Quotes a path for the shell that runs restore_command.
-fn shell_quote(text: &str) -> String {
-    if text
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
-    {
-        text.to_string()
-    } else {
-        format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
 
@@ -440,8 +378,5 @@ mod tests {
             .unwrap_err()
             .contains("UTC offset"));
         assert!(parse_target_time("yesterday").is_err());
-        assert_eq!(quote("it's"), "'it''s'");
-        assert_eq!(shell_quote("/usr/bin/x"), "/usr/bin/x");
-        assert_eq!(shell_quote("/a b/it's"), "'/a b/it'\\''s'");
     }
 }

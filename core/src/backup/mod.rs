@@ -7,6 +7,7 @@ pub mod layout;
 pub mod manifest;
 mod parallel;
 pub mod read;
+pub mod recovery_conf;
 pub mod restore;
 pub mod retention;
 pub mod store;

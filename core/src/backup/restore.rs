@@ -32,14 +32,15 @@ fn sync_dir(dir: &Path) -> Result<(), String> {
 }
 
 /// Restores `manifest`'s backup into `target` (missing or empty). `progress` gets bytes done
-/// and the total. Any mismatch stops the restore with the file and chunk named.
+/// and the total after each file; an error from it stops the restore (a cancelled drill). Any
+/// mismatch stops the restore with the file and chunk named.
 pub fn restore(
     manifest: &Manifest,
     target: &Path,
     threads: usize,
     s3: &S3Settings,
     keys: &KeyDir,
-    progress: &mut dyn FnMut(u64, u64),
+    progress: &mut dyn FnMut(u64, u64) -> Result<(), String>,
 ) -> Result<Restored, String> {
     if !is_empty_target(target)? {
         return Err(format!(
@@ -92,7 +93,7 @@ pub fn restore(
                 .map_err(|e| format!("cannot write \"{}\": {e}", path.display()))
         })
         .map_err(|e| format!("backup file {} is damaged: {e}", entry.path))?;
-        progress(done, total);
+        progress(done, total)?;
         out.into_inner()
             .map_err(|e| e.to_string())
             .and_then(|f| f.sync_all().map_err(|e| e.to_string()))

@@ -36,7 +36,10 @@ fn restore(
         threads,
         &S3Settings::default(),
         &KeyDir::default(),
-        progress,
+        &mut |done, total| {
+            progress(done, total);
+            Ok(())
+        },
     )
 }
 
@@ -195,6 +198,21 @@ fn full_and_incremental_round_trip() {
         assert!(!target.join("base/5/16390").exists());
     }
     assert_eq!(fs::read(tmp.path().join("r3/base/5/16384")).unwrap(), table);
+    // a progress callback that says stop (a cancelled drill) ends the restore after that file
+    let mut files = 0;
+    let err = restore_with(
+        &full,
+        &tmp.path().join("r4"),
+        2,
+        &S3Settings::default(),
+        &KeyDir::default(),
+        &mut |_, _| {
+            files += 1;
+            Err("cancelled".into())
+        },
+    )
+    .unwrap_err();
+    assert_eq!((err.as_str(), files), ("cancelled", 1));
     assert_ne!(fs::read(tmp.path().join("r1/base/5/16384")).unwrap(), table);
     assert_eq!(
         fs::read(tmp.path().join("r3/base/5/16500")).unwrap(),
@@ -365,7 +383,7 @@ fn encrypted_backups_restore_with_their_keys_and_never_hold_plaintext() {
         "{err}"
     );
     let target = tmp.path().join("restored");
-    restore_with(&incr, &target, 2, &s3, &keys, &mut |_, _| {}).unwrap();
+    restore_with(&incr, &target, 2, &s3, &keys, &mut |_, _| Ok(())).unwrap();
     assert_eq!(
         fs::read(target.join("base/5/16400")).unwrap(),
         fs::read(data.join("base/5/16400")).unwrap()
@@ -377,7 +395,7 @@ fn encrypted_backups_restore_with_their_keys_and_never_hold_plaintext() {
         2,
         &s3,
         &KeyDir::default(),
-        &mut |_, _| {},
+        &mut |_, _| Ok(()),
     )
     .unwrap_err();
     assert!(
