@@ -111,6 +111,11 @@ CREATE TRIGGER maintenance_schedules_next_run BEFORE INSERT OR UPDATE ON mainten
     FOR EACH ROW EXECUTE FUNCTION schedule_next_run();
 CREATE TRIGGER backup_schedules_next_run BEFORE INSERT OR UPDATE ON backup_schedules
     FOR EACH ROW EXECUTE FUNCTION schedule_next_run();
+-- Restore drill schedules (0.3.0): the same cron handling, and an owner that exists.
+CREATE TRIGGER restore_drill_schedules_next_run BEFORE INSERT OR UPDATE ON restore_drill_schedules
+    FOR EACH ROW EXECUTE FUNCTION schedule_next_run();
+CREATE TRIGGER restore_drill_schedules_owner_check BEFORE INSERT OR UPDATE ON restore_drill_schedules
+    FOR EACH ROW EXECUTE FUNCTION schedule_owner_check();
 
 -- ---------------------------------------------------------------------------------------
 -- Point-in-time recovery: the specification's plan_recovery and variants for an LSN and a named
@@ -217,6 +222,10 @@ REVOKE ALL ON FUNCTION plan_recovery_to_lsn(pg_lsn) FROM PUBLIC;
 REVOKE ALL ON FUNCTION plan_recovery_to_restore_point(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION validate_recovery_point(integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION create_restore_point(text, text) FROM PUBLIC;
+-- Restore drills read every backup and start a server as the server's OS user: superusers only
+-- (the function checks too, so a grant cannot give more).
+REVOKE ALL ON FUNCTION run_restore_drill(bigint, timestamptz, boolean) FROM PUBLIC;
+GRANT SELECT ON restore_drills TO pg_monitor;
 GRANT SELECT ON backup_history TO pg_monitor;
 GRANT SELECT ON maintenance_runs TO pg_monitor;
 GRANT EXECUTE ON FUNCTION slow_query_stats() TO pg_monitor;

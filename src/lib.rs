@@ -39,6 +39,11 @@ extension_sql_file!(
     name = "maintenance",
     requires = ["bootstrap"]
 );
+extension_sql_file!(
+    "../sql/drills.sql",
+    name = "drills",
+    requires = ["bootstrap", "notifications"]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Set in `_PG_init` when the library is loaded through shared_preload_libraries; every backend

@@ -89,6 +89,14 @@ pub static ENCRYPTION_KEY_DIR: GucSetting<Option<CString>> =
 /// Key id the archive module encrypts WAL with; empty: WAL is archived unencrypted.
 pub static ARCHIVE_ENCRYPTION_KEY_ID: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
+/// Directory restore drills restore into (one scratch directory per drill); empty: no drills.
+pub static DRILL_DIRECTORY: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
+/// Free space, in MB, a drill keeps in reserve beyond the restored size and WAL.
+pub static DRILL_SPACE_MARGIN: GucSetting<i32> = GucSetting::<i32>::new(256);
+/// The admin-toolkit program a drill's restore_command runs (`wal-get`).
+pub static CLI_PATH: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"/usr/bin/admin-toolkit"));
 /// IANA time zone of cron schedules; empty: the server's TimeZone.
 pub static TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 /// Whether the password policy is enforced on CREATE/ALTER ROLE ... PASSWORD.
@@ -334,6 +342,32 @@ pub fn register(preloading: bool) {
         GucFlags::SUPERUSER_ONLY,
     );
     GucRegistry::define_string_guc(
+        c"admin_toolkit.drill_directory",
+        c"Directory restore drills restore into, outside the data directory and the archive; empty: drills are refused.",
+        c"Each drill uses a scratch directory drill-<id> below it and removes it when done.",
+        &DRILL_DIRECTORY,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_int_guc(
+        c"admin_toolkit.drill_space_margin",
+        c"Free space a restore drill keeps in reserve beyond the restored backup and WAL.",
+        c"A drill is refused, before it restores anything, when the drill directory has less free space than that sum.",
+        &DRILL_SPACE_MARGIN,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_MB,
+    );
+    GucRegistry::define_string_guc(
+        c"admin_toolkit.cli_path",
+        c"The admin-toolkit program whose wal-get a restore drill's restore_command runs.",
+        c"",
+        &CLI_PATH,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
         c"admin_toolkit.timezone",
         c"Time zone of cron schedules (an IANA name); empty means the server's TimeZone.",
         c"",
@@ -440,6 +474,18 @@ pub fn key_dir() -> admin_toolkit_core::crypto::KeyDir {
 /// The key id WAL is archived with, when set.
 pub fn archive_encryption_key_id() -> Option<String> {
     Some(text(&ARCHIVE_ENCRYPTION_KEY_ID)).filter(|id| !id.is_empty())
+}
+
+/// The restore drills' directory, when set.
+pub fn drill_directory() -> Option<std::path::PathBuf> {
+    Some(text(&DRILL_DIRECTORY))
+        .filter(|d| !d.is_empty())
+        .map(Into::into)
+}
+
+/// The admin-toolkit program restore drills run.
+pub fn cli_path() -> std::path::PathBuf {
+    text(&CLI_PATH).into()
 }
 
 /// The schedules' time zone name, when set.

@@ -16,6 +16,15 @@ pub enum JobKind {
     Backup { schedule_id: i32, backup_id: i64 },
     /// One configuration change, handed over in a request file named by `request`.
     Config { request: String },
+    /// One restore drill; the job creates drill `drill_id`. `schedule_id` 0: run by hand;
+    /// `backup_id` 0: the latest completed backup; `target` (microseconds since the epoch)
+    /// none: the end of the archived WAL.
+    Drill {
+        schedule_id: i32,
+        drill_id: i64,
+        backup_id: i64,
+        target: Option<i64>,
+    },
 }
 
 /// A job: what to do, as which role (OID), in which database (OID).
@@ -35,6 +44,7 @@ impl JobDescriptor {
             JobKind::Maintenance { .. } => "admin_toolkit_maintenance_job",
             JobKind::Backup { .. } => "admin_toolkit_backup_job",
             JobKind::Config { .. } => "admin_toolkit_config_job",
+            JobKind::Drill { .. } => "admin_toolkit_drill_job",
         }
     }
 
@@ -46,6 +56,7 @@ impl JobDescriptor {
             }
             JobKind::Backup { backup_id, .. } => format!("admin_toolkit backup {backup_id}"),
             JobKind::Config { request } => format!("admin_toolkit configuration change {request}"),
+            JobKind::Drill { drill_id, .. } => format!("admin_toolkit restore drill {drill_id}"),
         }
     }
 
@@ -72,6 +83,15 @@ impl JobDescriptor {
                 }
                 format!("config {request}")
             }
+            JobKind::Drill {
+                schedule_id,
+                drill_id,
+                backup_id,
+                target,
+            } => format!(
+                "drill {schedule_id} {drill_id} {backup_id} {}",
+                target.map_or_else(|| "-".to_string(), |t| t.to_string())
+            ),
         };
         let text = format!("{VERSION} {} {} {work}", self.role, self.database);
         if text.len() >= EXTRA_CAPACITY {
@@ -110,6 +130,15 @@ impl JobDescriptor {
             ("config", [request]) => JobKind::Config {
                 request: (*request).to_string(),
             },
+            ("drill", [schedule, drill, backup, target]) => JobKind::Drill {
+                schedule_id: schedule.parse().map_err(|_| bad())?,
+                drill_id: drill.parse().map_err(|_| bad())?,
+                backup_id: backup.parse().map_err(|_| bad())?,
+                target: match *target {
+                    "-" => None,
+                    t => Some(t.parse().map_err(|_| bad())?),
+                },
+            },
             _ => return Err(bad()),
         };
         Ok(JobDescriptor {
@@ -147,6 +176,18 @@ mod tests {
             JobKind::Config {
                 request: "12345-1732500000000000".into(),
             },
+            JobKind::Drill {
+                schedule_id: i32::MAX,
+                drill_id: i64::MAX,
+                backup_id: i64::MAX,
+                target: Some(i64::MIN),
+            },
+            JobKind::Drill {
+                schedule_id: 0,
+                drill_id: 1,
+                backup_id: 0,
+                target: None,
+            },
         ];
         for kind in kinds {
             let job = JobDescriptor {
@@ -172,6 +213,8 @@ mod tests {
             "job1 10 5 vacuum 1 2",
             "job2 10 5 backup 1 2",
             "job1 10 5 config a b",
+            "job1 10 5 drill 1 2 3",
+            "job1 10 5 drill 1 2 3 x",
         ] {
             assert!(JobDescriptor::decode(text).is_err(), "{text:?}");
         }

@@ -9,6 +9,7 @@ pub mod config_guard;
 pub mod counters;
 pub mod cron;
 pub mod crypto;
+pub mod drill;
 pub mod jobs;
 pub mod lsn;
 pub mod maintenance;

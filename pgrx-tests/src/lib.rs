@@ -63,7 +63,7 @@ pub fn cli_path() -> PathBuf {
 /// A copy of the admin-toolkit binary that the postgres OS user can execute: the checkout may
 /// sit in a directory only root can enter (a clone in `mktemp -d`), and restore_command runs
 /// the binary the server's user is given.
-fn cli_for_postgres() -> &'static Path {
+pub fn cli_for_postgres() -> &'static Path {
     static COPY: OnceLock<PathBuf> = OnceLock::new();
     COPY.get_or_init(|| {
         let dir = tempfile::Builder::new()
@@ -344,7 +344,13 @@ impl Cluster {
     }
 
     pub fn restart(&mut self) {
+        self.restart_with(|| {});
+    }
+
+    /// Stops the server, runs `offline` (e.g. to change its files), and starts it again.
+    pub fn restart_with(&mut self, offline: impl FnOnce()) {
         self.stop_within(Duration::from_secs(60));
+        offline();
         self.start_server();
     }
 
@@ -463,6 +469,32 @@ pub fn wait_for_todays_partition(client: &mut Client) {
         ) == 1)
             .then_some(())
     });
+}
+
+/// Switches WAL and waits until the archiver has stored everything up to the switch.
+pub fn archive_now(db: &mut Client) {
+    let segment: String = db
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .expect("pg_switch_wal")
+        .get(0);
+    wait_for("the archiver", || {
+        let last: Option<String> = db
+            .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
+            .expect("pg_stat_archiver")
+            .get(0);
+        last.filter(|l| *l >= segment).map(|_| ())
+    });
+}
+
+/// Settings for restore drills into `dir` with the admin-toolkit binary the server can run.
+pub fn drill_settings(dir: &Path) -> Vec<String> {
+    vec![
+        format!("admin_toolkit.drill_directory = '{}'", dir.display()),
+        format!(
+            "admin_toolkit.cli_path = '{}'",
+            cli_for_postgres().display()
+        ),
+    ]
 }
 
 pub fn count(client: &mut Client, query: &str) -> i64 {

@@ -3,7 +3,9 @@
 //! with exactly the rows committed before the target — to a time, through an incremental chain
 //! to a named restore point — and refuses a damaged backup or a missing segment.
 
-use admin_toolkit_it::{count, run_cli_as_postgres, wait_for, Cluster, ClusterOptions, ScratchDir};
+use admin_toolkit_it::{
+    archive_now, count, run_cli_as_postgres, wait_for, Cluster, ClusterOptions, ScratchDir,
+};
 use postgres::Client;
 use std::path::Path;
 use std::process::Output;
@@ -44,21 +46,6 @@ fn backup(db: &mut Client, schedule_id: i32) -> (i64, String) {
         r.get::<_, Option<String>>(2)
     );
     (id, r.get(1))
-}
-
-/// Switches WAL and waits until the archiver has stored everything up to the switch.
-fn archive_now(db: &mut Client) {
-    let segment: String = db
-        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
-        .unwrap()
-        .get(0);
-    wait_for("the archiver", || {
-        let last: Option<String> = db
-            .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
-            .unwrap()
-            .get(0);
-        last.filter(|l| *l >= segment).map(|_| ())
-    });
 }
 
 fn cli(args: &[&str]) -> Output {

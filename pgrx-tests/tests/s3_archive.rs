@@ -6,7 +6,9 @@
 
 use admin_toolkit_core::storage::{S3Storage, Storage};
 use admin_toolkit_it::s3::S3Server;
-use admin_toolkit_it::{count, run_cli_as_postgres, wait_for, Cluster, ClusterOptions, ScratchDir};
+use admin_toolkit_it::{
+    count, drill_settings, run_cli_as_postgres, wait_for, Cluster, ClusterOptions, ScratchDir,
+};
 use postgres::Client;
 use std::path::Path;
 
@@ -701,6 +703,9 @@ fn encrypted_backups_and_wal_on_s3_need_their_key_and_hold_no_plaintext() {
             format!("admin_toolkit.encryption_key_dir = '{}'", keys.display()),
             "admin_toolkit.archive_encryption_key_id = 'k1'".into(),
         ]
+        .into_iter()
+        .chain(drill_settings(&store.path().join("drills")))
+        .collect()
     });
     let keys = _store.path().join("keys").display().to_string();
     let ids: Vec<i32> = db
@@ -791,6 +796,31 @@ fn encrypted_backups_and_wal_on_s3_need_their_key_and_hold_no_plaintext() {
     let mut r = restored.connect("postgres");
     wait_until_promoted(&mut r);
     assert_eq!(count(&mut r, "SELECT count(*) FROM secrets"), 21000);
+
+    // A restore drill does the same by itself: the encrypted chain from S3, WAL through wal-get.
+    let drill_id: i64 = db
+        .query_one(
+            "SELECT admin_toolkit.run_restore_drill(p_wait => true)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let drill = db
+        .query_one(
+            "SELECT status, failure_reason, backup_ids, \
+                    (checks->'databases'->0->'row_counts'->>'secrets')::int8 \
+               FROM admin_toolkit.restore_drills WHERE drill_id = $1",
+            &[&drill_id],
+        )
+        .unwrap();
+    assert_eq!(
+        drill.get::<_, String>(0),
+        "passed",
+        "{:?}",
+        drill.get::<_, Option<String>>(1)
+    );
+    assert_eq!(drill.get::<_, Vec<i64>>(2), vec![incr, full]);
+    assert_eq!(drill.get::<_, Option<i64>>(3), Some(21000));
 
     // WAL without the key: wal-get stops recovery (126) and says why.
     let segment: String = db

@@ -1,8 +1,9 @@
 //! Backups: the WAL archive module, base backups (full and incremental) run by job workers,
-//! retention and verification. Decisions and the file format live in the core crate.
+//! retention, verification and restore drills. Decisions and the file format live in the core crate.
 
 pub mod archive;
 pub mod base;
+pub mod drill;
 pub mod jobs;
 mod recovery;
 pub mod retention;

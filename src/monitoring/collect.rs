@@ -156,6 +156,36 @@ fn read_gauges(out: &mut Vec<Metric>) -> spi::Result<()> {
     })
 }
 
+/// Restore drills: days since the last passed drill (with none passed, since the oldest
+/// completed backup: the time backups have gone untested), its RTO, and whether the last
+/// finished drill failed (cancelled drills say nothing about the backups and are skipped).
+/// Nothing is stored for what does not exist yet.
+const DRILLS: &str = "
+SELECT (extract(epoch FROM pg_catalog.now() - coalesce(
+         (SELECT max(finished_at) FROM admin_toolkit.restore_drills WHERE status = 'passed'),
+         (SELECT min(end_time) FROM admin_toolkit.backup_history
+           WHERE status = 'completed' AND backup_type <> 'wal_archive'))) / 86400.0)::float8,
+       (SELECT rto_seconds FROM admin_toolkit.restore_drills WHERE status = 'passed'
+         ORDER BY finished_at DESC LIMIT 1)::float8,
+       (SELECT CASE status WHEN 'failed' THEN 1 ELSE 0 END FROM admin_toolkit.restore_drills
+         WHERE status IN ('passed', 'failed') ORDER BY finished_at DESC LIMIT 1)::float8";
+
+fn read_drill_gauges(out: &mut Vec<Metric>) -> spi::Result<()> {
+    Spi::connect(|client| {
+        let row = client.select(DRILLS, Some(1), &[])?.first();
+        for (i, name, unit) in [
+            (1, "restore_drill_age_days", "days"),
+            (2, "restore_drill_rto_seconds", "seconds"),
+            (3, "restore_drill_failed", "count"),
+        ] {
+            if let Some(value) = row.get::<f64>(i)? {
+                out.push(metric("backup", name, unit, Some(value)));
+            }
+        }
+        Ok(())
+    })
+}
+
 fn previous_samples() -> spi::Result<HashMap<String, Sample>> {
     Spi::connect(|client| {
         let mut map = HashMap::new();
@@ -371,6 +401,7 @@ pub fn collect() -> spi::Result<Collection> {
     let previous = previous_samples()?;
     let mut metrics = Vec::with_capacity(24);
     read_gauges(&mut metrics)?;
+    read_drill_gauges(&mut metrics)?;
     let (now, mut readings) = read_counters(&previous, &mut metrics)?;
     let statements_unavailable = match statements_schema()? {
         Ok(schema) => {

@@ -281,7 +281,10 @@ fn tick(state: &mut WorkerState) {
     if state.jobs_checked_minute != Some(minute) {
         let start_due = || -> pgrx::spi::Result<usize> {
             backup::jobs::upkeep_backups()?;
-            Ok(jobs::start_due_jobs()? + backup::jobs::start_due_backups()?)
+            backup::drill::upkeep_drills()?;
+            Ok(jobs::start_due_jobs()?
+                + backup::jobs::start_due_backups()?
+                + backup::drill::start_due_drills()?)
         };
         if run_step(
             "look for backups to delete",

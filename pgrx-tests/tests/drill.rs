@@ -1,0 +1,458 @@
+//! Restore drills against real clusters: a clean drill of a full + incremental chain records the
+//! source's row counts at the target; each fault (too little space, an index corrupted before
+//! the backup, a flipped byte in a pack, a deleted manifest, a missing WAL segment) fails the
+//! drill with its reason named; a cancelled drill and a drill whose job died leave no server
+//! and no directory behind.
+
+use admin_toolkit_it::{
+    archive_now, count, drill_settings, wait_for, Cluster, ClusterOptions, ScratchDir, PATIENCE,
+};
+use postgres::{Client, NoTls};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+struct Drilled {
+    status: String,
+    reason: Option<String>,
+    backup_ids: Vec<i64>,
+    checks: Value,
+    rto: Option<f64>,
+    restore_seconds: Option<f64>,
+    wal_bytes: Option<f64>,
+    rpo: Option<f64>,
+}
+
+fn cluster(store: &ScratchDir) -> Cluster {
+    let mut options = ClusterOptions::archiving_to(&store.path().join("wal"));
+    options
+        .settings
+        .extend(drill_settings(&store.path().join("drills")));
+    let cluster = Cluster::start_with(options);
+    cluster
+        .connect("postgres")
+        .batch_execute("CREATE EXTENSION admin_toolkit")
+        .unwrap();
+    cluster
+}
+
+fn full_backup(db: &mut Client, store: &ScratchDir, kind: &str) -> (i64, PathBuf) {
+    let location = store.path().join("backups").display().to_string();
+    let schedule: i32 = db
+        .query_one(
+            "INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location, compression_level) \
+             VALUES ($1, '0 3 * * *', 7, $2, 1) RETURNING schedule_id",
+            &[&kind, &location],
+        )
+        .unwrap()
+        .get(0);
+    let id: i64 = db
+        .query_one(
+            "SELECT admin_toolkit.execute_backup($1, true)",
+            &[&schedule],
+        )
+        .unwrap()
+        .get(0);
+    let r = db
+        .query_one(
+            "SELECT backup_id, status, backup_path, error_message FROM admin_toolkit.backup_history \
+              WHERE backup_id = $1",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(
+        r.get::<_, String>(1),
+        "completed",
+        "{:?}",
+        r.get::<_, Option<String>>(3)
+    );
+    (r.get(0), PathBuf::from(r.get::<_, String>(2)))
+}
+
+fn drill(db: &mut Client, backup: Option<i64>, target: Option<&str>) -> (i64, Drilled) {
+    let id: i64 = db
+        .query_one(
+            "SELECT admin_toolkit.run_restore_drill($1, $2::text::timestamptz, true)",
+            &[&backup, &target],
+        )
+        .unwrap()
+        .get(0);
+    (id, drilled(db, id))
+}
+
+fn drilled(db: &mut Client, id: i64) -> Drilled {
+    let r = db
+        .query_one(
+            "SELECT status, failure_reason, backup_ids, checks::text, rto_seconds::float8, restore_seconds::float8, \
+                    wal_bytes_replayed::float8, rpo_seconds::float8 \
+               FROM admin_toolkit.restore_drills WHERE drill_id = $1",
+            &[&id],
+        )
+        .unwrap();
+    Drilled {
+        status: r.get(0),
+        reason: r.get(1),
+        backup_ids: r.get(2),
+        checks: serde_json::from_str(r.get::<_, &str>(3)).unwrap(),
+        rto: r.get(4),
+        restore_seconds: r.get(5),
+        wal_bytes: r.get(6),
+        rpo: r.get(7),
+    }
+}
+
+fn rows_in(checks: &Value, database: &str, table: &str) -> Option<i64> {
+    checks["databases"]
+        .as_array()?
+        .iter()
+        .find(|d| d["database"] == database)?["row_counts"][table]
+        .as_i64()
+}
+
+fn scratch_of(store: &ScratchDir, drill_id: i64) -> PathBuf {
+    store.path().join(format!("drills/drill-{drill_id}"))
+}
+
+#[test]
+fn a_clean_drill_of_a_chain_records_the_rows_at_the_target() {
+    let store = ScratchDir::new("admin_toolkit_drill_");
+    let cluster = cluster(&store);
+    let mut db = cluster.connect("postgres");
+    db.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE INDEX t_v ON t (v); \
+         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g",
+    )
+    .unwrap();
+    db.batch_execute("CREATE DATABASE other").unwrap();
+    let mut other = cluster.connect("other");
+    other
+        .batch_execute(
+            "CREATE TABLE o (id int PRIMARY KEY); INSERT INTO o SELECT generate_series(1, 50)",
+        )
+        .unwrap();
+    // no backup yet: refused, recorded with the reason
+    let (_, none) = drill(&mut db, None, None);
+    assert_eq!(none.status, "failed");
+    assert!(
+        none.reason
+            .as_deref()
+            .unwrap()
+            .contains("no completed backup"),
+        "{:?}",
+        none.reason
+    );
+
+    let (full, _) = full_backup(&mut db, &store, "full");
+    db.batch_execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1001, 2000) g")
+        .unwrap();
+    let (incremental, _) = full_backup(&mut db, &store, "incremental");
+    db.batch_execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(2001, 2500) g")
+        .unwrap();
+    let target: String = db
+        .query_one("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'", &[])
+        .unwrap()
+        .get(0);
+    std::thread::sleep(Duration::from_millis(50));
+    db.batch_execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(2501, 3000) g")
+        .unwrap();
+    archive_now(&mut db);
+
+    let (id, d) = drill(&mut db, None, Some(&target));
+    assert_eq!(d.status, "passed", "{:?}", d.reason);
+    assert_eq!(
+        d.backup_ids,
+        vec![incremental, full],
+        "the chain was restored"
+    );
+    assert_eq!(
+        rows_in(&d.checks, "postgres", "t"),
+        Some(2500),
+        "{}",
+        d.checks
+    );
+    assert_eq!(rows_in(&d.checks, "other", "o"), Some(50), "{}", d.checks);
+    assert!(
+        d.checks["indexes_checked"].as_u64().unwrap() >= 3,
+        "{}",
+        d.checks
+    );
+    let (rto, restore) = (d.rto.unwrap(), d.restore_seconds.unwrap());
+    assert!(
+        rto >= restore && restore > 0.0,
+        "rto {rto}, restore {restore}"
+    );
+    assert!(d.wal_bytes.unwrap() > 0.0);
+    let rpo = d.rpo.unwrap();
+    assert!(
+        (0.0..5.0).contains(&rpo),
+        "rpo {rpo} s: the target minus the last replayed commit"
+    );
+    assert!(
+        !scratch_of(&store, id).exists(),
+        "the scratch directory is removed"
+    );
+
+    // the end of the archive: every row, as a schedule would drill it
+    let (_, d) = drill(&mut db, None, None);
+    assert_eq!(d.status, "passed", "{:?}", d.reason);
+    assert_eq!(rows_in(&d.checks, "postgres", "t"), Some(3000));
+
+    // its metrics: age 0 days, the RTO, not failed; the built-in rules exist
+    db.batch_execute("SELECT admin_toolkit.collect_performance_metrics()")
+        .unwrap();
+    let r = db
+        .query_one(
+            "SELECT max(metric_value) FILTER (WHERE metric_name = 'restore_drill_age_days')::float8, \
+                    max(metric_value) FILTER (WHERE metric_name = 'restore_drill_rto_seconds')::float8, \
+                    max(metric_value) FILTER (WHERE metric_name = 'restore_drill_failed')::float8 \
+               FROM admin_toolkit.performance_metrics \
+              WHERE collected_at = (SELECT max(collected_at) FROM admin_toolkit.performance_metrics)",
+            &[],
+        )
+        .unwrap();
+    let (age, rto, failed): (Option<f64>, Option<f64>, Option<f64>) =
+        (r.get(0), r.get(1), r.get(2));
+    assert!(age.unwrap() < 0.01, "{age:?}");
+    assert!(rto.unwrap() > 0.0);
+    assert_eq!(failed, Some(0.0));
+
+    // one at a time, superusers only
+    db.batch_execute("CREATE ROLE drill_user LOGIN; GRANT EXECUTE ON FUNCTION admin_toolkit.run_restore_drill(bigint, timestamptz, boolean) TO drill_user")
+        .unwrap();
+    let mut user = cluster.connect_as("postgres", "drill_user", "").unwrap();
+    let err = user
+        .query("SELECT admin_toolkit.run_restore_drill()", &[])
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501", "{err}");
+    let err = db
+        .query("SELECT admin_toolkit.run_restore_drill(999999)", &[])
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42704", "{err}");
+    assert!(!cluster.server_log().contains("terminated by signal"));
+}
+
+fn set_and_reload(db: &mut Client, statement: &str) {
+    db.batch_execute(statement).unwrap();
+    db.batch_execute("SELECT pg_reload_conf()").unwrap();
+}
+
+/// Sets the key of item `item` (an int4 B-tree leaf tuple) on block `block` of a relation file
+/// to `value`: the index's order is broken, its page header is intact.
+fn corrupt_btree_key(file: &Path, block: usize, item: usize, value: i32) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let page = block * 8192;
+    let lp = page + 24 + 4 * (item - 1);
+    let word = u32::from_le_bytes(bytes[lp..lp + 4].try_into().unwrap());
+    let offset = (word & 0x7fff) as usize;
+    let key = page + offset + 8;
+    bytes[key..key + 4].copy_from_slice(&value.to_le_bytes());
+    std::fs::write(file, bytes).unwrap();
+}
+
+#[test]
+fn each_fault_fails_the_drill_with_its_reason() {
+    let store = ScratchDir::new("admin_toolkit_drill_faults_");
+    let mut cluster = cluster(&store);
+    let mut db = cluster.connect("postgres");
+    db.batch_execute(
+        "CREATE TABLE k (id int) WITH (autovacuum_enabled = off); \
+         INSERT INTO k SELECT generate_series(1, 100); CREATE INDEX k_id ON k (id); CHECKPOINT",
+    )
+    .unwrap();
+    let index_file: String = db
+        .query_one("SELECT pg_relation_filepath('k_id')", &[])
+        .unwrap()
+        .get(0);
+
+    // too little free space: refused with the figures, before anything is restored
+    let (b1, _) = full_backup(&mut db, &store, "full");
+    set_and_reload(
+        &mut db,
+        "ALTER SYSTEM SET admin_toolkit.drill_space_margin = 2000000000",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (id, d) = drill(&mut db, Some(b1), None);
+    assert_eq!(d.status, "failed");
+    let why = d.reason.unwrap();
+    eprintln!("drill failed as expected: {why}");
+    assert!(
+        why.contains("not enough free space") && why.contains("MB needed"),
+        "{why}"
+    );
+    assert!(!scratch_of(&store, id).exists());
+    set_and_reload(
+        &mut db,
+        "ALTER SYSTEM RESET admin_toolkit.drill_space_margin",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    // an index page corrupted in the source before the backup: amcheck names the index
+    drop(db);
+    let data_dir = cluster.data_dir();
+    cluster.restart_with(|| {
+        corrupt_btree_key(&Path::new(&data_dir).join(&index_file), 1, 2, i32::MAX)
+    });
+    let mut db = cluster.connect("postgres");
+    let (b2, _) = full_backup(&mut db, &store, "full");
+    let (_, d) = drill(&mut db, Some(b2), None);
+    assert_eq!(d.status, "failed");
+    let why = d.reason.unwrap();
+    eprintln!("drill failed as expected: {why}");
+    assert!(
+        why.contains("amcheck rejected index k_id") && why.contains("\"postgres\""),
+        "{why}"
+    );
+    assert!(d.checks["indexes_checked"].as_u64().unwrap() > 1);
+
+    // a flipped byte in a pack chunk
+    let (b3, path) = full_backup(&mut db, &store, "full");
+    let pack = path.join("data.pack");
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&pack, bytes).unwrap();
+    let (_, d) = drill(&mut db, Some(b3), None);
+    assert_eq!(d.status, "failed");
+    let why = d.reason.unwrap();
+    eprintln!("drill failed as expected: {why}");
+    assert!(
+        why.contains(&format!("restoring backup {b3} failed")) && why.contains("damaged"),
+        "{why}"
+    );
+
+    // a deleted manifest
+    let (b4, path) = full_backup(&mut db, &store, "full");
+    std::fs::remove_file(path.join("backup.manifest")).unwrap();
+    let (_, d) = drill(&mut db, Some(b4), None);
+    assert_eq!(d.status, "failed");
+    let why = d.reason.unwrap();
+    eprintln!("drill failed as expected: {why}");
+    assert!(
+        why.contains(&format!("backup {b4} cannot be read")) && why.contains("manifest"),
+        "{why}"
+    );
+
+    // a missing WAL segment: the one the backup starts in
+    let (b5, _) = full_backup(&mut db, &store, "full");
+    db.batch_execute("INSERT INTO k VALUES (101)").unwrap();
+    archive_now(&mut db);
+    let segment: String = db
+        .query_one(
+            "SELECT pg_walfile_name(start_lsn) FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&b5],
+        )
+        .unwrap()
+        .get(0);
+    std::fs::remove_file(store.path().join(format!("wal/{segment}.zst"))).unwrap();
+    let (_, d) = drill(&mut db, Some(b5), None);
+    assert_eq!(d.status, "failed");
+    let why = d.reason.unwrap();
+    eprintln!("drill failed as expected: {why}");
+    assert!(
+        why.contains(&format!("WAL segment {segment} is missing")),
+        "{why}"
+    );
+    assert!(
+        std::fs::read_dir(store.path().join("drills"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no drill left a directory"
+    );
+    // the built-in alert rule fires on the failed drill
+    db.batch_execute(
+        "SELECT admin_toolkit.collect_performance_metrics(); SELECT admin_toolkit.process_alerts()",
+    )
+    .unwrap();
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM admin_toolkit.alert_events e JOIN admin_toolkit.alert_rules r USING (rule_id) \
+              WHERE r.rule_name = 'Restore drill failed' AND e.resolved_at IS NULL"
+        ),
+        1
+    );
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie (state Z) has exited; it only waits for its parent to read its status.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.split_whitespace()
+                .nth(2)
+                .is_some_and(|state| state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+/// Starts a drill that stays in recovery (the source's recovery_min_apply_delay holds back the
+/// commits after the backup) and returns its id, job pid and throwaway server pid.
+fn drill_in_recovery(db: &mut Client, store: &ScratchDir) -> (i64, i32, i32) {
+    let id: i64 = db
+        .query_one("SELECT admin_toolkit.run_restore_drill()", &[])
+        .unwrap()
+        .get(0);
+    let pid_file = scratch_of(store, id).join("data/postmaster.pid");
+    let server: i32 = wait_for("the drill's server", || {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse().ok()))
+    });
+    let job: i32 = db
+        .query_one(
+            "SELECT pid FROM admin_toolkit.restore_drills WHERE drill_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(drilled(db, id).status, "running");
+    assert!(alive(server));
+    (id, job, server)
+}
+
+#[test]
+fn cancelled_or_dead_drills_leave_no_server_and_no_directory() {
+    let store = ScratchDir::new("admin_toolkit_drill_cancel_");
+    let mut cluster = cluster(&store);
+    let mut db = cluster.connect("postgres");
+    set_and_reload(&mut db, "ALTER SYSTEM SET recovery_min_apply_delay = '1h'");
+    db.batch_execute("CREATE TABLE t (id int)").unwrap();
+    full_backup(&mut db, &store, "full");
+    db.batch_execute("INSERT INTO t VALUES (1)").unwrap();
+    archive_now(&mut db);
+
+    // pg_cancel_backend of the job: cancelled, its server stopped, its directory removed
+    let (id, job, server) = drill_in_recovery(&mut db, &store);
+    let started = Instant::now();
+    db.execute("SELECT pg_cancel_backend($1)", &[&job]).unwrap();
+    wait_for("the cancelled drill", || {
+        (drilled(&mut db, id).status != "running").then_some(())
+    });
+    let d = drilled(&mut db, id);
+    assert_eq!(d.status, "cancelled", "{:?}", d.reason);
+    assert!(!alive(server), "the throwaway server is stopped");
+    assert!(!scratch_of(&store, id).exists(), "its directory is removed");
+    assert!(started.elapsed() < PATIENCE);
+
+    // the job killed outright (the server restarts every process): the worker marks the drill
+    // failed, stops the server it left and removes its directory
+    let (id, job, server) = drill_in_recovery(&mut db, &store);
+    // SAFETY: a plain signal to a process of the test cluster.
+    assert_eq!(unsafe { libc::kill(job, libc::SIGKILL) }, 0);
+    drop(db);
+    wait_for("the worker's upkeep of the dead drill", || {
+        let mut db = Client::connect(&cluster.conninfo("postgres"), NoTls).ok()?;
+        (drilled(&mut db, id).status == "failed"
+            && !alive(server)
+            && !scratch_of(&store, id).exists())
+        .then_some(())
+    });
+    let mut db = cluster.connect("postgres");
+    let d = drilled(&mut db, id);
+    assert!(d.reason.unwrap().contains("interrupted"));
+    assert!(cluster
+        .server_log()
+        .contains(&format!("stopped the restored server left by drill {id}")));
+    cluster.restart();
+}
