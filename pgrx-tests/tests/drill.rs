@@ -216,6 +216,46 @@ fn a_clean_drill_of_a_chain_records_the_rows_at_the_target() {
     assert!(rto.unwrap() > 0.0);
     assert_eq!(failed, Some(0.0));
 
+    // a schedule drills by itself, once due
+    let schedule: i32 = db
+        .query_one(
+            "INSERT INTO admin_toolkit.restore_drill_schedules (schedule_name, schedule_expression) \
+             VALUES ('nightly', '0 4 * * *') RETURNING schedule_id",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    db.execute(
+        "UPDATE admin_toolkit.restore_drill_schedules SET next_run = now() WHERE schedule_id = $1",
+        &[&schedule],
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let scheduled = loop {
+        let row = db
+            .query_opt(
+                "SELECT drill_id FROM admin_toolkit.restore_drills WHERE schedule_id = $1 AND status <> 'running'",
+                &[&schedule],
+            )
+            .unwrap();
+        if let Some(row) = row {
+            break row.get::<_, i64>(0);
+        }
+        assert!(Instant::now() < deadline, "the scheduled drill did not run");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let d = drilled(&mut db, scheduled);
+    assert_eq!(d.status, "passed", "{:?}", d.reason);
+    assert_eq!(rows_in(&d.checks, "postgres", "t"), Some(3000));
+    let next: bool = db
+        .query_one(
+            "SELECT next_run > now() AND last_run IS NOT NULL FROM admin_toolkit.restore_drill_schedules WHERE schedule_id = $1",
+            &[&schedule],
+        )
+        .unwrap()
+        .get(0);
+    assert!(next, "the schedule moved on");
+
     // one at a time, superusers only
     db.batch_execute("CREATE ROLE drill_user LOGIN; GRANT EXECUTE ON FUNCTION admin_toolkit.run_restore_drill(bigint, timestamptz, boolean) TO drill_user")
         .unwrap();
@@ -408,6 +448,23 @@ fn drill_in_recovery(db: &mut Client, store: &ScratchDir) -> (i64, i32, i32) {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(drilled(db, id).status, "running");
     assert!(alive(server));
+    // It listens on no TCP address, only on a socket in its own scratch directory.
+    let lines: Vec<String> = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines[5], "", "listen address of the throwaway server");
+    assert!(
+        Path::new(&lines[4]).starts_with(scratch_of(store, id)),
+        "socket directory {}",
+        lines[4]
+    );
+    // One drill at a time.
+    let err = db
+        .query("SELECT admin_toolkit.run_restore_drill()", &[])
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "55000", "{err}");
     (id, job, server)
 }
 
