@@ -1,7 +1,8 @@
 -- admin_toolkit 0.2.0 -> 0.3.0. Hand-written; never edit once released.
 -- Restore drills: restore_drill_schedules and restore_drills, run_restore_drill(), their
 -- metrics (age of the last passed drill, its RTO, whether the last one failed) and two
--- built-in alert rules on them.
+-- built-in alert rules on them; maintenance schedules and runs name their database
+-- (target_database), and a schedule deactivated by the worker says why (note).
 \echo Use "ALTER EXTENSION admin_toolkit UPDATE TO '0.3.0'" to load this file. \quit
 
 CREATE TABLE restore_drill_schedules (
@@ -97,3 +98,38 @@ LANGUAGE c
 AS 'MODULE_PATHNAME', 'run_restore_drill_wrapper';
 REVOKE ALL ON FUNCTION run_restore_drill(bigint, timestamptz, boolean) FROM PUBLIC;
 GRANT SELECT ON restore_drills TO pg_monitor;
+
+-- Every database of the cluster: maintenance schedules name the database they maintain (as
+-- sql/bootstrap.sql and sql/databases.sql).
+ALTER TABLE maintenance_schedules ADD COLUMN target_database name, ADD COLUMN note text;
+ALTER TABLE maintenance_runs ADD COLUMN target_database name;
+COMMENT ON COLUMN maintenance_schedules.target_database IS
+    'The database its runs maintain, connected as the owner; NULL: admin_toolkit.database.';
+COMMENT ON COLUMN maintenance_schedules.note IS
+    'Why the worker deactivated the schedule (its database was dropped); cleared when it is activated again.';
+COMMENT ON COLUMN maintenance_runs.target_database IS
+    'The database the run ran in; NULL: admin_toolkit.database.';
+
+-- A schedule's database must exist when the schedule is written or activated again.
+CREATE FUNCTION schedule_database_check() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.is_active AND NOT OLD.is_active THEN
+            NEW.note := NULL;
+        ELSIF NEW.target_database IS NOT DISTINCT FROM OLD.target_database THEN
+            RETURN NEW;
+        END IF;
+    END IF;
+    IF NEW.target_database IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = NEW.target_database) THEN
+        RAISE EXCEPTION 'database "%" does not exist', NEW.target_database USING ERRCODE = '42704',
+            HINT = 'target_database names the database a schedule maintains; NULL means admin_toolkit.database.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER maintenance_schedules_database_check BEFORE INSERT OR UPDATE ON maintenance_schedules
+    FOR EACH ROW EXECUTE FUNCTION schedule_database_check();

@@ -233,6 +233,10 @@ CREATE TABLE maintenance_schedules (
     created_at          timestamptz NOT NULL DEFAULT now(),
     -- Added (0.2.0): the role its runs run as.
     owner               name NOT NULL DEFAULT current_user,
+    -- Added (0.3.0): the database it maintains (NULL: the toolkit's), and why the worker
+    -- deactivated it, if it did.
+    target_database     name,
+    note                text,
     CONSTRAINT maintenance_schedules_table_needs_schema
         CHECK (target_table IS NULL OR target_schema IS NOT NULL)
 );
@@ -256,6 +260,8 @@ CREATE TABLE maintenance_runs (
     duration_seconds numeric GENERATED ALWAYS AS (extract(epoch FROM finished_at - started_at)) STORED,
     -- Added (0.2.0): the role the run ran as.
     owner            name NOT NULL DEFAULT current_user,
+    -- Added (0.3.0): the database it ran in (NULL: the toolkit's).
+    target_database  name,
     CONSTRAINT maintenance_runs_finished_after_started CHECK (finished_at IS NULL OR finished_at >= started_at)
 );
 CREATE INDEX maintenance_runs_schedule_idx ON maintenance_runs (schedule_id, started_at DESC);

@@ -40,6 +40,11 @@ extension_sql_file!(
     requires = ["bootstrap"]
 );
 extension_sql_file!(
+    "../sql/databases.sql",
+    name = "databases",
+    requires = ["bootstrap"]
+);
+extension_sql_file!(
     "../sql/drills.sql",
     name = "drills",
     requires = ["bootstrap", "notifications"]

@@ -12,6 +12,9 @@ pub const EXTRA_CAPACITY: usize = 128;
 pub enum JobKind {
     /// One run of a maintenance schedule; the job creates run `run_id`.
     Maintenance { schedule_id: i32, run_id: i64 },
+    /// The work of maintenance run `run_id` in another database than the toolkit's, handed
+    /// over by its supervising maintenance job in request and outcome files.
+    MaintenanceIn { run_id: i64 },
     /// One run of a backup schedule; the job creates backup `backup_id`.
     Backup { schedule_id: i32, backup_id: i64 },
     /// One configuration change, handed over in a request file named by `request`.
@@ -42,6 +45,7 @@ impl JobDescriptor {
     pub fn entry_point(&self) -> &'static str {
         match self.kind {
             JobKind::Maintenance { .. } => "admin_toolkit_maintenance_job",
+            JobKind::MaintenanceIn { .. } => "admin_toolkit_maintenance_in_job",
             JobKind::Backup { .. } => "admin_toolkit_backup_job",
             JobKind::Config { .. } => "admin_toolkit_config_job",
             JobKind::Drill { .. } => "admin_toolkit_drill_job",
@@ -53,6 +57,9 @@ impl JobDescriptor {
         match &self.kind {
             JobKind::Maintenance { run_id, .. } => {
                 format!("admin_toolkit maintenance run {run_id}")
+            }
+            JobKind::MaintenanceIn { run_id } => {
+                format!("admin_toolkit maintenance run {run_id} (its database)")
             }
             JobKind::Backup { backup_id, .. } => format!("admin_toolkit backup {backup_id}"),
             JobKind::Config { request } => format!("admin_toolkit configuration change {request}"),
@@ -67,6 +74,7 @@ impl JobDescriptor {
                 schedule_id,
                 run_id,
             } => format!("maintenance {schedule_id} {run_id}"),
+            JobKind::MaintenanceIn { run_id } => format!("maintenance-in {run_id}"),
             JobKind::Backup {
                 schedule_id,
                 backup_id,
@@ -123,6 +131,9 @@ impl JobDescriptor {
                 schedule_id: schedule.parse().map_err(|_| bad())?,
                 run_id: run.parse().map_err(|_| bad())?,
             },
+            ("maintenance-in", [run]) => JobKind::MaintenanceIn {
+                run_id: run.parse().map_err(|_| bad())?,
+            },
             ("backup", [schedule, backup]) => JobKind::Backup {
                 schedule_id: schedule.parse().map_err(|_| bad())?,
                 backup_id: backup.parse().map_err(|_| bad())?,
@@ -173,6 +184,7 @@ mod tests {
                 schedule_id: 1,
                 backup_id: 42,
             },
+            JobKind::MaintenanceIn { run_id: i64::MAX },
             JobKind::Config {
                 request: "12345-1732500000000000".into(),
             },
@@ -214,6 +226,7 @@ mod tests {
             "job2 10 5 backup 1 2",
             "job1 10 5 config a b",
             "job1 10 5 drill 1 2 3",
+            "job1 10 5 maintenance-in x",
             "job1 10 5 drill 1 2 3 x",
         ] {
             assert!(JobDescriptor::decode(text).is_err(), "{text:?}");

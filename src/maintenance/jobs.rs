@@ -12,18 +12,21 @@ use pgrx::prelude::*;
 use serde_json::{json, Value};
 
 /// A schedule row, as a run needs it.
-struct Schedule {
-    kind: String,
-    owner: String,
-    schema: Option<String>,
-    table: Option<String>,
-    options: Value,
+pub(super) struct Schedule {
+    pub kind: String,
+    pub owner: String,
+    pub schema: Option<String>,
+    pub table: Option<String>,
+    pub options: Value,
+    /// The database it maintains; None: the toolkit's.
+    pub target_database: Option<String>,
 }
 
-fn load_schedule(schedule_id: i32, active_only: bool) -> spi::Result<Option<Schedule>> {
+pub(super) fn load_schedule(schedule_id: i32, active_only: bool) -> spi::Result<Option<Schedule>> {
     Spi::connect(|client| {
         let rows = client.select(
-            "SELECT maintenance_type, target_schema, target_table, maintenance_options::text, owner::text \
+            "SELECT maintenance_type, target_schema, target_table, maintenance_options::text, owner::text, \
+                    target_database::text \
              FROM admin_toolkit.maintenance_schedules WHERE schedule_id = $1 AND (is_active OR NOT $2)",
             Some(1),
             &[schedule_id.into(), active_only.into()],
@@ -41,6 +44,7 @@ fn load_schedule(schedule_id: i32, active_only: bool) -> spi::Result<Option<Sche
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or(json!({})),
             owner: row.get::<String>(5)?.unwrap_or_default(),
+            target_database: row.get::<String>(6)?,
         }))
     })
 }
@@ -77,10 +81,13 @@ fn parse_options(options: &Value) -> Result<(MaintenanceOptions, Vec<String>), S
     Ok((parsed, ignored))
 }
 
-fn target_of(s: &Schedule) -> spi::Result<Result<Target, String>> {
+fn target_of(
+    schema: &Option<String>,
+    table: &Option<String>,
+) -> spi::Result<Result<Target, String>> {
     let database =
         crate::query::read_scalar::<String>("SELECT current_database()::text")?.unwrap_or_default();
-    Ok(match (&s.schema, &s.table) {
+    Ok(match (schema, table) {
         (Some(schema), Some(table)) => {
             let exists = Spi::connect(|c| {
                 c.select(
@@ -162,12 +169,82 @@ fn stale_tables(target: &Target) -> spi::Result<Vec<(String, String)>> {
 }
 
 /// What the job worker runs after planning.
-struct Plan {
-    command: String,
+pub(super) struct Plan {
+    pub command: String,
     options: MaintenanceOptions,
     /// The command names its relations (a table or a schema's tables), so a relation skipped
     /// for lack of privilege means the run did not do what it says.
     names_relations: bool,
+}
+
+/// What planning decided: fail, nothing to do, or execute a command; each with details.
+pub(super) enum Step {
+    Failed(String),
+    Nothing(Value),
+    Execute(Plan, Value),
+}
+
+/// A planned run: what it targets and what to do.
+pub(super) struct Prepared {
+    pub target: String,
+    pub step: Step,
+}
+
+/// Plans a run of `kind` on the schema / table (none: the database) in the database this job is
+/// connected to. Needs a transaction.
+pub(super) fn prepare(
+    kind: &str,
+    schema: &Option<String>,
+    table: &Option<String>,
+    options: &Value,
+) -> spi::Result<Prepared> {
+    let pid = unsafe { pg_sys::MyProcPid };
+    let described = match (schema, table) {
+        (Some(s), Some(t)) => format!("{s}.{t}"),
+        (Some(s), None) => s.clone(),
+        _ => "database".into(),
+    };
+    let failed = |message: String| Prepared {
+        target: described.clone(),
+        step: Step::Failed(message),
+    };
+    let kind = match MaintenanceType::parse(kind) {
+        Ok(k) => k,
+        Err(e) => return Ok(failed(e.0)),
+    };
+    let (options, ignored) = match parse_options(options) {
+        Ok(o) => o,
+        Err(e) => return Ok(failed(e)),
+    };
+    let target = match target_of(schema, table)? {
+        Ok(t) => t,
+        Err(e) => return Ok(failed(e)),
+    };
+    let stale = if kind == MaintenanceType::StatsUpdate {
+        stale_tables(&target)?
+    } else {
+        Vec::new()
+    };
+    let details = json!({"pid": pid, "ignored_options": ignored, "stale_tables": stale.len()});
+    let step = match build_command(kind, &target, &options, &stale) {
+        None => {
+            let mut details = details;
+            details["note"] = json!("nothing to do");
+            Step::Nothing(details)
+        }
+        Some(command) => Step::Execute(
+            Plan {
+                command,
+                options,
+                names_relations: !matches!(target, Target::Database(_)),
+            },
+            details,
+        ),
+    };
+    Ok(Prepared {
+        target: target.describe(),
+        step,
+    })
 }
 
 /// A run row, as the job worker first records it.
@@ -204,31 +281,8 @@ fn insert_run(run: RunRecord) -> spi::Result<()> {
     )
 }
 
-/// Plans the run and records it; `None` when there is nothing to execute (recorded already).
-fn plan(schedule_id: i32, run_id: i64) -> spi::Result<Option<Plan>> {
-    let Some(schedule) = load_schedule(schedule_id, false)? else {
-        log!("admin_toolkit job: maintenance schedule {schedule_id} no longer exists");
-        return Ok(None);
-    };
-    let pid = unsafe { pg_sys::MyProcPid };
-    // The role this job connected as (its schedule's owner); planning itself runs as superuser.
-    let owner =
-        crate::query::read_scalar::<String>("SELECT session_user::text")?.unwrap_or_default();
-    let kind_name = schedule.kind.clone();
-    let fail = |target: &str, message: String| {
-        insert_run(RunRecord {
-            run_id,
-            owner: &owner,
-            schedule_id,
-            kind: &kind_name,
-            target,
-            status: "error",
-            command: None,
-            error: Some(&message),
-            details: json!({"pid": pid}),
-        })
-        .map(|_| None)
-    };
+/// Takes the schedule's run lock (another run in progress: recorded 'skipped').
+pub(super) fn lock_schedule(schedule_id: i32) -> spi::Result<bool> {
     let locked = Spi::connect(|c| {
         c.select(
             "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('admin_toolkit.maintenance'), $1)",
@@ -238,100 +292,89 @@ fn plan(schedule_id: i32, run_id: i64) -> spi::Result<Option<Plan>> {
         .first()
         .get_one::<bool>()
     })?;
-    let described = match (&schedule.schema, &schedule.table) {
-        (Some(s), Some(t)) => format!("{s}.{t}"),
-        (Some(s), None) => s.clone(),
-        _ => "database".into(),
-    };
-    if locked != Some(true) {
-        let message = format!("a run of schedule {schedule_id} is already in progress");
-        return insert_run(RunRecord {
-            run_id,
-            owner: &owner,
-            schedule_id,
-            kind: &kind_name,
-            target: &described,
-            status: "skipped",
-            command: None,
-            error: Some(&message),
-            details: json!({"pid": pid}),
-        })
-        .map(|_| None);
-    }
-    let kind = match MaintenanceType::parse(&schedule.kind) {
-        Ok(k) => k,
-        Err(e) => return fail(&described, e.0),
-    };
-    let (options, ignored) = match parse_options(&schedule.options) {
-        Ok(o) => o,
-        Err(e) => return fail(&described, e),
-    };
-    let target = match target_of(&schedule)? {
-        Ok(t) => t,
-        Err(e) => return fail(&described, e),
-    };
-    let stale = if kind == MaintenanceType::StatsUpdate {
-        stale_tables(&target)?
-    } else {
-        Vec::new()
-    };
-    let details = json!({"pid": pid, "ignored_options": ignored, "stale_tables": stale.len()});
-    match build_command(kind, &target, &options, &stale) {
-        None => {
-            let mut details = details;
-            details["note"] = json!("nothing to do");
+    Ok(locked == Some(true))
+}
+
+/// Plans the run and records it; `None` when there is nothing to execute (recorded already).
+fn plan(schedule_id: i32, run_id: i64, schedule: &Schedule) -> spi::Result<Option<Plan>> {
+    let pid = unsafe { pg_sys::MyProcPid };
+    // The role this job connected as (its schedule's owner); planning itself runs as superuser.
+    let owner =
+        crate::query::read_scalar::<String>("SELECT session_user::text")?.unwrap_or_default();
+    let record =
+        |target: &str, status: &str, command: Option<&str>, error: Option<&str>, details: Value| {
             insert_run(RunRecord {
                 run_id,
                 owner: &owner,
                 schedule_id,
-                kind: &kind_name,
-                target: &target.describe(),
-                status: "success",
-                command: None,
-                error: None,
+                kind: &schedule.kind,
+                target,
+                status,
+                command,
+                error,
                 details,
-            })?;
+            })
+        };
+    if !lock_schedule(schedule_id)? {
+        let message = format!("a run of schedule {schedule_id} is already in progress");
+        let described = prepare_described(schedule);
+        record(
+            &described,
+            "skipped",
+            None,
+            Some(&message),
+            json!({"pid": pid}),
+        )?;
+        return Ok(None);
+    }
+    let prepared = prepare(
+        &schedule.kind,
+        &schedule.schema,
+        &schedule.table,
+        &schedule.options,
+    )?;
+    match prepared.step {
+        Step::Failed(message) => {
+            record(
+                &prepared.target,
+                "error",
+                None,
+                Some(&message),
+                json!({"pid": pid}),
+            )?;
             Ok(None)
         }
-        Some(command) => {
-            insert_run(RunRecord {
-                run_id,
-                owner: &owner,
-                schedule_id,
-                kind: &kind_name,
-                target: &target.describe(),
-                status: "running",
-                command: Some(&command),
-                error: None,
+        Step::Nothing(details) => {
+            record(&prepared.target, "success", None, None, details)?;
+            Ok(None)
+        }
+        Step::Execute(plan, details) => {
+            record(
+                &prepared.target,
+                "running",
+                Some(&plan.command),
+                None,
                 details,
-            })?;
-            Ok(Some(Plan {
-                command,
-                options,
-                names_relations: !matches!(target, Target::Database(_)),
-            }))
+            )?;
+            Ok(Some(plan))
         }
     }
 }
 
-/// Runs one maintenance run in this job worker, connected as the schedule's owner: plan and
-/// record (bookkeeping, as superuser), execute top-level as the owner, record the outcome.
-/// Errors of the command are recorded, not raised.
-fn run(schedule_id: i32, run_id: i64) {
-    // Warnings must reach the capture hook (see top_level::execute_capturing).
-    let planned = jobs::bookkeeping(|| {
-        Spi::run(
-            "SELECT pg_catalog.set_config('log_min_messages', 'warning', false) \
-             WHERE pg_catalog.current_setting('log_min_messages') IN ('error', 'log', 'fatal', 'panic')",
-        )?;
-        plan(schedule_id, run_id)
-    });
-    let plan = match planned {
-        Ok(Some(plan)) => plan,
-        Ok(None) => return,
-        Err(e) => return log!("admin_toolkit job: planning run {run_id} failed: {e}"),
-    };
-    // Timeouts are session settings of this job worker, set top-level before the command.
+/// A schedule's target as runs name it before planning.
+pub(super) fn prepare_described(schedule: &Schedule) -> String {
+    match (&schedule.schema, &schedule.table) {
+        (Some(s), Some(t)) => format!("{s}.{t}"),
+        (Some(s), None) => s.clone(),
+        _ => "database".into(),
+    }
+}
+
+/// Executes a planned command top-level in this job worker (with its timeouts, as session
+/// settings set before it): the error, if any, and the warnings it raised. VACUUM and ANALYZE
+/// skip, with a WARNING, what the role may not maintain: for named relations that is a
+/// refusal, and the error says so.
+pub(super) fn execute(plan: &Plan) -> (Option<String>, Vec<String>) {
     let timeouts = [
         ("lock_timeout", &plan.options.lock_timeout),
         ("statement_timeout", &plan.options.statement_timeout),
@@ -352,8 +395,6 @@ fn run(schedule_id: i32, run_id: i64) {
             break;
         }
     }
-    // VACUUM and ANALYZE skip, with a WARNING, what the owner may not maintain: for named
-    // relations that is a refusal, and the run says so.
     let skipped: Vec<&String> = warnings
         .iter()
         .filter(|w| w.starts_with("skipping"))
@@ -368,6 +409,42 @@ fn run(schedule_id: i32, run_id: i64) {
                 .join("; ")
         ));
     }
+    (error, warnings)
+}
+
+/// Makes warnings reach the capture hook (see top_level::execute_capturing).
+pub(super) const CAPTURE_WARNINGS: &str =
+    "SELECT pg_catalog.set_config('log_min_messages', 'warning', false) \
+     WHERE pg_catalog.current_setting('log_min_messages') IN ('error', 'log', 'fatal', 'panic')";
+
+/// Runs one maintenance run in this job worker, connected as the schedule's owner: plan and
+/// record (bookkeeping, as superuser), execute top-level as the owner, record the outcome.
+/// Errors of the command are recorded, not raised.
+fn run(schedule_id: i32, run_id: i64) {
+    let loaded = jobs::bookkeeping(|| {
+        Spi::run(CAPTURE_WARNINGS)?;
+        let here = crate::query::read_scalar::<String>("SELECT current_database()::text")?
+            .unwrap_or_default();
+        Ok((load_schedule(schedule_id, false)?, here))
+    });
+    let schedule = match loaded {
+        Ok((Some(schedule), here)) => {
+            if let Some(database) = schedule.target_database.clone().filter(|d| *d != here) {
+                return super::remote::supervise(schedule_id, run_id, &schedule, &database);
+            }
+            schedule
+        }
+        Ok((None, _)) => {
+            return log!("admin_toolkit job: maintenance schedule {schedule_id} no longer exists")
+        }
+        Err(e) => return log!("admin_toolkit job: planning run {run_id} failed: {e}"),
+    };
+    let plan = match jobs::bookkeeping(|| plan(schedule_id, run_id, &schedule)) {
+        Ok(Some(plan)) => plan,
+        Ok(None) => return,
+        Err(e) => return log!("admin_toolkit job: planning run {run_id} failed: {e}"),
+    };
+    let (error, warnings) = execute(&plan);
     let status = if error.is_some() { "error" } else { "success" };
     jobs::record(
         "WITH run AS ( \
@@ -410,6 +487,37 @@ fn next_run_id() -> i64 {
         .unwrap_or_else(|| {
             ToolkitError::wrong_state("cannot allocate a maintenance run id").raise()
         })
+}
+
+/// Deactivates active schedules whose database no longer exists, with a note saying so: they
+/// would otherwise fail at every due time.
+pub fn deactivate_orphaned_schedules() -> spi::Result<()> {
+    let gone: Vec<(i32, String)> = Spi::connect_mut(|c| {
+        c.update(
+            "UPDATE admin_toolkit.maintenance_schedules s SET is_active = false, \
+                    note = format('deactivated at %s: database %s no longer exists', \
+                                  to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS UTC'), \
+                                  quote_ident(target_database)) \
+              WHERE is_active AND target_database IS NOT NULL \
+                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_database d WHERE d.datname = s.target_database) \
+             RETURNING schedule_id, target_database::text",
+            None,
+            &[],
+        )?
+        .map(|r| {
+            Ok::<_, spi::Error>((
+                r.get::<i32>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+            ))
+        })
+        .collect::<spi::Result<Vec<_>>>()
+    })?;
+    for (schedule_id, database) in gone {
+        log!(
+            "admin_toolkit worker: maintenance schedule {schedule_id} deactivated: database \"{database}\" no longer exists"
+        );
+    }
+    Ok(())
 }
 
 /// Starts a job worker, as the schedule's owner, for every active schedule that is due, and

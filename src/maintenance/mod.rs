@@ -3,4 +3,5 @@
 
 pub mod jobs;
 pub mod partitions;
+mod remote;
 pub mod schedule;

@@ -282,6 +282,7 @@ fn tick(state: &mut WorkerState) {
         let start_due = || -> pgrx::spi::Result<usize> {
             backup::jobs::upkeep_backups()?;
             backup::drill::upkeep_drills()?;
+            jobs::deactivate_orphaned_schedules()?;
             Ok(jobs::start_due_jobs()?
                 + backup::jobs::start_due_backups()?
                 + backup::drill::start_due_drills()?)

@@ -1,0 +1,181 @@
+//! Every database of the cluster: maintenance schedules run in the database they name, as
+//! their owner, under PostgreSQL's own rules there; a schedule whose database is dropped is
+//! deactivated with a note and the worker carries on.
+
+use admin_toolkit_it::{wait_for, Cluster, PATIENCE};
+use postgres::Client;
+use std::time::{Duration, Instant};
+
+fn schedule(db: &mut Client, kind: &str, database: &str, table: Option<&str>, owner: &str) -> i32 {
+    db.query_one(
+        "INSERT INTO admin_toolkit.maintenance_schedules \
+           (maintenance_type, target_schema, target_table, schedule_expression, target_database, owner) \
+         VALUES ($1, CASE WHEN $2::text IS NOT NULL THEN 'public' END, $2, '0 4 * * *', $3, $4) RETURNING schedule_id",
+        &[&kind, &table, &database, &owner],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn execute(db: &mut Client, schedule_id: i32) -> (String, String, Option<String>, Option<String>) {
+    let r = db
+        .query_one(
+            "SELECT status, target_object, details->>'error', details->>'sql_command' \
+               FROM admin_toolkit.execute_maintenance($1)",
+            &[&schedule_id],
+        )
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2), r.get(3))
+}
+
+fn last_vacuum_set(db: &mut Client, table: &str) -> bool {
+    db.query_one(
+        "SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables WHERE relname = $1",
+        &[&table],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn maintenance_runs_in_the_database_its_schedule_names() {
+    let cluster = Cluster::start();
+    let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+    db.batch_execute("CREATE DATABASE second").unwrap();
+    db.batch_execute("CREATE ROLE tenant LOGIN").unwrap();
+    let mut second = cluster.connect("second");
+    second
+        .batch_execute(
+            "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 1000); DELETE FROM t WHERE id % 2 = 0; \
+             CREATE TABLE secret (id int)",
+        )
+        .unwrap();
+    assert!(!last_vacuum_set(&mut second, "t"));
+
+    // An unknown database is refused when the schedule is written.
+    let err = db
+        .execute(
+            "INSERT INTO admin_toolkit.maintenance_schedules (maintenance_type, schedule_expression, target_database) \
+             VALUES ('vacuum', '0 4 * * *', 'nosuchdb')",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42704", "{err}");
+
+    // VACUUM of a table in the second database runs there, and is recorded here.
+    let vacuum = schedule(&mut db, "vacuum", "second", Some("t"), "postgres");
+    let (status, target, error, command) = execute(&mut db, vacuum);
+    assert_eq!(status, "success", "{error:?}");
+    assert_eq!(target, "public.t");
+    assert_eq!(command.as_deref(), Some("VACUUM \"public\".\"t\""));
+    wait_for("last_vacuum in the second database", || {
+        last_vacuum_set(&mut second, "t").then_some(())
+    });
+    let recorded: (String, String) = {
+        let r = db
+            .query_one(
+                "SELECT target_database::text, owner::text FROM admin_toolkit.maintenance_runs \
+                  WHERE schedule_id = $1",
+                &[&vacuum],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(recorded, ("second".to_string(), "postgres".to_string()));
+
+    // An owner without rights there is refused by PostgreSQL's own rules, and the run says so.
+    let refused = schedule(&mut db, "vacuum", "second", Some("secret"), "tenant");
+    let (status, _, error, _) = execute(&mut db, refused);
+    assert_eq!(status, "error");
+    let error = error.unwrap();
+    assert!(
+        error.contains("permission denied") && error.contains("secret"),
+        "{error}"
+    );
+    // ... and one that may not connect there never gets in.
+    db.batch_execute("REVOKE CONNECT ON DATABASE second FROM PUBLIC")
+        .unwrap();
+    let (status, _, error, _) = execute(&mut db, refused);
+    assert_eq!(status, "error");
+    assert!(
+        error
+            .as_deref()
+            .unwrap()
+            .contains("may not connect to database \"second\""),
+        "{error:?}"
+    );
+
+    // Scheduled runs go there too: make the VACUUM due and wait for the worker's run.
+    db.execute(
+        "UPDATE admin_toolkit.maintenance_schedules SET next_run = now() WHERE schedule_id = $1",
+        &[&vacuum],
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let runs: i64 = db
+            .query_one(
+                "SELECT count(*) FROM admin_toolkit.maintenance_runs \
+                  WHERE schedule_id = $1 AND status = 'success' AND target_database = 'second'",
+                &[&vacuum],
+            )
+            .unwrap()
+            .get(0);
+        if runs == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the scheduled run did not happen"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // A dropped database: its schedules become inactive with a note; the worker keeps running.
+    drop(second);
+    db.batch_execute("CREATE DATABASE third").unwrap();
+    let orphan = schedule(&mut db, "analyze", "third", None, "postgres");
+    db.batch_execute("DROP DATABASE third").unwrap();
+    db.execute(
+        "UPDATE admin_toolkit.maintenance_schedules SET next_run = now() WHERE schedule_id = $1",
+        &[&orphan],
+    )
+    .unwrap();
+    let deadline = Instant::now() + PATIENCE + Duration::from_secs(90);
+    let note: String = loop {
+        let r = db
+            .query_one(
+                "SELECT is_active, note FROM admin_toolkit.maintenance_schedules WHERE schedule_id = $1",
+                &[&orphan],
+            )
+            .unwrap();
+        if !r.get::<_, bool>(0) {
+            break r.get::<_, Option<String>>(1).unwrap_or_default();
+        }
+        assert!(Instant::now() < deadline, "the schedule stayed active");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(note.contains("database third no longer exists"), "{note}");
+    let worker: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'admin_toolkit worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(worker, 1);
+    // Activating it again is refused while the database is missing.
+    let err = db
+        .execute(
+            "UPDATE admin_toolkit.maintenance_schedules SET is_active = true WHERE schedule_id = $1",
+            &[&orphan],
+        )
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42704", "{err}");
+    let log = cluster.server_log();
+    assert!(log.contains(&format!(
+        "maintenance schedule {orphan} deactivated: database \"third\" no longer exists"
+    )));
+    assert!(!log.contains("terminated by signal"));
+}
