@@ -226,6 +226,9 @@ REVOKE ALL ON FUNCTION create_restore_point(text, text) FROM PUBLIC;
 -- (the function checks too, so a grant cannot give more).
 REVOKE ALL ON FUNCTION run_restore_drill(bigint, timestamptz, boolean) FROM PUBLIC;
 GRANT SELECT ON restore_drills TO pg_monitor;
+-- Every database's facts (0.3.0): for pg_monitor, as the views of the current database.
+GRANT SELECT ON database_facts, database_table_facts, database_index_facts,
+                cluster_table_bloat_analysis, cluster_index_usage_analysis TO pg_monitor;
 GRANT SELECT ON backup_history TO pg_monitor;
 GRANT SELECT ON maintenance_runs TO pg_monitor;
 GRANT EXECUTE ON FUNCTION slow_query_stats() TO pg_monitor;

@@ -1,37 +1,52 @@
 -- check_maintenance_health(): one row per check (check_name, status ok / info / warning /
 -- critical, recommendation naming the objects). Built on OIDs and real PostgreSQL 15 columns.
+-- The current database is read live; the others (0.3.0) from their collected facts, named
+-- database.schema.object, for superusers and pg_monitor members.
 
 CREATE FUNCTION check_maintenance_health()
 RETURNS TABLE (check_name text, status text, recommendation text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-WITH bloat AS (
+WITH other AS (
+    SELECT kind, name, value FROM @extschema@.other_database_health_facts()
+), bloat AS (
     SELECT format('%I.%I', schemaname, relname) AS name,
            100.0 * n_dead_tup / nullif(n_live_tup + n_dead_tup, 0) AS dead_pct
       FROM pg_stat_user_tables WHERE n_live_tup + n_dead_tup > 1000
+    UNION ALL
+    SELECT name, value FROM other WHERE kind = 'bloat'
 ), stale AS (
     SELECT format('%I.%I', schemaname, relname) AS name
       FROM pg_stat_user_tables
      WHERE n_live_tup + n_dead_tup > 0
        AND coalesce(greatest(last_analyze, last_autoanalyze), '-infinity') < now() - interval '7 days'
+    UNION ALL
+    SELECT name FROM other WHERE kind = 'stale'
 ), unused AS (
     SELECT format('%I.%I', s.schemaname, s.indexrelname) AS name
       FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
      WHERE s.idx_scan = 0 AND NOT i.indisprimary AND NOT i.indisunique
        AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = s.indexrelid)
        AND pg_relation_size(s.indexrelid) > 1024 * 1024
+    UNION ALL
+    SELECT name FROM other WHERE kind = 'unused'
 ), wrap AS (
     SELECT max(age(datfrozenxid))::float8 / 2147483648 * 100 AS pct,
            (SELECT string_agg(format('%I (%s)', datname, age(datfrozenxid)), ', ' ORDER BY age(datfrozenxid) DESC)
               FROM pg_database WHERE age(datfrozenxid) > current_setting('autovacuum_freeze_max_age')::bigint) AS dbs,
-           (SELECT string_agg(name, ', ') FROM (
-               SELECT format('%s (%s)', c.oid::regclass, age(c.relfrozenxid)) AS name
-                 FROM pg_class c WHERE c.relkind IN ('r', 'm', 't') AND c.relfrozenxid <> 0
-                ORDER BY age(c.relfrozenxid) DESC LIMIT 5) t) AS oldest_tables
+           (SELECT string_agg(format('%s (%s)', name, xid_age), ', ' ORDER BY xid_age DESC) FROM (
+               SELECT name, xid_age FROM (
+                   SELECT c.oid::regclass::text AS name, age(c.relfrozenxid)::numeric AS xid_age
+                     FROM pg_class c WHERE c.relkind IN ('r', 'm', 't') AND c.relfrozenxid <> 0
+                   UNION ALL
+                   SELECT name, value FROM other WHERE kind = 'oldest_table') all_tables
+                ORDER BY xid_age DESC LIMIT 5) t) AS oldest_tables
       FROM pg_database
 ), invalid AS (
     SELECT i.indexrelid::regclass::text AS name FROM pg_index i WHERE NOT i.indisvalid
+    UNION ALL
+    SELECT name FROM other WHERE kind = 'invalid'
 ), duplicate AS (
     SELECT string_agg(i.indexrelid::regclass::text, ' = ' ORDER BY i.indexrelid) AS names
       FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
@@ -39,10 +54,14 @@ WITH bloat AS (
      GROUP BY i.indrelid, i.indkey::text, i.indclass::text, i.indcollation::text,
               coalesce(pg_get_expr(i.indexprs, i.indrelid), ''), coalesce(pg_get_expr(i.indpred, i.indrelid), '')
     HAVING count(*) > 1
+    UNION ALL
+    SELECT name FROM other WHERE kind = 'duplicate'
 ), sequences AS (
     SELECT format('%I.%I', schemaname, sequencename) AS name,
            100.0 * abs(last_value - start_value) / nullif(abs(CASE WHEN increment_by > 0 THEN max_value ELSE min_value END - start_value), 0) AS used_pct
       FROM pg_sequences WHERE last_value IS NOT NULL
+    UNION ALL
+    SELECT name, value FROM other WHERE kind = 'sequence'
 ), long_tx AS (
     SELECT format('pid %s (%s, %s)', pid, usename, date_trunc('second', now() - xact_start)) AS name,
            now() - xact_start AS age
@@ -113,4 +132,4 @@ SELECT 'replication_slots', CASE WHEN count(*) > 0 THEN 'warning' ELSE 'ok' END,
   FROM slots
 $$;
 COMMENT ON FUNCTION check_maintenance_health() IS
-    'Maintenance health: bloat, statistics, unused / invalid / duplicate indexes, wraparound, sequences, long and idle transactions, slots.';
+    'Maintenance health of the whole cluster: bloat, statistics, unused / invalid / duplicate indexes, wraparound, sequences, long and idle transactions, slots.';

@@ -37,7 +37,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/maintenance.sql",
     name = "maintenance",
-    requires = ["bootstrap"]
+    requires = ["bootstrap", "databases"]
 );
 extension_sql_file!(
     "../sql/databases.sql",

@@ -27,6 +27,8 @@ pub static METRICS_LISTEN: GucSetting<Option<CString>> =
 pub static METRICS_TABLE_SERIES: GucSetting<i32> = GucSetting::<i32>::new(50);
 /// Seconds between metric collections by the worker; 0 turns collection off.
 pub static COLLECTION_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
+/// Seconds between two collections of every database's maintenance facts; 0 turns them off.
+pub static DATABASE_FACTS_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(300);
 /// Days of metrics kept; older daily partitions are dropped.
 pub static METRICS_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
 /// Days of audit events kept; older daily partitions are dropped.
@@ -196,6 +198,16 @@ pub fn register(preloading: bool) {
         c"Seconds between metric collections by the background worker (0 disables collection).",
         c"",
         &COLLECTION_INTERVAL,
+        0,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"admin_toolkit.database_facts_interval",
+        c"Seconds between two collections of every database's maintenance facts (0 disables them).",
+        c"Each collection is one short job per database that accepts connections, one at a time.",
+        &DATABASE_FACTS_INTERVAL,
         0,
         86_400,
         GucContext::Sighup,

@@ -36,10 +36,20 @@ pub fn outcome_path(dir: &Path, run_id: i64) -> PathBuf {
     dir.join(format!("admin_toolkit_maintenance_{run_id}.outcome.json"))
 }
 
+/// Where the facts job of database `database` (its OID) leaves them for the worker.
+pub fn facts_path(dir: &Path, database: u32) -> PathBuf {
+    dir.join(format!("admin_toolkit_facts_{database}.json"))
+}
+
 /// Writes `value` to `path` whole or not at all (a temporary file renamed into place), so a
 /// reader never sees half a file.
 pub fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
     let text = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+    write_bytes(path, &text)
+}
+
+/// [`write`] for bytes already made.
+pub fn write_bytes(path: &Path, text: &[u8]) -> Result<(), String> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)
         .and_then(|_| std::fs::rename(&tmp, path))

@@ -15,6 +15,8 @@ pub enum JobKind {
     /// The work of maintenance run `run_id` in another database than the toolkit's, handed
     /// over by its supervising maintenance job in request and outcome files.
     MaintenanceIn { run_id: i64 },
+    /// The maintenance facts of the database the job connects to, for the worker.
+    Facts,
     /// One run of a backup schedule; the job creates backup `backup_id`.
     Backup { schedule_id: i32, backup_id: i64 },
     /// One configuration change, handed over in a request file named by `request`.
@@ -46,6 +48,7 @@ impl JobDescriptor {
         match self.kind {
             JobKind::Maintenance { .. } => "admin_toolkit_maintenance_job",
             JobKind::MaintenanceIn { .. } => "admin_toolkit_maintenance_in_job",
+            JobKind::Facts => "admin_toolkit_facts_job",
             JobKind::Backup { .. } => "admin_toolkit_backup_job",
             JobKind::Config { .. } => "admin_toolkit_config_job",
             JobKind::Drill { .. } => "admin_toolkit_drill_job",
@@ -61,6 +64,7 @@ impl JobDescriptor {
             JobKind::MaintenanceIn { run_id } => {
                 format!("admin_toolkit maintenance run {run_id} (its database)")
             }
+            JobKind::Facts => "admin_toolkit facts".to_string(),
             JobKind::Backup { backup_id, .. } => format!("admin_toolkit backup {backup_id}"),
             JobKind::Config { request } => format!("admin_toolkit configuration change {request}"),
             JobKind::Drill { drill_id, .. } => format!("admin_toolkit restore drill {drill_id}"),
@@ -75,6 +79,7 @@ impl JobDescriptor {
                 run_id,
             } => format!("maintenance {schedule_id} {run_id}"),
             JobKind::MaintenanceIn { run_id } => format!("maintenance-in {run_id}"),
+            JobKind::Facts => "facts".to_string(),
             JobKind::Backup {
                 schedule_id,
                 backup_id,
@@ -131,6 +136,7 @@ impl JobDescriptor {
                 schedule_id: schedule.parse().map_err(|_| bad())?,
                 run_id: run.parse().map_err(|_| bad())?,
             },
+            ("facts", []) => JobKind::Facts,
             ("maintenance-in", [run]) => JobKind::MaintenanceIn {
                 run_id: run.parse().map_err(|_| bad())?,
             },
@@ -185,6 +191,7 @@ mod tests {
                 backup_id: 42,
             },
             JobKind::MaintenanceIn { run_id: i64::MAX },
+            JobKind::Facts,
             JobKind::Config {
                 request: "12345-1732500000000000".into(),
             },
@@ -227,6 +234,7 @@ mod tests {
             "job1 10 5 config a b",
             "job1 10 5 drill 1 2 3",
             "job1 10 5 maintenance-in x",
+            "job1 10 5 facts 1",
             "job1 10 5 drill 1 2 3 x",
         ] {
             assert!(JobDescriptor::decode(text).is_err(), "{text:?}");

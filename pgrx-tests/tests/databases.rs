@@ -2,7 +2,7 @@
 //! their owner, under PostgreSQL's own rules there; a schedule whose database is dropped is
 //! deactivated with a note and the worker carries on.
 
-use admin_toolkit_it::{wait_for, Cluster, PATIENCE};
+use admin_toolkit_it::{wait_for, Cluster, ClusterOptions, PATIENCE};
 use postgres::Client;
 use std::time::{Duration, Instant};
 
@@ -178,4 +178,110 @@ fn maintenance_runs_in_the_database_its_schedule_names() {
         "maintenance schedule {orphan} deactivated: database \"third\" no longer exists"
     )));
     assert!(!log.contains("terminated by signal"));
+}
+
+#[test]
+fn health_checks_and_views_cover_every_database() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        settings: vec![
+            "admin_toolkit.collection_interval = 1".into(),
+            "admin_toolkit.database_facts_interval = 1".into(),
+        ],
+        ..ClusterOptions::default()
+    });
+    let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+    db.batch_execute("CREATE DATABASE second").unwrap();
+    db.batch_execute("CREATE ROLE plain LOGIN").unwrap();
+    let mut second = cluster.connect("second");
+    second
+        .batch_execute(
+            "CREATE TABLE bloated (id int) WITH (autovacuum_enabled = off); \
+             INSERT INTO bloated SELECT generate_series(1, 10000); DELETE FROM bloated WHERE id % 2 = 0; \
+             CREATE TABLE dup (x int); INSERT INTO dup VALUES (1), (1)",
+        )
+        .unwrap();
+    // A failed CREATE INDEX CONCURRENTLY leaves an invalid index behind.
+    second
+        .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY dup_x ON dup (x)")
+        .unwrap_err();
+    drop(second);
+
+    let health = |db: &mut Client| -> Vec<(String, String, String)> {
+        db.query(
+            "SELECT check_name, status, recommendation FROM admin_toolkit.check_maintenance_health()",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+    };
+    let found = wait_for("the second database's facts in the health checks", || {
+        let checks = health(&mut db);
+        let bloat = checks.iter().find(|c| c.0 == "table_bloat")?;
+        let invalid = checks.iter().find(|c| c.0 == "invalid_indexes")?;
+        (bloat.2.contains("second.public.bloated") && invalid.2.contains("second.public.dup_x"))
+            .then(|| (bloat.clone(), invalid.clone()))
+    });
+    assert_eq!(found.0 .1, "critical", "{:?}", found.0);
+    assert_eq!(found.1 .1, "warning", "{:?}", found.1);
+
+    // The companion views: the seed's columns, with the database.
+    let r = db
+        .query_one(
+            "SELECT bloat_level, dead_tuple_percent::float8, n_dead_tup FROM admin_toolkit.cluster_table_bloat_analysis \
+              WHERE database = 'second' AND tablename = 'bloated'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), "HIGH");
+    assert!((r.get::<_, f64>(1) - 50.0).abs() < 0.5);
+    let valid: bool = db
+        .query_one(
+            "SELECT is_valid FROM admin_toolkit.cluster_index_usage_analysis \
+              WHERE database = 'second' AND indexname = 'dup_x'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!valid);
+    // One collection per database per round; every connectable database is there.
+    let databases: Vec<String> = db
+        .query(
+            "SELECT database::text FROM admin_toolkit.database_facts ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(databases, ["postgres", "second"]);
+
+    // Other databases' names are for superusers and pg_monitor members only.
+    let mut plain = cluster.connect_as("postgres", "plain", "").unwrap();
+    let checks = health(&mut plain);
+    assert!(
+        checks.iter().all(|c| !c.2.contains("second.")),
+        "{checks:?}"
+    );
+    db.batch_execute("GRANT pg_monitor TO plain").unwrap();
+    let mut plain = cluster.connect_as("postgres", "plain", "").unwrap();
+    assert!(health(&mut plain)
+        .iter()
+        .any(|c| c.2.contains("second.public.bloated")));
+
+    // A dropped database's facts go at the next round.
+    db.batch_execute("DROP DATABASE second").unwrap();
+    wait_for("the dropped database's facts to go", || {
+        let left: i64 = db
+            .query_one(
+                "SELECT count(*) FROM admin_toolkit.database_table_facts WHERE database = 'second'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (left == 0).then_some(())
+    });
+    assert!(!cluster.server_log().contains("terminated by signal"));
 }

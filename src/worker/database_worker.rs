@@ -3,6 +3,7 @@
 use super::step::run_step;
 use crate::backup;
 use crate::config::changes;
+use crate::maintenance::facts::FactsRounds;
 use crate::maintenance::jobs;
 use crate::maintenance::partitions::{self, LOGS};
 use crate::monitoring::{alerts, collect, notifications::Deliverer};
@@ -55,6 +56,8 @@ struct WorkerState {
     deliveries: Deliverer,
     /// Last successful upkeep of each log in `LOGS`, with the UTC day it ran on.
     last_upkeep: [Option<(Instant, i32)>; LOGS.len()],
+    /// Collection of every database's maintenance facts, one job at a time.
+    facts: FactsRounds,
 }
 
 impl WorkerState {
@@ -99,6 +102,9 @@ impl WorkerState {
         }
         if let Some(until_delivery) = self.deliveries.wait() {
             next = next.min(until_delivery);
+        }
+        if let Some(until_facts) = self.facts.wait() {
+            next = next.min(until_facts);
         }
         next.clamp(Duration::from_millis(20), IDLE_TICK)
     }
@@ -196,6 +202,7 @@ fn work_due(state: &mut WorkerState) -> bool {
         || state.deletions_requested
         || state.deletion_retry_due()
         || state.deliveries.due()
+        || state.facts.due()
 }
 
 fn tick(state: &mut WorkerState) {
@@ -326,6 +333,9 @@ fn tick(state: &mut WorkerState) {
     }
     if state.deliveries.due() {
         state.deliveries.run();
+    }
+    if state.facts.due() {
+        state.facts.step();
     }
 }
 
