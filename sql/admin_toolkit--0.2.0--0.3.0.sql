@@ -2,7 +2,8 @@
 -- Restore drills: restore_drill_schedules and restore_drills, run_restore_drill(), their
 -- metrics (age of the last passed drill, its RTO, whether the last one failed) and two
 -- built-in alert rules on them; maintenance schedules and runs name their database
--- (target_database), and a schedule deactivated by the worker says why (note); the facts of
+-- (target_database), and a schedule deactivated by the worker says why (note); metrics per
+-- database (metric_type database, column performance_metrics.database); the facts of
 -- every database (database_facts, database_table_facts, database_index_facts), the views
 -- cluster_table_bloat_analysis and cluster_index_usage_analysis, and check_maintenance_health()
 -- over the whole cluster.
@@ -70,14 +71,14 @@ COMMENT ON COLUMN restore_drills.rpo_seconds IS
     'The target (the start of the drill for the end of the archive) minus the last transaction replayed.';
 
 INSERT INTO metric_definitions (metric_type, metric_name, metric_unit, description, builtin) VALUES
-    ('backup', 'restore_drill_age_days', 'days', 'Days since the last passed restore drill (with none passed, since the oldest completed backup)', true),
+    ('backup', 'restore_drill_age_seconds', 'seconds', 'Time since the last passed restore drill (with none passed, since the oldest completed backup)', true),
     ('backup', 'restore_drill_rto_seconds', 'seconds', 'RTO of the last passed restore drill: start of the restore to promotion', true),
     ('backup', 'restore_drill_failed', 'count', '1 when the last finished restore drill failed or was cancelled, else 0', true);
 
 INSERT INTO alert_rules (rule_name, metric_type, metric_name, condition_operator, threshold_value,
                          severity, notification_channels, builtin) VALUES
     ('Restore drill failed', 'backup', 'restore_drill_failed', '>', 0, 'critical', ARRAY['email'], true),
-    ('Restore drill overdue', 'backup', 'restore_drill_age_days', '>', 7, 'warning', ARRAY['email'], true);
+    ('Restore drill overdue', 'backup', 'restore_drill_age_seconds', '>', 7 * 86400, 'warning', ARRAY['email'], true);
 
 SELECT pg_catalog.pg_extension_config_dump('restore_drill_schedules', '');
 SELECT pg_catalog.pg_extension_config_dump('restore_drill_schedules_schedule_id_seq', '');
@@ -102,17 +103,31 @@ AS 'MODULE_PATHNAME', 'run_restore_drill_wrapper';
 REVOKE ALL ON FUNCTION run_restore_drill(bigint, timestamptz, boolean) FROM PUBLIC;
 GRANT SELECT ON restore_drills TO pg_monitor;
 
--- Every database of the cluster: maintenance schedules and runs name their database, the
--- worker's facts of every database, the cluster_* views, and check_maintenance_health() over
--- them (as sql/bootstrap.sql, sql/databases.sql, sql/maintenance.sql and sql/finalize.sql).
+-- Every database of the cluster: maintenance schedules and runs name their database, metrics
+-- per database, the worker's facts of every database, the cluster_* views, and
+-- check_maintenance_health() over them (as sql/bootstrap.sql, sql/databases.sql,
+-- sql/maintenance.sql and sql/finalize.sql).
 ALTER TABLE maintenance_schedules ADD COLUMN target_database name, ADD COLUMN note text;
 ALTER TABLE maintenance_runs ADD COLUMN target_database name;
+ALTER TABLE performance_metrics ADD COLUMN database name;
 COMMENT ON COLUMN maintenance_schedules.target_database IS
     'The database its runs maintain, connected as the owner; NULL: admin_toolkit.database.';
 COMMENT ON COLUMN maintenance_schedules.note IS
     'Why the worker deactivated the schedule (its database was dropped); cleared when it is activated again.';
 COMMENT ON COLUMN maintenance_runs.target_database IS
     'The database the run ran in; NULL: admin_toolkit.database.';
+
+-- Metrics per database: one row per database at each collection, labelled by the column
+-- database (an alert rule on one of them sees the largest value across databases).
+COMMENT ON COLUMN performance_metrics.database IS
+    'The database a per-database metric (metric_type database) is about; NULL for the others.';
+INSERT INTO metric_definitions (metric_type, metric_name, metric_unit, description, builtin) VALUES
+    ('database', 'size_bytes', 'bytes', 'Size of each database', true),
+    ('database', 'connections', 'count', 'Sessions connected to each database', true),
+    ('database', 'transactions_per_second', 'per_second', 'Commits and rollbacks per second in each database over the interval', true),
+    ('database', 'deadlocks', 'count', 'Deadlocks in each database during the interval', true),
+    ('database', 'temp_bytes', 'bytes', 'Bytes written to temporary files in each database during the interval', true),
+    ('database', 'xid_age', 'count', 'Transaction ID age (of datfrozenxid) of each database', true);
 
 -- A schedule's database must exist when the schedule is written or activated again.
 CREATE FUNCTION schedule_database_check() RETURNS trigger

@@ -121,7 +121,9 @@ CREATE TABLE performance_metrics (
     metric_unit     text,
     instance_name   text DEFAULT nullif(current_setting('cluster_name'), ''),
     additional_data jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(additional_data) = 'object'),
-    FOREIGN KEY (metric_type, metric_name) REFERENCES metric_definitions (metric_type, metric_name)
+    FOREIGN KEY (metric_type, metric_name) REFERENCES metric_definitions (metric_type, metric_name),
+    -- Added (0.3.0): the database a per-database metric is about; NULL: not per database.
+    database        name
 ) PARTITION BY RANGE (collected_at);
 CREATE TABLE performance_metrics_default PARTITION OF performance_metrics DEFAULT;
 -- The same indexes upkeep gives every daily partition (see src/maintenance/partitions.rs).

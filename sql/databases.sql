@@ -8,6 +8,18 @@ COMMENT ON COLUMN maintenance_schedules.note IS
 COMMENT ON COLUMN maintenance_runs.target_database IS
     'The database the run ran in; NULL: admin_toolkit.database.';
 
+-- Metrics per database: one row per database at each collection, labelled by the column
+-- database (an alert rule on one of them sees the largest value across databases).
+COMMENT ON COLUMN performance_metrics.database IS
+    'The database a per-database metric (metric_type database) is about; NULL for the others.';
+INSERT INTO metric_definitions (metric_type, metric_name, metric_unit, description, builtin) VALUES
+    ('database', 'size_bytes', 'bytes', 'Size of each database', true),
+    ('database', 'connections', 'count', 'Sessions connected to each database', true),
+    ('database', 'transactions_per_second', 'per_second', 'Commits and rollbacks per second in each database over the interval', true),
+    ('database', 'deadlocks', 'count', 'Deadlocks in each database during the interval', true),
+    ('database', 'temp_bytes', 'bytes', 'Bytes written to temporary files in each database during the interval', true),
+    ('database', 'xid_age', 'count', 'Transaction ID age (of datfrozenxid) of each database', true);
+
 -- A schedule's database must exist when the schedule is written or activated again.
 CREATE FUNCTION schedule_database_check() RETURNS trigger
 LANGUAGE plpgsql

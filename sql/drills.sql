@@ -65,14 +65,14 @@ COMMENT ON COLUMN restore_drills.rpo_seconds IS
     'The target (the start of the drill for the end of the archive) minus the last transaction replayed.';
 
 INSERT INTO metric_definitions (metric_type, metric_name, metric_unit, description, builtin) VALUES
-    ('backup', 'restore_drill_age_days', 'days', 'Days since the last passed restore drill (with none passed, since the oldest completed backup)', true),
+    ('backup', 'restore_drill_age_seconds', 'seconds', 'Time since the last passed restore drill (with none passed, since the oldest completed backup)', true),
     ('backup', 'restore_drill_rto_seconds', 'seconds', 'RTO of the last passed restore drill: start of the restore to promotion', true),
     ('backup', 'restore_drill_failed', 'count', '1 when the last finished restore drill failed or was cancelled, else 0', true);
 
 INSERT INTO alert_rules (rule_name, metric_type, metric_name, condition_operator, threshold_value,
                          severity, notification_channels, builtin) VALUES
     ('Restore drill failed', 'backup', 'restore_drill_failed', '>', 0, 'critical', ARRAY['email'], true),
-    ('Restore drill overdue', 'backup', 'restore_drill_age_days', '>', 7, 'warning', ARRAY['email'], true);
+    ('Restore drill overdue', 'backup', 'restore_drill_age_seconds', '>', 7 * 86400, 'warning', ARRAY['email'], true);
 
 SELECT pg_catalog.pg_extension_config_dump('restore_drill_schedules', '');
 SELECT pg_catalog.pg_extension_config_dump('restore_drill_schedules_schedule_id_seq', '');

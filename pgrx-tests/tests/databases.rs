@@ -258,6 +258,34 @@ fn health_checks_and_views_cover_every_database() {
         .collect();
     assert_eq!(databases, ["postgres", "second"]);
 
+    // Metrics per database, labelled with it.
+    let metrics = |db: &mut Client| -> Vec<String> {
+        db.query(
+            "SELECT DISTINCT metric_name FROM admin_toolkit.performance_metrics \
+              WHERE metric_type = 'database' AND database = 'second' AND metric_value IS NOT NULL ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    let names = wait_for("per-database metrics of the second database", || {
+        let names = metrics(&mut db);
+        (names.len() == 6).then_some(names)
+    });
+    assert_eq!(
+        names,
+        [
+            "connections",
+            "deadlocks",
+            "size_bytes",
+            "temp_bytes",
+            "transactions_per_second",
+            "xid_age"
+        ]
+    );
+
     // Other databases' names are for superusers and pg_monitor members only.
     let mut plain = cluster.connect_as("postgres", "plain", "").unwrap();
     let checks = health(&mut plain);

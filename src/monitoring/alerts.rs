@@ -31,7 +31,8 @@ pub struct Evaluation {
 }
 
 /// Every active rule (and inactive ones still holding an open event, so that they resolve),
-/// with its metric's latest value. Values travel as text as well, so that a threshold too large
+/// with its metric's latest value (for a per-database metric, the largest of the latest
+/// collection). Values travel as text as well, so that a threshold too large
 /// for float8 cannot make a cast fail and stop the other rules.
 const RULES: &str = "
 SELECT r.rule_id, r.rule_name, r.severity, r.metric_type, r.metric_name, r.condition_operator,
@@ -41,7 +42,7 @@ SELECT r.rule_id, r.rule_name, r.severity, r.metric_type, r.metric_name, r.condi
   LEFT JOIN LATERAL (
         SELECT pm.metric_value, pm.collected_at FROM admin_toolkit.performance_metrics pm
          WHERE pm.metric_type = r.metric_type AND pm.metric_name = r.metric_name
-         ORDER BY pm.collected_at DESC LIMIT 1) m ON true
+         ORDER BY pm.collected_at DESC, pm.metric_value DESC NULLS LAST LIMIT 1) m ON true
   LEFT JOIN admin_toolkit.alert_events e ON e.rule_id = r.rule_id AND e.resolved_at IS NULL
  WHERE r.is_active OR e.event_id IS NOT NULL
  ORDER BY r.rule_id";

@@ -19,6 +19,8 @@ struct Metric {
     unit: &'static str,
     value: Option<f64>,
     data: Value,
+    /// The database a per-database metric is about.
+    database: Option<String>,
 }
 
 fn metric(
@@ -33,6 +35,7 @@ fn metric(
         unit,
         value,
         data: json!({}),
+        database: None,
     }
 }
 
@@ -156,7 +159,7 @@ fn read_gauges(out: &mut Vec<Metric>) -> spi::Result<()> {
     })
 }
 
-/// Restore drills: days since the last passed drill (with none passed, since the oldest
+/// Restore drills: seconds since the last passed drill (with none passed, since the oldest
 /// completed backup: the time backups have gone untested), its RTO, and whether the last
 /// finished drill failed (cancelled drills say nothing about the backups and are skipped).
 /// Nothing is stored for what does not exist yet.
@@ -164,7 +167,7 @@ const DRILLS: &str = "
 SELECT (extract(epoch FROM pg_catalog.now() - coalesce(
          (SELECT max(finished_at) FROM admin_toolkit.restore_drills WHERE status = 'passed'),
          (SELECT min(end_time) FROM admin_toolkit.backup_history
-           WHERE status = 'completed' AND backup_type <> 'wal_archive'))) / 86400.0)::float8,
+           WHERE status = 'completed' AND backup_type <> 'wal_archive'))))::float8,
        (SELECT rto_seconds FROM admin_toolkit.restore_drills WHERE status = 'passed'
          ORDER BY finished_at DESC LIMIT 1)::float8,
        (SELECT CASE status WHEN 'failed' THEN 1 ELSE 0 END FROM admin_toolkit.restore_drills
@@ -174,13 +177,80 @@ fn read_drill_gauges(out: &mut Vec<Metric>) -> spi::Result<()> {
     Spi::connect(|client| {
         let row = client.select(DRILLS, Some(1), &[])?.first();
         for (i, name, unit) in [
-            (1, "restore_drill_age_days", "days"),
+            (1, "restore_drill_age_seconds", "seconds"),
             (2, "restore_drill_rto_seconds", "seconds"),
             (3, "restore_drill_failed", "count"),
         ] {
             if let Some(value) = row.get::<f64>(i)? {
                 out.push(metric("backup", name, unit, Some(value)));
             }
+        }
+        Ok(())
+    })
+}
+
+/// Per database that accepts connections (templates aside): size, sessions, transaction and
+/// deadlock and temp-file counters, transaction ID age. One round trip.
+const PER_DATABASE: &str = "
+SELECT d.datname::text, pg_catalog.pg_database_size(d.oid)::float8,
+       (SELECT count(*) FROM pg_catalog.pg_stat_activity a
+         WHERE a.datid = d.oid AND a.pid <> pg_catalog.pg_backend_pid())::float8,
+       (s.xact_commit + s.xact_rollback)::float8, s.deadlocks::float8, s.temp_bytes::float8,
+       pg_catalog.age(d.datfrozenxid)::float8
+  FROM pg_catalog.pg_database d LEFT JOIN pg_catalog.pg_stat_database s ON s.datid = d.oid
+ WHERE d.datallowconn AND NOT d.datistemplate
+ ORDER BY 1";
+
+/// The per-database metrics (metric_type 'database', labelled with their database); the
+/// counters' readings go into `readings` under `database:<name>:<counter>`.
+fn read_per_database(
+    previous: &HashMap<String, Sample>,
+    now: f64,
+    readings: &mut Vec<(String, f64)>,
+    out: &mut Vec<Metric>,
+) -> spi::Result<()> {
+    Spi::connect(|client| {
+        for row in client.select(PER_DATABASE, None, &[])? {
+            let Some(database) = row.get::<String>(1)? else {
+                continue;
+            };
+            let mut push = |name: &'static str, unit: &'static str, value: Option<f64>| {
+                let mut m = metric("database", name, unit, value);
+                m.database = Some(database.clone());
+                out.push(m);
+            };
+            push("size_bytes", "bytes", row.get::<f64>(2)?);
+            push("connections", "count", row.get::<f64>(3)?);
+            let mut counter = |key: &str, value: Option<f64>| {
+                let key = format!("database:{database}:{key}");
+                let value = value?;
+                let prev = previous.get(&key).copied();
+                readings.push((key, value));
+                Some((prev, value))
+            };
+            let xacts = counter("xacts", row.get::<f64>(4)?);
+            let deadlocks = counter("deadlocks", row.get::<f64>(5)?);
+            let temp = counter("temp_bytes", row.get::<f64>(6)?);
+            push(
+                "transactions_per_second",
+                "per_second",
+                xacts.and_then(|(prev, value)| {
+                    rate_per_second(
+                        prev,
+                        Sample {
+                            value,
+                            at_seconds: now,
+                        },
+                    )
+                }),
+            );
+            push(
+                "deadlocks",
+                "count",
+                deadlocks.and_then(|(p, v)| delta(p, v)),
+            );
+            push("temp_bytes", "bytes", temp.and_then(|(p, v)| delta(p, v)));
+            push("xid_age", "count", row.get::<f64>(7)?);
         }
         Ok(())
     })
@@ -403,6 +473,7 @@ pub fn collect() -> spi::Result<Collection> {
     read_gauges(&mut metrics)?;
     read_drill_gauges(&mut metrics)?;
     let (now, mut readings) = read_counters(&previous, &mut metrics)?;
+    read_per_database(&previous, now, &mut readings, &mut metrics)?;
     let statements_unavailable = match statements_schema()? {
         Ok(schema) => {
             read_statements(&schema, &previous, &mut readings, &mut metrics)?;
@@ -417,12 +488,13 @@ pub fn collect() -> spi::Result<Collection> {
     let values: Vec<Option<f64>> = metrics.iter().map(|m| m.value).collect();
     let units: Vec<&str> = metrics.iter().map(|m| m.unit).collect();
     let data: Vec<String> = metrics.iter().map(|m| m.data.to_string()).collect();
+    let databases: Vec<Option<String>> = metrics.iter().map(|m| m.database.clone()).collect();
     Spi::run_with_args(
         "INSERT INTO admin_toolkit.performance_metrics \
-           (collected_at, metric_type, metric_name, metric_value, metric_unit, additional_data) \
-         SELECT pg_catalog.now(), t, n, v::numeric, u, d::jsonb \
-         FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::text[]) AS m(t, n, v, u, d)",
-        &[types.into(), names.into(), values.into(), units.into(), data.into()],
+           (collected_at, metric_type, metric_name, metric_value, metric_unit, additional_data, database) \
+         SELECT pg_catalog.now(), t, n, v::numeric, u, d::jsonb, db \
+         FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::text[]) AS m(t, n, v, u, d, db)",
+        &[types.into(), names.into(), values.into(), units.into(), data.into(), databases.into()],
     )?;
     Ok(Collection {
         inserted: metrics.len(),

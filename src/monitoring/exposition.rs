@@ -121,15 +121,16 @@ fn pg_epoch_seconds(ts: pg_sys::TimestampTz) -> f64 {
 // The scrape's queries, each kept as a plan (see select_kept).
 const LATEST_METRICS: &str =
     "SELECT d.metric_type, d.metric_name, coalesce(d.description, ''), m.metric_value::float8, \
-    extract(epoch FROM m.collected_at)::float8 \
+    extract(epoch FROM m.collected_at)::float8, m.database::text \
     FROM admin_toolkit.metric_definitions d \
     CROSS JOIN LATERAL ( \
-    SELECT p.metric_value, p.collected_at FROM admin_toolkit.performance_metrics p \
+    SELECT p.metric_value, p.collected_at, p.database FROM admin_toolkit.performance_metrics p \
     WHERE p.metric_type = d.metric_type AND p.metric_name = d.metric_name \
-    AND p.collected_at > now() - interval '1 day' \
-    ORDER BY p.collected_at DESC LIMIT 1) m \
+    AND p.collected_at = (SELECT q.collected_at FROM admin_toolkit.performance_metrics q \
+    WHERE q.metric_type = d.metric_type AND q.metric_name = d.metric_name \
+    AND q.collected_at > now() - interval '1 day' ORDER BY q.collected_at DESC LIMIT 1)) m \
     WHERE m.metric_value IS NOT NULL \
-    ORDER BY 1, 2";
+    ORDER BY 1, 2, 6";
 
 const BACKUP_FRESHNESS: &str = "SELECT s.schedule_id::text, s.backup_type, \
     extract(epoch FROM max(h.end_time) FILTER (WHERE h.status = 'completed'))::float8, \
@@ -199,7 +200,8 @@ fn float(row: &pgrx::spi::SpiHeapTupleData, i: usize) -> spi::Result<Option<f64>
 }
 
 /// The latest value of every defined metric collected in the last day: one family per metric
-/// (admin_toolkit_<type>_<name>), so cardinality is that of metric_definitions.
+/// (admin_toolkit_<type>_<name>), one series each, or one per database for the per-database
+/// metrics (label database).
 fn collected_metrics() -> spi::Result<Vec<Family>> {
     Spi::connect(|c| {
         let rows = select_kept(c, LATEST_METRICS)?;
@@ -211,12 +213,22 @@ fn collected_metrics() -> spi::Result<Vec<Family>> {
             if let Some(at) = float(&r, 5)? {
                 newest = Some(newest.map_or(at, |n| n.max(at)));
             }
-            out.push(Family::single(
-                &metric_name(&format!("admin_toolkit_{kind}_{name}")),
-                Kind::Gauge,
-                &format!("{help} (latest collected value)"),
-                value,
-            ));
+            let family = metric_name(&format!("admin_toolkit_{kind}_{name}"));
+            // Per-database metrics: one series per database of the latest collection.
+            let database = r.get::<String>(6)?;
+            if out.last().is_none_or(|f: &Family| f.name != family) {
+                out.push(Family::new(
+                    &family,
+                    Kind::Gauge,
+                    &format!("{help} (latest collected value)"),
+                ));
+            }
+            if let Some(last) = out.last_mut() {
+                match &database {
+                    Some(db) => last.push(&[("database", db)], value),
+                    None => last.push(&[], value),
+                }
+            }
         }
         if let Some(at) = newest {
             out.push(Family::single(
