@@ -56,7 +56,6 @@ CREATE TABLE database_facts (
     job_ms        numeric CHECK (job_ms >= 0),
     ingest_ms     numeric CHECK (ingest_ms >= 0),
     collections   bigint NOT NULL DEFAULT 1 CHECK (collections > 0),
-    size_bytes    bigint,
     xid_age       bigint,
     mxid_age      bigint,
     sequences     jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(sequences) = 'array'),
@@ -64,9 +63,9 @@ CREATE TABLE database_facts (
     duplicate_indexes jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(duplicate_indexes) = 'array')
 );
 COMMENT ON TABLE database_facts IS
-    'Per database: size, transaction ID and multixact ages, sequences by use, oldest tables, duplicate indexes; as last collected.';
+    'Per database: transaction ID and multixact ages, sequences by use, oldest tables, duplicate indexes; as last collected.';
 CREATE TABLE database_table_facts (
-    database         name NOT NULL REFERENCES database_facts (database) ON DELETE CASCADE,
+    database         name NOT NULL,
     schemaname       name NOT NULL,
     tablename        name NOT NULL,
     n_live_tup       bigint,
@@ -76,13 +75,15 @@ CREATE TABLE database_table_facts (
     last_autovacuum  timestamptz,
     last_analyze     timestamptz,
     last_autoanalyze timestamptz,
-    xid_age          bigint,
-    PRIMARY KEY (database, schemaname, tablename)
+    xid_age          bigint
 );
+-- No unique key (a collection replaces a database's rows in one statement) and no foreign key
+-- (its per-row checks were most of the worker's cost of writing a database's facts).
+CREATE INDEX database_table_facts_database_idx ON database_table_facts (database);
 COMMENT ON TABLE database_table_facts IS
-    'Per user table of every database (the 1,000 largest of each): tuples, size, last (auto)vacuum and analyze, xid age.';
+    'Per user table of every database (the 1,000 largest of each): tuples, size (table, TOAST and indexes, from relpages), last (auto)vacuum and analyze, xid age.';
 CREATE TABLE database_index_facts (
-    database            name NOT NULL REFERENCES database_facts (database) ON DELETE CASCADE,
+    database            name NOT NULL,
     schemaname          name NOT NULL,
     tablename           name NOT NULL,
     indexname           name NOT NULL,
@@ -91,9 +92,9 @@ CREATE TABLE database_index_facts (
     idx_tup_fetch       bigint,
     size_bytes          bigint,
     is_valid            boolean NOT NULL,
-    enforces_constraint boolean NOT NULL,
-    PRIMARY KEY (database, schemaname, indexname)
+    enforces_constraint boolean NOT NULL
 );
+CREATE INDEX database_index_facts_database_idx ON database_index_facts (database);
 COMMENT ON TABLE database_index_facts IS
     'Per index of every database (the 2,000 largest of each): scans, size, validity, whether it enforces a constraint.';
 
