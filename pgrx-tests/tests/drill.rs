@@ -216,7 +216,9 @@ fn a_clean_drill_of_a_chain_records_the_rows_at_the_target() {
     assert!(rto.unwrap() > 0.0);
     assert_eq!(failed, Some(0.0));
 
-    // a schedule drills by itself, once due
+    // a schedule drills by itself, once due; one owned by a role that is not a superuser is
+    // refused, with the reason recorded
+    db.batch_execute("CREATE ROLE drill_user LOGIN").unwrap();
     let schedule: i32 = db
         .query_one(
             "INSERT INTO admin_toolkit.restore_drill_schedules (schedule_name, schedule_expression) \
@@ -225,9 +227,17 @@ fn a_clean_drill_of_a_chain_records_the_rows_at_the_target() {
         )
         .unwrap()
         .get(0);
+    let not_super: i32 = db
+        .query_one(
+            "INSERT INTO admin_toolkit.restore_drill_schedules (schedule_name, schedule_expression, owner) \
+             VALUES ('by a plain role', '0 4 * * *', 'drill_user') RETURNING schedule_id",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     db.execute(
-        "UPDATE admin_toolkit.restore_drill_schedules SET next_run = now() WHERE schedule_id = $1",
-        &[&schedule],
+        "UPDATE admin_toolkit.restore_drill_schedules SET next_run = now() WHERE schedule_id IN ($1, $2)",
+        &[&schedule, &not_super],
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(150);
@@ -255,9 +265,20 @@ fn a_clean_drill_of_a_chain_records_the_rows_at_the_target() {
         .unwrap()
         .get(0);
     assert!(next, "the schedule moved on");
+    let refused = db
+        .query_one(
+            "SELECT status, failure_reason, owner::text FROM admin_toolkit.restore_drills WHERE schedule_id = $1",
+            &[&not_super],
+        )
+        .unwrap();
+    assert_eq!(refused.get::<_, String>(0), "failed");
+    assert!(refused
+        .get::<_, String>(1)
+        .contains("the drill's owner is not a superuser"));
+    assert_eq!(refused.get::<_, String>(2), "drill_user");
 
     // one at a time, superusers only
-    db.batch_execute("CREATE ROLE drill_user LOGIN; GRANT EXECUTE ON FUNCTION admin_toolkit.run_restore_drill(bigint, timestamptz, boolean) TO drill_user")
+    db.batch_execute("GRANT EXECUTE ON FUNCTION admin_toolkit.run_restore_drill(bigint, timestamptz, boolean) TO drill_user")
         .unwrap();
     let mut user = cluster.connect_as("postgres", "drill_user", "").unwrap();
     let err = user

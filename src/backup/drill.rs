@@ -23,6 +23,7 @@ use admin_toolkit_core::storage::{self, Location};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -165,17 +166,21 @@ fn begin(
     let pid = unsafe { pg_sys::MyProcPid };
     let schedule = (schedule_id > 0).then_some(schedule_id);
     let target_text = target.map(|t| t.to_string());
-    let chosen = jobs::bookkeeping(|| -> spi::Result<Result<Start, String>> {
-        if let Some(id) = schedule {
-            Spi::run_with_args(
+    let (chosen, is_superuser) = jobs::bookkeeping(
+        || -> spi::Result<(Result<Start, String>, bool)> {
+            if let Some(id) = schedule {
+                Spi::run_with_args(
                 "UPDATE admin_toolkit.restore_drill_schedules SET last_run = clock_timestamp() WHERE schedule_id = $1",
                 &[id.into()],
             )?;
-        }
-        Ok(choose(schedule, backup_id, drill_id))
-    })?;
-    // SAFETY: reads this backend's user (the job's role).
-    let is_superuser = unsafe { pg_sys::superuser() };
+            }
+            // The role the job connected as (bookkeeping itself runs as the bootstrap superuser);
+            // a catalog lookup, so inside the transaction.
+            // SAFETY: reads this backend's session user and its pg_authid row.
+            let is_superuser = unsafe { pg_sys::superuser_arg(pg_sys::GetSessionUserId()) };
+            Ok((choose(schedule, backup_id, drill_id), is_superuser))
+        },
+    )?;
     let refusal = match (&chosen, is_superuser) {
         (_, false) => Some(
             "the drill's owner is not a superuser: a drill reads every backup and starts a server as the server's OS user"
@@ -583,8 +588,6 @@ fn drill(
         .map_err(|e| failed(format!("stopping the restored server: {e}")))?;
     Ok(())
 }
-
-use std::os::unix::fs::DirBuilderExt;
 
 /// Directory of this server's programs (postgres, psql).
 fn server_bindir() -> PathBuf {

@@ -18,18 +18,41 @@ mod tests {
     fn collection_writes_every_defined_metric_but_the_query_one() {
         serialize();
         Spi::run("SELECT admin_toolkit.collect_performance_metrics()").unwrap();
-        // pg_stat_statements is not installed in the test database: every other metric is there.
+        // pg_stat_statements is not installed in the test database, and there is neither a
+        // backup nor a restore drill: every other metric is there.
         let missing = Spi::get_one::<String>(
-            "SELECT string_agg(d.metric_type || '/' || d.metric_name, ',') FROM admin_toolkit.metric_definitions d \
+            "SELECT string_agg(d.metric_type || '/' || d.metric_name, ',' ORDER BY d.metric_type, d.metric_name) \
+               FROM admin_toolkit.metric_definitions d \
              WHERE NOT EXISTS (SELECT 1 FROM admin_toolkit.performance_metrics m \
                                 WHERE m.metric_type = d.metric_type AND m.metric_name = d.metric_name)",
         );
-        assert_eq!(missing, Ok(Some("query/avg_query_time_ms".into())));
+        assert_eq!(
+            missing,
+            Ok(Some(
+                "backup/restore_drill_age_seconds,backup/restore_drill_failed,backup/restore_drill_rto_seconds,query/avg_query_time_ms"
+                    .into()
+            ))
+        );
+        // Per-database metrics: one row per database that accepts connections.
+        assert_eq!(
+            count("SELECT count(*) FROM admin_toolkit.performance_metrics WHERE metric_type = 'database' AND metric_name = 'xid_age'"),
+            count("SELECT count(*) FROM pg_database WHERE datallowconn AND NOT datistemplate")
+        );
         let size = count(
             "SELECT metric_value::bigint FROM admin_toolkit.performance_metrics \
              WHERE metric_name = 'database_size_bytes'",
         );
-        assert_eq!(size, count("SELECT pg_database_size(current_database())"));
+        // Read before the collection wrote its rows, which may have added pages since.
+        let now = count("SELECT pg_database_size(current_database())");
+        assert!(size > 0 && (now - size).abs() < 1 << 20, "{size} vs {now}");
+        let per_database = count(
+            "SELECT metric_value::bigint FROM admin_toolkit.performance_metrics \
+             WHERE metric_type = 'database' AND metric_name = 'size_bytes' AND database = current_database()",
+        );
+        assert!(
+            (per_database - size).abs() < 1 << 20,
+            "the per-database metric agrees: {per_database} vs {size}"
+        );
         let by_state = Spi::get_one::<bool>(
             "SELECT additional_data ? 'by_state' AND additional_data ? 'by_database' \
              FROM admin_toolkit.performance_metrics WHERE metric_name = 'active_connections'",
@@ -43,7 +66,7 @@ mod tests {
         Spi::run("SELECT admin_toolkit.collect_performance_metrics()").unwrap();
         // First collection: no previous reading, so no delta.
         assert_eq!(
-            count("SELECT count(*) FROM admin_toolkit.performance_metrics WHERE metric_name = 'deadlocks' AND metric_value IS NULL"),
+            count("SELECT count(*) FROM admin_toolkit.performance_metrics WHERE metric_type = 'transactions' AND metric_name = 'deadlocks' AND metric_value IS NULL"),
             1
         );
         // Pretend the previous reading of temp_bytes was 1000 below the current total.
@@ -56,7 +79,7 @@ mod tests {
         let after = count("SELECT value::bigint FROM admin_toolkit.collector_counters WHERE counter_name = 'temp_bytes'");
         let stored = count(
             "SELECT metric_value::bigint FROM admin_toolkit.performance_metrics \
-             WHERE metric_name = 'temp_bytes' ORDER BY collected_at DESC, metric_id DESC LIMIT 1",
+             WHERE metric_type = 'io' AND metric_name = 'temp_bytes' ORDER BY collected_at DESC, metric_id DESC LIMIT 1",
         );
         assert_eq!(stored, after - before);
     }
