@@ -482,15 +482,15 @@ fn drill(
     m.restore_seconds = Some(restore_started.elapsed().as_secs_f64());
     record_progress(drill_id, m);
 
-    let target_text = target.map(|t| {
-        DateTime::from_timestamp_micros(t)
-            .unwrap_or_default()
-            .format("%Y-%m-%d %H:%M:%S%.6f+00")
-            .to_string()
+    let recovery_target = target.map(|t| {
+        RecoveryTarget::Time(
+            DateTime::from_timestamp_micros(t)
+                .unwrap_or_default()
+                .format("%Y-%m-%d %H:%M:%S%.6f+00")
+                .to_string(),
+        )
     });
-    let recovery_target = target_text.clone().map(RecoveryTarget::Time);
     let program = crate::settings::cli_path();
-    let key_dir = keys.clone();
     write_recovery_settings(
         &data,
         &RecoverySettings {
@@ -499,7 +499,7 @@ fn drill(
             archive: Some(&archive),
             target: recovery_target.as_ref(),
             s3: &s3,
-            keys: &key_dir,
+            keys: &keys,
         },
     )
     .map_err(failed)?;

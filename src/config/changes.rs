@@ -10,19 +10,13 @@ use admin_toolkit_core::config_guard::weakening;
 use admin_toolkit_core::maintenance::quote_ident;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::path::PathBuf;
 
 /// The request file the caller hands to the job worker: a file, because the caller's own
 /// uncommitted rows are invisible to the worker and `bgw_extra` holds 128 bytes.
 fn request_path(request_id: &str) -> PathBuf {
-    // SAFETY: DataDir is set for the life of every backend.
-    let data = unsafe { CStr::from_ptr(pg_sys::DataDir) }
-        .to_string_lossy()
-        .into_owned();
-    PathBuf::from(data)
-        .join("pg_stat_tmp")
-        .join(format!("admin_toolkit_config_{request_id}.json"))
+    crate::jobs::handoff_dir().join(format!("admin_toolkit_config_{request_id}.json"))
 }
 
 fn literal(value: &str) -> String {

@@ -20,7 +20,22 @@ use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker,
 };
 use pgrx::prelude::*;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// Where jobs and the processes that start them hand work and results to each other in files
+/// (a job cannot see its starter's uncommitted rows, nor another database's tables, and
+/// `bgw_extra` holds 128 bytes): the data directory's pg_stat_tmp, readable by the server's OS
+/// user only.
+pub fn handoff_dir() -> PathBuf {
+    // SAFETY: DataDir is set for the life of every backend.
+    PathBuf::from(
+        unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+    .join("pg_stat_tmp")
+}
 
 /// Starts a job worker for `job`. With `notify`, this backend is told when it starts and
 /// stops, so it can wait for it.

@@ -4,13 +4,11 @@
 //! query and leaves its JSON in a file (core::handoff), which the worker writes into
 //! database_facts, database_table_facts and database_index_facts.
 
-use crate::jobs::{self, JobDescriptor, JobKind};
+use crate::jobs::{self, handoff_dir, JobDescriptor, JobKind};
 use crate::worker::step::{run_step, try_transaction};
 use admin_toolkit_core::handoff::{facts_path, write_bytes};
 use pgrx::bgworkers::{BackgroundWorkerStatus, DynamicBackgroundWorker};
 use pgrx::prelude::*;
-use std::ffi::CStr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// One query, in the database the job is connected to: the facts as one JSON object. Bounded:
@@ -75,16 +73,6 @@ SELECT json_build_object(
                     coalesce(pg_catalog.pg_get_expr(i.indpred, i.indrelid), '')
           HAVING count(*) > 1) g) d)
 )::text"#;
-
-fn handoff_dir() -> PathBuf {
-    // SAFETY: DataDir is set for the life of every backend.
-    PathBuf::from(
-        unsafe { CStr::from_ptr(pg_sys::DataDir) }
-            .to_string_lossy()
-            .into_owned(),
-    )
-    .join("pg_stat_tmp")
-}
 
 /// Entry point of a facts job: connected to one database as the bootstrap superuser (the
 /// worker's own work, as the worker's), it runs [`FACTS_SQL`] and leaves the result.

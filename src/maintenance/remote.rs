@@ -8,7 +8,7 @@
 use super::jobs::{
     execute, lock_schedule, prepare, prepare_described, Schedule, Step, CAPTURE_WARNINGS,
 };
-use crate::jobs::{self, interruption, JobDescriptor, JobKind};
+use crate::jobs::{self, handoff_dir, interruption, JobDescriptor, JobKind};
 use crate::worker::step::try_transaction;
 use admin_toolkit_core::handoff::{
     self, outcome_path, request_path, MaintenanceOutcome, MaintenanceRequest,
@@ -16,21 +16,7 @@ use admin_toolkit_core::handoff::{
 use pgrx::bgworkers::BackgroundWorkerStatus;
 use pgrx::prelude::*;
 use serde_json::json;
-use std::ffi::CStr;
-use std::path::PathBuf;
 use std::time::Duration;
-
-/// Where request and outcome files live: the data directory's pg_stat_tmp, which only the
-/// server's OS user can read.
-fn handoff_dir() -> PathBuf {
-    // SAFETY: DataDir is set for the life of every backend.
-    PathBuf::from(
-        unsafe { CStr::from_ptr(pg_sys::DataDir) }
-            .to_string_lossy()
-            .into_owned(),
-    )
-    .join("pg_stat_tmp")
-}
 
 /// What the supervisor learnt before starting the work.
 enum Start {
