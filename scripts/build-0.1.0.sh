@@ -22,7 +22,10 @@ mkdir -p "$out/src"
 git archive "$commit" | tar -x -C "$out/src"
 echo "build-0.1.0: building admin_toolkit 0.1.0 ($commit) in $out (a few minutes the first time)" >&2
 # Its own target directory: the build may run while `cargo test` holds this workspace's.
-(cd "$out/src" && CARGO_TARGET_DIR="$out/target" cargo pgrx package --debug --pg-config "$PG_CONFIG" \
-    --out-dir "$out/package") >&2
+# Without debug information or incremental caches, and the target directory removed once
+# packaged: only the package is used, and disk is short on CI machines.
+(cd "$out/src" && CARGO_TARGET_DIR="$out/target" CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=false \
+    cargo pgrx package --debug --pg-config "$PG_CONFIG" --out-dir "$out/package") >&2
+rm -rf "$out/target"
 echo "$commit" >"$out/built"
 echo "$out/package"

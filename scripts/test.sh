@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+# A run builds everything once: incremental caches would only take disk (gigabytes of it).
+export CARGO_INCREMENTAL=0
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 runas=()
 [ "$(id -u)" = 0 ] && runas=(--runas postgres)

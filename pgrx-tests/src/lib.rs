@@ -62,20 +62,42 @@ pub fn cli_path() -> PathBuf {
 
 /// A copy of the admin-toolkit binary that the postgres OS user can execute: the checkout may
 /// sit in a directory only root can enter (a clone in `mktemp -d`), and restore_command runs
-/// the binary the server's user is given.
+/// the binary the server's user is given. One copy per build of the binary (named by its size
+/// and modification time), shared by every test process: a copy per process filled /tmp.
 pub fn cli_for_postgres() -> &'static Path {
     static COPY: OnceLock<PathBuf> = OnceLock::new();
     COPY.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("admin_toolkit_cli_")
-            .tempdir_in(std::env::temp_dir())
-            .expect("temporary directory")
-            .keep();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod cli dir");
-        let exe = dir.join("admin-toolkit");
-        fs::copy(cli_path(), &exe)
+        use std::os::unix::fs::MetadataExt;
+        let built = fs::metadata(cli_path())
             .expect("admin-toolkit is built (cargo build -p admin-toolkit-cli)");
-        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).expect("chmod cli");
+        let dir = std::env::temp_dir().join(format!(
+            "admin_toolkit_cli_{}_{}_{}",
+            built.len(),
+            built.mtime(),
+            built.mtime_nsec()
+        ));
+        let exe = dir.join("admin-toolkit");
+        if exe.exists() {
+            return exe;
+        }
+        // Copied aside, then renamed into place: a concurrent test process sees all or nothing.
+        let staging = tempfile::Builder::new()
+            .prefix("admin_toolkit_cli_staging_")
+            .tempdir_in(std::env::temp_dir())
+            .expect("temporary directory");
+        fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
+            .expect("chmod cli dir");
+        let staged = staging.path().join("admin-toolkit");
+        fs::copy(cli_path(), &staged).expect("copy admin-toolkit");
+        fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).expect("chmod cli");
+        match fs::rename(staging.path(), &dir) {
+            Ok(()) => {
+                let _moved = staging.keep();
+            }
+            // Another process renamed its copy first; ours is removed with `staging`.
+            Err(_) if exe.exists() => {}
+            Err(e) => panic!("cannot place {}: {e}", dir.display()),
+        }
         exe
     })
 }

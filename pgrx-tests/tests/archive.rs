@@ -3,14 +3,21 @@
 
 use admin_toolkit_core::storage::{LocalStorage, Location};
 use admin_toolkit_core::wal::restore_wal;
-use admin_toolkit_it::{wait_for, Cluster, ClusterOptions};
+use admin_toolkit_it::{wait_for, Cluster, ClusterOptions, ScratchDir};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-fn archiving_cluster() -> (Cluster, PathBuf) {
-    let probe = admin_toolkit_it::ScratchDir::new("admin_toolkit_archive_");
-    let archive = probe.path().join("wal");
-    std::mem::forget(probe); // kept for the test's duration; /tmp is cleaned by the OS
+/// A cluster archiving into a scratch directory; fields drop in order, so the server stops
+/// before its archive is removed.
+struct Archiving {
+    cluster: Cluster,
+    archive: PathBuf,
+    _store: ScratchDir,
+}
+
+fn archiving_cluster() -> Archiving {
+    let store = ScratchDir::new("admin_toolkit_archive_");
+    let archive = store.path().join("wal");
     let cluster = Cluster::start_with(ClusterOptions {
         settings: vec![
             "archive_mode = on".into(),
@@ -20,7 +27,11 @@ fn archiving_cluster() -> (Cluster, PathBuf) {
         ],
         ..ClusterOptions::default()
     });
-    (cluster, archive)
+    Archiving {
+        cluster,
+        archive,
+        _store: store,
+    }
 }
 
 fn switch_wal(db: &mut postgres::Client) -> String {
@@ -36,7 +47,9 @@ fn switch_wal(db: &mut postgres::Client) -> String {
 
 #[test]
 fn wal_lands_in_the_archive_and_verifies() {
-    let (cluster, archive) = archiving_cluster();
+    let Archiving {
+        cluster, archive, ..
+    } = &archiving_cluster();
     let mut db = cluster.connect("postgres");
     let segment = switch_wal(&mut db);
     wait_for("the segment archived", || {
@@ -61,13 +74,15 @@ fn wal_lands_in_the_archive_and_verifies() {
 
 #[test]
 fn an_unwritable_archive_fails_retries_and_loses_nothing() {
-    let (cluster, archive) = archiving_cluster();
+    let Archiving {
+        cluster, archive, ..
+    } = &archiving_cluster();
     let mut db = cluster.connect("postgres");
     let first = switch_wal(&mut db);
     wait_for("the archive directory", || {
         archive.join(format!("{first}.zst")).exists().then_some(())
     });
-    std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o500)).unwrap();
+    std::fs::set_permissions(archive, std::fs::Permissions::from_mode(0o500)).unwrap();
     let blocked: Vec<String> = (0..2).map(|_| switch_wal(&mut db)).collect();
     wait_for("archiver failures", || {
         let failed: i64 = db
@@ -85,7 +100,7 @@ fn an_unwritable_archive_fails_retries_and_loses_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(last.as_deref(), Some(first.as_str()));
-    std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(archive, std::fs::Permissions::from_mode(0o700)).unwrap();
     let storage = LocalStorage::open(&Location::Local(archive.clone())).unwrap();
     for segment in &blocked {
         wait_for(&format!("{segment} archived after the fix"), || {
