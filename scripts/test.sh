@@ -52,7 +52,7 @@ export ADMIN_TOOLKIT_DEB
 step "client tests against real clusters"
 # The installed build must be the release build of this commit (see pgrx-tests/tests/build.rs).
 ADMIN_TOOLKIT_EXPECT_PROFILE=release ADMIN_TOOLKIT_EXPECT_COMMIT=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown) \
-    cargo test --locked -p admin_toolkit_it --tests -- --test-threads="${ADMIN_TOOLKIT_TEST_THREADS:-4}"
+    cargo test --locked --no-fail-fast -p admin_toolkit_it --tests -- --test-threads="${ADMIN_TOOLKIT_TEST_THREADS:-4}"
 echo
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?/) p += $i; if ($(i+1) ~ /^failed;?/) f += $i } }
      END { printf "admin_toolkit: %d passed, %d failed\n", p, f }' "$log"

@@ -520,11 +520,17 @@ fn cancelled_or_dead_drills_leave_no_server_and_no_directory() {
     assert_eq!(unsafe { libc::kill(job, libc::SIGKILL) }, 0);
     drop(db);
     wait_for("the worker's upkeep of the dead drill", || {
+        // The postmaster ends every session while it recovers from the killed job: a session
+        // opened just before that is closed under the query, which is then tried again.
         let mut db = Client::connect(&cluster.conninfo("postgres"), NoTls).ok()?;
-        (drilled(&mut db, id).status == "failed"
-            && !alive(server)
-            && !scratch_of(&store, id).exists())
-        .then_some(())
+        let status: String = db
+            .query_one(
+                "SELECT status FROM admin_toolkit.restore_drills WHERE drill_id = $1",
+                &[&id],
+            )
+            .ok()?
+            .get(0);
+        (status == "failed" && !alive(server) && !scratch_of(&store, id).exists()).then_some(())
     });
     let mut db = cluster.connect("postgres");
     let d = drilled(&mut db, id);
