@@ -115,13 +115,16 @@ fn a_schedule_runs_by_itself_within_its_minute() {
         ) == 1)
             .then_some(())
     });
-    let row = db
-        .query_one(
+    // The job records its outcome in a transaction after the ANALYZE's own.
+    let row = wait_for("the run's outcome", || {
+        db.query_opt(
             "SELECT r.status, s.last_run IS NOT NULL, s.next_run > now() FROM admin_toolkit.maintenance_runs r \
-             JOIN admin_toolkit.maintenance_schedules s USING (schedule_id) ORDER BY r.run_id LIMIT 1",
+             JOIN admin_toolkit.maintenance_schedules s USING (schedule_id) \
+             WHERE r.status <> 'running' ORDER BY r.run_id LIMIT 1",
             &[],
         )
-        .unwrap();
+        .unwrap()
+    });
     assert_eq!(row.get::<_, String>(0), "success");
     assert!(row.get::<_, bool>(1) && row.get::<_, bool>(2));
 }
