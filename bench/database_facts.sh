@@ -2,7 +2,7 @@
 # Cost of collecting every database's maintenance facts: BENCH_DATABASES (20) databases of
 # BENCH_TABLES (200) tables each (a primary key and one more index per table, a few rows), the
 # worker collecting every BENCH_INTERVAL (10) seconds. After BENCH_ROUNDS (5) rounds, per
-# database: the job's query (collect_ms), the job from its start to its exit as the worker sees
+# database: the job's catalog reading and choosing (collect_ms), the job from its start to its exit as the worker sees
 # it, connection included (job_ms), the worker's writing of the facts (ingest_ms); per round,
 # their sum over all databases; and how many collections each database had (one connection per
 # database per round means exactly one per round).
@@ -44,4 +44,4 @@ read -r tables_seen job_med job_max collect_med ingest_med round_sum per_db min_
            min(collections), max(collections)
       FROM admin_toolkit.database_facts")
 record "facts of every database: $databases databases x $tables tables (+ postgres), collected every $interval s, figures of the round after $rounds (bench/database_facts.sh; target <= 20 ms per database, one connection per database per interval)" \
-    "per database (median): $per_db ms = job $job_med ms (its start, connection and query $collect_med ms, to its exit; max $job_max ms) + worker ingest $ingest_med ms; per round: $round_sum ms for $total databases, $tables_seen tables; collections per database after ${elapsed} s: $min_c to $max_c (one job, hence one connection, per database per round)"
+    "per database (median): $per_db ms = job $job_med ms (fork, connection, reading the catalogs $collect_med ms, exit; max $job_max ms) + worker ingest $ingest_med ms; per round: $round_sum ms for $total databases, $tables_seen tables; collections per database after ${elapsed} s: $min_c to $max_c (one job, hence one connection, per database per round)"

@@ -10,6 +10,7 @@ pub mod counters;
 pub mod cron;
 pub mod crypto;
 pub mod drill;
+pub mod facts;
 pub mod handoff;
 pub mod jobs;
 pub mod lsn;

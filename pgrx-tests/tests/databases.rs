@@ -198,7 +198,9 @@ fn health_checks_and_views_cover_every_database() {
         .batch_execute(
             "CREATE TABLE bloated (id int) WITH (autovacuum_enabled = off); \
              INSERT INTO bloated SELECT generate_series(1, 10000); DELETE FROM bloated WHERE id % 2 = 0; \
-             CREATE TABLE dup (x int); INSERT INTO dup VALUES (1), (1)",
+             CREATE TABLE dup (x int); INSERT INTO dup VALUES (1), (1); \
+             CREATE INDEX same_a ON bloated (id); CREATE INDEX same_b ON bloated (id); \
+             CREATE SEQUENCE nearly_full MAXVALUE 10; SELECT setval('nearly_full', 9)",
         )
         .unwrap();
     // A failed CREATE INDEX CONCURRENTLY leaves an invalid index behind.
@@ -222,10 +224,23 @@ fn health_checks_and_views_cover_every_database() {
         let bloat = checks.iter().find(|c| c.0 == "table_bloat")?;
         let invalid = checks.iter().find(|c| c.0 == "invalid_indexes")?;
         (bloat.2.contains("second.public.bloated") && invalid.2.contains("second.public.dup_x"))
-            .then(|| (bloat.clone(), invalid.clone()))
+            .then_some(checks)
     });
-    assert_eq!(found.0 .1, "critical", "{:?}", found.0);
-    assert_eq!(found.1 .1, "warning", "{:?}", found.1);
+    let check = |name: &str| found.iter().find(|c| c.0 == name).unwrap();
+    assert_eq!(check("table_bloat").1, "critical", "{found:?}");
+    assert_eq!(check("invalid_indexes").1, "warning", "{found:?}");
+    // Duplicate indexes and a sequence near its limit there, with the database in the name.
+    let duplicates = check("duplicate_indexes");
+    assert!(
+        duplicates.2.contains("second: same_a = same_b"),
+        "{duplicates:?}"
+    );
+    let sequences = check("sequence_exhaustion");
+    assert_eq!(sequences.1, "warning", "{sequences:?}");
+    assert!(
+        sequences.2.contains("second.public.nearly_full (88.9%)"),
+        "{sequences:?}"
+    );
 
     // The companion views: the seed's columns, with the database.
     let r = db

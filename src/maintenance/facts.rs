@@ -1,8 +1,9 @@
 //! Maintenance facts of every database: the worker collects them every
 //! `admin_toolkit.database_facts_interval` through one short job per database that accepts
-//! connections (a job can connect to one database only), one job at a time; each job runs one
-//! query and leaves its JSON in a file (core::handoff), which the worker writes into
-//! database_facts, database_table_facts and database_index_facts.
+//! connections (a job can connect to one database only), one job at a time; each job reads the
+//! catalogs (catalog_rows), has core::facts choose the facts and leaves their JSON in a file
+//! (core::handoff), which the worker writes into database_facts, database_table_facts and
+//! database_index_facts.
 
 use crate::jobs::{self, handoff_dir, JobDescriptor, JobKind};
 use crate::worker::step::{run_step, try_transaction};
@@ -11,71 +12,8 @@ use pgrx::bgworkers::{BackgroundWorkerStatus, DynamicBackgroundWorker};
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
-/// One query, in the database the job is connected to: the facts as one JSON object. Bounded:
-/// the 1,000 largest tables and 2,000 largest indexes, the 20 fullest sequences, the 5 oldest
-/// tables. Cheap in a new connection: catalogs are scanned, never opened relation by relation
-/// (sizes come from pg_class.relpages, as of the last VACUUM, ANALYZE or CREATE INDEX: opening
-/// every relation to stat its files tripled the job's time), statistics through the
-/// pg_stat_get_* functions rather than the views, names made only for the rows kept.
-const FACTS_SQL: &str = r#"
-WITH t AS MATERIALIZED (
-    SELECT c.oid, n.nspname, c.relname, c.reltoastrelid, c.relfrozenxid, c.relpages
-      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.relkind IN ('r', 'm') AND c.relpersistence <> 't'
-       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
-), ix AS MATERIALIZED (
-    SELECT i.indexrelid, i.indrelid, t.nspname, t.relname AS tablename, ic.relname AS indexname, i.indisvalid,
-           (i.indisprimary OR i.indisunique OR k.conindid IS NOT NULL) AS enforces,
-           ic.relpages::int8 * current_setting('block_size')::int8 AS size
-      FROM pg_catalog.pg_index i JOIN t ON t.oid = i.indrelid JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
-      LEFT JOIN (SELECT DISTINCT conindid FROM pg_catalog.pg_constraint WHERE conindid <> 0) k ON k.conindid = i.indexrelid
-), ts AS MATERIALIZED (
-    SELECT t.*, (t.relpages + coalesce(tc.relpages, 0))::int8 * current_setting('block_size')::int8
-             + coalesce(s.size, 0) AS total_size
-      FROM t LEFT JOIN pg_catalog.pg_class tc ON tc.oid = t.reltoastrelid
-      LEFT JOIN (SELECT indrelid, sum(size) AS size FROM ix GROUP BY indrelid) s ON s.indrelid = t.oid
-)
-SELECT json_build_object(
-  'xid_age', (SELECT pg_catalog.age(datfrozenxid) FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()),
-  'mxid_age', (SELECT pg_catalog.mxid_age(datminmxid) FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()),
-  'tables', (SELECT coalesce(json_agg(x), '[]') FROM (
-      SELECT nspname AS schemaname, relname AS tablename,
-             pg_catalog.pg_stat_get_live_tuples(oid) AS n_live_tup, pg_catalog.pg_stat_get_dead_tuples(oid) AS n_dead_tup,
-             total_size, pg_catalog.pg_stat_get_last_vacuum_time(oid) AS last_vacuum,
-             pg_catalog.pg_stat_get_last_autovacuum_time(oid) AS last_autovacuum,
-             pg_catalog.pg_stat_get_last_analyze_time(oid) AS last_analyze,
-             pg_catalog.pg_stat_get_last_autoanalyze_time(oid) AS last_autoanalyze,
-             pg_catalog.age(relfrozenxid) AS xid_age
-        FROM ts ORDER BY total_size DESC LIMIT 1000) x),
-  'indexes', (SELECT coalesce(json_agg(y), '[]') FROM (
-      SELECT nspname AS schemaname, tablename, indexname,
-             pg_catalog.pg_stat_get_numscans(indexrelid) AS idx_scan,
-             pg_catalog.pg_stat_get_tuples_returned(indexrelid) AS idx_tup_read,
-             pg_catalog.pg_stat_get_tuples_fetched(indexrelid) AS idx_tup_fetch,
-             size AS size_bytes, indisvalid AS is_valid, enforces AS enforces_constraint
-        FROM ix ORDER BY size DESC LIMIT 2000) y),
-  'sequences', (SELECT coalesce(json_agg(q), '[]') FROM (
-      SELECT format('%I.%I', schemaname, sequencename) AS name,
-             round(100.0 * abs(last_value - start_value)
-                   / nullif(abs(CASE WHEN increment_by > 0 THEN max_value ELSE min_value END - start_value), 0), 1) AS used_pct
-        FROM pg_catalog.pg_sequences WHERE last_value IS NOT NULL
-       ORDER BY 2 DESC NULLS LAST LIMIT 20) q),
-  'oldest_tables', (SELECT coalesce(json_agg(json_build_object('name', o.oid::regclass::text, 'xid_age', o.xid_age)), '[]') FROM (
-      SELECT c.oid, pg_catalog.age(c.relfrozenxid) AS xid_age
-        FROM pg_catalog.pg_class c WHERE c.relkind IN ('r', 'm', 't') AND c.relfrozenxid <> '0'
-       ORDER BY 2 DESC LIMIT 5) o),
-  'duplicate_indexes', (SELECT coalesce(json_agg(d.names), '[]') FROM (
-      SELECT (SELECT string_agg(x::regclass::text, ' = ' ORDER BY x) FROM unnest(g.ids) AS x) AS names FROM (
-          SELECT array_agg(i.indexrelid) AS ids
-            FROM pg_catalog.pg_index i JOIN t ON t.oid = i.indrelid
-           GROUP BY i.indrelid, i.indkey::text, i.indclass::text, i.indcollation::text,
-                    coalesce(pg_catalog.pg_get_expr(i.indexprs, i.indrelid), ''),
-                    coalesce(pg_catalog.pg_get_expr(i.indpred, i.indrelid), '')
-          HAVING count(*) > 1) g) d)
-)::text"#;
-
 /// Entry point of a facts job: connected to one database as the bootstrap superuser (the
-/// worker's own work, as the worker's), it runs [`FACTS_SQL`] and leaves the result.
+/// worker's own work, as the worker's), it reads the facts and leaves them for the worker.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn admin_toolkit_facts_job(_arg: pg_sys::Datum) {
@@ -88,9 +26,8 @@ pub extern "C-unwind" fn admin_toolkit_facts_job(_arg: pg_sys::Datum) {
         return;
     };
     let started = Instant::now();
-    let facts = match try_transaction(|| Spi::get_one::<String>(FACTS_SQL)) {
-        Ok(Ok(Some(facts))) => facts,
-        Ok(Ok(None)) => return log!("admin_toolkit job: the facts query returned nothing"),
+    let facts = match try_transaction(super::catalog_rows::facts_json) {
+        Ok(Ok(facts)) => facts,
         Ok(Err(e)) => return log!("admin_toolkit job: collecting facts failed: {e}"),
         Err(e) => return log!("admin_toolkit job: collecting facts failed: {e}"),
     };

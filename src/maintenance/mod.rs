@@ -1,6 +1,7 @@
 //! Maintenance: upkeep of the extension's own partitioned logs (scheduled VACUUM / ANALYZE /
 //! REINDEX and health checks join here as they land).
 
+mod catalog_rows;
 pub mod facts;
 pub mod jobs;
 pub mod partitions;
