@@ -5,7 +5,6 @@
 //! and the oldest tables, and the JSON the worker writes into the facts tables.
 
 use serde::Serialize;
-use serde_json::{json, Value};
 use std::collections::HashMap;
 
 /// The 1,000 largest tables, 2,000 largest indexes, 20 fullest sequences and 5 oldest tables.
@@ -277,50 +276,76 @@ fn duplicate_groups(indexes: &[(&IndexDefinition, &Relation, &Relation, i64)]) -
     groups
 }
 
-/// The facts as the worker reads them. `name` gives a relation's SQL name (`regclass` text),
-/// `sequence_name` a sequence's schema-qualified, quoted name.
+#[derive(Serialize)]
+struct SequenceFact {
+    name: String,
+    used_pct: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct OldTable {
+    name: String,
+    xid_age: i64,
+}
+
+#[derive(Serialize)]
+struct Facts<'a> {
+    xid_age: Option<i64>,
+    mxid_age: Option<i64>,
+    tables: &'a [TableFact],
+    indexes: &'a [IndexFact],
+    sequences: Vec<SequenceFact>,
+    oldest_tables: Vec<OldTable>,
+    duplicate_indexes: Vec<String>,
+}
+
+/// The facts as the worker reads them, as JSON text. `name` gives a relation's SQL name
+/// (`regclass` text), `sequence_name` a sequence's schema-qualified, quoted name.
 pub fn to_json(
     rows: &CatalogRows,
     selection: &Selection,
     name: impl Fn(u32) -> String,
     sequence_name: impl Fn(u32) -> String,
-) -> Value {
-    let sequences: Vec<Value> = selection
-        .sequences
-        .iter()
-        .map(|&(oid, tenths)| {
-            json!({"name": sequence_name(oid), "used_pct": tenths.map(|t| t as f64 / 10.0)})
-        })
-        .collect();
-    let oldest: Vec<Value> = selection
-        .oldest
-        .iter()
-        .map(|&(oid, age)| json!({"name": name(oid), "xid_age": age}))
-        .collect();
-    let duplicates: Vec<String> = selection
-        .duplicates
-        .iter()
-        .map(|g| {
-            g.iter()
-                .map(|&oid| name(oid))
-                .collect::<Vec<_>>()
-                .join(" = ")
-        })
-        .collect();
-    json!({
-        "xid_age": rows.xid_age,
-        "mxid_age": rows.mxid_age,
-        "tables": selection.tables,
-        "indexes": selection.indexes,
-        "sequences": sequences,
-        "oldest_tables": oldest,
-        "duplicate_indexes": duplicates,
-    })
+) -> serde_json::Result<String> {
+    let facts = Facts {
+        xid_age: rows.xid_age,
+        mxid_age: rows.mxid_age,
+        tables: &selection.tables,
+        indexes: &selection.indexes,
+        sequences: selection
+            .sequences
+            .iter()
+            .map(|&(oid, tenths)| SequenceFact {
+                name: sequence_name(oid),
+                used_pct: tenths.map(|t| t as f64 / 10.0),
+            })
+            .collect(),
+        oldest_tables: selection
+            .oldest
+            .iter()
+            .map(|&(oid, xid_age)| OldTable {
+                name: name(oid),
+                xid_age,
+            })
+            .collect(),
+        duplicate_indexes: selection
+            .duplicates
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|&oid| name(oid))
+                    .collect::<Vec<_>>()
+                    .join(" = ")
+            })
+            .collect(),
+    };
+    serde_json::to_string(&facts)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     fn relation(oid: u32, namespace: u32, name: &str, kind: char, pages: i64) -> Relation {
         Relation {
@@ -523,7 +548,8 @@ mod tests {
     fn json_has_the_fields_the_worker_reads() {
         let r = rows();
         let s = select(&r);
-        let v = to_json(&r, &s, |oid| format!("rel{oid}"), |oid| format!("seq{oid}"));
+        let text = to_json(&r, &s, |oid| format!("rel{oid}"), |oid| format!("seq{oid}")).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["xid_age"], 1234);
         assert_eq!(v["mxid_age"], 5);
         assert_eq!(v["tables"][0]["tablename"], "big");

@@ -12,22 +12,15 @@ use pgrx::spi::{quote_qualified_identifier, SpiClient};
 use std::ffi::CStr;
 
 /// Tables, materialized views, TOAST tables and sequences of every schema (catalogs included:
-/// they count among the oldest tables), and the indexes made after initdb, with their
-/// statistics: a table's tuples and vacuum times, an index's scans.
+/// they count among the oldest tables), and the indexes made after initdb but TOAST tables'.
+/// Statistics are read apart (`table_statistics`): one lookup per relation instead of one per
+/// pg_stat_get_* call.
 const RELATIONS_SQL: &str = "\
 SELECT c.oid::int8, c.relnamespace::int8, c.relname::text, c.relkind::text, c.relpersistence = 't', \
-       c.relpages::int8, c.reltoastrelid::int8, pg_catalog.age(c.relfrozenxid)::int8, c.relfrozenxid <> '0', \
-       CASE c.relkind WHEN 'i' THEN pg_catalog.pg_stat_get_numscans(c.oid) \
-            WHEN 'S' THEN NULL ELSE pg_catalog.pg_stat_get_live_tuples(c.oid) END, \
-       CASE c.relkind WHEN 'i' THEN pg_catalog.pg_stat_get_tuples_returned(c.oid) \
-            WHEN 'S' THEN NULL ELSE pg_catalog.pg_stat_get_dead_tuples(c.oid) END, \
-       CASE c.relkind WHEN 'i' THEN pg_catalog.pg_stat_get_tuples_fetched(c.oid) END, \
-       CASE WHEN c.relkind IN ('r', 'm') THEN pg_catalog.pg_stat_get_last_vacuum_time(c.oid) END, \
-       CASE WHEN c.relkind IN ('r', 'm') THEN pg_catalog.pg_stat_get_last_autovacuum_time(c.oid) END, \
-       CASE WHEN c.relkind IN ('r', 'm') THEN pg_catalog.pg_stat_get_last_analyze_time(c.oid) END, \
-       CASE WHEN c.relkind IN ('r', 'm') THEN pg_catalog.pg_stat_get_last_autoanalyze_time(c.oid) END \
+       c.relpages::int8, c.reltoastrelid::int8, pg_catalog.age(c.relfrozenxid)::int8, c.relfrozenxid <> '0' \
   FROM pg_catalog.pg_class c \
- WHERE c.relkind IN ('r', 'm', 't', 'S') OR (c.relkind = 'i' AND c.oid >= $1::oid)";
+ WHERE c.relkind IN ('r', 'm', 't', 'S') \
+    OR (c.relkind = 'i' AND c.oid >= $1::oid AND c.relnamespace <> 'pg_toast'::pg_catalog.regnamespace)";
 
 /// What makes two indexes of a table the same; exclusion constraints have indisexclusion, and
 /// primary keys and unique constraints have unique indexes, so `enforces` needs no
@@ -61,10 +54,7 @@ fn read(c: &SpiClient<'_>) -> spi::Result<CatalogRows> {
         .map(|r| {
             let frozen_known = r.get::<bool>(9)?.unwrap_or(false);
             let age = r.get::<i64>(8)?;
-            let time = |n: usize| -> spi::Result<Option<i64>> {
-                Ok(r.get::<TimestampWithTimeZone>(n)?.map(|t| t.into_inner()))
-            };
-            Ok(Relation {
+            let mut relation = Relation {
                 oid: oid(r.get(1)?),
                 namespace: oid(r.get(2)?),
                 name: r.get::<String>(3)?.unwrap_or_default(),
@@ -77,9 +67,10 @@ fn read(c: &SpiClient<'_>) -> spi::Result<CatalogRows> {
                 toast: oid(r.get(7)?),
                 xid_age: age.filter(|_| frozen_known),
                 raw_xid_age: age,
-                counters: [r.get(10)?, r.get(11)?, r.get(12)?],
-                times: [time(13)?, time(14)?, time(15)?, time(16)?],
-            })
+                ..Default::default()
+            };
+            table_statistics(&mut relation);
+            Ok(relation)
         })
         .collect::<spi::Result<Vec<_>>>()?;
     let indexes = c
@@ -128,6 +119,36 @@ fn read(c: &SpiClient<'_>) -> spi::Result<CatalogRows> {
     })
 }
 
+/// What pg_stat_get_live_tuples, _dead_tuples and the last (auto)vacuum and (auto)analyze
+/// times say of a table, or _numscans, _tuples_returned and _tuples_fetched of an index: no
+/// entry reads as 0 and no time as NULL, as they do.
+fn table_statistics(relation: &mut Relation) {
+    if !matches!(relation.kind, 'r' | 'm' | 'i') {
+        return;
+    }
+    // SAFETY: in a transaction; the entry (or NULL) lives in the statistics snapshot of this
+    // transaction, and is only read here.
+    let entry =
+        unsafe { pg_sys::pgstat_fetch_stat_tabentry(pg_sys::Oid::from(relation.oid)).as_ref() };
+    let entry = entry.copied().unwrap_or_default();
+    let time = |t: pg_sys::TimestampTz| (t != 0).then_some(t);
+    if relation.kind == 'i' {
+        relation.counters = [
+            Some(entry.numscans),
+            Some(entry.tuples_returned),
+            Some(entry.tuples_fetched),
+        ];
+    } else {
+        relation.counters = [Some(entry.n_live_tuples), Some(entry.n_dead_tuples), None];
+        relation.times = [
+            time(entry.vacuum_timestamp),
+            time(entry.autovac_vacuum_timestamp),
+            time(entry.analyze_timestamp),
+            time(entry.autovac_analyze_timestamp),
+        ];
+    }
+}
+
 /// A relation's name as `oid::regclass::text` gives it: qualified only when the schema is not
 /// on the search path.
 fn regclass_text(oid: u32) -> String {
@@ -147,8 +168,8 @@ fn regclass_text(oid: u32) -> String {
 }
 
 /// The facts of the database this backend is connected to, as JSON. Needs a transaction.
-pub fn facts_json() -> spi::Result<String> {
-    let rows = Spi::connect(read)?;
+pub fn facts_json() -> Result<String, String> {
+    let rows = Spi::connect(read).map_err(|e| e.to_string())?;
     let selection = facts::select(&rows);
     let sequence_name = |oid: u32| {
         rows.relations
@@ -160,5 +181,6 @@ pub fn facts_json() -> spi::Result<String> {
             })
             .unwrap_or_else(|| oid.to_string())
     };
-    Ok(facts::to_json(&rows, &selection, regclass_text, sequence_name).to_string())
+    facts::to_json(&rows, &selection, regclass_text, sequence_name)
+        .map_err(|e| format!("the facts do not serialize: {e}"))
 }

@@ -56,6 +56,8 @@ pub struct FactsRounds {
     /// When the current (or last) round started.
     round_started: Option<Instant>,
     in_round: bool,
+    /// The worker's writing of each job's facts, its plans kept across rounds.
+    ingest: super::facts_ingest::FactsIngest,
 }
 
 /// Longest a facts job may take before the worker stops waiting for it.
@@ -107,7 +109,8 @@ impl FactsRounds {
                 return;
             };
             if finished {
-                ingest(&running);
+                self.ingest
+                    .write(running.oid, &running.name, running.started);
             } else {
                 log!(
                     "admin_toolkit worker: the facts job of database \"{}\" runs over {} s; not waiting for it",
@@ -180,63 +183,5 @@ impl FactsRounds {
                 }
             }
         }
-    }
-}
-
-/// Writes a finished job's facts into the tables, and removes its file.
-fn ingest(running: &Running) {
-    let job_ms = running.started.elapsed().as_secs_f64() * 1000.0;
-    let path = facts_path(&handoff_dir(), running.oid);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            return log!(
-                "admin_toolkit worker: the facts job of database \"{}\" left no facts ({e}); see the server log",
-                running.name
-            )
-        }
-    };
-    let _removed_or_gone = std::fs::remove_file(&path);
-    let started = Instant::now();
-    let name = running.name.clone();
-    let written = run_step("write database facts", || -> spi::Result<()> {
-        // Facts are collected again at the next round: a crash may lose the last ones, so the
-        // commit does not wait for its WAL flush.
-        Spi::run("SET LOCAL synchronous_commit = off")?;
-        // One statement, the JSON parsed once; the facts tables have no unique keys, so the
-        // old rows go and the new come in the same statement.
-        Spi::run_with_args(
-            "WITH j AS MATERIALIZED (SELECT $2::jsonb AS j), \
-             old_tables AS (DELETE FROM admin_toolkit.database_table_facts WHERE database = $1), \
-             old_indexes AS (DELETE FROM admin_toolkit.database_index_facts WHERE database = $1), \
-             new_tables AS (INSERT INTO admin_toolkit.database_table_facts \
-                SELECT $1, t.* FROM j, jsonb_to_recordset(j.j->'facts'->'tables') AS t( \
-                    schemaname name, tablename name, n_live_tup int8, n_dead_tup int8, total_size int8, \
-                    last_vacuum timestamptz, last_autovacuum timestamptz, last_analyze timestamptz, \
-                    last_autoanalyze timestamptz, xid_age int8)), \
-             new_indexes AS (INSERT INTO admin_toolkit.database_index_facts \
-                SELECT $1, i.* FROM j, jsonb_to_recordset(j.j->'facts'->'indexes') AS i( \
-                    schemaname name, tablename name, indexname name, idx_scan int8, idx_tup_read int8, \
-                    idx_tup_fetch int8, size_bytes int8, is_valid bool, enforces_constraint bool)) \
-             INSERT INTO admin_toolkit.database_facts AS d (database, collected_at, collect_ms, job_ms, \
-                    xid_age, mxid_age, sequences, oldest_tables, duplicate_indexes) \
-             SELECT $1, now(), (j->>'collect_ms')::numeric, round($3::numeric, 3), \
-                    (j->'facts'->>'xid_age')::int8, (j->'facts'->>'mxid_age')::int8, j->'facts'->'sequences', \
-                    j->'facts'->'oldest_tables', j->'facts'->'duplicate_indexes' \
-               FROM j \
-             ON CONFLICT (database) DO UPDATE SET collected_at = EXCLUDED.collected_at, \
-                    collect_ms = EXCLUDED.collect_ms, job_ms = EXCLUDED.job_ms, xid_age = EXCLUDED.xid_age, \
-                    mxid_age = EXCLUDED.mxid_age, sequences = EXCLUDED.sequences, \
-                    oldest_tables = EXCLUDED.oldest_tables, duplicate_indexes = EXCLUDED.duplicate_indexes, \
-                    collections = d.collections + 1",
-            &[name.as_str().into(), text.as_str().into(), job_ms.into()],
-        )?;
-        Spi::run_with_args(
-            "UPDATE admin_toolkit.database_facts SET ingest_ms = round($2::numeric, 3) WHERE database = $1",
-            &[name.as_str().into(), (started.elapsed().as_secs_f64() * 1000.0).into()],
-        )
-    });
-    if let Some(Err(e)) = written {
-        log!("admin_toolkit worker: writing the facts of database \"{name}\" failed: {e}");
     }
 }

@@ -3,6 +3,7 @@
 
 mod catalog_rows;
 pub mod facts;
+mod facts_ingest;
 pub mod jobs;
 pub mod partitions;
 mod remote;
