@@ -27,10 +27,10 @@ pub struct Relation {
     pub temporary: bool,
     pub pages: i64,
     pub toast: u32,
-    /// age(relfrozenxid); `None` when relfrozenxid is 0 (nothing to freeze).
+    /// age(relfrozenxid), as table facts report it even when relfrozenxid is 0.
     pub xid_age: Option<i64>,
-    /// age(relfrozenxid) even when relfrozenxid is 0, as table facts have always reported it.
-    pub raw_xid_age: Option<i64>,
+    /// relfrozenxid is not 0: only such relations can be among the oldest.
+    pub has_frozen_xid: bool,
     /// Tables: pg_stat_get_live_tuples and _dead_tuples; indexes: scans, tuples read, fetched.
     pub counters: [Option<i64>; 3],
     /// Tables: last vacuum, autovacuum, analyze, autoanalyze, as PostgreSQL timestamps
@@ -198,15 +198,14 @@ pub fn select(rows: &CatalogRows) -> Selection {
         .filter(|s| s.last_value.is_some())
         .map(|s| (s.oid, used_tenths(s)))
         .collect();
-    // Fullest first, empty ranges last.
+    // Fullest first; None sorts below every Some, so empty ranges come last.
     sequences.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    sequences.sort_by_key(|s| s.1.is_none());
     sequences.truncate(MAX_SEQUENCES);
 
     let mut oldest: Vec<(u32, i64)> = rows
         .relations
         .iter()
-        .filter(|r| matches!(r.kind, 'r' | 'm' | 't'))
+        .filter(|r| matches!(r.kind, 'r' | 'm' | 't') && r.has_frozen_xid)
         .filter_map(|r| Some((r.oid, r.xid_age?)))
         .collect();
     oldest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -225,7 +224,7 @@ pub fn select(rows: &CatalogRows) -> Selection {
                 last_autovacuum: r.times[1].and_then(timestamp_text),
                 last_analyze: r.times[2].and_then(timestamp_text),
                 last_autoanalyze: r.times[3].and_then(timestamp_text),
-                xid_age: r.raw_xid_age,
+                xid_age: r.xid_age,
             })
             .collect(),
         indexes: indexes
@@ -355,7 +354,7 @@ mod tests {
             kind,
             pages,
             xid_age: Some(100),
-            raw_xid_age: Some(100),
+            has_frozen_xid: true,
             ..Default::default()
         }
     }
@@ -384,7 +383,7 @@ mod tests {
         let mut catalog = relation(1259, 11, "pg_class", 'r', 500);
         catalog.xid_age = Some(1000);
         let mut view_like = relation(20020, 2200, "empty", 'r', 0);
-        view_like.xid_age = None;
+        view_like.has_frozen_xid = false;
         CatalogRows {
             relations: vec![
                 big,

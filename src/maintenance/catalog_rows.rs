@@ -52,8 +52,6 @@ fn read(c: &SpiClient<'_>) -> spi::Result<CatalogRows> {
     let relations = c
         .select(RELATIONS_SQL, None, first_normal)?
         .map(|r| {
-            let frozen_known = r.get::<bool>(9)?.unwrap_or(false);
-            let age = r.get::<i64>(8)?;
             let mut relation = Relation {
                 oid: oid(r.get(1)?),
                 namespace: oid(r.get(2)?),
@@ -65,8 +63,8 @@ fn read(c: &SpiClient<'_>) -> spi::Result<CatalogRows> {
                 temporary: r.get::<bool>(5)?.unwrap_or(false),
                 pages: r.get::<i64>(6)?.unwrap_or(0),
                 toast: oid(r.get(7)?),
-                xid_age: age.filter(|_| frozen_known),
-                raw_xid_age: age,
+                xid_age: r.get(8)?,
+                has_frozen_xid: r.get::<bool>(9)?.unwrap_or(false),
                 ..Default::default()
             };
             table_statistics(&mut relation);
