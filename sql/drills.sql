@@ -78,3 +78,12 @@ SELECT pg_catalog.pg_extension_config_dump('restore_drill_schedules', '');
 SELECT pg_catalog.pg_extension_config_dump('restore_drill_schedules_schedule_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('restore_drills', '');
 SELECT pg_catalog.pg_extension_config_dump('restore_drills_drill_id_seq', '');
+
+-- (0.4.0) The same owner rules as the other schedule tables: a non-superuser sees and writes
+-- only its own rows (schedule_owner_check refuses it as an owner anyway); pg_monitor reads
+-- every drill.
+ALTER TABLE restore_drill_schedules ENABLE ROW LEVEL SECURITY;
+ALTER TABLE restore_drills ENABLE ROW LEVEL SECURITY;
+CREATE POLICY owner_rows ON restore_drill_schedules USING (owner = current_user) WITH CHECK (owner = current_user);
+CREATE POLICY owner_rows ON restore_drills USING (owner = current_user) WITH CHECK (owner = current_user);
+CREATE POLICY monitor_reads ON restore_drills FOR SELECT TO pg_monitor USING (true);

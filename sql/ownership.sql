@@ -13,6 +13,17 @@ BEGIN
         RAISE EXCEPTION 'role "%" does not exist', NEW.owner USING ERRCODE = '42704',
             HINT = 'A schedule''s owner is the role its jobs run as.';
     END IF;
+    IF TG_TABLE_NAME = 'restore_drill_schedules' THEN
+        -- (0.4.0) A drill reads every backup and starts a server as the server's OS user.
+        -- (Checked when the owner is set; one demoted later is refused when a drill starts.)
+        IF (TG_OP = 'INSERT' OR NEW.owner IS DISTINCT FROM OLD.owner)
+           AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = NEW.owner) THEN
+            RAISE EXCEPTION 'role "%" may not own a restore drill schedule: drills run as superusers', NEW.owner
+                USING ERRCODE = '42501',
+                      HINT = 'A drill reads every backup and starts a server as the server''s OS user: make a superuser the owner.';
+        END IF;
+        RETURN NEW;
+    END IF;
     IF TG_TABLE_NAME <> 'backup_schedules' THEN
         RETURN NEW;
     END IF;
@@ -38,7 +49,7 @@ CREATE TRIGGER backup_schedules_owner_check BEFORE INSERT OR UPDATE ON backup_sc
 CREATE TRIGGER maintenance_schedules_owner_check BEFORE INSERT OR UPDATE ON maintenance_schedules
     FOR EACH ROW EXECUTE FUNCTION schedule_owner_check();
 COMMENT ON FUNCTION schedule_owner_check() IS
-    'A schedule''s owner must exist; backup locations are set only by, and for, roles that may write server files.';
+    'A schedule''s owner must exist; backup locations are set only by, and for, roles that may write server files; drill schedules are owned by superusers.';
 
 ALTER TABLE backup_schedules ENABLE ROW LEVEL SECURITY;
 ALTER TABLE backup_history ENABLE ROW LEVEL SECURITY;

@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 mod backup;
 mod build_info;
 mod config;
+mod environment;
 mod error;
 mod jobs;
 mod maintenance;

@@ -103,8 +103,7 @@ pub struct IndexFact {
     pub enforces_constraint: bool,
 }
 
-/// The facts chosen; relations still by OID where the output wants their SQL names
-/// (`regclass` text), which only the server can make.
+/// The facts chosen; relations still by OID where the output wants their qualified names.
 #[derive(Debug, PartialEq)]
 pub struct Selection {
     pub tables: Vec<TableFact>,
@@ -298,13 +297,12 @@ struct Facts<'a> {
     duplicate_indexes: Vec<String>,
 }
 
-/// The facts as the worker reads them, as JSON text. `name` gives a relation's SQL name
-/// (`regclass` text), `sequence_name` a sequence's schema-qualified, quoted name.
+/// The facts as the worker reads them, as JSON text. `name` gives a relation's
+/// schema-qualified, quoted name.
 pub fn to_json(
     rows: &CatalogRows,
     selection: &Selection,
     name: impl Fn(u32) -> String,
-    sequence_name: impl Fn(u32) -> String,
 ) -> serde_json::Result<String> {
     let facts = Facts {
         xid_age: rows.xid_age,
@@ -315,7 +313,7 @@ pub fn to_json(
             .sequences
             .iter()
             .map(|&(oid, tenths)| SequenceFact {
-                name: sequence_name(oid),
+                name: name(oid),
                 used_pct: tenths.map(|t| t as f64 / 10.0),
             })
             .collect(),
@@ -547,7 +545,7 @@ mod tests {
     fn json_has_the_fields_the_worker_reads() {
         let r = rows();
         let s = select(&r);
-        let text = to_json(&r, &s, |oid| format!("rel{oid}"), |oid| format!("seq{oid}")).unwrap();
+        let text = to_json(&r, &s, |oid| format!("rel{oid}")).unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["xid_age"], 1234);
         assert_eq!(v["mxid_age"], 5);
@@ -556,7 +554,7 @@ mod tests {
         assert_eq!(v["indexes"][0]["enforces_constraint"], true);
         assert_eq!(
             v["sequences"][0],
-            json!({"name": "seq30000", "used_pct": 50.0})
+            json!({"name": "rel30000", "used_pct": 50.0})
         );
         assert_eq!(v["sequences"][1]["used_pct"], Value::Null);
         assert_eq!(

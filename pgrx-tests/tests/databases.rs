@@ -232,7 +232,9 @@ fn health_checks_and_views_cover_every_database() {
     // Duplicate indexes and a sequence near its limit there, with the database in the name.
     let duplicates = check("duplicate_indexes");
     assert!(
-        duplicates.2.contains("second: same_a = same_b"),
+        duplicates
+            .2
+            .contains("second: public.same_a = public.same_b"),
         "{duplicates:?}"
     );
     let sequences = check("sequence_exhaustion");

@@ -165,12 +165,17 @@ fn a_clean_drill_of_a_chain_records_the_rows_at_the_target() {
         "the chain was restored"
     );
     assert_eq!(
-        rows_in(&d.checks, "postgres", "t"),
+        rows_in(&d.checks, "postgres", "public.t"),
         Some(2500),
         "{}",
         d.checks
     );
-    assert_eq!(rows_in(&d.checks, "other", "o"), Some(50), "{}", d.checks);
+    assert_eq!(
+        rows_in(&d.checks, "other", "public.o"),
+        Some(50),
+        "{}",
+        d.checks
+    );
     assert!(
         d.checks["indexes_checked"].as_u64().unwrap() >= 3,
         "{}",
@@ -195,7 +200,7 @@ fn a_clean_drill_of_a_chain_records_the_rows_at_the_target() {
     // the end of the archive: every row, as a schedule would drill it
     let (_, d) = drill(&mut db, None, None);
     assert_eq!(d.status, "passed", "{:?}", d.reason);
-    assert_eq!(rows_in(&d.checks, "postgres", "t"), Some(3000));
+    assert_eq!(rows_in(&d.checks, "postgres", "public.t"), Some(3000));
 
     // its metrics: age 0 days, the RTO, not failed; the built-in rules exist
     db.batch_execute("SELECT admin_toolkit.collect_performance_metrics()")
@@ -216,9 +221,19 @@ fn a_clean_drill_of_a_chain_records_the_rows_at_the_target() {
     assert!(rto.unwrap() > 0.0);
     assert_eq!(failed, Some(0.0));
 
-    // a schedule drills by itself, once due; one owned by a role that is not a superuser is
-    // refused, with the reason recorded
+    // a schedule drills by itself, once due; a role that is not a superuser cannot own one
+    // (42501), and one whose owner stopped being a superuser is refused when it runs, with the
+    // reason recorded
     db.batch_execute("CREATE ROLE drill_user LOGIN").unwrap();
+    let err = db
+        .query(
+            "INSERT INTO admin_toolkit.restore_drill_schedules (schedule_name, schedule_expression, owner) \
+             VALUES ('by a plain role', '0 4 * * *', 'drill_user')",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501", "{err}");
+    db.batch_execute("ALTER ROLE drill_user SUPERUSER").unwrap();
     let schedule: i32 = db
         .query_one(
             "INSERT INTO admin_toolkit.restore_drill_schedules (schedule_name, schedule_expression) \
@@ -235,6 +250,8 @@ fn a_clean_drill_of_a_chain_records_the_rows_at_the_target() {
         )
         .unwrap()
         .get(0);
+    db.batch_execute("ALTER ROLE drill_user NOSUPERUSER")
+        .unwrap();
     db.execute(
         "UPDATE admin_toolkit.restore_drill_schedules SET next_run = now() WHERE schedule_id IN ($1, $2)",
         &[&schedule, &not_super],
@@ -256,7 +273,7 @@ fn a_clean_drill_of_a_chain_records_the_rows_at_the_target() {
     };
     let d = drilled(&mut db, scheduled);
     assert_eq!(d.status, "passed", "{:?}", d.reason);
-    assert_eq!(rows_in(&d.checks, "postgres", "t"), Some(3000));
+    assert_eq!(rows_in(&d.checks, "postgres", "public.t"), Some(3000));
     let next: bool = db
         .query_one(
             "SELECT next_run > now() AND last_run IS NOT NULL FROM admin_toolkit.restore_drill_schedules WHERE schedule_id = $1",
@@ -360,7 +377,7 @@ fn each_fault_fails_the_drill_with_its_reason() {
     let why = d.reason.unwrap();
     eprintln!("drill failed as expected: {why}");
     assert!(
-        why.contains("amcheck rejected index k_id") && why.contains("\"postgres\""),
+        why.contains("amcheck rejected index public.k_id") && why.contains("\"postgres\""),
         "{why}"
     );
     assert!(d.checks["indexes_checked"].as_u64().unwrap() > 1);

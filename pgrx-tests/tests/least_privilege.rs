@@ -57,7 +57,8 @@ fn setup() -> Setup {
          CREATE ROLE dave LOGIN; \
          GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA admin_toolkit TO alice, carol; \
          GRANT SELECT, INSERT, UPDATE, DELETE ON admin_toolkit.maintenance_schedules, admin_toolkit.backup_schedules, \
-               admin_toolkit.maintenance_runs, admin_toolkit.backup_history TO alice, carol; \
+               admin_toolkit.maintenance_runs, admin_toolkit.backup_history, \
+               admin_toolkit.restore_drill_schedules, admin_toolkit.restore_drills TO alice, carol; \
          GRANT SELECT ON admin_toolkit.recovery_points TO alice, carol; \
          GRANT USAGE ON ALL SEQUENCES IN SCHEMA admin_toolkit TO alice, carol;",
     )
@@ -216,6 +217,26 @@ fn every_function_by_every_role_does_no_more_than_the_role_could_by_hand() {
                      VALUES ('full', '0 3 * * *', 7, '{location}')"),
             [Allowed, Allowed, Refused("42501"), Refused("42501")],
         ),
+        // Drill schedules: for a superuser only (a drill reads every backup and starts a
+        // server), nobody writes one for another role, and the drill itself is superusers'.
+        (
+            "INSERT INTO admin_toolkit.restore_drill_schedules (schedule_name, schedule_expression, owner) \
+             VALUES ('for postgres', '0 4 * * *', 'postgres')".into(),
+            [Allowed, Refused("42501"), Refused("42501"), Refused("42501")],
+        ),
+        (
+            "INSERT INTO admin_toolkit.restore_drill_schedules (schedule_name, schedule_expression) \
+             VALUES ('own', '0 4 * * *')".into(),
+            [Allowed, Refused("42501"), Refused("42501"), Refused("42501")],
+        ),
+        (
+            "UPDATE admin_toolkit.restore_drill_schedules SET owner = current_user".into(),
+            [Allowed, Allowed, Allowed, Refused("42501")],
+        ),
+        (
+            "SELECT admin_toolkit.run_restore_drill()".into(),
+            [Refused("55000"), Refused("42501"), Refused("42501"), Refused("42501")],
+        ),
     ];
     let roles = ["postgres", "alice", "carol", "dave"];
     for (sql, expected) in &matrix {
@@ -281,6 +302,25 @@ fn every_function_by_every_role_does_no_more_than_the_role_could_by_hand() {
         )
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "success");
+
+    // Row-level security on drill schedules: the superuser's two are invisible to alice and
+    // carol (their UPDATE above changed nothing), and still the superuser's.
+    for client in [&mut alice, &mut carol] {
+        assert_eq!(
+            count(
+                client,
+                "SELECT count(*) FROM admin_toolkit.restore_drill_schedules"
+            ),
+            0
+        );
+    }
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM admin_toolkit.restore_drill_schedules WHERE owner = 'postgres'"
+        ),
+        2
+    );
 
     // Row-level security: carol sees her schedule only; alice cannot touch the superuser's.
     assert_eq!(

@@ -12,10 +12,14 @@ use admin_toolkit_core::backup::recovery_conf::{
 use admin_toolkit_core::backup::restore::restore;
 use admin_toolkit_core::backup::store::BackupStore;
 use admin_toolkit_core::chrono::{DateTime, Utc};
+use admin_toolkit_core::drill::checks::{
+    check_failure, count_sql, index_check_sql, parse_checks, reader_role, reader_setup_sql,
+    DatabaseChecks, DISABLE_EVENT_TRIGGERS,
+};
 use admin_toolkit_core::drill::server::{stop_leftover, Stopped, Throwaway};
 use admin_toolkit_core::drill::{
-    available_bytes, check_failure, drill_of_scratch, end_of_recovery, parse_checks, scratch_name,
-    DatabaseChecks, SpaceNeeded, CHECK_SQL, MARKER_FILE,
+    available_bytes, drill_of_scratch, end_of_recovery, restored, scratch_name, SpaceNeeded,
+    MARKER_FILE,
 };
 use admin_toolkit_core::lsn::Lsn;
 use admin_toolkit_core::recovery::{plan_segments, Archive, BackupPosition, Target};
@@ -490,6 +494,8 @@ fn drill(
                 .to_string(),
         )
     });
+    // The restored directory is production's: its settings never reach the drill's server.
+    restored::neutralise(&data, &start.scratch).map_err(failed)?;
     let program = crate::settings::cli_path();
     write_recovery_settings(
         &data,
@@ -559,27 +565,54 @@ fn drill(
         .map(|last| (reference - last) as f64 / 1e6);
 
     // The checks: amcheck on every B-tree index and a row count of every user table, in every
-    // database that accepts connections.
+    // database that accepts connections (core::drill::checks says how a hostile catalog is
+    // kept from steering them).
     let checks_started = Instant::now();
+    let reader = reader_role(drill_id).map_err(failed)?;
+    server
+        .psql_as(
+            &start.superuser,
+            true,
+            "template1",
+            &[DISABLE_EVENT_TRIGGERS, &reader_setup_sql(&reader)],
+        )
+        .map_err(|e| failed(format!("cannot prepare the restored server's checks: {e}")))?;
     let databases = server
         .psql(
             "template1",
             "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname",
         )
         .map_err(|e| failed(format!("cannot list the restored databases: {e}")))?;
+    let (index_sql, count_sql) = (index_check_sql(), count_sql());
     let mut results: Vec<DatabaseChecks> = Vec::new();
     for database in databases.lines().filter(|l| !l.is_empty()) {
         if let Some(why) = interruption() {
             let _stop_error_is_superseded = server.stop(Duration::from_secs(30));
             return Err(stopped(Some(why)));
         }
-        let sql = format!("CREATE EXTENSION IF NOT EXISTS amcheck;\n{CHECK_SQL}");
-        let output = server.psql(database, &sql).map_err(|e| {
+        let cannot = |e: String| {
             failed(format!(
                 "the checks could not run in database \"{database}\": {e}"
             ))
-        })?;
-        results.push(parse_checks(database, &output).map_err(failed)?);
+        };
+        let mut checks = DatabaseChecks {
+            database: database.to_string(),
+            ..DatabaseChecks::default()
+        };
+        let indexes = server
+            .psql_as(
+                &start.superuser,
+                true,
+                database,
+                &[DISABLE_EVENT_TRIGGERS, &index_sql],
+            )
+            .map_err(cannot)?;
+        parse_checks(&mut checks, &indexes).map_err(failed)?;
+        let counts = server
+            .psql_as(&reader, false, database, &[&count_sql])
+            .map_err(cannot)?;
+        parse_checks(&mut checks, &counts).map_err(failed)?;
+        results.push(checks);
     }
     m.checks_seconds = Some(checks_started.elapsed().as_secs_f64());
     m.checks = checks_json(&results);
@@ -611,6 +644,12 @@ fn checks_json(results: &[DatabaseChecks]) -> Value {
                     .collect::<Vec<_>>(),
                 "row_counts": d.row_counts.iter()
                     .map(|(t, n)| (t.clone(), json!(n)))
+                    .collect::<serde_json::Map<_, _>>(),
+                "skipped": d.skipped.iter()
+                    .map(|(o, why)| (o.clone(), json!(why)))
+                    .collect::<serde_json::Map<_, _>>(),
+                "unreadable": d.unreadable.iter()
+                    .map(|(t, why)| (t.clone(), json!(why)))
                     .collect::<serde_json::Map<_, _>>(),
             })
         })

@@ -56,7 +56,7 @@ fn run_request(request_id: &str) {
     let value = request["value"].as_str().unwrap_or_default().to_string();
     let old = jobs::bookkeeping(|| {
         crate::query::read_scalar::<String>(&format!(
-            "SELECT current_setting({}, true)",
+            "SELECT pg_catalog.current_setting({}, true)",
             literal(&name)
         ))
     })
@@ -121,19 +121,9 @@ fn track_config_change(
 ) -> i64 {
     let name = require(p_parameter_name, "p_parameter_name");
     let value = require(p_new_value, "p_new_value");
-    // pg_settings hides superuser-only parameters from other roles: look as superuser.
-    let exists = jobs::as_superuser(|| {
-        Spi::connect(|c| {
-            c.select(
-                "SELECT 1 FROM pg_catalog.pg_settings WHERE name = $1",
-                Some(1),
-                &[name.into()],
-            )
-            .map(|r| !r.is_empty())
-        })
-    })
-    .unwrap_or(false);
-    if !exists {
+    // Looked up with the C API, not SQL: no function or operator of the caller's search path
+    // can run here, and superuser-only parameters are found for every caller.
+    if current_value(name).is_none() {
         ToolkitError::undefined_object(format!("unrecognized configuration parameter \"{name}\""))
             .raise();
     }
@@ -165,10 +155,11 @@ fn track_config_change(
             .map(|d| d.as_micros())
             .unwrap_or(0)
     );
-    let user = crate::query::read_scalar::<String>("SELECT current_user::text")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    // SAFETY: the name of this backend's current role, which exists.
+    let user =
+        unsafe { std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false)) }
+            .to_string_lossy()
+            .into_owned();
     let path = request_path(&request_id);
     let request = json!({"name": name, "value": value, "reason": p_change_reason, "user": user});
     std::fs::write(&path, request.to_string()).unwrap_or_else(|e| {
@@ -208,41 +199,52 @@ fn track_config_change(
 /// non-superuser whose change would switch off admin_toolkit's own protections. A superuser's
 /// such change goes ahead with a WARNING naming what is lost, and is recorded in the audit log.
 fn check_privilege(name: &str, value: &str) -> Option<String> {
-    let (allowed, superuser) = Spi::connect(|c| {
-        let r = c.select(
-            "SELECT pg_catalog.has_parameter_privilege($1, 'ALTER SYSTEM'), \
-                    (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = current_user::regrole)",
-            Some(1),
-            &[name.into()],
-        )?;
-        let r = r.first();
-        Ok::<_, spi::Error>((
-            r.get::<bool>(1)?.unwrap_or(false),
-            r.get::<bool>(2)?.unwrap_or(false),
-        ))
-    })
-    .unwrap_or_else(|e| ToolkitError::wrong_state(e.to_string()).raise());
+    let cname = CString::new(name).unwrap_or_default();
+    // SAFETY: reads this backend's role and the parameter's ACL; a valid C string.
+    let (allowed, superuser) = unsafe {
+        let role = pg_sys::GetUserId();
+        (
+            pg_sys::superuser()
+                || pg_sys::pg_parameter_aclcheck(
+                    cname.as_ptr(),
+                    role,
+                    pg_sys::ACL_ALTER_SYSTEM as pg_sys::AclMode,
+                ) == pg_sys::AclResult::ACLCHECK_OK,
+            pg_sys::superuser(),
+        )
+    };
     if !allowed {
         ToolkitError::insufficient_privilege(format!("permission denied to set parameter \"{name}\""))
             .with_hint("track_config_change applies changes as its caller: a superuser, or a role granted ALTER SYSTEM ON PARAMETER.")
             .raise();
     }
-    // The running value, which superuser-only parameters show only to superusers.
-    let current = jobs::as_superuser(|| {
-        Spi::get_one_with_args::<String>(
-            "SELECT pg_catalog.current_setting($1, true)",
-            &[name.into()],
-        )
-    })
-    .ok()
-    .flatten()
-    .unwrap_or_default();
+    let current = current_value(name).unwrap_or_default();
     let lost = weakening(name, &current, value)?;
     if !superuser {
         ToolkitError::insufficient_privilege(format!("only superusers may do this: {lost}"))
             .raise();
     }
     Some(lost)
+}
+
+/// The running value of parameter `name` in this session, also of superuser-only parameters,
+/// or None when there is no such parameter (a placeholder of an unloaded module's prefix
+/// counts as none, as pg_settings leaves it out).
+fn current_value(name: &str) -> Option<String> {
+    let cname = CString::new(name).ok()?;
+    // SAFETY: a valid C string; missing_ok, so no ERROR; the value is copied at once.
+    unsafe {
+        let flags = pg_sys::GetConfigOptionFlags(cname.as_ptr(), true);
+        let value = pg_sys::GetConfigOption(cname.as_ptr(), true, false);
+        if value.is_null() || flags & pg_sys::GUC_CUSTOM_PLACEHOLDER as i32 != 0 {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(value)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
 }
 
 /// The WARNING and audit event of a change that switched off a protection.

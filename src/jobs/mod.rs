@@ -5,8 +5,9 @@
 //!
 //! A job creates and owns the rows it updates: a caller waiting for it cannot see the caller's
 //! own uncommitted rows from another process, and never holds a lock the job needs. The job's
-//! bookkeeping in the toolkit's tables runs with the bootstrap superuser's rights
-//! ([`as_superuser`]), the work itself with the owner's.
+//! bookkeeping in the toolkit's tables runs with the bootstrap superuser's rights, sealed
+//! ([`as_superuser`]), the work itself with the owner's; both in the pinned environment
+//! ([`crate::environment`]) that the job's database and role settings cannot change.
 //!
 //! Features depend on this module, never the other way round: each kind has its own entry
 //! point (`JobDescriptor::entry_point`) in its feature, which calls [`begin`] first.
@@ -142,31 +143,11 @@ pub fn begin() -> Option<JobDescriptor> {
         Some(pg_sys::Oid::from(job.database)),
         Some(pg_sys::Oid::from(job.role)),
     );
+    crate::environment::pin_process();
     Some(job)
 }
 
-/// Runs `f` with the bootstrap superuser's rights, as a SECURITY DEFINER function owned by
-/// it would: for the job's bookkeeping in the toolkit's own tables, never for the job's work.
-pub fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(pg_sys::Oid, i32);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            // SAFETY: puts back what GetUserIdAndSecContext returned below.
-            unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) };
-        }
-    }
-    let (mut user, mut context) = (pg_sys::InvalidOid, 0i32);
-    // SAFETY: plain reads and writes of this backend's user id state.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        pg_sys::SetUserIdAndSecContext(
-            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
-            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
-    let _restore = Restore(user, context);
-    f()
-}
+pub use crate::environment::as_superuser;
 
 /// Bookkeeping in a transaction of its own with the superuser's rights; the error's message
 /// when it failed (its transaction rolled back).

@@ -9,7 +9,6 @@ use admin_toolkit_core::facts::{
 };
 use pgrx::prelude::*;
 use pgrx::spi::{quote_qualified_identifier, SpiClient};
-use std::ffi::CStr;
 
 /// Tables, materialized views, TOAST tables and sequences of every schema (catalogs included:
 /// they count among the oldest tables), and the indexes made after initdb but TOAST tables'.
@@ -37,10 +36,10 @@ const DATABASE_SQL: &str = "\
 SELECT pg_catalog.age(datfrozenxid)::int8, pg_catalog.mxid_age(datminmxid)::int8 \
   FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()";
 
-/// Other sessions' temporary sequences cannot be read (as pg_sequences leaves them out).
+/// Sequences with whether they are temporary: other sessions' temporary sequences cannot be
+/// read (as pg_sequences leaves them out). Last values are read apart (`last_value`).
 const SEQUENCES_SQL: &str = "\
-SELECT s.seqrelid::int8, s.seqstart, s.seqincrement, s.seqmax, s.seqmin, \
-       CASE WHEN c.relpersistence <> 't' THEN pg_catalog.pg_sequence_last_value(s.seqrelid) END \
+SELECT s.seqrelid::int8, s.seqstart, s.seqincrement, s.seqmax, s.seqmin, c.relpersistence = 't' \
   FROM pg_catalog.pg_sequence s JOIN pg_catalog.pg_class c ON c.oid = s.seqrelid";
 
 fn oid(value: Option<i64>) -> u32 {
@@ -96,13 +95,15 @@ fn read(c: &SpiClient<'_>) -> spi::Result<CatalogRows> {
     let sequences = c
         .select(SEQUENCES_SQL, None, &[])?
         .map(|r| {
+            let seq = oid(r.get(1)?);
+            let temporary = r.get::<bool>(6)?.unwrap_or(false);
             Ok(Sequence {
-                oid: oid(r.get(1)?),
+                oid: seq,
                 start: r.get::<i64>(2)?.unwrap_or(0),
                 increment: r.get::<i64>(3)?.unwrap_or(0),
                 max: r.get::<i64>(4)?.unwrap_or(0),
                 min: r.get::<i64>(5)?.unwrap_or(0),
-                last_value: r.get(6)?,
+                last_value: if temporary { None } else { last_value(seq) },
             })
         })
         .collect::<spi::Result<Vec<_>>>()?;
@@ -114,6 +115,38 @@ fn read(c: &SpiClient<'_>) -> spi::Result<CatalogRows> {
         xid_age,
         mxid_age,
         block_size: i64::from(pg_sys::BLCKSZ),
+    })
+}
+
+/// pg_sequence_last_value of sequence `seq`, or None when it was never called, is locked by
+/// someone else (a facts job never waits for a lock), or is gone. The job reads as pg_monitor,
+/// which may not read sequences: this call alone, which runs no code but the catalog's, is made
+/// with the superuser's rights.
+fn last_value(seq: u32) -> Option<i64> {
+    let relid = pg_sys::Oid::from(seq);
+    // SAFETY: in a transaction; a lock taken here is held to its end, as the function's own
+    // would be; the syscache look-up only tests for the row.
+    let locked = unsafe {
+        pg_sys::ConditionalLockRelationOid(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE)
+            && pg_sys::SearchSysCacheExists(
+                pg_sys::SysCacheIdentifier::RELOID as i32,
+                pg_sys::Datum::from(relid),
+                pg_sys::Datum::from(0),
+                pg_sys::Datum::from(0),
+                pg_sys::Datum::from(0),
+            )
+    };
+    if !locked {
+        return None;
+    }
+    crate::environment::as_superuser(|| {
+        // SAFETY: pg_sequence_last_value takes one OID and returns an int8 or NULL.
+        unsafe {
+            pgrx::direct_function_call::<i64>(
+                pg_sys::pg_sequence_last_value,
+                &[Some(pg_sys::Datum::from(relid))],
+            )
+        }
     })
 }
 
@@ -147,29 +180,16 @@ fn table_statistics(relation: &mut Relation) {
     }
 }
 
-/// A relation's name as `oid::regclass::text` gives it: qualified only when the schema is not
-/// on the search path.
-fn regclass_text(oid: u32) -> String {
-    // SAFETY: regclassout takes an OID and returns a palloc'd C string; called in a transaction.
-    unsafe {
-        pgrx::direct_function_call_as_datum(
-            pg_sys::regclassout,
-            &[Some(pg_sys::Datum::from(pg_sys::Oid::from(oid)))],
-        )
-        .map(|d| {
-            CStr::from_ptr(d.cast_mut_ptr::<std::ffi::c_char>())
-                .to_string_lossy()
-                .into_owned()
-        })
-        .unwrap_or_else(|| oid.to_string())
-    }
-}
-
-/// The facts of the database this backend is connected to, as JSON. Needs a transaction.
+/// The facts of the database this backend is connected to, as JSON, read as pg_monitor (which
+/// sees every statistic): nothing a role of that database planted runs with more rights than
+/// that. Needs a transaction.
 pub fn facts_json() -> Result<String, String> {
-    let rows = Spi::connect(read).map_err(|e| e.to_string())?;
+    let monitor = pg_sys::Oid::from(pg_sys::ROLE_PG_MONITOR);
+    let rows = crate::environment::with_rights(monitor, || Spi::connect(read))
+        .map_err(|e| e.to_string())?;
     let selection = facts::select(&rows);
-    let sequence_name = |oid: u32| {
+    // Schema-qualified always: what regclass's text gives depends on the search path.
+    let name = |oid: u32| {
         rows.relations
             .iter()
             .find(|r| r.oid == oid)
@@ -179,6 +199,5 @@ pub fn facts_json() -> Result<String, String> {
             })
             .unwrap_or_else(|| oid.to_string())
     };
-    facts::to_json(&rows, &selection, regclass_text, sequence_name)
-        .map_err(|e| format!("the facts do not serialize: {e}"))
+    facts::to_json(&rows, &selection, name).map_err(|e| format!("the facts do not serialize: {e}"))
 }

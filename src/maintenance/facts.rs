@@ -12,8 +12,9 @@ use pgrx::bgworkers::{BackgroundWorkerStatus, DynamicBackgroundWorker};
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
-/// Entry point of a facts job: connected to one database as the bootstrap superuser (the
-/// worker's own work, as the worker's), it reads the facts and leaves them for the worker.
+/// Entry point of a facts job: connected to one database as the bootstrap superuser (which
+/// any database lets in), it reads the facts as pg_monitor (catalog_rows), waiting for no lock
+/// and running no statement long, and leaves them for the worker.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn admin_toolkit_facts_job(_arg: pg_sys::Datum) {
@@ -25,6 +26,7 @@ pub extern "C-unwind" fn admin_toolkit_facts_job(_arg: pg_sys::Datum) {
     else {
         return;
     };
+    crate::environment::set_session_limits(FACTS_STATEMENT_TIMEOUT, FACTS_LOCK_TIMEOUT);
     let started = Instant::now();
     let facts = match try_transaction(super::catalog_rows::facts_json) {
         Ok(Ok(facts)) => facts,
@@ -60,8 +62,13 @@ pub struct FactsRounds {
     ingest: super::facts_ingest::FactsIngest,
 }
 
-/// Longest a facts job may take before the worker stops waiting for it.
+/// Longest a facts job may take before the worker terminates it: a statement of the job is
+/// cancelled well before (FACTS_STATEMENT_TIMEOUT).
 const JOB_PATIENCE: Duration = Duration::from_secs(300);
+/// Limits of a facts job's statements: its catalog reads take seconds at most, and a lock held
+/// by someone else (a VACUUM FULL of a catalog) costs a round, not a stuck job.
+const FACTS_STATEMENT_TIMEOUT: &std::ffi::CStr = c"120s";
+const FACTS_LOCK_TIMEOUT: &std::ffi::CStr = c"1s";
 
 impl FactsRounds {
     fn interval() -> Option<Duration> {
@@ -113,10 +120,11 @@ impl FactsRounds {
                     .write(running.oid, &running.name, running.started);
             } else {
                 log!(
-                    "admin_toolkit worker: the facts job of database \"{}\" runs over {} s; not waiting for it",
+                    "admin_toolkit worker: the facts job of database \"{}\" runs over {} s; terminated",
                     running.name,
                     JOB_PATIENCE.as_secs()
                 );
+                let _stopping = running.worker.terminate();
             }
         }
         if self.in_round && self.queue.is_empty() {

@@ -31,6 +31,7 @@ pub extern "C-unwind" fn admin_toolkit_metrics_endpoint_main(_arg: pg_sys::Datum
     };
     let database = settings::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    crate::environment::pin_process();
     // A scrape section never waits long for a lock nor runs long (each is its own transaction).
     for (name, value) in [(c"statement_timeout", c"2s"), (c"lock_timeout", c"200ms")] {
         // SAFETY: sets a setting of this process, outside any transaction.

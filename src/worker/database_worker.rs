@@ -447,6 +447,7 @@ fn collect_and_evaluate(state: &mut WorkerState) {
 pub extern "C-unwind" fn admin_toolkit_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(&settings::database()), None);
+    crate::environment::pin_process();
     log!(
         "admin_toolkit worker started in database \"{}\"",
         settings::database()

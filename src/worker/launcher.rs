@@ -140,6 +140,7 @@ impl Supervised {
 pub extern "C-unwind" fn admin_toolkit_launcher_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(None, None);
+    crate::environment::pin_process();
     let database = settings::database();
     log!("admin_toolkit launcher started; worker database is \"{database}\"");
 

@@ -2,6 +2,8 @@
 //! throwaway server's settings (private socket only, nothing that could reach the source or its
 //! archive), the checks run on it and how their output reads, and the measures recorded.
 
+pub mod checks;
+pub mod restored;
 pub mod server;
 
 use crate::lsn::{parse_history, Lsn};
@@ -118,6 +120,13 @@ pub fn server_settings(scratch: &Path, port: u16, drill_id: i64) -> Vec<(String,
         ("jit", "off".into()),
         ("default_transaction_read_only", "off".into()),
         ("statement_timeout", "0".into()),
+        // Nothing the restored cluster's settings name is written, loaded or run outside the
+        // scratch directory (its postgresql.auto.conf is set aside anyway: restored.rs).
+        ("external_pid_file", String::new()),
+        ("log_directory", at("")),
+        ("dynamic_library_path", "$libdir".into()),
+        ("archive_library", String::new()),
+        ("ssl_passphrase_command", String::new()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -136,98 +145,6 @@ pub fn end_of_recovery(history: &str) -> Result<Lsn, String> {
         .last()
         .map(|s| s.switch)
         .ok_or_else(|| "the new timeline's history file is empty".to_string())
-}
-
-/// Run in each database of the throwaway server after `CREATE EXTENSION IF NOT EXISTS amcheck`:
-/// one line per B-tree index (`i`, index, error or empty) and per user table (`t`, table, rows),
-/// fields separated by a unit separator (0x1f). Errors of one index never stop the others.
-pub const CHECK_SQL: &str = r#"
-CREATE FUNCTION pg_temp.drill_index_check(idx regclass, amcheck_schema name) RETURNS text
-LANGUAGE plpgsql AS $f$
-BEGIN
-    EXECUTE format('SELECT %I.bt_index_check($1)', amcheck_schema) USING idx;
-    RETURN '';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLERRM;
-END
-$f$;
-CREATE FUNCTION pg_temp.drill_row_count(tbl regclass) RETURNS bigint
-LANGUAGE plpgsql AS $f$
-DECLARE n bigint;
-BEGIN
-    EXECUTE format('SELECT count(*) FROM %s', tbl) INTO n;
-    RETURN n;
-END
-$f$;
-SELECT 'i', c.oid::regclass::text,
-       pg_temp.drill_index_check(c.oid::regclass,
-           (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-             WHERE e.extname = 'amcheck'))
-  FROM pg_index i
-  JOIN pg_class c ON c.oid = i.indexrelid
-  JOIN pg_am a ON a.oid = c.relam
- WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'
-UNION ALL
-SELECT 't', c.oid::regclass::text, pg_temp.drill_row_count(c.oid::regclass)::text
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind IN ('r', 'm') AND c.relpersistence = 'p'
-   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-ORDER BY 1, 2;
-"#;
-
-/// What the checks found in one database.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DatabaseChecks {
-    pub database: String,
-    pub indexes_checked: u64,
-    /// (index, amcheck's error) for every index amcheck rejected.
-    pub index_failures: Vec<(String, String)>,
-    /// (table, rows) for every user table.
-    pub row_counts: Vec<(String, i64)>,
-}
-
-/// Reads [`CHECK_SQL`]'s output (psql -At with a 0x1f field separator).
-pub fn parse_checks(database: &str, output: &str) -> Result<DatabaseChecks, String> {
-    let mut checks = DatabaseChecks {
-        database: database.to_string(),
-        ..DatabaseChecks::default()
-    };
-    for line in output.lines().filter(|l| !l.is_empty()) {
-        let fields: Vec<&str> = line.split('\u{1f}').collect();
-        match fields.as_slice() {
-            ["i", index, error] => {
-                checks.indexes_checked += 1;
-                if !error.is_empty() {
-                    checks
-                        .index_failures
-                        .push((index.to_string(), error.to_string()));
-                }
-            }
-            ["t", table, rows] => checks.row_counts.push((
-                table.to_string(),
-                rows.parse()
-                    .map_err(|_| format!("unreadable row count in \"{line}\""))?,
-            )),
-            _ => return Err(format!("unreadable check output line \"{line}\"")),
-        }
-    }
-    Ok(checks)
-}
-
-/// Why a drill whose checks ran failed, or None when every check passed.
-pub fn check_failure(checks: &[DatabaseChecks]) -> Option<String> {
-    let failures: Vec<String> = checks
-        .iter()
-        .flat_map(|d| {
-            d.index_failures.iter().map(move |(index, error)| {
-                format!(
-                    "amcheck rejected index {index} in database \"{}\": {error}",
-                    d.database
-                )
-            })
-        })
-        .collect();
-    (!failures.is_empty()).then(|| failures.join("; "))
 }
 
 /// The last lines of a server log that say why it stopped (FATAL, PANIC, ERROR, LOG lines about
@@ -283,6 +200,8 @@ mod tests {
         assert_eq!(get("unix_socket_directories"), Some("/s/drill-7/"));
         assert_eq!(get("port"), Some("6543"));
         assert_eq!(get("config_file"), Some("/s/drill-7/drill.conf"));
+        assert_eq!(get("external_pid_file"), Some(""));
+        assert_eq!(get("log_directory"), Some("/s/drill-7/"));
         assert!(
             get("restore_command").is_none(),
             "recovery settings come from the restore"
@@ -303,24 +222,6 @@ mod tests {
             "1\t0/3000000\tno recovery target specified\n\n2\t0/5000060\tbefore 2026-11-25\n";
         assert_eq!(end_of_recovery(history).unwrap(), Lsn(0x5000060));
         assert!(end_of_recovery("").is_err());
-    }
-
-    #[test]
-    fn check_output_is_read_and_failures_named() {
-        let out = "i\u{1f}t_pkey\u{1f}\ni\u{1f}t_v_idx\u{1f}item order invariant violated for index \"t_v_idx\"\nt\u{1f}t\u{1f}1000\nt\u{1f}\"Odd\"\u{1f}0\n";
-        let c = parse_checks("app", out).unwrap();
-        assert_eq!(c.indexes_checked, 2);
-        assert_eq!(
-            c.row_counts,
-            vec![("t".into(), 1000), ("\"Odd\"".into(), 0)]
-        );
-        let why = check_failure(&[c]).unwrap();
-        assert_eq!(
-            why,
-            "amcheck rejected index t_v_idx in database \"app\": item order invariant violated for index \"t_v_idx\""
-        );
-        assert!(parse_checks("app", "x\u{1f}y\n").is_err());
-        assert!(check_failure(&[parse_checks("app", "i\u{1f}a\u{1f}\n").unwrap()]).is_none());
     }
 
     #[test]

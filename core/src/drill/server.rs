@@ -2,6 +2,7 @@
 //! process group of its own, watched until recovery has promoted it, queried with psql over its
 //! private socket, stopped, and — when a drill died — found and stopped from its pid file.
 
+use super::checks::session_options;
 use super::{log_reason, server_settings, HBA};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -128,33 +129,49 @@ impl Throwaway {
         }
     }
 
-    /// Runs `sql` in database `database` with psql; its unaligned output (fields separated by
-    /// 0x1f), or the error.
+    /// Runs `sql` in database `database` with psql as the superuser; its unaligned output
+    /// (fields separated by 0x1f), or the error.
     pub fn psql(&self, database: &str, sql: &str) -> Result<String, String> {
+        let user = self.user.clone();
+        self.psql_as(&user, true, database, &[sql])
+    }
+
+    /// Runs `commands`, each in its own transaction, in database `database` with psql as `user`
+    /// (a superuser when `superuser`), the session's settings pinned in its startup packet
+    /// (checks::session_options); stops at the first error and returns it.
+    pub fn psql_as(
+        &self,
+        user: &str,
+        superuser: bool,
+        database: &str,
+        commands: &[&str],
+    ) -> Result<String, String> {
         let conninfo = format!(
-            "host='{}' port={} user='{}' dbname='{}' application_name='admin_toolkit drill'",
+            "host='{}' port={} user='{}' dbname='{}' application_name='admin_toolkit drill' options='{}'",
             conninfo_escape(&self.scratch.to_string_lossy()),
             self.port,
-            conninfo_escape(&self.user),
-            conninfo_escape(database)
+            conninfo_escape(user),
+            conninfo_escape(database),
+            conninfo_escape(&session_options(superuser)),
         );
         let mut cmd = Command::new(self.bindir.join("psql"));
         without_pg_environment(&mut cmd);
+        cmd.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-F",
+            "\u{1f}",
+        ])
+        .arg("-d")
+        .arg(conninfo);
+        for sql in commands {
+            cmd.arg("-c").arg(sql);
+        }
         let out = cmd
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-F",
-                "\u{1f}",
-            ])
-            .arg("-d")
-            .arg(conninfo)
-            .arg("-c")
-            .arg(sql)
             .current_dir(&self.scratch)
             .stdin(Stdio::null())
             .output()

@@ -1,0 +1,330 @@
+//! The checks a drill runs on its restored server. That server is a byte copy of production:
+//! its catalogs, database and role settings and event triggers are whatever production's roles
+//! made them. So every statement here qualifies each function, operator and type; each session
+//! pins its settings in its startup packet (which outranks `ALTER DATABASE/ROLE … SET`); the
+//! restored event triggers are disabled before anything is created; amcheck is reached through
+//! a function of the session's own (never through a catalog's `bt_index_check`, which a schema
+//! owner could have replaced); and rows are counted by a role made for the drill, which reads
+//! everything and can change nothing.
+//!
+//! Output lines, fields separated by a unit separator (0x1f): `i` index, amcheck's error or
+//! empty; `t` table, rows; `s` object, why it was skipped; `u` table, why it cannot be read.
+
+/// Separator of the fields of an output line (psql `-F`).
+pub const FIELD_SEPARATOR: char = '\u{1f}';
+
+/// Name of the role that counts rows in drill `drill_id`'s server: random, so that no role
+/// restored from production can be waiting under that name.
+pub fn reader_role(drill_id: i64) -> Result<String, String> {
+    let mut nonce = [0u8; 8];
+    getrandom::getrandom(&mut nonce).map_err(|e| format!("no random numbers: {e}"))?;
+    Ok(format!(
+        "admin_toolkit_drill_{drill_id}_{:016x}",
+        u64::from_le_bytes(nonce)
+    ))
+}
+
+/// Settings of every session the drill opens, for its startup packet (`options`): they outrank
+/// the restored database and role settings. The superuser's sessions also pin what only a
+/// superuser may set.
+pub fn session_options(superuser: bool) -> String {
+    let mut options = vec![
+        "search_path=pg_catalog,pg_temp",
+        "role=none",
+        "default_transaction_read_only=off",
+        "statement_timeout=0",
+        "lock_timeout=0",
+        "idle_in_transaction_session_timeout=0",
+        "idle_session_timeout=0",
+        "transform_null_equals=off",
+        "quote_all_identifiers=off",
+        "standard_conforming_strings=on",
+        "check_function_bodies=on",
+        "row_security=on",
+        "DateStyle=ISO",
+        "client_min_messages=warning",
+        "local_preload_libraries=",
+        "temp_tablespaces=",
+        "default_tablespace=",
+        "jit=off",
+        "plpgsql.extra_errors=none",
+        "plpgsql.extra_warnings=none",
+        "plpgsql.variable_conflict=error",
+    ];
+    if superuser {
+        options.extend([
+            "session_preload_libraries=",
+            "session_replication_role=origin",
+            "lc_messages=C",
+        ]);
+    }
+    options
+        .iter()
+        .map(|o| format!("-c {o}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// First command in each restored database, as superuser: its event triggers disabled, so
+/// that nothing the drill creates fires them (the copy is the drill's to change).
+pub const DISABLE_EVENT_TRIGGERS: &str = "UPDATE pg_catalog.pg_event_trigger SET evtenabled = 'D' \
+ WHERE evtenabled OPERATOR(pg_catalog.<>) 'D'";
+
+/// Run once in template1 as superuser after [`DISABLE_EVENT_TRIGGERS`]: the counting role,
+/// allowed into every database (whatever CONNECT, TEMPORARY or connection limits the
+/// restored databases have).
+pub fn reader_setup_sql(reader: &str) -> String {
+    format!(
+        r#"CREATE ROLE "{reader}" LOGIN BYPASSRLS IN ROLE pg_read_all_data;
+DO $do$
+DECLARE d pg_catalog.name;
+BEGIN
+    FOR d IN SELECT datname FROM pg_catalog.pg_database WHERE datallowconn LOOP
+        EXECUTE pg_catalog.format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', d, '{reader}');
+        EXECUTE pg_catalog.format('ALTER DATABASE %I CONNECTION LIMIT -1', d);
+    END LOOP;
+END
+$do$"#
+    )
+}
+
+/// A name or message on one output line: no line break, no field separator.
+const ONE_LINE: &str = "pg_catalog.translate(%s, pg_catalog.chr(10) OPERATOR(pg_catalog.||) pg_catalog.chr(13) OPERATOR(pg_catalog.||) pg_catalog.chr(31), '   ')";
+
+fn one_line(expression: &str) -> String {
+    ONE_LINE.replace("%s", expression)
+}
+
+/// The index checks, as superuser in each database after [`DISABLE_EVENT_TRIGGERS`]: amcheck's
+/// `bt_index_check` on every valid B-tree index (catalogs' included), through a function of
+/// this session's own; an error of one index never stops the others.
+pub fn index_check_sql() -> String {
+    format!(
+        r#"CREATE FUNCTION pg_temp.admin_toolkit_bt_index_check(pg_catalog.regclass) RETURNS pg_catalog.void
+LANGUAGE c STRICT AS '$libdir/amcheck', 'bt_index_check';
+CREATE FUNCTION pg_temp.admin_toolkit_index_check(idx pg_catalog.regclass) RETURNS pg_catalog.text
+LANGUAGE plpgsql SET search_path TO pg_catalog, pg_temp AS $f$
+BEGIN
+    PERFORM pg_temp.admin_toolkit_bt_index_check(idx);
+    RETURN '';
+EXCEPTION WHEN OTHERS THEN
+    RETURN {message};
+END
+$f$;
+SELECT 'i', {name}, pg_temp.admin_toolkit_index_check(c.oid::pg_catalog.regclass)
+  FROM pg_catalog.pg_index i
+  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.indexrelid
+  JOIN pg_catalog.pg_am a ON a.oid OPERATOR(pg_catalog.=) c.relam
+ WHERE a.amname OPERATOR(pg_catalog.=) 'btree' AND i.indisvalid AND i.indisready
+   AND c.relpersistence OPERATOR(pg_catalog.<>) 't'
+ ORDER BY 2"#,
+        message = one_line("SQLERRM"),
+        name = one_line("c.oid::pg_catalog.regclass::pg_catalog.text"),
+    )
+}
+
+/// The row counts, as the reader role in each database: every permanent user table and
+/// materialized view counted; an unpopulated materialized view, or an object the role may not
+/// read, skipped with the reason; a table whose files cannot be read (SQLSTATE classes XX and
+/// 58: corrupted data, missing or unreadable files) reported unreadable.
+pub fn count_sql() -> String {
+    format!(
+        r#"CREATE FUNCTION pg_temp.admin_toolkit_row_count(tbl pg_catalog.regclass, OUT kind pg_catalog.text, OUT value pg_catalog.text)
+LANGUAGE plpgsql SET search_path TO pg_catalog, pg_temp AS $f$
+DECLARE n pg_catalog.int8;
+BEGIN
+    EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s', tbl) INTO n;
+    kind := 't';
+    value := n::pg_catalog.text;
+EXCEPTION WHEN OTHERS THEN
+    kind := CASE WHEN pg_catalog.left(SQLSTATE, 2) OPERATOR(pg_catalog.=) ANY ('{{XX,58}}'::pg_catalog.text[])
+                 THEN 'u' ELSE 's' END;
+    value := {message};
+END
+$f$;
+SELECT r.kind, {name}, r.value
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+  CROSS JOIN LATERAL (
+      SELECT 's' AS kind, 'materialized view not populated (WITH NO DATA)' AS value
+       WHERE NOT c.relispopulated
+      UNION ALL
+      SELECT f.kind, f.value FROM pg_temp.admin_toolkit_row_count(c.oid::pg_catalog.regclass) f
+       WHERE c.relispopulated) r
+ WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{{r,m}}'::pg_catalog."char"[])
+   AND c.relpersistence OPERATOR(pg_catalog.=) 'p'
+   AND n.nspname OPERATOR(pg_catalog.<>) ALL ('{{pg_catalog,information_schema}}'::pg_catalog.name[])
+   AND NOT pg_catalog.starts_with(n.nspname::pg_catalog.text, 'pg_toast')
+ ORDER BY 2"#,
+        message = one_line("SQLERRM"),
+        name = one_line("c.oid::pg_catalog.regclass::pg_catalog.text"),
+    )
+}
+
+/// What the checks found in one database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatabaseChecks {
+    pub database: String,
+    pub indexes_checked: u64,
+    /// (index, amcheck's error) for every index amcheck rejected.
+    pub index_failures: Vec<(String, String)>,
+    /// (table, rows) for every table counted.
+    pub row_counts: Vec<(String, i64)>,
+    /// (object, why) for every object not counted that says nothing about the restore.
+    pub skipped: Vec<(String, String)>,
+    /// (table, error) for every table whose data could not be read.
+    pub unreadable: Vec<(String, String)>,
+}
+
+/// Reads the output of [`index_check_sql`] and [`count_sql`] (psql -At, fields separated by
+/// [`FIELD_SEPARATOR`]) into `checks`.
+pub fn parse_checks(checks: &mut DatabaseChecks, output: &str) -> Result<(), String> {
+    for line in output.lines().filter(|l| !l.is_empty()) {
+        let fields: Vec<&str> = line.split(FIELD_SEPARATOR).collect();
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        match fields.as_slice() {
+            ["i", index, error] => {
+                checks.indexes_checked += 1;
+                if !error.is_empty() {
+                    checks.index_failures.push(pair(index, error));
+                }
+            }
+            ["t", table, rows] => checks.row_counts.push((
+                table.to_string(),
+                rows.parse()
+                    .map_err(|_| format!("unreadable row count in \"{line}\""))?,
+            )),
+            ["s", object, why] => checks.skipped.push(pair(object, why)),
+            ["u", table, error] => checks.unreadable.push(pair(table, error)),
+            _ => return Err(format!("unreadable check output line \"{line}\"")),
+        }
+    }
+    Ok(())
+}
+
+/// Why a drill whose checks ran failed, or None when every check passed: amcheck's rejections
+/// and tables that could not be read; skipped objects are not failures.
+pub fn check_failure(checks: &[DatabaseChecks]) -> Option<String> {
+    let failures: Vec<String> = checks
+        .iter()
+        .flat_map(|d| {
+            let rejected = d.index_failures.iter().map(move |(index, error)| {
+                format!(
+                    "amcheck rejected index {index} in database \"{}\": {error}",
+                    d.database
+                )
+            });
+            let unreadable = d.unreadable.iter().map(move |(table, error)| {
+                format!(
+                    "table {table} in database \"{}\" cannot be read: {error}",
+                    d.database
+                )
+            });
+            rejected.chain(unreadable)
+        })
+        .collect();
+    (!failures.is_empty()).then(|| failures.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(out: &str) -> DatabaseChecks {
+        let mut c = DatabaseChecks {
+            database: "app".into(),
+            ..DatabaseChecks::default()
+        };
+        parse_checks(&mut c, out).unwrap();
+        c
+    }
+
+    #[test]
+    fn check_output_is_read_and_failures_named() {
+        let c = parsed(
+            "i\u{1f}public.t_pkey\u{1f}\ni\u{1f}public.t_v_idx\u{1f}item order invariant violated for index \"t_v_idx\"\n\
+             t\u{1f}public.t\u{1f}1000\nt\u{1f}public.\"Odd\"\u{1f}0\n\
+             s\u{1f}public.mv\u{1f}materialized view not populated (WITH NO DATA)\n",
+        );
+        assert_eq!(c.indexes_checked, 2);
+        assert_eq!(
+            c.row_counts,
+            vec![("public.t".into(), 1000), ("public.\"Odd\"".into(), 0)]
+        );
+        assert_eq!(c.skipped.len(), 1);
+        let why = check_failure(&[c]).unwrap();
+        assert_eq!(
+            why,
+            "amcheck rejected index public.t_v_idx in database \"app\": item order invariant violated for index \"t_v_idx\""
+        );
+        let mut bad = DatabaseChecks::default();
+        assert!(parse_checks(&mut bad, "x\u{1f}y\n").is_err());
+        assert!(parse_checks(&mut bad, "t\u{1f}y\u{1f}many\n").is_err());
+    }
+
+    #[test]
+    fn skipped_objects_pass_and_unreadable_tables_fail() {
+        let skipped = parsed("i\u{1f}a\u{1f}\ns\u{1f}public.secret\u{1f}permission denied\n");
+        assert!(check_failure(&[skipped]).is_none());
+        let unreadable =
+            parsed("u\u{1f}public.t\u{1f}could not open file \"base/5/16384\": No such file\n");
+        assert_eq!(
+            check_failure(&[unreadable]).unwrap(),
+            "table public.t in database \"app\" cannot be read: could not open file \"base/5/16384\": No such file"
+        );
+    }
+
+    #[test]
+    fn every_function_and_operator_of_the_checks_is_qualified() {
+        for sql in [
+            index_check_sql(),
+            count_sql(),
+            DISABLE_EVENT_TRIGGERS.to_string(),
+        ] {
+            // Operators only through OPERATOR(pg_catalog.x); no bare comparison or concatenation.
+            let bare = sql
+                .replace("OPERATOR(pg_catalog.=)", "")
+                .replace("OPERATOR(pg_catalog.<>)", "")
+                .replace("OPERATOR(pg_catalog.||)", "")
+                .replace(":=", "")
+                .replace("SET evtenabled = 'D'", "");
+            for op in [" = ", " <> ", " || ", " LIKE ", " IN ("] {
+                assert!(!bare.contains(op), "bare {op:?} in {sql}");
+            }
+            for call in [
+                "format(",
+                "count(",
+                "left(",
+                "translate(",
+                "chr(",
+                "starts_with(",
+            ] {
+                for (at, _) in sql.match_indices(call) {
+                    let before = &sql[..at];
+                    assert!(
+                        before.ends_with("pg_catalog.") || before.ends_with('_'),
+                        "{call} unqualified in {sql}"
+                    );
+                }
+            }
+        }
+        assert!(reader_setup_sql("r").contains("pg_catalog.format('GRANT CONNECT"));
+    }
+
+    #[test]
+    fn sessions_pin_their_settings_above_the_restored_ones() {
+        let reader = session_options(false);
+        assert!(reader.contains("-c search_path=pg_catalog,pg_temp"));
+        assert!(reader.contains("-c default_transaction_read_only=off"));
+        assert!(
+            !reader.contains("session_preload_libraries"),
+            "superuser only"
+        );
+        let superuser = session_options(true);
+        assert!(superuser.contains("-c session_preload_libraries= "));
+        assert_ne!(reader_role(1).unwrap(), reader_role(1).unwrap());
+        assert!(reader_role(7)
+            .unwrap()
+            .starts_with("admin_toolkit_drill_7_"));
+    }
+}
