@@ -1,8 +1,20 @@
 -- admin_toolkit 0.3.0 -> 0.4.0. Hand-written; never edit once released.
+-- Backup schedules' locations and key ids are validated when written (check_backup_target).
 -- Restore drill schedules get the owner rules of the other schedule tables: their owner must be
 -- a superuser (schedule_owner_check), and row-level security shows and lets a non-superuser
 -- write only its own schedules and drills (pg_monitor reads every drill).
 \echo Use "ALTER EXTENSION admin_toolkit UPDATE TO '0.4.0'" to load this file. \quit
+
+-- A backup schedule's storage_location and encryption_key_id are checked when written (22023).
+CREATE FUNCTION "check_backup_target"(
+	"p_storage_location" TEXT,
+	"p_encryption_key_id" TEXT
+) RETURNS void
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'check_backup_target_wrapper';
+COMMENT ON FUNCTION check_backup_target(text, text) IS
+    'Refuses (22023) a backup storage location or encryption key id that no backup could use; called by schedule_owner_check.';
 
 CREATE OR REPLACE FUNCTION schedule_owner_check() RETURNS trigger
 LANGUAGE plpgsql
@@ -28,6 +40,11 @@ BEGIN
         RETURN NEW;
     END IF;
     -- (A separate IF: PL/pgSQL resolves NEW's fields when it first runs an expression.)
+    -- (0.4.0) A location or key id no backup could use is refused when it is written (22023).
+    IF TG_OP = 'INSERT' OR NEW.storage_location IS DISTINCT FROM OLD.storage_location
+       OR NEW.encryption_key_id IS DISTINCT FROM OLD.encryption_key_id THEN
+        PERFORM @extschema@.check_backup_target(NEW.storage_location, NEW.encryption_key_id);
+    END IF;
     IF TG_OP = 'INSERT' OR NEW.storage_location IS DISTINCT FROM OLD.storage_location
        OR NEW.owner IS DISTINCT FROM OLD.owner THEN
         IF NOT pg_has_role(current_user, 'pg_write_server_files', 'USAGE') THEN

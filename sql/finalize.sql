@@ -262,6 +262,8 @@ COMMENT ON FUNCTION enable_tenant_isolation(regclass, name, text, name[]) IS
     'Enables and forces RLS with a policy matching a column to a setting; no rows while the setting is unset.';
 COMMENT ON FUNCTION rls_coverage() IS
     'Tables without RLS, with RLS but no policy, or with RLS not forced.';
+COMMENT ON FUNCTION check_backup_target(text, text) IS
+    'Refuses (22023) a backup storage location or encryption key id that no backup could use; called by schedule_owner_check.';
 COMMENT ON FUNCTION cron_next_run(text, timestamptz) IS
     'Next run of a cron expression after a time, in admin_toolkit.timezone (or the server''s).';
 COMMENT ON FUNCTION execute_maintenance(integer) IS

@@ -28,6 +28,11 @@ BEGIN
         RETURN NEW;
     END IF;
     -- (A separate IF: PL/pgSQL resolves NEW's fields when it first runs an expression.)
+    -- (0.4.0) A location or key id no backup could use is refused when it is written (22023).
+    IF TG_OP = 'INSERT' OR NEW.storage_location IS DISTINCT FROM OLD.storage_location
+       OR NEW.encryption_key_id IS DISTINCT FROM OLD.encryption_key_id THEN
+        PERFORM @extschema@.check_backup_target(NEW.storage_location, NEW.encryption_key_id);
+    END IF;
     IF TG_OP = 'INSERT' OR NEW.storage_location IS DISTINCT FROM OLD.storage_location
        OR NEW.owner IS DISTINCT FROM OLD.owner THEN
         IF NOT pg_has_role(current_user, 'pg_write_server_files', 'USAGE') THEN

@@ -2,6 +2,7 @@
 //! S3 option and the key directory fall back to an environment variable, so restore_command
 //! lines stay short and credentials stay out of the process list.
 
+use admin_toolkit_core::backup::store::{Expected, Sealing};
 use admin_toolkit_core::crypto::KeyDir;
 use admin_toolkit_core::storage::S3Settings;
 use clap::{Args, Parser, Subcommand};
@@ -100,6 +101,10 @@ pub struct S3Args {
         value_name = "DIR"
     )]
     pub encryption_key_dir: Option<PathBuf>,
+    /// Refuse anything unencrypted where an encrypted object is expected: a backup's manifest,
+    /// an archived WAL file (whoever can write to the storage could have put it there)
+    #[arg(long)]
+    pub require_encryption: bool,
 }
 
 impl S3Args {
@@ -111,6 +116,18 @@ impl S3Args {
             credentials_file: self.s3_credentials_file.clone().unwrap_or_default(),
             profile: String::new(),
             ca_file: self.s3_ca_file.clone().unwrap_or_default(),
+        }
+    }
+
+    /// What the reader expects of a backup: sealed with --require-encryption.
+    pub fn expected(&self) -> Expected {
+        Expected {
+            sealing: if self.require_encryption {
+                Sealing::Required
+            } else {
+                Sealing::Optional
+            },
+            ..Expected::default()
         }
     }
 
@@ -163,6 +180,11 @@ pub struct RestoreArgs {
     /// Decompression threads [default: cores, at most 4]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: Option<u16>,
+    /// Keep the restored configuration's WAL archiving (for a server that replaces the lost
+    /// primary); by default it is turned off, so a copy never archives into the original's
+    /// archive
+    #[arg(long)]
+    pub keep_archiving: bool,
     #[command(flatten)]
     pub storage: S3Args,
 }

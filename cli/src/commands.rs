@@ -11,7 +11,7 @@ use admin_toolkit_core::crypto::KeyDir;
 use admin_toolkit_core::lsn::Lsn;
 use admin_toolkit_core::recovery::{plan_segments, Archive, BackupPosition, Target};
 use admin_toolkit_core::storage::{self, Location, S3Settings, Storage, StorageError};
-use admin_toolkit_core::wal::{data_object, is_wal_file_name, restore_wal};
+use admin_toolkit_core::wal::{archive_owner, data_object, is_wal_file_name, restore_wal};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -87,10 +87,12 @@ fn undo(target: &Path, existed: bool) {
 
 pub fn restore(r: &RestoreArgs) -> ExitCode {
     let (s3, keys) = (r.storage.s3(), r.storage.keys());
-    let manifest = match BackupStore::open(&r.backup, &s3).and_then(|s| s.load_manifest(&keys)) {
-        Ok(m) => m,
-        Err(e) => return fail(e),
-    };
+    let expected = r.storage.expected();
+    let manifest =
+        match BackupStore::open(&r.backup, &s3).and_then(|s| s.load_manifest(&keys, &expected)) {
+            Ok(m) => m,
+            Err(e) => return fail(e),
+        };
     match is_empty_target(&r.target_dir) {
         Ok(true) => {}
         Ok(false) => {
@@ -136,7 +138,14 @@ pub fn restore(r: &RestoreArgs) -> ExitCode {
         };
         let plan = storage::open(location, &s3)
             .map_err(|e| e.to_string())
-            .and_then(|s| Archive::read(s.as_ref(), manifest.wal_segment_size, &keys))
+            .and_then(|s| {
+                Archive::read(
+                    s.as_ref(),
+                    manifest.wal_segment_size,
+                    &keys,
+                    r.storage.require_encryption,
+                )
+            })
             .and_then(|a| {
                 plan_segments(&a, position, target, manifest.wal_segment_size)
                     .map_err(|e| e.to_string())
@@ -194,6 +203,9 @@ pub fn restore(r: &RestoreArgs) -> ExitCode {
         r.target_dir.display(),
         restored.bytes as f64 / 1e6 / seconds.max(1e-6)
     );
+    if !r.keep_archiving {
+        eprintln!("archiving is off in the restored configuration (archive_mode = 'off'): this copy archives nothing into the original's archive; --keep-archiving keeps it");
+    }
     eprintln!(
         "start the server on it to recover{}",
         if archive.is_some() {
@@ -230,6 +242,8 @@ fn recovery_settings(
         target,
         s3,
         keys: &keys,
+        require_sealed: r.storage.require_encryption,
+        keep_archiving: r.keep_archiving,
     };
     write_recovery_settings(&r.target_dir, &settings)
 }
@@ -250,9 +264,20 @@ pub fn wal_get(w: &WalGetArgs) -> ExitCode {
     if !is_wal_file_name(&w.file) {
         return fail(format!("\"{}\" is not a WAL file name", w.file));
     }
-    let opened = Location::parse(&w.archive)
-        .or_else(|e| archive_location(&w.archive).map_err(|_| e.to_string()))
-        .and_then(|l| storage::open(&l, &s3).map_err(|e| e.to_string()));
+    let location = Location::parse(&w.archive)
+        .or_else(|e| archive_location(&w.archive).map_err(|_| e.to_string()));
+    // A local archive that is not there is a mistyped path or an unmounted disk, never the
+    // end of the WAL: recovery must stop (and nothing is created in its place).
+    if let Ok(Location::Local(dir)) = &location {
+        if !dir.is_dir() {
+            eprintln!(
+                "admin-toolkit: the archive \"{}\" does not exist",
+                dir.display()
+            );
+            return ExitCode::from(126);
+        }
+    }
+    let opened = location.and_then(|l| storage::open(&l, &s3).map_err(|e| e.to_string()));
     let storage: Box<dyn Storage> = match opened {
         Ok(s) => s,
         // Not "missing": an unusable archive must stop recovery, not end it early.
@@ -261,6 +286,10 @@ pub fn wal_get(w: &WalGetArgs) -> ExitCode {
             return ExitCode::from(126);
         }
     };
+    if let Err(e) = archive_of_this_cluster(storage.as_ref()) {
+        eprintln!("admin-toolkit: {e}");
+        return ExitCode::from(126);
+    }
     match storage.exists(&data_object(&w.file)) {
         Ok(true) => {}
         Ok(false) => {
@@ -273,7 +302,12 @@ pub fn wal_get(w: &WalGetArgs) -> ExitCode {
             return ExitCode::from(126);
         }
     }
-    let bytes = match restore_wal(storage.as_ref(), &w.file, &keys) {
+    let bytes = match restore_wal(
+        storage.as_ref(),
+        &w.file,
+        &keys,
+        w.storage.require_encryption,
+    ) {
         Ok(b) => b,
         Err(e) => {
             // Above 125: PostgreSQL stops recovery instead of taking this for the end of WAL.
@@ -295,20 +329,48 @@ pub fn wal_get(w: &WalGetArgs) -> ExitCode {
     }
 }
 
+/// Refuses an archive that belongs to another cluster than the one recovering: wal-get runs
+/// in the data directory (PostgreSQL runs restore_command there), whose global/pg_control
+/// starts with the cluster's system identifier. An archive without a marker, or a directory
+/// without a control file, is not checked.
+fn archive_of_this_cluster(storage: &dyn Storage) -> Result<(), String> {
+    let Some(owner) =
+        archive_owner(storage).map_err(|e| format!("cannot reach the archive: {e}"))?
+    else {
+        return Ok(());
+    };
+    let Ok(control) = std::fs::read("global/pg_control") else {
+        return Ok(());
+    };
+    let Some(bytes) = control.get(..8) else {
+        return Ok(());
+    };
+    let here = u64::from_ne_bytes(bytes.try_into().unwrap_or_default()).to_string();
+    if owner == here {
+        Ok(())
+    } else {
+        Err(format!(
+            "the archive belongs to cluster {owner}, not to the one recovering here ({here}): refused"
+        ))
+    }
+}
+
 pub fn verify(v: &VerifyArgs) -> ExitCode {
     let (s3, keys) = (v.storage.s3(), v.storage.keys());
-    let manifest = match BackupStore::open(&v.backup, &s3).and_then(|s| s.load_manifest(&keys)) {
-        Ok(m) => m,
-        Err(e) if v.json => {
-            print_json(&serde_json::json!({
-                "backup": v.backup,
-                "ok": false,
-                "error": e.to_string(),
-            }));
-            return ExitCode::from(1);
-        }
-        Err(e) => return fail(e),
-    };
+    let expected = v.storage.expected();
+    let manifest =
+        match BackupStore::open(&v.backup, &s3).and_then(|s| s.load_manifest(&keys, &expected)) {
+            Ok(m) => m,
+            Err(e) if v.json => {
+                print_json(&serde_json::json!({
+                    "backup": v.backup,
+                    "ok": false,
+                    "error": e.to_string(),
+                }));
+                return ExitCode::from(1);
+            }
+            Err(e) => return fail(e),
+        };
     let report = verify_backup(
         &manifest,
         v.threads.map_or_else(default_threads, usize::from),

@@ -20,11 +20,13 @@ pub struct Archive {
 }
 
 impl Archive {
-    /// Reads an archive written by the archive module (`<name>.zst` objects), local or not.
+    /// Reads an archive written by the archive module (`<name>.zst` objects), local or not;
+    /// its history files must be sealed when `require_sealed`.
     pub fn read(
         storage: &dyn Storage,
         segment_size: u64,
         keys: &KeyDir,
+        require_sealed: bool,
     ) -> Result<Archive, String> {
         let objects = storage
             .list("")
@@ -40,7 +42,8 @@ impl Archive {
                 .strip_suffix(".history")
                 .and_then(|t| u32::from_str_radix(t, 16).ok())
             {
-                let text = restore_wal(storage, base, keys).map_err(|e| e.to_string())?;
+                let text =
+                    restore_wal(storage, base, keys, require_sealed).map_err(|e| e.to_string())?;
                 archive
                     .histories
                     .insert(tli, parse_history(&String::from_utf8_lossy(&text))?);

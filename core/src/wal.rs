@@ -2,7 +2,7 @@
 //! a content checksum, plus a SHA-256 sidecar — so that archiving the same segment twice
 //! succeeds and archiving different content under a stored name fails.
 
-use crate::crypto::{open_object, seal_object, KeyDir};
+use crate::crypto::{open_object, seal_object, sealed_key_id, KeyDir};
 use crate::storage::{compress, decompress, sha256_hex, PutOutcome, Storage, StorageError};
 
 /// A segment (24 hex digits), a timeline history file, a backup history file or a partial
@@ -41,10 +41,56 @@ pub fn checksum_object(name: &str) -> String {
     format!("{name}.sha256")
 }
 
+/// The object that binds an archive to one cluster: `system_identifier = <id>`, written with
+/// the first file archived. Not a WAL file name, so nothing else is ever stored under it.
+pub const ARCHIVE_MARKER: &str = "admin_toolkit.archive";
+
+fn marker_text(system_identifier: &str) -> String {
+    format!("system_identifier = {system_identifier}\n")
+}
+
+/// The cluster the archive in `storage` belongs to, from its marker; `None` for an archive
+/// that has none yet.
+pub fn archive_owner(storage: &dyn Storage) -> Result<Option<String>, StorageError> {
+    match storage.get(ARCHIVE_MARKER) {
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes)
+            .trim()
+            .strip_prefix("system_identifier = ")
+            .map(str::to_string)),
+        Err(StorageError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Claims the archive in `storage` for cluster `system_identifier` (first use), or checks that
+/// it is that cluster's: a second cluster pointed at the same location is refused, so that it
+/// neither mixes its WAL into the first one's nor has its own refused later as conflicts.
+pub fn claim_archive(storage: &dyn Storage, system_identifier: &str) -> Result<(), StorageError> {
+    let owner = match archive_owner(storage)? {
+        Some(owner) => owner,
+        None => match storage.put_new(ARCHIVE_MARKER, marker_text(system_identifier).as_bytes()) {
+            Ok(_) => return Ok(()),
+            // Claimed concurrently, by this cluster or another: read who.
+            Err(StorageError::Conflict(_)) => archive_owner(storage)?.unwrap_or_default(),
+            Err(e) => return Err(e),
+        },
+    };
+    if owner == system_identifier {
+        Ok(())
+    } else {
+        Err(StorageError::Conflict(format!(
+            "the WAL archive {} belongs to cluster {owner}, not to this one ({system_identifier}): one archive per cluster",
+            storage.describe(ARCHIVE_MARKER)
+        )))
+    }
+}
+
 /// Archives one WAL file, encrypted with key `key_id` from `keys` when given (the name is the
-/// associated data: a segment stored under another name does not decrypt). The data object is
-/// written before its checksum, so a crash between the two is repaired by the retry (the
-/// stored data is checked against the new copy).
+/// associated data: a segment stored under another name does not decrypt). A plain file gets a
+/// SHA-256 sidecar, written after the data, so a crash between the two is repaired by the
+/// retry (the stored data is checked against the new copy); an encrypted one gets none (its
+/// seal authenticates it, and a digest of the plaintext would tell what guessable files hold):
+/// archiving it again is checked by opening the stored copy.
 pub fn archive_wal(
     storage: &dyn Storage,
     name: &str,
@@ -60,46 +106,77 @@ pub fn archive_wal(
     let sha = sha256_hex(contents);
     let (data, sum) = (data_object(name), checksum_object(name));
     if storage.exists(&data)? {
-        let stored_sha = match storage.get(&sum) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
-            Err(_) => sha256_hex(&decompress(&opened(storage, name, keys)?)?),
+        let stored = storage.get(&data)?;
+        let sealed = sealed_key_id(&stored).is_some();
+        let stored_sha = match (sealed, storage.get(&sum)) {
+            (false, Ok(bytes)) => String::from_utf8_lossy(&bytes).trim().to_string(),
+            _ => sha256_hex(&decompress(&open(storage, name, keys, stored)?)?),
         };
         if stored_sha != sha {
             return Err(StorageError::Conflict(format!(
                 "WAL file {name} is already archived with different content; refusing to overwrite it"
             )));
         }
-        storage.put_new(&sum, format!("{sha}\n").as_bytes())?;
+        if !sealed {
+            storage.put_new(&sum, format!("{sha}\n").as_bytes())?;
+        }
         return Ok(PutOutcome::AlreadyPresent);
     }
     let compressed = compress(contents, WAL_COMPRESSION_LEVEL)?;
-    let stored = match key_id {
+    match key_id {
         Some(id) => {
             let key = keys.load(id).map_err(StorageError::Io)?;
-            seal_object(&key, name.as_bytes(), &compressed).map_err(StorageError::Io)?
+            let sealed =
+                seal_object(&key, name.as_bytes(), &compressed).map_err(StorageError::Io)?;
+            storage.put_new(&data, &sealed)?;
         }
-        None => compressed,
-    };
-    storage.put_new(&data, &stored)?;
-    storage.put_new(&sum, format!("{sha}\n").as_bytes())?;
+        None => {
+            storage.put_new(&data, &compressed)?;
+            storage.put_new(&sum, format!("{sha}\n").as_bytes())?;
+        }
+    }
     Ok(PutOutcome::Stored)
 }
 
-/// The compressed bytes of archived WAL file `name`, decrypted when it was encrypted.
-fn opened(storage: &dyn Storage, name: &str, keys: &KeyDir) -> Result<Vec<u8>, StorageError> {
-    let data = data_object(name);
-    let bytes = storage.get(&data)?;
-    open_object(keys, name.as_bytes(), bytes, &storage.describe(&data)).map_err(StorageError::Io)
+/// The compressed bytes of archived WAL file `name` from its stored `bytes`, decrypted when
+/// they are sealed.
+fn open(
+    storage: &dyn Storage,
+    name: &str,
+    keys: &KeyDir,
+    bytes: Vec<u8>,
+) -> Result<Vec<u8>, StorageError> {
+    open_object(
+        keys,
+        name.as_bytes(),
+        bytes,
+        &storage.describe(&data_object(name)),
+    )
+    .map_err(StorageError::Io)
 }
 
-/// Reads an archived WAL file back (decrypting it with its key from `keys` when it is
-/// encrypted), verifying both checksums.
+/// Reads an archived WAL file back: a sealed one is opened with its key from `keys` (which
+/// authenticates it); a plain one is checked against its sidecar, and refused when
+/// `require_sealed` (an encrypted archive, where a plain file can only have been put there by
+/// whoever can write to the storage).
 pub fn restore_wal(
     storage: &dyn Storage,
     name: &str,
     keys: &KeyDir,
+    require_sealed: bool,
 ) -> Result<Vec<u8>, StorageError> {
-    let contents = decompress(&opened(storage, name, keys)?)?;
+    let data = data_object(name);
+    let bytes = storage.get(&data)?;
+    if sealed_key_id(&bytes).is_some() {
+        return decompress(&open(storage, name, keys, bytes)?);
+    }
+    if require_sealed {
+        return Err(StorageError::Io(format!(
+            "{} is not encrypted, but the archive is: refused",
+            storage.describe(&data)
+        )));
+    }
+    let contents = decompress(&bytes)?;
     let expected = String::from_utf8_lossy(&storage.get(&checksum_object(name))?)
         .trim()
         .to_string();
@@ -135,37 +212,74 @@ mod tests {
             !stored.windows(9).any(|w| w == b"a row tha"),
             "the plaintext is not stored"
         );
-        assert_eq!(restore_wal(&storage, name, &keys).unwrap(), segment);
-        let err = restore_wal(&storage, name, &KeyDir::default())
+        assert_eq!(restore_wal(&storage, name, &keys, true).unwrap(), segment);
+        let err = restore_wal(&storage, name, &KeyDir::default(), false)
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("encrypted") && err.contains(&data_object(name)),
             "{err}"
         );
+        // no digest of the plaintext is stored beside it; archiving it again is recognised
+        assert!(!storage.exists(&checksum_object(name)).unwrap());
+        assert_eq!(
+            archive_wal(&storage, name, &segment, &keys, Some("k1")).unwrap(),
+            PutOutcome::AlreadyPresent
+        );
+        assert!(matches!(
+            archive_wal(&storage, name, b"other", &keys, Some("k1")),
+            Err(StorageError::Conflict(_))
+        ));
         // the same bytes under another name do not decrypt
         let other = "00000001000000000000000A";
         storage.put_new(&data_object(other), &stored).unwrap();
-        storage
-            .put_new(
-                &checksum_object(other),
-                &storage.get(&checksum_object(name)).unwrap(),
-            )
-            .unwrap();
-        assert!(restore_wal(&storage, other, &keys).is_err());
+        assert!(restore_wal(&storage, other, &keys, true).is_err());
         // a flipped byte is caught
         let mut bad = stored.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
         let third = "00000001000000000000000B";
         storage.put_new(&data_object(third), &bad).unwrap();
+        assert!(restore_wal(&storage, third, &keys, true).is_err());
+        // a plain segment with a matching sidecar, put there by whoever can write to the
+        // archive, is refused where the archive is encrypted
+        let planted = "00000001000000000000000C";
+        storage
+            .put_new(&data_object(planted), &compress(b"forged", 3).unwrap())
+            .unwrap();
         storage
             .put_new(
-                &checksum_object(third),
-                &storage.get(&checksum_object(name)).unwrap(),
+                &checksum_object(planted),
+                format!("{}\n", sha256_hex(b"forged")).as_bytes(),
             )
             .unwrap();
-        assert!(restore_wal(&storage, third, &keys).is_err());
+        let err = restore_wal(&storage, planted, &keys, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not encrypted") && err.contains("refused"),
+            "{err}"
+        );
+        assert_eq!(
+            restore_wal(&storage, planted, &keys, false).unwrap(),
+            b"forged"
+        );
+    }
+
+    #[test]
+    fn an_archive_belongs_to_one_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(&Location::Local(dir.path().to_path_buf())).unwrap();
+        assert_eq!(archive_owner(&storage).unwrap(), None);
+        claim_archive(&storage, "7412").unwrap();
+        claim_archive(&storage, "7412").unwrap();
+        assert_eq!(archive_owner(&storage).unwrap().as_deref(), Some("7412"));
+        let err = claim_archive(&storage, "9999").unwrap_err().to_string();
+        assert!(
+            err.contains("belongs to cluster 7412") && err.contains("9999"),
+            "{err}"
+        );
+        assert!(!is_wal_file_name(ARCHIVE_MARKER));
     }
 
     #[test]
@@ -210,7 +324,7 @@ mod tests {
             Err(StorageError::Conflict(_))
         ));
         assert_eq!(
-            restore_wal(&storage, name, &KeyDir::default()).unwrap(),
+            restore_wal(&storage, name, &KeyDir::default(), false).unwrap(),
             segment
         );
         assert!(
@@ -234,7 +348,7 @@ mod tests {
             PutOutcome::AlreadyPresent
         );
         assert_eq!(
-            restore_wal(&storage, name, &KeyDir::default()).unwrap(),
+            restore_wal(&storage, name, &KeyDir::default(), false).unwrap(),
             b"segment"
         );
     }

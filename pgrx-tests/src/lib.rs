@@ -104,6 +104,12 @@ pub fn cli_for_postgres() -> &'static Path {
 
 /// Runs the admin-toolkit binary as the postgres OS user (as restore_command would).
 pub fn run_cli_as_postgres(args: &[&str]) -> Output {
+    run_cli_as_postgres_in(Path::new("/"), args)
+}
+
+/// Runs the admin-toolkit binary as the postgres OS user in directory `dir` (restore_command
+/// runs in the data directory).
+pub fn run_cli_as_postgres_in(dir: &Path, args: &[&str]) -> Output {
     let exe = cli_for_postgres();
     let mut cmd = if is_root() {
         let mut c = Command::new("sudo");
@@ -113,7 +119,7 @@ pub fn run_cli_as_postgres(args: &[&str]) -> Output {
         Command::new(exe)
     };
     cmd.args(args)
-        .current_dir("/")
+        .current_dir(dir)
         .output()
         .expect("run admin-toolkit")
 }
@@ -529,4 +535,21 @@ pub fn count(client: &mut Client, query: &str) -> i64 {
 /// How many times `needle` occurs in the server log.
 pub fn occurrences(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
+}
+
+/// A key file `<dir>/<id>.key` holding `hex`, owned by the postgres OS user, mode 0600, as the
+/// server requires.
+pub fn write_key(dir: &Path, id: &str, hex: &str) {
+    fs::create_dir_all(dir).unwrap();
+    let path = dir.join(format!("{id}.key"));
+    fs::write(&path, hex).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let name = std::ffi::CString::new("postgres").unwrap();
+    // SAFETY: getpwnam returns a pointer to static storage or null.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if !pw.is_null() && is_root() {
+        // SAFETY: pw is not null.
+        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+    }
 }

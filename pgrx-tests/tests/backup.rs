@@ -154,7 +154,7 @@ fn full_and_incremental_backups_verify_and_corruption_is_named() {
 
     // corrupt one byte of a chunk the incremental references in the full backup's pack
     let manifest = BackupStore::open(&i.path, &Default::default())
-        .and_then(|s| s.load_manifest(&Default::default()))
+        .and_then(|s| s.load_manifest(&Default::default(), &Default::default()))
         .unwrap();
     let (file, chunk) = manifest
         .files

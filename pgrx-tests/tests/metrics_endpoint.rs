@@ -313,3 +313,44 @@ fn a_locked_table_costs_one_section_not_the_scrape() {
         "a lasting failure is logged once"
     );
 }
+
+#[test]
+fn a_slow_client_holds_nobody_up() {
+    let (_cluster, port) = endpoint_cluster(&[]);
+    scrape_when(port, "the endpoint", |_| true);
+    // One client trickles its request a byte every 4 s; a scrape beside it is answered
+    // before the trickler's next byte, and the trickler is dropped at its deadline.
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.write_all(b"G").unwrap();
+    let trickler = std::thread::spawn(move || {
+        let mut sent = 1;
+        for byte in b"ET /metrics HTTP/1.1\r\n\r\n" {
+            std::thread::sleep(Duration::from_secs(4));
+            if slow.write_all(&[*byte]).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .expect("a scrape answered while another client trickles its request");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("admin_toolkit_scrape_duration_seconds"));
+    // Dropped at its deadline: its second or third byte finds the connection closed.
+    let sent = trickler.join().unwrap();
+    assert!(sent < 5, "the trickling client was kept for {sent} bytes");
+}

@@ -7,7 +7,8 @@
 use admin_toolkit_core::storage::{S3Storage, Storage};
 use admin_toolkit_it::s3::S3Server;
 use admin_toolkit_it::{
-    count, drill_settings, run_cli_as_postgres, wait_for, Cluster, ClusterOptions, ScratchDir,
+    count, drill_settings, run_cli_as_postgres, wait_for, write_key, Cluster, ClusterOptions,
+    ScratchDir,
 };
 use postgres::Client;
 use std::path::Path;
@@ -667,22 +668,6 @@ fn a_cancelled_upload_leaves_no_manifest_and_retention_deletes_backup_objects() 
             .get(0);
         (status == "deleted").then_some(())
     });
-}
-
-/// A key file owned by the postgres OS user, mode 0600, as the server requires.
-fn write_key(dir: &std::path::Path, id: &str, hex: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join(format!("{id}.key"));
-    std::fs::write(&path, hex).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let name = std::ffi::CString::new("postgres").unwrap();
-    // SAFETY: getpwnam returns a pointer to static storage or null.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    if !pw.is_null() && unsafe { libc::geteuid() } == 0 {
-        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
-        std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
-    }
 }
 
 #[test]

@@ -1,16 +1,17 @@
 //! admin_toolkit as a PostgreSQL 15 archive module (`archive_library = 'admin_toolkit'`): each
 //! WAL file is stored compressed with checksums in `admin_toolkit.archive_location` (a local
-//! directory or s3://bucket/prefix), durably,
-//! never overwriting different content. Any failure returns false, so the archiver keeps the
+//! directory or s3://bucket/prefix), durably, never overwriting different content, in an
+//! archive that belongs to this cluster alone (its marker names the system identifier). Any failure returns false, so the archiver keeps the
 //! file and retries: no WAL is lost. The stored files' modification times are their archive
 //! times, for recovery planning.
 
 use crate::settings;
-use admin_toolkit_core::storage::PutOutcome;
-use admin_toolkit_core::wal::archive_wal;
+use admin_toolkit_core::storage::{PutOutcome, Storage};
+use admin_toolkit_core::wal::{archive_wal, claim_archive};
 use pgrx::prelude::*;
 use std::ffi::{c_char, CStr};
 use std::path::Path;
+use std::sync::Mutex;
 
 /// Called by the archiver when it loads the library.
 ///
@@ -44,6 +45,7 @@ fn archive(name: &str, path: &str) -> Result<PutOutcome, String> {
         return Err("admin_toolkit.archive_location must be outside the data directory".into());
     }
     let storage = super::store::open(&location)?;
+    claim(storage.as_ref(), &location.display())?;
     let contents = std::fs::read(path).map_err(|e| format!("cannot read \"{path}\": {e}"))?;
     let key_id = settings::archive_encryption_key_id();
     archive_wal(
@@ -54,6 +56,22 @@ fn archive(name: &str, path: &str) -> Result<PutOutcome, String> {
         key_id.as_deref(),
     )
     .map_err(|e| e.to_string())
+}
+
+/// The archive location this archiver has claimed for its cluster (see
+/// [`claim_archive`]): checked once per location, not once per file.
+static CLAIMED: Mutex<Option<String>> = Mutex::new(None);
+
+fn claim(storage: &dyn Storage, location: &str) -> Result<(), String> {
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
+    if claimed.as_deref() == Some(location) {
+        return Ok(());
+    }
+    // SAFETY: the control file's system identifier, read once the server has started.
+    let system = unsafe { pg_sys::GetSystemIdentifier() }.to_string();
+    claim_archive(storage, &system).map_err(|e| e.to_string())?;
+    *claimed = Some(location.to_string());
+    Ok(())
 }
 
 #[pg_guard]

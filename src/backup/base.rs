@@ -10,7 +10,7 @@ use admin_toolkit_core::backup::copy::{copy_data_directory, CopyOptions, DEFAULT
 use admin_toolkit_core::backup::default_threads;
 use admin_toolkit_core::backup::label::parse_backup_label;
 use admin_toolkit_core::backup::manifest::{ChainLink, Manifest, FORMAT};
-use admin_toolkit_core::backup::store::{remove_backup, BackupStore};
+use admin_toolkit_core::backup::store::{remove_backup, BackupStore, Expected};
 use admin_toolkit_core::chrono::Utc;
 use admin_toolkit_core::lsn::{segment_file_name, Lsn};
 use admin_toolkit_core::storage::Location;
@@ -144,17 +144,38 @@ fn run(schedule_id: i32, backup_id: i64) {
     }
 }
 
-/// The latest completed backup of this cluster to build an incremental on.
-fn previous_backup(backup_id: i64, system_id: &str) -> Result<Option<(i64, String)>, String> {
-    jobs::bookkeeping(|| -> spi::Result<Option<(i64, String)>> {
+/// The latest completed backup of this cluster to build an incremental on, inside the new
+/// backup's trust boundary: on the same storage (the local file system, or the same bucket)
+/// and sealed with the same key (or both unencrypted), so that an encrypted backup never
+/// depends on an unencrypted one nor an off-site one on a local one. With what its catalog
+/// row says its manifest must be.
+fn previous_backup(
+    backup_id: i64,
+    system_id: &str,
+    dir: &Location,
+    key_id: Option<&str>,
+) -> Result<Option<(i64, String, Expected)>, String> {
+    let storage_root = match dir {
+        Location::Local(_) => String::new(),
+        Location::S3 { bucket, .. } => format!("s3://{bucket}/"),
+    };
+    let found = jobs::bookkeeping(|| -> spi::Result<Option<(i64, String)>> {
         Spi::connect(|c| {
             let rows = c.select(
                 "SELECT backup_id, backup_path FROM admin_toolkit.backup_history \
                  WHERE status = 'completed' AND backup_type IN ('full', 'incremental') AND backup_id <> $1 \
                    AND metadata->>'system_identifier' = $2 \
+                   AND metadata->>'encryption_key_id' IS NOT DISTINCT FROM $3 \
+                   AND CASE WHEN $4 = '' THEN NOT pg_catalog.starts_with(backup_path, 's3://') \
+                            ELSE pg_catalog.starts_with(backup_path, $4) END \
                  ORDER BY end_lsn DESC NULLS LAST, backup_id DESC LIMIT 1",
                 Some(1),
-                &[backup_id.into(), system_id.into()],
+                &[
+                    backup_id.into(),
+                    system_id.into(),
+                    key_id.into(),
+                    storage_root.as_str().into(),
+                ],
             )?;
             if rows.is_empty() {
                 return Ok(None);
@@ -165,7 +186,12 @@ fn previous_backup(backup_id: i64, system_id: &str) -> Result<Option<(i64, Strin
                 r.get::<String>(2)?.unwrap_or_default(),
             )))
         })
-    })
+    })?;
+    let Some((id, path)) = found else {
+        return Ok(None);
+    };
+    let expected = try_transaction(|| super::store::expected_of(id))??;
+    Ok(Some((id, path, expected)))
 }
 
 type Failure = (&'static str, String);
@@ -213,9 +239,10 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
     let mut previous: Option<Manifest> = None;
     let mut note = Value::Null;
     if kind == "incremental" {
-        match previous_backup(backup_id, &system_id).map_err(failed)? {
-            Some((prev_id, prev_path)) => match BackupStore::open(&prev_path, &s3)
-                .and_then(|store| store.load_manifest(&keys))
+        let key_id = key.as_ref().map(|k| k.id.as_str());
+        match previous_backup(backup_id, &system_id, dir, key_id).map_err(failed)? {
+            Some((prev_id, prev_path, expected)) => match BackupStore::open(&prev_path, &s3)
+                .and_then(|store| store.load_manifest(&keys, &expected))
             {
                 Ok(m) => previous = Some(m),
                 Err(e) => {
@@ -226,7 +253,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
             },
             None => {
                 kind = "full".into();
-                note = json!("no completed backup to build on: taken as a full backup, which starts the chain");
+                note = json!("no completed backup of this cluster on the same storage with the same encryption key to build on: taken as a full backup, which starts the chain");
             }
         }
     }

@@ -4,6 +4,7 @@
 
 use crate::error::{require, ToolkitError};
 use crate::jobs::{self, interruption, schedules::start_due, JobDescriptor, JobKind};
+use crate::worker::step::try_transaction;
 use admin_toolkit_core::backup::default_threads;
 use admin_toolkit_core::backup::manifest::Manifest;
 use admin_toolkit_core::backup::recovery_conf::{
@@ -381,8 +382,17 @@ fn drill(
         let (status, why) = stop.unwrap_or(("cancelled", "cancelled"));
         (status, format!("{why} during the drill"))
     };
-    let manifest: Manifest = BackupStore::open(&start.backup_path, &s3)
-        .and_then(|store| store.load_manifest(&keys))
+    // Accepted only as what its catalog row says (key, backup, cluster, chain).
+    let manifest: Manifest = try_transaction(|| super::store::expected_of(start.backup_id))
+        .and_then(|expected| expected)
+        .and_then(|expected| {
+            BackupStore::open(&start.backup_path, &s3)
+                .and_then(|store| store.load_manifest(&keys, &expected))
+        })
+        .and_then(|manifest| {
+            try_transaction(|| super::store::check_chain(&manifest)).and_then(|c| c)?;
+            Ok(manifest)
+        })
         .map_err(|e| failed(format!("backup {} cannot be read: {e}", start.backup_id)))?;
     m.backup_ids = manifest.chain.iter().map(|l| l.backup_id).collect();
     record_progress(drill_id, m);
@@ -407,7 +417,14 @@ fn drill(
     let plan_target = target.map_or(Target::EndOfArchive, Target::Time);
     let plan = storage::open(&archive, &s3)
         .map_err(|e| e.to_string())
-        .and_then(|st| Archive::read(st.as_ref(), manifest.wal_segment_size, &keys))
+        .and_then(|st| {
+            Archive::read(
+                st.as_ref(),
+                manifest.wal_segment_size,
+                &keys,
+                super::store::archive_sealed(),
+            )
+        })
         .and_then(|a| {
             plan_segments(&a, position, plan_target, manifest.wal_segment_size)
                 .map_err(|e| e.to_string())
@@ -506,6 +523,8 @@ fn drill(
             target: recovery_target.as_ref(),
             s3: &s3,
             keys: &keys,
+            require_sealed: super::store::archive_sealed(),
+            keep_archiving: false,
         },
     )
     .map_err(failed)?;

@@ -74,8 +74,13 @@ fn archive(segment_size: u64) -> Archive {
             .with_hint("Archive WAL with archive_library = 'admin_toolkit' and admin_toolkit.archive_location.")
             .raise()
     });
-    Archive::read(storage.as_ref(), segment_size, &crate::settings::key_dir())
-        .unwrap_or_else(|e| ToolkitError::wrong_state(e).raise())
+    Archive::read(
+        storage.as_ref(),
+        segment_size,
+        &crate::settings::key_dir(),
+        super::store::archive_sealed(),
+    )
+    .unwrap_or_else(|e| ToolkitError::wrong_state(e).raise())
 }
 
 /// Restore time from the backup's own measured throughput, plus replay of the WAL at
@@ -338,7 +343,12 @@ fn validate_recovery_point(
         }
     };
     let keys = crate::settings::key_dir();
-    let archive = match Archive::read(storage.as_ref(), segment_size, &keys) {
+    let archive = match Archive::read(
+        storage.as_ref(),
+        segment_size,
+        &keys,
+        super::store::archive_sealed(),
+    ) {
         Ok(archive) => archive,
         Err(e) => {
             rows.push(error("wal_files", e));
@@ -362,7 +372,12 @@ fn validate_recovery_point(
     }
     let mut bad: Vec<String> = Vec::new();
     for name in &needed {
-        match restore_wal(storage.as_ref(), name, &keys) {
+        match restore_wal(
+            storage.as_ref(),
+            name,
+            &keys,
+            super::store::archive_sealed(),
+        ) {
             Ok(_) => {}
             Err(StorageError::NotFound(e)) => bad.push(format!("{name} is missing ({e})")),
             Err(e) => bad.push(format!("{name} is damaged or unreadable: {e}")),

@@ -63,13 +63,14 @@ pub fn check(schedule: &BackupSchedule) -> Result<Location, crate::error::Toolki
             .with_hint("Backups write files as the server: the owner must be a superuser or a member of pg_write_server_files."),
         );
     }
+    // Keys inside the data directory would be copied, in the clear, by any backup.
+    let keys = crate::settings::key_dir();
+    if let Some(dir) = &keys.0 {
+        admin_toolkit_core::crypto::check_key_dir(dir, &data_directory())
+            .map_err(ToolkitError::invalid_parameter)?;
+    }
     if let Some(id) = &schedule.encryption_key_id {
         // The key must be there now: a backup is never silently written in the clear.
-        let keys = crate::settings::key_dir();
-        if let Some(dir) = &keys.0 {
-            admin_toolkit_core::crypto::check_key_dir(dir, &data_directory())
-                .map_err(ToolkitError::invalid_parameter)?;
-        }
         keys.load(id).map_err(|e| {
             ToolkitError::invalid_parameter(format!(
                 "backup schedule {}: {e}",
@@ -148,4 +149,28 @@ pub fn archiving_refusal() -> Option<crate::error::ToolkitError> {
             "Set archive_mode = on and archive_library = 'admin_toolkit' (with admin_toolkit.archive_location), then restart the server.",
         ),
     )
+}
+
+/// Refuses (22023), when a backup schedule is written, a storage location or key id that no
+/// backup could ever use: a relative or `..` path, an s3:// URL without a valid bucket, a key
+/// id that is a path. Called by the schedule tables' trigger (schedule_owner_check).
+#[pg_extern(immutable, parallel_safe)]
+fn check_backup_target(p_storage_location: Option<&str>, p_encryption_key_id: Option<&str>) {
+    use crate::error::ToolkitError;
+    if let Some(location) = p_storage_location {
+        if let Err(e) = Location::parse(location) {
+            ToolkitError::invalid_parameter(e.to_string())
+                .with_hint("Use an absolute path or s3://bucket/prefix.")
+                .raise();
+        }
+    }
+    if let Some(id) = p_encryption_key_id {
+        if !admin_toolkit_core::crypto::valid_key_id(id) {
+            ToolkitError::invalid_parameter(format!(
+                "invalid encryption_key_id \"{id}\": letters, digits, -, _ and . only, not starting with ."
+            ))
+            .with_hint("The key is read from <admin_toolkit.encryption_key_dir>/<encryption_key_id>.key.")
+            .raise();
+        }
+    }
 }

@@ -28,18 +28,15 @@ pub fn check_backup(backup_id: i64, path: &str, status: &str) -> Vec<CheckRow> {
     }
     let s3 = crate::settings::s3();
     let keys = crate::settings::key_dir();
-    let manifest = match BackupStore::open(path, &s3).and_then(|store| store.load_manifest(&keys)) {
-        Ok(m) if m.backup_id == backup_id => m,
-        Ok(m) => {
-            return vec![row(
-                "manifest",
-                "ERROR",
-                format!(
-                    "the manifest in \"{path}\" is for backup {}, not {backup_id}",
-                    m.backup_id
-                ),
-            )]
-        }
+    // Checked against the catalog row: sealed with its key, this backup's, of this cluster,
+    // its chain where the catalog has it.
+    let manifest = match super::store::expected_of(backup_id).and_then(|expected| {
+        let manifest =
+            BackupStore::open(path, &s3).and_then(|store| store.load_manifest(&keys, &expected))?;
+        super::store::check_chain(&manifest)?;
+        Ok(manifest)
+    }) {
+        Ok(m) => m,
         Err(e) => return vec![row("manifest", "ERROR", e)],
     };
     let mut rows = vec![row(

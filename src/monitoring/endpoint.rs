@@ -1,8 +1,10 @@
 //! The Prometheus endpoint: a background process of its own (started by the launcher when
 //! admin_toolkit.metrics_listen is set), connected once to the toolkit's database. It serves
-//! GET /metrics over plain HTTP, one request at a time, from that one connection: a scrape needs
-//! no client connection slot (it answers with max_connections exhausted) and never waits on the
-//! database worker, which does its own work in its own process.
+//! GET /metrics over plain HTTP from that one connection: a scrape needs no client connection
+//! slot (it answers with max_connections exhausted) and never waits on the database worker,
+//! which does its own work in its own process. Clients are read side by side, each with one
+//! deadline for its whole request head, so a slow client holds nobody up; the scrapes
+//! themselves run one after the other.
 
 use super::exposition;
 use crate::settings;
@@ -16,8 +18,12 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-/// Longest a client may take to send its request or read the answer.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a client may take to send its whole request head, however it trickles it.
+const HEAD_DEADLINE: Duration = Duration::from_secs(2);
+/// Longest one write of the answer may block (an answer fits in the socket's buffer).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Clients whose request is still arriving; one more is turned away.
+const MAX_PENDING: usize = 64;
 /// Largest request head read; a scrape's is a few hundred bytes.
 const MAX_HEAD: usize = 16 * 1024;
 
@@ -58,6 +64,7 @@ pub extern "C-unwind" fn admin_toolkit_metrics_endpoint_main(_arg: pg_sys::Datum
     };
     log!("admin_toolkit metrics endpoint listening on http://{address}/metrics");
     let mut failing: Vec<String> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
     loop {
         if BackgroundWorker::sigterm_received() {
             break;
@@ -68,7 +75,16 @@ pub extern "C-unwind" fn admin_toolkit_metrics_endpoint_main(_arg: pg_sys::Datum
         }
         loop {
             match listener.accept() {
-                Ok((stream, _)) => serve(stream, &mut failing),
+                Ok((stream, _)) if pending.len() < MAX_PENDING => {
+                    if stream.set_nonblocking(true).is_ok() {
+                        pending.push(Pending {
+                            stream,
+                            head: Vec::new(),
+                            since: Instant::now(),
+                        });
+                    }
+                }
+                Ok(_turned_away) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     log!("admin_toolkit metrics endpoint: accept failed: {e}");
@@ -76,16 +92,67 @@ pub extern "C-unwind" fn admin_toolkit_metrics_endpoint_main(_arg: pg_sys::Datum
                 }
             }
         }
-        if !wait_for_client(listener.as_raw_fd()) {
+        // Each client's request, read as far as it has arrived; whole ones are answered,
+        // those past their deadline dropped.
+        let mut still = Vec::with_capacity(pending.len());
+        for mut client in pending.drain(..) {
+            match client.read_available() {
+                Arrival::Complete => serve(client, &mut failing),
+                Arrival::Partial if client.since.elapsed() < HEAD_DEADLINE => still.push(client),
+                Arrival::Partial | Arrival::Gone => {}
+            }
+        }
+        pending = still;
+        // While a client is mid-request, look again soon; otherwise sleep until one comes.
+        let wait = if pending.is_empty() { 1000 } else { 20 };
+        if !wait_for_client(listener.as_raw_fd(), wait) {
             break;
         }
     }
     log!("admin_toolkit metrics endpoint stopped");
 }
 
-/// Sleeps until a client connects, the latch is set (a signal) or a second passes; false when
-/// the postmaster is gone.
-fn wait_for_client(fd: i32) -> bool {
+/// A client whose request head is arriving.
+struct Pending {
+    stream: TcpStream,
+    head: Vec<u8>,
+    since: Instant,
+}
+
+enum Arrival {
+    Complete,
+    Partial,
+    Gone,
+}
+
+impl Pending {
+    /// Reads what the client has sent so far, without waiting.
+    fn read_available(&mut self) -> Arrival {
+        let mut buffer = [0u8; 2048];
+        loop {
+            if head_complete(&self.head) || self.head.len() >= MAX_HEAD {
+                return Arrival::Complete;
+            }
+            match self.stream.read(&mut buffer) {
+                Ok(0) => {
+                    return if self.head.is_empty() {
+                        Arrival::Gone
+                    } else {
+                        Arrival::Complete
+                    }
+                }
+                Ok(n) => self.head.extend_from_slice(&buffer[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Arrival::Partial,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Arrival::Gone,
+            }
+        }
+    }
+}
+
+/// Sleeps until a client connects, the latch is set (a signal) or `timeout_ms` pass; false
+/// when the postmaster is gone.
+fn wait_for_client(fd: i32, timeout_ms: i64) -> bool {
     let events = pg_sys::WL_LATCH_SET as i32
         | pg_sys::WL_SOCKET_READABLE as i32
         | pg_sys::WL_TIMEOUT as i32
@@ -96,7 +163,7 @@ fn wait_for_client(fd: i32) -> bool {
             pg_sys::MyLatch,
             events,
             fd as pg_sys::pgsocket,
-            1000,
+            timeout_ms as _,
             pg_sys::PG_WAIT_EXTENSION,
         );
         pg_sys::ResetLatch(pg_sys::MyLatch);
@@ -105,24 +172,19 @@ fn wait_for_client(fd: i32) -> bool {
     fired & pg_sys::WL_POSTMASTER_DEATH as i32 == 0
 }
 
-/// Answers one client; errors (a client gone, a timeout) only end that client. `failing`: the
-/// sections that failed at the last scrape, so that a lasting failure is logged once.
-fn serve(mut stream: TcpStream, failing: &mut Vec<String>) {
+/// Answers one client whose request has arrived; errors (a client gone, a timeout) only end
+/// that client. `failing`: the sections that failed at the last scrape, so that a lasting
+/// failure is logged once.
+fn serve(client: Pending, failing: &mut Vec<String>) {
     let started = Instant::now();
+    let Pending {
+        mut stream, head, ..
+    } = client;
     let setup = stream
         .set_nonblocking(false)
-        .and_then(|_| stream.set_read_timeout(Some(CLIENT_TIMEOUT)))
-        .and_then(|_| stream.set_write_timeout(Some(CLIENT_TIMEOUT)));
+        .and_then(|_| stream.set_write_timeout(Some(WRITE_TIMEOUT)));
     if setup.is_err() {
         return;
-    }
-    let mut head = Vec::new();
-    let mut buffer = [0u8; 2048];
-    while !head_complete(&head) && head.len() < MAX_HEAD {
-        match stream.read(&mut buffer) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => head.extend_from_slice(&buffer[..n]),
-        }
     }
     let answer = match parse_request(&head) {
         Request::Get { path, head } if path == "/metrics" => {

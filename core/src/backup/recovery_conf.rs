@@ -29,6 +29,11 @@ pub struct RecoverySettings<'a> {
     pub s3: &'a S3Settings,
     /// An absolute key directory, when WAL may be encrypted.
     pub keys: &'a KeyDir,
+    /// The archive is encrypted: wal-get refuses a plain file (`--require-encryption`).
+    pub require_sealed: bool,
+    /// Keep the restored configuration's archiving (a replacement of the lost primary);
+    /// otherwise `archive_mode = 'off'`: a copy never archives into the original's archive.
+    pub keep_archiving: bool,
 }
 
 /// A quoted configuration-file value.
@@ -84,6 +89,9 @@ pub fn restore_command(r: &RecoverySettings, archive: &Location) -> String {
             shell_quote(&dir.to_string_lossy())
         ));
     }
+    if r.require_sealed {
+        words.push("--require-encryption".to_string());
+    }
     words.extend(["%f".to_string(), "%p".to_string()]);
     words.join(" ")
 }
@@ -114,6 +122,12 @@ pub fn recovery_lines(r: &RecoverySettings) -> Vec<String> {
     }
     lines.push("recovery_target_timeline = 'latest'".into());
     lines.push("recovery_target_action = 'promote'".into());
+    if !r.keep_archiving {
+        lines.push(
+            "# a restored copy archives nothing into the original's archive (restore --keep-archiving keeps it)".into(),
+        );
+        lines.push("archive_mode = 'off'".into());
+    }
     lines
 }
 
@@ -157,21 +171,31 @@ mod tests {
             target: Some(&target),
             s3: &s3,
             keys: &keys,
+            require_sealed: true,
+            keep_archiving: false,
         };
         assert_eq!(
             restore_command(&r, &archive),
             "/usr/bin/admin-toolkit wal-get --archive='s3://bucket/wal/' --s3-endpoint='http://127.0.0.1:9000' \
              --s3-region=us-east-1 --s3-credentials-file='/etc/pg creds' --s3-path-style=on \
-             --encryption-key-dir=/keys %f %p"
+             --encryption-key-dir=/keys --require-encryption %f %p"
         );
         let lines = recovery_lines(&r);
         assert!(lines.contains(&"recovery_target_time = '2026-11-24 10:00:00+00'".to_string()));
-        assert_eq!(lines.last().unwrap(), "recovery_target_action = 'promote'");
+        assert!(lines.contains(&"recovery_target_action = 'promote'".to_string()));
+        assert_eq!(lines.last().unwrap(), "archive_mode = 'off'");
+        assert!(!recovery_lines(&RecoverySettings {
+            keep_archiving: true,
+            ..r
+        })
+        .iter()
+        .any(|l| l.contains("archive_mode")));
         let local = Location::parse("/srv/wal").unwrap();
         let r = RecoverySettings {
             archive: Some(&local),
             keys: &KeyDir(None),
             target: None,
+            require_sealed: false,
             ..r
         };
         assert_eq!(
@@ -200,6 +224,8 @@ mod tests {
             target: None,
             s3: &S3Settings::default(),
             keys: &KeyDir(None),
+            require_sealed: false,
+            keep_archiving: false,
         };
         write_recovery_settings(dir.path(), &r).unwrap();
         let text = std::fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();

@@ -3,10 +3,59 @@
 //! manifest is a complete backup; removal deletes the manifest first for the same reason.
 
 use super::manifest::{Manifest, MANIFEST_FILE, MARKER_FILE, PACK_FILE};
-use crate::crypto::{open_object, seal_object, Key, KeyDir};
+use crate::crypto::{open_object, seal_object, sealed_key_id, Key, KeyDir};
 use crate::storage::{self, Location, ObjectWriter, S3Settings, Storage, StorageError};
 use std::fs::{self, File};
 use std::path::Path;
+
+/// Whether a backup's manifest must be sealed, and with which key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Sealing {
+    /// Either (a reader that knows nothing of the backup).
+    #[default]
+    Optional,
+    /// Sealed with some key (`--require-encryption`).
+    Required,
+    /// Sealed with this key (the backup's catalog row names it).
+    WithKey(String),
+}
+
+/// What a reader knows of the backup it loads, against which the manifest is checked.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// Its id, from its catalog row; none: read from its location's name (`backup_…_<id>`).
+    pub backup_id: Option<i64>,
+    pub sealing: Sealing,
+    /// The cluster it is a backup of.
+    pub system_identifier: Option<String>,
+}
+
+/// Associated data of a sealed manifest (0.4.0): its backup id.
+fn manifest_aad(backup_id: i64) -> Vec<u8> {
+    format!("{MANIFEST_FILE}:{backup_id}").into_bytes()
+}
+
+/// Associated data of 0.3.0's sealed manifests.
+const LEGACY_MANIFEST_AAD: &[u8] = MANIFEST_FILE.as_bytes();
+
+/// The backup id in a backup location's name (`…/backup_20261125_091008_42` → 42).
+pub fn backup_id_of_location(location: &Location) -> Option<i64> {
+    let text = location.display();
+    let name = text.trim_end_matches('/').rsplit('/').next()?;
+    let rest = name.strip_prefix("backup_")?;
+    let (_, id) = rest.rsplit_once('_')?;
+    id.parse().ok().filter(|id: &i64| *id > 0)
+}
+
+/// Whether two locations are on the same storage: both local, or in the same S3 bucket (of
+/// the one endpoint a reader has).
+fn same_storage(a: &Location, b: &Location) -> bool {
+    match (a, b) {
+        (Location::Local(_), Location::Local(_)) => true,
+        (Location::S3 { bucket: x, .. }, Location::S3 { bucket: y, .. }) => x == y,
+        _ => false,
+    }
+}
 
 pub struct BackupStore {
     pub location: Location,
@@ -74,11 +123,11 @@ impl BackupStore {
     }
 
     /// Stores the manifest, last and durably (sealed with `key` for an encrypted backup, which
-    /// authenticates it and hides the file list); returns its size.
+    /// authenticates it, binds it to its backup id and hides the file list); returns its size.
     pub fn store_manifest(&self, manifest: &Manifest, key: Option<&Key>) -> Result<u64, String> {
         let bytes = serde_json::to_vec(manifest).map_err(|e| e.to_string())?;
         let bytes = match key {
-            Some(key) => seal_object(key, MANIFEST_FILE.as_bytes(), &bytes)?,
+            Some(key) => seal_object(key, &manifest_aad(manifest.backup_id), &bytes)?,
             None => bytes,
         };
         self.storage
@@ -87,8 +136,12 @@ impl BackupStore {
         Ok(bytes.len() as u64)
     }
 
-    /// The manifest, opened with its key from `keys` when the backup is encrypted.
-    pub fn load_manifest(&self, keys: &KeyDir) -> Result<Manifest, String> {
+    /// The manifest, opened with its key from `keys` when the backup is encrypted, and accepted
+    /// only as what `expected` says the backup is: sealed when a key is expected (an unsealed
+    /// manifest in its place is refused), for this backup (its id, from the catalog or the
+    /// location's name; its cluster), with a chain on the same storage and, for an encrypted
+    /// backup, encrypted throughout.
+    pub fn load_manifest(&self, keys: &KeyDir, expected: &Expected) -> Result<Manifest, String> {
         let bytes = self.storage.get(MANIFEST_FILE).map_err(|e| match e {
             StorageError::NotFound(_) => format!(
                 "\"{}\" has no {MANIFEST_FILE}: not a backup, or an incomplete one",
@@ -97,8 +150,93 @@ impl BackupStore {
             other => other.to_string(),
         })?;
         let shown = self.storage.describe(MANIFEST_FILE);
-        let bytes = open_object(keys, MANIFEST_FILE.as_bytes(), bytes, &shown)?;
-        Manifest::parse(&bytes, &shown)
+        let backup_id = expected
+            .backup_id
+            .or_else(|| backup_id_of_location(&self.location));
+        let sealed_with = sealed_key_id(&bytes).map(str::to_string);
+        match (&expected.sealing, &sealed_with) {
+            (Sealing::Optional, _) | (Sealing::Required, Some(_)) => {}
+            (Sealing::Required | Sealing::WithKey(_), None) => {
+                return Err(format!(
+                    "{shown} is not encrypted, but an encrypted backup is expected there: refused (replaced by whoever can write to the storage?)"
+                ))
+            }
+            (Sealing::WithKey(want), Some(got)) if want != got => {
+                return Err(format!(
+                    "{shown} is sealed with key \"{got}\", but the backup was encrypted with key \"{want}\": refused"
+                ))
+            }
+            (Sealing::WithKey(_), Some(_)) => {}
+        }
+        let bytes = match &sealed_with {
+            None => bytes,
+            // Bound to the backup id since 0.4.0; 0.3.0's manifests carry a constant.
+            Some(_) => match backup_id {
+                Some(id) => open_object(keys, &manifest_aad(id), bytes.clone(), &shown)
+                    .or_else(|e| {
+                        open_object(keys, LEGACY_MANIFEST_AAD, bytes, &shown).map_err(|_| {
+                            if keys.load(sealed_with.as_deref().unwrap_or_default()).is_ok() {
+                                format!("{shown} does not open as the manifest of backup {id} (another backup's manifest copied over it, or altered): refused")
+                            } else {
+                                e
+                            }
+                        })
+                    })?,
+                None => open_object(keys, LEGACY_MANIFEST_AAD, bytes, &shown)?,
+            },
+        };
+        let manifest = Manifest::parse(&bytes, &shown)?;
+        self.check_manifest(
+            &manifest,
+            &shown,
+            backup_id,
+            expected,
+            sealed_with.is_some(),
+        )?;
+        Ok(manifest)
+    }
+
+    fn check_manifest(
+        &self,
+        manifest: &Manifest,
+        shown: &str,
+        backup_id: Option<i64>,
+        expected: &Expected,
+        sealed: bool,
+    ) -> Result<(), String> {
+        if let Some(id) = backup_id {
+            if manifest.backup_id != id || manifest.chain.first().map(|l| l.backup_id) != Some(id) {
+                return Err(format!(
+                    "{shown} is the manifest of backup {}, not of backup {id}: refused (copied over from another backup?)",
+                    manifest.backup_id
+                ));
+            }
+        }
+        if let Some(system) = &expected.system_identifier {
+            if &manifest.system_identifier != system {
+                return Err(format!(
+                    "{shown} is a backup of cluster {}, not of this cluster ({system}): refused",
+                    manifest.system_identifier
+                ));
+            }
+        }
+        for link in &manifest.chain {
+            let place = Location::parse(&link.path.to_string_lossy()).map_err(|e| e.to_string())?;
+            if !same_storage(&place, &self.location) {
+                return Err(format!(
+                    "{shown} chains backup {} at \"{}\", on other storage than the backup itself: refused",
+                    link.backup_id,
+                    link.path.display()
+                ));
+            }
+            if sealed && link.key_id.is_none() {
+                return Err(format!(
+                    "{shown} is encrypted but chains unencrypted backup {}: refused",
+                    link.backup_id
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Deletes the backup: a local directory only if it carries the marker; on S3 the
@@ -180,4 +318,30 @@ pub fn remove_backup_directory(backup_dir: &Path) -> Result<(), String> {
     }
     fs::remove_file(backup_dir.join(MARKER_FILE)).map_err(cannot)?;
     fs::remove_dir(backup_dir).map_err(cannot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_ids_come_from_location_names() {
+        let at = |s: &str| backup_id_of_location(&Location::parse(s).unwrap());
+        assert_eq!(at("/srv/backups/backup_20261125_091008_42"), Some(42));
+        assert_eq!(at("s3://bucket/db/backup_20261125_091008_7/"), Some(7));
+        assert_eq!(at("/srv/backups/copy-of-it"), None);
+        assert_eq!(at("/srv/backups/backup_x_y_-3"), None);
+        assert!(same_storage(
+            &Location::parse("/a").unwrap(),
+            &Location::parse("/b").unwrap()
+        ));
+        assert!(!same_storage(
+            &Location::parse("s3://bucket/a").unwrap(),
+            &Location::parse("/b").unwrap()
+        ));
+        assert!(!same_storage(
+            &Location::parse("s3://bucket/a").unwrap(),
+            &Location::parse("s3://other/a").unwrap()
+        ));
+    }
 }

@@ -4,7 +4,7 @@ use super::copy::{copy_data_directory, CopyOptions};
 use super::manifest::{ChainLink, Manifest, FORMAT, PACK_FILE};
 use super::read::verify as verify_with;
 use super::restore::restore as restore_with;
-use super::store::{remove_backup_directory, BackupStore};
+use super::store::{remove_backup_directory, BackupStore, Expected, Sealing};
 use crate::crypto::{Key, KeyDir};
 use crate::storage::{Location, S3Settings};
 use std::fs;
@@ -45,7 +45,7 @@ fn restore(
 
 fn load(dir: &Path) -> Result<Manifest, String> {
     BackupStore::open(&dir.display().to_string(), &S3Settings::default())?
-        .load_manifest(&KeyDir::default())
+        .load_manifest(&KeyDir::default(), &Expected::default())
 }
 
 fn write(root: &Path, rel: &str, bytes: &[u8]) {
@@ -376,12 +376,69 @@ fn encrypted_backups_restore_with_their_keys_and_never_hold_plaintext() {
         }
     }
     let store = BackupStore::open(&tmp.path().join("e2").display().to_string(), &s3).unwrap();
-    assert_eq!(store.load_manifest(&keys).unwrap(), incr);
-    let err = store.load_manifest(&KeyDir::default()).unwrap_err();
+    let as_row = |id: i64, key: &str| Expected {
+        backup_id: Some(id),
+        sealing: Sealing::WithKey(key.into()),
+        system_identifier: Some(incr.system_identifier.clone()),
+    };
+    assert_eq!(store.load_manifest(&keys, &as_row(2, "k2")).unwrap(), incr);
+    let err = store
+        .load_manifest(&KeyDir::default(), &Expected::default())
+        .unwrap_err();
     assert!(
         err.contains("backup.manifest") && err.contains("encrypted"),
         "{err}"
     );
+    // Whoever can write to the storage cannot choose what is restored: an older sealed
+    // manifest copied over this one, a plaintext manifest in its place, another key's.
+    let manifest_of = |dir: &str| tmp.path().join(dir).join("backup.manifest");
+    let sealed_2 = fs::read(manifest_of("e2")).unwrap();
+    fs::write(manifest_of("e2"), fs::read(manifest_of("e1")).unwrap()).unwrap();
+    let err = store.load_manifest(&keys, &as_row(2, "k2")).unwrap_err();
+    assert!(err.contains("refused"), "{err}");
+    let err = store
+        .load_manifest(
+            &keys,
+            &Expected {
+                sealing: Sealing::Required,
+                ..Expected::default()
+            },
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("refused") || err.contains("decryption"),
+        "{err}"
+    );
+    fs::write(manifest_of("e2"), serde_json::to_vec(&incr).unwrap()).unwrap();
+    for sealing in [Sealing::Required, Sealing::WithKey("k2".into())] {
+        let err = store
+            .load_manifest(
+                &keys,
+                &Expected {
+                    sealing,
+                    ..Expected::default()
+                },
+            )
+            .unwrap_err();
+        assert!(
+            err.contains("is not encrypted") && err.contains("refused"),
+            "{err}"
+        );
+    }
+    fs::write(manifest_of("e2"), &sealed_2).unwrap();
+    let err = store.load_manifest(&keys, &as_row(2, "k1")).unwrap_err();
+    assert!(err.contains("sealed with key \"k2\""), "{err}");
+    let err = store
+        .load_manifest(
+            &keys,
+            &Expected {
+                system_identifier: Some(format!("{}0", incr.system_identifier)),
+                ..as_row(2, "k2")
+            },
+        )
+        .unwrap_err();
+    assert!(err.contains("not of this cluster"), "{err}");
+    assert_eq!(store.load_manifest(&keys, &as_row(2, "k2")).unwrap(), incr);
     let target = tmp.path().join("restored");
     restore_with(&incr, &target, 2, &s3, &keys, &mut |_, _| Ok(())).unwrap();
     assert_eq!(

@@ -126,6 +126,14 @@ impl Location {
                 "storage location \"{original}\" must be an absolute path"
             )));
         }
+        if path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(StorageError::InvalidLocation(format!(
+                "storage location \"{original}\" cannot contain .. segments"
+            )));
+        }
         Ok(Location::Local(path.to_path_buf()))
     }
 
@@ -309,6 +317,8 @@ mod tests {
         );
         assert!(Location::parse("s3://Bad_Bucket/x").is_err());
         assert!(Location::parse("s3://bucket/a/../b").is_err());
+        assert!(Location::parse("s3://").is_err(), "no bucket");
+        assert!(Location::parse("/srv/backups/../../etc").is_err());
         let s3 = Location::parse("s3://b-1/x").unwrap();
         assert_eq!(s3.display(), "s3://b-1/x/");
         assert_eq!(s3.join("backup_1").display(), "s3://b-1/x/backup_1/");
