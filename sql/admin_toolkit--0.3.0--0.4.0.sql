@@ -1,4 +1,6 @@
 -- admin_toolkit 0.3.0 -> 0.4.0. Hand-written; never edit once released.
+-- A restored or copied server holds schedules and retention until adopt_as_primary()
+-- (cluster_identity).
 -- Backup schedules' locations and key ids are validated when written (check_backup_target).
 -- Restore drill schedules get the owner rules of the other schedule tables: their owner must be
 -- a superuser (schedule_owner_check), and row-level security shows and lets a non-superuser
@@ -69,3 +71,21 @@ ALTER TABLE restore_drills ENABLE ROW LEVEL SECURITY;
 CREATE POLICY owner_rows ON restore_drill_schedules USING (owner = current_user) WITH CHECK (owner = current_user);
 CREATE POLICY owner_rows ON restore_drills USING (owner = current_user) WITH CHECK (owner = current_user);
 CREATE POLICY monitor_reads ON restore_drills FOR SELECT TO pg_monitor USING (true);
+
+-- A restored or copied server holds its schedules and retention until adopted.
+CREATE TABLE cluster_identity (
+    singleton          boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    system_identifier  text NOT NULL,
+    data_directory     text NOT NULL,
+    adopted_at         timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE cluster_identity IS
+    'The server this catalog''s schedules and retention are for (one row); another one is a copy and holds them until adopt_as_primary().';
+SELECT pg_catalog.pg_extension_config_dump('cluster_identity', '');
+CREATE FUNCTION "adopt_as_primary"() RETURNS TEXT
+VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'adopt_as_primary_wrapper';
+REVOKE ALL ON FUNCTION adopt_as_primary() FROM PUBLIC;
+COMMENT ON FUNCTION adopt_as_primary() IS
+    'Makes this server the one its schedules and retention are for, after a restore or a copy held them.';

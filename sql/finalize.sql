@@ -225,6 +225,7 @@ REVOKE ALL ON FUNCTION create_restore_point(text, text) FROM PUBLIC;
 -- Restore drills read every backup and start a server as the server's OS user: superusers only
 -- (the function checks too, so a grant cannot give more).
 REVOKE ALL ON FUNCTION run_restore_drill(bigint, timestamptz, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION adopt_as_primary() FROM PUBLIC;
 GRANT SELECT ON restore_drills TO pg_monitor;
 -- Every database's facts (0.3.0): for pg_monitor, as the views of the current database.
 GRANT SELECT ON database_facts, database_table_facts, database_index_facts,
@@ -262,6 +263,8 @@ COMMENT ON FUNCTION enable_tenant_isolation(regclass, name, text, name[]) IS
     'Enables and forces RLS with a policy matching a column to a setting; no rows while the setting is unset.';
 COMMENT ON FUNCTION rls_coverage() IS
     'Tables without RLS, with RLS but no policy, or with RLS not forced.';
+COMMENT ON FUNCTION adopt_as_primary() IS
+    'Makes this server the one its schedules and retention are for, after a restore or a copy held them.';
 COMMENT ON FUNCTION check_backup_target(text, text) IS
     'Refuses (22023) a backup storage location or encryption key id that no backup could use; called by schedule_owner_check.';
 COMMENT ON FUNCTION cron_next_run(text, timestamptz) IS

@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 mod backup;
 mod build_info;
 mod config;
+mod copy_guard;
 mod environment;
 mod error;
 mod jobs;
@@ -50,6 +51,11 @@ extension_sql_file!(
     name = "drills",
     requires = ["bootstrap", "notifications"]
 );
+extension_sql_file!(
+    "../sql/copy_guard.sql",
+    name = "copy_guard",
+    requires = ["bootstrap"]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Set in `_PG_init` when the library is loaded through shared_preload_libraries; every backend
@@ -70,9 +76,21 @@ pub extern "C-unwind" fn _PG_init() {
     let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
     settings::register(preloading);
     security::install(preloading);
+    admin_toolkit_core::storage::set_interrupt_check(asked_to_stop);
     if preloading {
         unsafe { PRELOADED = true };
         worker::register();
+    }
+}
+
+/// Whether this process was asked to stop: a shutdown (the archiver's, a worker's SIGTERM) or
+/// a cancellation. Read by the storage code between retries, possibly from its threads.
+fn asked_to_stop() -> bool {
+    // SAFETY: signal flags of this process, read volatile as the signal handlers write them.
+    unsafe {
+        (&raw const pg_sys::ShutdownRequestPending).read_volatile() != 0
+            || (&raw const pg_sys::ProcDiePending).read_volatile() != 0
+            || (&raw const pg_sys::QueryCancelPending).read_volatile() != 0
     }
 }
 

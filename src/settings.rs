@@ -79,6 +79,8 @@ pub static S3_REGION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"us-east-1"));
 /// Path-style S3 URLs, as most S3-compatible servers need.
 pub static S3_FORCE_PATH_STYLE: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Overall deadline of one S3 request, in seconds.
+pub static S3_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(60);
 /// PEM file of extra certificate authorities for https S3 endpoints.
 pub static S3_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 /// AWS shared-credentials file; empty: the server's AWS_* environment.
@@ -337,6 +339,16 @@ pub fn register(preloading: bool) {
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
     );
+    GucRegistry::define_int_guc(
+        c"admin_toolkit.s3_timeout",
+        c"Overall deadline of one S3 request (connect, send, receive), in seconds; a request and its retries stop after three times this.",
+        c"",
+        &S3_TIMEOUT,
+        1,
+        3600,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_string_guc(
         c"admin_toolkit.s3_ca_file",
         c"PEM file of certificate authorities to trust, besides the public ones, for an https admin_toolkit.s3_endpoint with a private CA.",
@@ -474,6 +486,7 @@ pub fn s3() -> admin_toolkit_core::storage::S3Settings {
         credentials_file: text(&S3_CREDENTIALS_FILE),
         profile: String::new(),
         ca_file: text(&S3_CA_FILE),
+        timeout_seconds: u64::try_from(S3_TIMEOUT.get()).unwrap_or(0),
     }
 }
 

@@ -116,6 +116,7 @@ impl S3Args {
             credentials_file: self.s3_credentials_file.clone().unwrap_or_default(),
             profile: String::new(),
             ca_file: self.s3_ca_file.clone().unwrap_or_default(),
+            timeout_seconds: 0,
         }
     }
 

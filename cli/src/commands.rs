@@ -7,6 +7,7 @@ use admin_toolkit_core::backup::recovery_conf::{write_recovery_settings, Recover
 use admin_toolkit_core::backup::restore::{is_empty_target, restore as restore_backup};
 use admin_toolkit_core::backup::store::BackupStore;
 use admin_toolkit_core::chrono::DateTime;
+use admin_toolkit_core::copy_guard::HELD_MARKER;
 use admin_toolkit_core::crypto::KeyDir;
 use admin_toolkit_core::lsn::Lsn;
 use admin_toolkit_core::recovery::{plan_segments, Archive, BackupPosition, Target};
@@ -203,6 +204,17 @@ pub fn restore(r: &RestoreArgs) -> ExitCode {
         r.target_dir.display(),
         restored.bytes as f64 / 1e6 / seconds.max(1e-6)
     );
+    // The copy's toolkit runs no schedule and no retention until adopted: its catalog names
+    // the original's storage.
+    let held = r.target_dir.join(HELD_MARKER);
+    if let Err(e) = std::fs::write(
+        &held,
+        "admin-toolkit restore: schedules and retention are held here until SELECT admin_toolkit.adopt_as_primary()\n",
+    ) {
+        undo(&r.target_dir, existed);
+        return fail(format!("cannot write \"{}\": {e}", held.display()));
+    }
+    eprintln!("the toolkit's schedules and retention are held in the restored server until SELECT admin_toolkit.adopt_as_primary()");
     if !r.keep_archiving {
         eprintln!("archiving is off in the restored configuration (archive_mode = 'off'): this copy archives nothing into the original's archive; --keep-archiving keeps it");
     }

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod audit;
 pub mod backup;
 pub mod config_guard;
+pub mod copy_guard;
 pub mod counters;
 pub mod cron;
 pub mod crypto;

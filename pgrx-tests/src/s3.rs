@@ -158,6 +158,7 @@ impl S3Server {
             credentials_file: credentials_file.into(),
             profile: String::new(),
             ca_file: self.ca_file.clone().unwrap_or_default(),
+            timeout_seconds: 0,
         }
     }
 

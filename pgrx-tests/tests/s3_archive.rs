@@ -113,6 +113,7 @@ fn s3_settings(endpoint: &str, credentials: &str) -> admin_toolkit_core::storage
         credentials_file: credentials.to_string(),
         profile: String::new(),
         ca_file: String::new(),
+        timeout_seconds: 0,
     }
 }
 

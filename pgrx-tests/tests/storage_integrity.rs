@@ -279,6 +279,28 @@ fn an_archive_belongs_to_one_cluster_and_a_restored_copy_archives_nothing_into_i
         !wal.join("00000002.history.zst").exists(),
         "the copy archived its timeline into the original's archive"
     );
+    // Its toolkit holds the schedules and retention it restored, until adopted.
+    wait_for("the copy's worker to hold its schedules", || {
+        copy.server_log()
+            .contains("no schedule runs and no retention deletes anything here")
+            .then_some(())
+    });
+    let adopted: String = copy_db
+        .query_one("SELECT admin_toolkit.adopt_as_primary()", &[])
+        .unwrap()
+        .get(0);
+    assert!(adopted.starts_with("adopted"), "{adopted}");
+    assert!(!Path::new(&copy.data_dir())
+        .join("admin_toolkit.held")
+        .exists());
+    let recorded: String = copy_db
+        .query_one(
+            "SELECT data_directory FROM admin_toolkit.cluster_identity",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(Path::new(&recorded), Path::new(&copy.data_dir()));
     drop(copy_db);
     drop(copy);
 

@@ -15,8 +15,9 @@ use std::collections::{HashMap, HashSet};
 /// One section's families, or why it failed.
 type Section = fn() -> spi::Result<Vec<Family>>;
 
-const SECTIONS: [(&str, Section); 6] = [
+const SECTIONS: [(&str, Section); 7] = [
     ("metrics", collected_metrics),
+    ("held", held),
     ("backups", backups),
     ("wal_archive", wal_archive),
     ("alerts", alerts),
@@ -244,6 +245,17 @@ fn collected_metrics() -> spi::Result<Vec<Family>> {
 
 /// Per backup schedule: when its last backup completed, and its age (+Inf: never); backups in
 /// the history by status.
+/// Whether this server's schedules and retention are held (a restored copy not yet adopted).
+fn held() -> spi::Result<Vec<Family>> {
+    let held = crate::copy_guard::held_now()?.is_some();
+    Ok(vec![Family::single(
+        "admin_toolkit_schedules_held",
+        Kind::Gauge,
+        "1 when this server is a restored or copied one whose schedules and retention wait for adopt_as_primary(), else 0",
+        if held { 1.0 } else { 0.0 },
+    )])
+}
+
 fn backups() -> spi::Result<Vec<Family>> {
     Spi::connect(|c| {
         let rows = select_kept(c, BACKUP_FRESHNESS)?;

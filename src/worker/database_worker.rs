@@ -54,6 +54,9 @@ struct WorkerState {
     deletions_retry_at: Option<Instant>,
     /// The alert outbox: deliveries in flight and when the next one falls due.
     deliveries: Deliverer,
+    /// Why schedules and retention are held on this server (a restored copy), as last looked
+    /// at each minute; logged when it changes.
+    held: Option<String>,
     /// Last successful upkeep of each log in `LOGS`, with the UTC day it ran on.
     last_upkeep: [Option<(Instant, i32)>; LOGS.len()],
     /// Collection of every database's maintenance facts, one job at a time.
@@ -148,11 +151,36 @@ fn unix_minute() -> u64 {
 /// next to nothing: no transaction, no catalog access, only the audit queue's counters.
 /// Marks backups past retention for deletion (hourly, with partition upkeep), then deletes
 /// them and the WAL no longer needed in a transaction of its own.
-fn apply_backup_retention() {
+fn apply_backup_retention(state: &WorkerState) {
+    if state.held.is_some() {
+        return;
+    }
     if let Some(Err(e)) = run_step("backup retention", backup::retention::cleanup) {
         log!("admin_toolkit worker: step \"backup retention\" failed: {e}");
     }
     finish_backup_deletions();
+}
+
+/// Whether this server is a copy whose schedules and retention must wait for an
+/// administrator (crate::copy_guard); logged when that changes.
+fn look_whether_held(state: &mut WorkerState) {
+    let Some(Ok(held)) = run_step("look whether schedules are held", crate::copy_guard::held)
+    else {
+        return;
+    };
+    if held != state.held {
+        match &held {
+            Some(reason) => log!(
+                "admin_toolkit worker: {}",
+                admin_toolkit_core::copy_guard::held_message(reason)
+            ),
+            None if state.held.is_some() => {
+                log!("admin_toolkit worker: schedules and retention run again (adopted)")
+            }
+            None => {}
+        }
+        state.held = held;
+    }
 }
 
 /// Removes the files of backups marked 'deleting' and the WAL no retained backup needs.
@@ -257,7 +285,7 @@ fn tick(state: &mut WorkerState) {
                             "admin_toolkit worker: step \"maintenance history upkeep\" failed: {e}"
                         );
                     }
-                    apply_backup_retention();
+                    apply_backup_retention(state);
                 }
             }
             Some(Err(e)) => {
@@ -286,6 +314,11 @@ fn tick(state: &mut WorkerState) {
     write_audit(state);
     let minute = unix_minute();
     if state.jobs_checked_minute != Some(minute) {
+        look_whether_held(state);
+    }
+    if state.jobs_checked_minute != Some(minute) && state.held.is_some() {
+        state.jobs_checked_minute = Some(minute);
+    } else if state.jobs_checked_minute != Some(minute) {
         let start_due = || -> pgrx::spi::Result<usize> {
             backup::jobs::upkeep_backups()?;
             backup::drill::upkeep_drills()?;
@@ -319,7 +352,7 @@ fn tick(state: &mut WorkerState) {
         }
     }
     let retry_due = state.deletion_retry_due();
-    if std::mem::take(&mut state.deletions_requested) || retry_due {
+    if (std::mem::take(&mut state.deletions_requested) || retry_due) && state.held.is_none() {
         // A running backup holds the retention lock: look again in a few seconds, not at the
         // next minute's check (or at every tick).
         state.deletions_retry_at =

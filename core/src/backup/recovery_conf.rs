@@ -160,6 +160,7 @@ mod tests {
             credentials_file: "/etc/pg creds".into(),
             profile: String::new(),
             ca_file: String::new(),
+            timeout_seconds: 0,
         };
         let archive = Location::parse("s3://bucket/wal").unwrap();
         let keys = KeyDir(Some(PathBuf::from("/keys")));

@@ -9,7 +9,21 @@ pub mod suite;
 
 pub use local::LocalStorage;
 pub(crate) use s3::transport_error;
-pub use s3::{S3Settings, S3Storage};
+pub use s3::{S3Settings, S3Storage, DEFAULT_DEADLINE};
+
+/// What tells the storage code that its process was asked to stop (a server's shutdown or
+/// cancellation flags), checked between retries; set once per process.
+static INTERRUPT_CHECK: std::sync::OnceLock<fn() -> bool> = std::sync::OnceLock::new();
+
+/// Sets how this process is told to stop; a second call changes nothing.
+pub fn set_interrupt_check(check: fn() -> bool) {
+    let _already_set = INTERRUPT_CHECK.set(check);
+}
+
+/// Whether this process was asked to stop.
+pub fn interrupted() -> bool {
+    INTERRUPT_CHECK.get().is_some_and(|check| check())
+}
 
 use sha2::{Digest, Sha256};
 use std::fmt;

@@ -3,8 +3,11 @@
 //! runs as well in the archiver process and a job worker as in the CLI. Large objects go up in
 //! parts on a few plain threads, which touch nothing but the network.
 //!
-//! Every request is retried on network errors, 5xx and 429 with exponential backoff. Credentials
-//! never appear in an error message.
+//! Every request has one overall deadline (connect, send, receive: a server trickling a byte a
+//! minute cannot hold it), and is retried on network errors, 5xx and 429 with exponential
+//! backoff while the retries' budget lasts, never once the process is asked to stop
+//! ([`super::set_interrupt_check`]). A ranged read must be answered with 206 and is read no
+//! further than asked. Credentials never appear in an error message.
 
 use super::{check_name, ObjectInfo, ObjectWriter, PutOutcome, Storage, StorageError};
 use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2, S3Action};
@@ -16,9 +19,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// How long a signed request stays valid: longer than any one request takes, with retries.
-const SIGNED_FOR: Duration = Duration::from_secs(3600);
+/// How long a signed request stays valid: longer than a request and its retries may take
+/// (see [`S3Settings::deadline`]), and no longer.
+const SIGNED_FOR: Duration = Duration::from_secs(15 * 60);
 const ATTEMPTS: u32 = 5;
+/// One request's overall deadline when the settings name none.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 /// Objects written through [`Storage::writer`] go up in parts of this size (S3's minimum part
 /// size is 5 MiB; 16 MiB keeps a 100 GB pack under S3's 10,000 parts).
 pub const PART_SIZE: usize = 16 << 20;
@@ -40,9 +46,20 @@ pub struct S3Settings {
     /// PEM file of extra certificate authorities to trust for `https` endpoints (a private CA);
     /// empty: the public roots only.
     pub ca_file: String,
+    /// Overall deadline of one request in seconds (connect, send, receive); 0: 60 s. A
+    /// request and its retries stop after three times this.
+    pub timeout_seconds: u64,
 }
 
 impl S3Settings {
+    /// One request's overall deadline.
+    pub fn deadline(&self) -> Duration {
+        match self.timeout_seconds {
+            0 => DEFAULT_DEADLINE,
+            s => Duration::from_secs(s.min(3600)),
+        }
+    }
+
     fn region(&self) -> String {
         if self.region.is_empty() {
             "us-east-1".into()
@@ -150,6 +167,8 @@ struct Client {
     bucket: Bucket,
     credentials: Credentials,
     agent: ureq::Agent,
+    /// One request's overall deadline.
+    deadline: Duration,
 }
 
 pub struct S3Storage {
@@ -165,14 +184,27 @@ struct Answer {
     body: Vec<u8>,
 }
 
-fn read_answer(response: ureq::Response) -> Result<Answer, String> {
+/// The answer, its body read up to `limit` bytes and one more (a server that sends more than
+/// was asked for is not read into memory; the caller sees the excess and refuses it).
+fn read_answer(response: ureq::Response, limit: Option<u64>) -> Result<Answer, String> {
     let status = response.status();
     let etag = response.header("ETag").map(str::to_string);
     let mut body = Vec::new();
-    response
-        .into_reader()
-        .read_to_end(&mut body)
-        .map_err(|e| format!("reading the response failed: {e}"))?;
+    let reader = response.into_reader();
+    match limit {
+        Some(limit) => {
+            reader
+                .take(limit + 1)
+                .read_to_end(&mut body)
+                .map_err(|e| format!("reading the response failed: {e}"))?;
+        }
+        None => {
+            let mut reader = reader;
+            reader
+                .read_to_end(&mut body)
+                .map_err(|e| format!("reading the response failed: {e}"))?;
+        }
+    }
     Ok(Answer { status, etag, body })
 }
 
@@ -214,8 +246,23 @@ impl Client {
         body: Option<&[u8]>,
         what: &str,
     ) -> Result<Answer, StorageError> {
+        self.send_limited(method, url, headers, body, what, None)
+    }
+
+    /// [`Client::send`], reading at most `limit` bytes of the answer's body.
+    fn send_limited(
+        &self,
+        method: &str,
+        url: &url::Url,
+        headers: &[(&str, String)],
+        body: Option<&[u8]>,
+        what: &str,
+        limit: Option<u64>,
+    ) -> Result<Answer, StorageError> {
         let mut delay = Duration::from_millis(100);
         let mut last = String::new();
+        let started = std::time::Instant::now();
+        let budget = self.deadline * 3;
         for attempt in 1..=ATTEMPTS {
             let mut request = self.agent.request_url(method, url);
             for (name, value) in headers {
@@ -226,7 +273,9 @@ impl Client {
                 None => request.call(),
             };
             let answer = match result {
-                Ok(response) | Err(ureq::Error::Status(_, response)) => read_answer(response),
+                Ok(response) | Err(ureq::Error::Status(_, response)) => {
+                    read_answer(response, limit)
+                }
                 Err(ureq::Error::Transport(t)) => Err(transport_error(&t)),
             };
             match answer {
@@ -236,10 +285,19 @@ impl Client {
                 Ok(a) => return Ok(a),
                 Err(e) => last = e,
             }
-            if attempt < ATTEMPTS {
-                std::thread::sleep(delay);
-                delay *= 2;
+            if super::interrupted() {
+                return Err(StorageError::Io(format!(
+                    "{what}: {last} (stopped: the process was asked to stop)"
+                )));
             }
+            if attempt == ATTEMPTS || started.elapsed() + delay + self.deadline > budget {
+                return Err(StorageError::Io(format!(
+                    "{what}: {last} (after {attempt} attempts in {:.0} s)",
+                    started.elapsed().as_secs_f64()
+                )));
+            }
+            std::thread::sleep(delay);
+            delay *= 2;
         }
         Err(StorageError::Io(format!(
             "{what}: {last} (after {ATTEMPTS} attempts)"
@@ -331,10 +389,10 @@ impl S3Storage {
                 "cannot address bucket \"{bucket}\" at \"{endpoint}\": {e} (set admin_toolkit.s3_force_path_style for an IP address)"
             ))
         })?;
+        let deadline = settings.deadline();
         let mut agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(10))
-            .timeout_read(Duration::from_secs(120))
-            .timeout_write(Duration::from_secs(120));
+            .timeout_connect(deadline.min(Duration::from_secs(10)))
+            .timeout(deadline);
         if !settings.ca_file.is_empty() {
             agent = agent.tls_config(tls_trusting(&settings.ca_file)?);
         }
@@ -344,6 +402,7 @@ impl S3Storage {
                 bucket,
                 credentials: settings.credentials()?,
                 agent,
+                deadline,
             }),
             prefix: prefix.to_string(),
         })
@@ -387,9 +446,15 @@ impl S3Storage {
             .into_iter()
             .collect();
         let what = format!("reading {}", self.describe(name));
-        let answer = self.client.send("GET", &url, &headers, None, &what)?;
-        match answer.status {
-            200 | 206 => Ok(answer.body),
+        let limit = range.map(|(_, len)| len);
+        let answer = self
+            .client
+            .send_limited("GET", &url, &headers, None, &what, limit)?;
+        match (answer.status, range) {
+            (200, None) | (206, Some(_)) => Ok(answer.body),
+            (200, Some(_)) => Err(StorageError::Io(format!(
+                "{what}: the server ignored the Range header (HTTP 200 instead of 206)"
+            ))),
             _ => Err(Client::failed(&what, &answer)),
         }
     }
@@ -681,6 +746,93 @@ impl Drop for S3Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    /// A loopback "S3 endpoint" that answers every connection by trickling one byte of a
+    /// status line every `every`, or with `answer` at once when given.
+    fn endpoint(every: Duration, answer: Option<&'static [u8]>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(20) {
+                let Ok(mut stream) = stream else { break };
+                std::thread::spawn(move || {
+                    let mut request = [0u8; 4096];
+                    let _ = std::io::Read::read(&mut stream, &mut request);
+                    if let Some(answer) = answer {
+                        let _ = stream.write_all(answer);
+                        return;
+                    }
+                    for byte in b"HTTP/1.1 200 OK\r\n" {
+                        if stream.write_all(&[*byte]).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(every);
+                    }
+                });
+            }
+        });
+        format!("http://127.0.0.1:{port}")
+    }
+
+    fn storage(endpoint: String) -> S3Storage {
+        let settings = S3Settings {
+            endpoint,
+            region: "us-east-1".into(),
+            force_path_style: true,
+            timeout_seconds: 1,
+            ..S3Settings::default()
+        };
+        // SAFETY: set for this test process only; the credentials are a test's.
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+        }
+        S3Storage::open("bucket", "wal/", &settings).unwrap()
+    }
+
+    #[test]
+    fn a_trickling_endpoint_fails_within_the_deadline() {
+        let s3 = storage(endpoint(Duration::from_millis(400), None));
+        let started = std::time::Instant::now();
+        let err = s3
+            .get("000000010000000000000001.zst")
+            .unwrap_err()
+            .to_string();
+        let took = started.elapsed();
+        // Each attempt ends at its 1 s deadline; retries stop within three deadlines.
+        assert!(took < Duration::from_secs(10), "{took:?}: {err}");
+        assert!(err.contains("attempts"), "{err}");
+    }
+
+    #[test]
+    fn a_server_ignoring_range_is_refused_without_reading_the_whole_object() {
+        let mut answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
+        answer.extend(std::iter::repeat_n(b'x', 100_000));
+        let s3 = storage(endpoint(Duration::ZERO, Some(answer.leak())));
+        let err = s3.get_range("data.pack", 10, 100).unwrap_err().to_string();
+        assert!(err.contains("ignored the Range header"), "{err}");
+    }
+
+    #[test]
+    fn retries_stop_when_the_process_is_asked_to_stop() {
+        // The check is the process's; only this test's thread is asked to stop.
+        thread_local! {
+            static STOP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        }
+        fn this_thread_stops() -> bool {
+            STOP.with(std::cell::Cell::get)
+        }
+        super::super::set_interrupt_check(this_thread_stops);
+        STOP.with(|s| s.set(true));
+        let s3 = storage(endpoint(
+            Duration::ZERO,
+            Some(b"HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\n\r\n"),
+        ));
+        let err = s3.get("x.zst").unwrap_err().to_string();
+        assert!(err.contains("asked to stop"), "{err}");
+    }
 
     #[test]
     fn credentials_files_are_read_by_profile() {
