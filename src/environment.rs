@@ -48,6 +48,11 @@ const PINNED_AT_CONNECTION: &[(&CStr, &CStr)] = &[
     (c"lock_timeout", c"0"),
     (c"idle_in_transaction_session_timeout", c"0"),
     (c"idle_session_timeout", c"0"),
+    (c"exit_on_error", c"off"),
+    // The toolkit's triggers and SQL functions are PL/pgSQL, run in the toolkit's processes.
+    (c"plpgsql.extra_errors", c"none"),
+    (c"plpgsql.extra_warnings", c"none"),
+    (c"plpgsql.variable_conflict", c"error"),
 ];
 
 fn set(

@@ -20,6 +20,9 @@ fn plant_sql(schema: &str, escalate: &str, marker: &Path) -> String {
     let mut sql = format!(
         r#"CREATE FUNCTION {schema}.pwn() RETURNS void LANGUAGE plpgsql AS $p$
 BEGIN
+    IF pg_catalog.current_user() OPERATOR(pg_catalog.<>) '{escalate}' THEN
+        RAISE LOG 'admin_toolkit test: planted code ran as %', pg_catalog.current_user();
+    END IF;
     BEGIN EXECUTE 'ALTER ROLE {escalate} SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
     BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch {marker}'''; EXCEPTION WHEN OTHERS THEN NULL; END;
 END $p$;
@@ -67,13 +70,36 @@ fn is_superuser(db: &mut Client, role: &str) -> bool {
     .get(0)
 }
 
-/// The planted code runs when its owner calls it, as its owner: the test checks the trap
-/// works, so that its silence later means something.
-fn trap_works(client: &mut Client, schema: &str, marker: &Path) {
+/// The trap works, so that its silence later means something: called by its owner it does
+/// nothing; called by a superuser (`superuser`, in the same database) it writes the marker
+/// and logs, and the test then puts everything back.
+fn trap_works(
+    client: &mut Client,
+    superuser: &mut Client,
+    schema: &str,
+    marker: &Path,
+    role: &str,
+) {
     client
         .batch_execute(&format!("SELECT {schema}.pwn()"))
         .unwrap();
     assert!(!marker.exists(), "only a superuser can write the marker");
+    superuser
+        .batch_execute(&format!("SELECT {schema}.pwn()"))
+        .unwrap();
+    assert!(marker.exists(), "the trap fires with a superuser's rights");
+    std::fs::remove_file(marker).unwrap();
+    superuser
+        .batch_execute(&format!("ALTER ROLE {role} NOSUPERUSER"))
+        .unwrap();
+}
+
+/// How many times planted code ran as anyone but its owner (its log lines).
+fn planted_runs(cluster: &Cluster) -> usize {
+    cluster
+        .server_log()
+        .matches("admin_toolkit test: planted code ran as")
+        .count()
 }
 
 struct Markers {
@@ -110,7 +136,8 @@ fn a_planted_operator_never_runs_with_track_config_changes_rights() {
     mallory
         .batch_execute(&plant_sql("s", "mallory", &marker))
         .unwrap();
-    trap_works(&mut mallory, "s", &marker);
+    trap_works(&mut mallory, &mut db, "s", &marker, "mallory");
+    let runs = planted_runs(&cluster);
     // Her session's path and her role's (which the job connecting as her gets) put s first.
     mallory
         .batch_execute("SET search_path = s, pg_catalog")
@@ -123,6 +150,11 @@ fn a_planted_operator_never_runs_with_track_config_changes_rights() {
         .unwrap()
         .get(0);
     assert!(!marker.exists(), "a planted operator ran as superuser");
+    assert_eq!(
+        planted_runs(&cluster),
+        runs,
+        "planted code ran with other rights"
+    );
     assert!(!is_superuser(&mut db, "mallory"));
     // The toolkit did its work: applied, recorded.
     let row = db
@@ -174,7 +206,10 @@ fn a_createdb_roles_database_settings_never_steer_the_facts_job() {
             plant_sql("evil", "creator", &marker)
         ))
         .unwrap();
-    trap_works(&mut hostile, "evil", &marker);
+    let mut hostile_su = cluster.connect("hostile");
+    trap_works(&mut hostile, &mut hostile_su, "evil", &marker, "creator");
+    drop(hostile_su);
+    let runs = planted_runs(&cluster);
     // A sequence locked by someone else (ALTER SEQUENCE holds ShareRowExclusiveLock to the
     // end of its transaction): the facts job skips it rather than wait.
     let mut locker = cluster.connect_as("hostile", "creator", "").unwrap();
@@ -194,6 +229,11 @@ fn a_createdb_roles_database_settings_never_steer_the_facts_job() {
     assert!(tables >= 1, "the facts of hostile name its table");
     locker.batch_execute("ROLLBACK").unwrap();
     assert!(!marker.exists(), "a planted operator ran as superuser");
+    assert_eq!(
+        planted_runs(&cluster),
+        runs,
+        "planted code ran as pg_monitor or superuser"
+    );
     assert!(!is_superuser(&mut db, "creator"));
     assert!(!cluster.server_log().contains("collecting facts failed"));
 }
@@ -219,7 +259,8 @@ fn a_schedule_owners_role_settings_never_reach_the_jobs_bookkeeping() {
     owner
         .batch_execute(&plant_sql("mine", "owner1", &marker))
         .unwrap();
-    trap_works(&mut owner, "mine", &marker);
+    trap_works(&mut owner, &mut db, "mine", &marker, "owner1");
+    let runs = planted_runs(&cluster);
     owner
         .batch_execute("ALTER ROLE owner1 SET search_path = mine, pg_catalog")
         .unwrap();
@@ -241,6 +282,11 @@ fn a_schedule_owners_role_settings_never_reach_the_jobs_bookkeeping() {
         .get(0);
     assert_eq!(status, "success");
     assert!(!marker.exists(), "a planted function ran as superuser");
+    assert_eq!(
+        planted_runs(&cluster),
+        runs,
+        "planted code ran with other rights"
+    );
     assert!(!is_superuser(&mut db, "owner1"));
 
     // A drill schedule's owner, demoted after writing it, plants the same: the drill job's
@@ -327,12 +373,19 @@ fn a_hostile_restored_catalog_never_steers_a_drill_and_cannot_fail_it() {
          CREATE TABLE public.orders (id int PRIMARY KEY, v text); \
          INSERT INTO public.orders SELECT g, g::text FROM generate_series(1, 500) g; \
          CREATE MATERIALIZED VIEW public.later AS SELECT id FROM public.orders WITH NO DATA; \
+         CREATE FUNCTION public.plus(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS \
+             $p$ BEGIN PERFORM public.pwn(); RETURN $1 + 1; END $p$; \
+         CREATE INDEX orders_planted ON public.orders ((id + public.plus(1))); \
+         CREATE TABLE public.parted (id int PRIMARY KEY) PARTITION BY RANGE (id); \
+         CREATE TABLE public.parted_1 PARTITION OF public.parted FOR VALUES FROM (0) TO (1000); \
+         INSERT INTO public.parted SELECT generate_series(1, 10); \
+         ALTER DATABASE app SET search_path = public, pg_catalog; \
          ALTER DATABASE app SET default_transaction_read_only = on; \
          REVOKE CONNECT ON DATABASE app FROM PUBLIC",
         plant_sql("public", "dbo", &marker)
     ))
     .unwrap();
-    trap_works(&mut app, "public", &marker);
+    trap_works(&mut app, &mut app_su, "public", &marker, "dbo");
     let location = store.path().join("backups").display().to_string();
     let schedule: i32 = db
         .query_one(
@@ -385,6 +438,10 @@ fn a_hostile_restored_catalog_never_steers_a_drill_and_cannot_fail_it() {
         "{app_checks}"
     );
     assert!(app_checks["indexes_checked"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        app_checks["row_counts"]["public.parted_1"], 10,
+        "{app_checks}"
+    );
     // Nothing ran with the drill's rights, nothing was written outside its directory.
     assert!(
         !marker.exists(),

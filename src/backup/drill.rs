@@ -14,8 +14,9 @@ use admin_toolkit_core::backup::restore::restore;
 use admin_toolkit_core::backup::store::BackupStore;
 use admin_toolkit_core::chrono::{DateTime, Utc};
 use admin_toolkit_core::drill::checks::{
-    check_failure, count_sql, index_check_sql, parse_checks, reader_role, reader_setup_sql,
-    DatabaseChecks, DISABLE_EVENT_TRIGGERS,
+    check_failure, count_sql, decode_name, index_check_sql, owners_sql, parse_checks,
+    DatabaseChecks, DATABASES_SQL, DISABLE_EVENT_TRIGGERS, LIFT_FORCED_ROW_SECURITY,
+    PREPARE_CLUSTER,
 };
 use admin_toolkit_core::drill::server::{stop_leftover, Stopped, Throwaway};
 use admin_toolkit_core::drill::{
@@ -308,6 +309,12 @@ fn failed(why: impl Into<String>) -> Failure {
     ("failed", why.into())
 }
 
+/// A drill stopped by a cancellation or a shutdown.
+fn stopped(stop: Option<jobs::Interruption>) -> Failure {
+    let (status, why) = stop.unwrap_or(("cancelled", "cancelled"));
+    (status, format!("{why} during the drill"))
+}
+
 /// The drill's scratch directory, removed when the drill ends however it ends.
 struct Scratch(PathBuf);
 
@@ -378,10 +385,6 @@ fn drill(
 ) -> Result<(), Failure> {
     let s3 = crate::settings::s3();
     let keys = crate::settings::key_dir();
-    let stopped = |stop: Option<jobs::Interruption>| -> Failure {
-        let (status, why) = stop.unwrap_or(("cancelled", "cancelled"));
-        (status, format!("{why} during the drill"))
-    };
     // Accepted only as what its catalog row says (key, backup, cluster, chain).
     let manifest: Manifest = try_transaction(|| super::store::expected_of(start.backup_id))
         .and_then(|expected| expected)
@@ -584,29 +587,43 @@ fn drill(
         .map(|last| (reference - last) as f64 / 1e6);
 
     // The checks: amcheck on every B-tree index and a row count of every user table, in every
-    // database that accepts connections (core::drill::checks says how a hostile catalog is
-    // kept from steering them).
+    // database that accepts connections.
     let checks_started = Instant::now();
-    let reader = reader_role(drill_id).map_err(failed)?;
+    let results = match check_databases(&server, &start.superuser) {
+        Ok(results) => results,
+        Err(failure) => {
+            let _stop_error_is_superseded = server.stop(Duration::from_secs(30));
+            return Err(failure);
+        }
+    };
+    m.checks_seconds = Some(checks_started.elapsed().as_secs_f64());
+    m.checks = checks_json(&results);
+    server
+        .stop(Duration::from_secs(60))
+        .map_err(|e| failed(format!("stopping the restored server: {e}")))?;
+    Ok(())
+}
+
+/// The checks of every restored database (core::drill::checks says how a hostile catalog is
+/// kept from steering them): as superuser, amcheck on every B-tree index; as each table's
+/// owner, the row counts of its tables.
+fn check_databases(server: &Throwaway, superuser: &str) -> Result<Vec<DatabaseChecks>, Failure> {
     server
         .psql_as(
-            &start.superuser,
+            superuser,
             true,
             "template1",
-            &[DISABLE_EVENT_TRIGGERS, &reader_setup_sql(&reader)],
+            &[DISABLE_EVENT_TRIGGERS, PREPARE_CLUSTER],
         )
         .map_err(|e| failed(format!("cannot prepare the restored server's checks: {e}")))?;
     let databases = server
-        .psql(
-            "template1",
-            "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname",
-        )
+        .psql("template1", DATABASES_SQL)
         .map_err(|e| failed(format!("cannot list the restored databases: {e}")))?;
-    let (index_sql, count_sql) = (index_check_sql(), count_sql());
+    let (index_sql, owners_sql, count_sql) = (index_check_sql(), owners_sql(), count_sql());
     let mut results: Vec<DatabaseChecks> = Vec::new();
-    for database in databases.lines().filter(|l| !l.is_empty()) {
+    for hex in databases.lines().filter(|l| !l.is_empty()) {
+        let database = decode_name(hex).map_err(failed)?;
         if let Some(why) = interruption() {
-            let _stop_error_is_superseded = server.stop(Duration::from_secs(30));
             return Err(stopped(Some(why)));
         }
         let cannot = |e: String| {
@@ -615,30 +632,29 @@ fn drill(
             ))
         };
         let mut checks = DatabaseChecks {
-            database: database.to_string(),
+            database: database.clone(),
             ..DatabaseChecks::default()
         };
-        let indexes = server
+        let output = server
             .psql_as(
-                &start.superuser,
+                superuser,
                 true,
-                database,
-                &[DISABLE_EVENT_TRIGGERS, &index_sql],
+                &database,
+                &[DISABLE_EVENT_TRIGGERS, LIFT_FORCED_ROW_SECURITY, &index_sql],
             )
             .map_err(cannot)?;
-        parse_checks(&mut checks, &indexes).map_err(failed)?;
-        let counts = server
-            .psql_as(&reader, false, database, &[&count_sql])
-            .map_err(cannot)?;
-        parse_checks(&mut checks, &counts).map_err(failed)?;
+        parse_checks(&mut checks, &output).map_err(failed)?;
+        let owners = server.psql(&database, &owners_sql).map_err(cannot)?;
+        for hex in owners.lines().filter(|l| !l.is_empty()) {
+            let owner = decode_name(hex).map_err(failed)?;
+            let counts = server
+                .psql_as(&owner, false, &database, &[&count_sql])
+                .map_err(|e| cannot(format!("as \"{owner}\": {e}")))?;
+            parse_checks(&mut checks, &counts).map_err(failed)?;
+        }
         results.push(checks);
     }
-    m.checks_seconds = Some(checks_started.elapsed().as_secs_f64());
-    m.checks = checks_json(&results);
-    server
-        .stop(Duration::from_secs(60))
-        .map_err(|e| failed(format!("stopping the restored server: {e}")))?;
-    Ok(())
+    Ok(results)
 }
 
 /// Directory of this server's programs (postgres, psql).

@@ -78,8 +78,10 @@ const TAKE_RETENTION_LOCK: &str =
 
 fn mark_deleting(backup_id: i64) -> spi::Result<()> {
     Spi::run_with_args(
+        // Qualified: a caller's session runs it, with the caller's search path.
         "UPDATE admin_toolkit.backup_history SET status = 'deleting', \
-           metadata = metadata || jsonb_build_object('deletion_requested_at', now()) WHERE backup_id = $1",
+           metadata = metadata OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('deletion_requested_at', pg_catalog.now()) \
+         WHERE backup_id OPERATOR(pg_catalog.=) $1",
         &[backup_id.into()],
     )
 }

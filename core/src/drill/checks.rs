@@ -1,28 +1,20 @@
 //! The checks a drill runs on its restored server. That server is a byte copy of production:
 //! its catalogs, database and role settings and event triggers are whatever production's roles
 //! made them. So every statement here qualifies each function, operator and type; each session
-//! pins its settings in its startup packet (which outranks `ALTER DATABASE/ROLE … SET`); the
-//! restored event triggers are disabled before anything is created; amcheck is reached through
-//! a function of the session's own (never through a catalog's `bt_index_check`, which a schema
-//! owner could have replaced); and rows are counted by a role made for the drill, which reads
-//! everything and can change nothing.
+//! pins its settings in its startup packet (which outranks `ALTER DATABASE/ROLE … SET`, and
+//! those are deleted from the copy anyway); the restored event triggers are disabled before
+//! anything is created; amcheck is reached through a function of the session's own (never
+//! through a catalog's `bt_index_check`, which a schema owner could have replaced); and rows are
+//! counted by each table's owner, logging in to the copy: planning a count can run code the
+//! owner put in the table's index expressions or statistics, and that code then runs with no
+//! more rights than its owner has in production.
 //!
 //! Output lines, fields separated by a unit separator (0x1f): `i` index, amcheck's error or
 //! empty; `t` table, rows; `s` object, why it was skipped; `u` table, why it cannot be read.
+//! Names of databases and roles are read hex-encoded (a name may hold a line break).
 
 /// Separator of the fields of an output line (psql `-F`).
 pub const FIELD_SEPARATOR: char = '\u{1f}';
-
-/// Name of the role that counts rows in drill `drill_id`'s server: random, so that no role
-/// restored from production can be waiting under that name.
-pub fn reader_role(drill_id: i64) -> Result<String, String> {
-    let mut nonce = [0u8; 8];
-    getrandom::getrandom(&mut nonce).map_err(|e| format!("no random numbers: {e}"))?;
-    Ok(format!(
-        "admin_toolkit_drill_{drill_id}_{:016x}",
-        u64::from_le_bytes(nonce)
-    ))
-}
 
 /// Settings of every session the drill opens, for its startup packet (`options`): they outrank
 /// the restored database and role settings. The superuser's sessions also pin what only a
@@ -50,6 +42,8 @@ pub fn session_options(superuser: bool) -> String {
         "plpgsql.extra_errors=none",
         "plpgsql.extra_warnings=none",
         "plpgsql.variable_conflict=error",
+        "exit_on_error=off",
+        "client_encoding=UTF8",
     ];
     if superuser {
         options.extend([
@@ -70,22 +64,56 @@ pub fn session_options(superuser: bool) -> String {
 pub const DISABLE_EVENT_TRIGGERS: &str = "UPDATE pg_catalog.pg_event_trigger SET evtenabled = 'D' \
  WHERE evtenabled OPERATOR(pg_catalog.<>) 'D'";
 
-/// Run once in template1 as superuser after [`DISABLE_EVENT_TRIGGERS`]: the counting role,
-/// allowed into every database (whatever CONNECT, TEMPORARY or connection limits the
-/// restored databases have).
-pub fn reader_setup_sql(reader: &str) -> String {
+/// Run once in template1 as superuser after [`DISABLE_EVENT_TRIGGERS`]: no restored database
+/// or role setting applies to the drill's sessions, and every table owner may log in to every
+/// database (whatever CONNECT, TEMPORARY, connection limits or NOLOGIN production has), to count
+/// its own tables.
+pub const PREPARE_CLUSTER: &str = "DELETE FROM pg_catalog.pg_db_role_setting; \
+UPDATE pg_catalog.pg_authid SET rolcanlogin = true, rolconnlimit = -1 \
+ WHERE oid OPERATOR(pg_catalog.>=) 16384; \
+UPDATE pg_catalog.pg_database SET datacl = NULL, datconnlimit = -1";
+
+/// Run in each database as superuser after [`DISABLE_EVENT_TRIGGERS`]: an owner counting its
+/// own table sees every row (FORCE ROW LEVEL SECURITY lifted in the copy).
+pub const LIFT_FORCED_ROW_SECURITY: &str =
+    "UPDATE pg_catalog.pg_class SET relforcerowsecurity = false WHERE relforcerowsecurity";
+
+/// The connectable databases, hex-encoded, one per line.
+pub const DATABASES_SQL: &str =
+    "SELECT pg_catalog.encode(pg_catalog.convert_to(datname::pg_catalog.text, 'UTF8'), 'hex') \
+  FROM pg_catalog.pg_database WHERE datallowconn ORDER BY 1";
+
+/// The roles that own a table to count in this database, hex-encoded, one per line.
+pub fn owners_sql() -> String {
     format!(
-        r#"CREATE ROLE "{reader}" LOGIN BYPASSRLS IN ROLE pg_read_all_data;
-DO $do$
-DECLARE d pg_catalog.name;
-BEGIN
-    FOR d IN SELECT datname FROM pg_catalog.pg_database WHERE datallowconn LOOP
-        EXECUTE pg_catalog.format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', d, '{reader}');
-        EXECUTE pg_catalog.format('ALTER DATABASE %I CONNECTION LIMIT -1', d);
-    END LOOP;
-END
-$do$"#
+        "SELECT DISTINCT pg_catalog.encode(pg_catalog.convert_to(r.rolname::pg_catalog.text, 'UTF8'), 'hex') \
+           FROM pg_catalog.pg_class c \
+           JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) c.relowner \
+           JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+          WHERE {COUNTED} ORDER BY 1"
     )
+}
+
+/// Which relations are counted: permanent tables and materialized views outside the system
+/// schemas.
+const COUNTED: &str = "c.relkind OPERATOR(pg_catalog.=) ANY ('{r,m}'::pg_catalog.\"char\"[]) \
+   AND c.relpersistence OPERATOR(pg_catalog.=) 'p' \
+   AND n.nspname OPERATOR(pg_catalog.<>) ALL ('{pg_catalog,information_schema}'::pg_catalog.name[]) \
+   AND NOT pg_catalog.starts_with(n.nspname::pg_catalog.text, 'pg_toast')";
+
+/// A name from [`DATABASES_SQL`] or [`owners_sql`] (hex of its UTF-8 bytes).
+pub fn decode_name(hex: &str) -> Result<String, String> {
+    let hex = hex.trim();
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .filter(|_| hex.len() % 2 == 0)
+        .ok_or_else(|| format!("unreadable name \"{hex}\""))?;
+    String::from_utf8(bytes).map_err(|_| format!("name \"{hex}\" is not UTF-8"))
 }
 
 /// A name or message on one output line: no line break, no field separator.
@@ -116,24 +144,26 @@ SELECT 'i', {name}, pg_temp.admin_toolkit_index_check(c.oid::pg_catalog.regclass
   JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.indexrelid
   JOIN pg_catalog.pg_am a ON a.oid OPERATOR(pg_catalog.=) c.relam
  WHERE a.amname OPERATOR(pg_catalog.=) 'btree' AND i.indisvalid AND i.indisready
-   AND c.relpersistence OPERATOR(pg_catalog.<>) 't'
+   AND c.relkind OPERATOR(pg_catalog.=) 'i' AND c.relpersistence OPERATOR(pg_catalog.<>) 't'
  ORDER BY 2"#,
         message = one_line("SQLERRM"),
         name = one_line("c.oid::pg_catalog.regclass::pg_catalog.text"),
     )
 }
 
-/// The row counts, as the reader role in each database: every permanent user table and
-/// materialized view counted; an unpopulated materialized view, or an object the role may not
-/// read, skipped with the reason; a table whose files cannot be read (SQLSTATE classes XX and
-/// 58: corrupted data, missing or unreadable files) reported unreadable.
+/// The row counts, as the owner of the tables counted, in each database: every permanent
+/// table and materialized view the session's role owns is counted (`ONLY`: inheritance
+/// children, foreign ones included, are counted as themselves); an unpopulated materialized
+/// view, or an object the role may not read, is skipped with the reason; a table whose files
+/// cannot be read (SQLSTATE classes XX and 58: corrupted data, missing or unreadable files) is
+/// reported unreadable.
 pub fn count_sql() -> String {
     format!(
         r#"CREATE FUNCTION pg_temp.admin_toolkit_row_count(tbl pg_catalog.regclass, OUT kind pg_catalog.text, OUT value pg_catalog.text)
 LANGUAGE plpgsql SET search_path TO pg_catalog, pg_temp AS $f$
 DECLARE n pg_catalog.int8;
 BEGIN
-    EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s', tbl) INTO n;
+    EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM ONLY %s', tbl) INTO n;
     kind := 't';
     value := n::pg_catalog.text;
 EXCEPTION WHEN OTHERS THEN
@@ -151,13 +181,13 @@ SELECT r.kind, {name}, r.value
       UNION ALL
       SELECT f.kind, f.value FROM pg_temp.admin_toolkit_row_count(c.oid::pg_catalog.regclass) f
        WHERE c.relispopulated) r
- WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{{r,m}}'::pg_catalog."char"[])
-   AND c.relpersistence OPERATOR(pg_catalog.=) 'p'
-   AND n.nspname OPERATOR(pg_catalog.<>) ALL ('{{pg_catalog,information_schema}}'::pg_catalog.name[])
-   AND NOT pg_catalog.starts_with(n.nspname::pg_catalog.text, 'pg_toast')
+ WHERE {counted}
+   AND c.relowner OPERATOR(pg_catalog.=) (SELECT a.oid FROM pg_catalog.pg_roles a
+                                           WHERE a.rolname OPERATOR(pg_catalog.=) CURRENT_USER)
  ORDER BY 2"#,
         message = one_line("SQLERRM"),
         name = one_line("c.oid::pg_catalog.regclass::pg_catalog.text"),
+        counted = COUNTED,
     )
 }
 
@@ -308,7 +338,15 @@ mod tests {
                 }
             }
         }
-        assert!(reader_setup_sql("r").contains("pg_catalog.format('GRANT CONNECT"));
+        assert!(owners_sql().contains("OPERATOR(pg_catalog.=) c.relowner"));
+        assert_eq!(
+            decode_name("610a62\n").unwrap(),
+            "a\nb",
+            "a name with a line break"
+        );
+        assert!(
+            decode_name("6").is_err() && decode_name("zz").is_err() && decode_name("ff").is_err()
+        );
     }
 
     #[test]
@@ -322,9 +360,8 @@ mod tests {
         );
         let superuser = session_options(true);
         assert!(superuser.contains("-c session_preload_libraries= "));
-        assert_ne!(reader_role(1).unwrap(), reader_role(1).unwrap());
-        assert!(reader_role(7)
-            .unwrap()
-            .starts_with("admin_toolkit_drill_7_"));
+        assert!(
+            reader.contains("-c exit_on_error=off") && reader.contains("-c client_encoding=UTF8")
+        );
     }
 }

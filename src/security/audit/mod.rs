@@ -205,11 +205,12 @@ pub fn record_event(
     Spi::run_with_args(
         "INSERT INTO admin_toolkit.security_audit_log (username, database_name, object_name, object_type, \
            operation_type, client_ip, application_name, success, error_message, session_id, additional_info) \
-         VALUES (current_user, current_database(), $1, $2, $3, inet_client_addr(), \
-                 current_setting('application_name'), $4, $5, \
-                 (SELECT to_hex(trunc(extract(epoch FROM backend_start))::bigint) || '.' || to_hex(pid) \
-                    FROM pg_catalog.pg_stat_activity WHERE pid = pg_backend_pid()), \
-                 $6::jsonb || jsonb_build_object('source', $7::text, 'pid', pg_backend_pid()))",
+         VALUES (current_user, pg_catalog.current_database(), $1, $2, $3, pg_catalog.inet_client_addr(), \
+                 pg_catalog.current_setting('application_name'), $4, $5, \
+                 (SELECT pg_catalog.to_hex(pg_catalog.trunc(pg_catalog.date_part('epoch', backend_start))::bigint) \
+                         OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) pg_catalog.to_hex(pid) \
+                    FROM pg_catalog.pg_stat_activity WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()), \
+                 $6::jsonb OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('source', $7::text, 'pid', pg_catalog.pg_backend_pid()))",
         &[
             event.object.get().into(),
             event.object_type.get().into(),
