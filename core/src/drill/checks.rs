@@ -111,7 +111,7 @@ pub fn decode_name(hex: &str) -> Result<String, String> {
                 .and_then(|b| u8::from_str_radix(b, 16).ok())
         })
         .collect::<Option<Vec<u8>>>()
-        .filter(|_| hex.len() % 2 == 0)
+        .filter(|_| hex.len().is_multiple_of(2))
         .ok_or_else(|| format!("unreadable name \"{hex}\""))?;
     String::from_utf8(bytes).map_err(|_| format!("name \"{hex}\" is not UTF-8"))
 }
