@@ -92,21 +92,35 @@ fn read(c: &SpiClient<'_>) -> spi::Result<CatalogRows> {
         .collect::<spi::Result<_>>()?;
     let database = c.select(DATABASE_SQL, None, &[])?.first();
     let (xid_age, mxid_age) = (database.get::<i64>(1)?, database.get::<i64>(2)?);
-    let sequences = c
+    // (sequence, whether it is another session's temporary one, which cannot be read)
+    let listed = c
         .select(SEQUENCES_SQL, None, &[])?
         .map(|r| {
-            let seq = oid(r.get(1)?);
-            let temporary = r.get::<bool>(6)?.unwrap_or(false);
-            Ok(Sequence {
-                oid: seq,
-                start: r.get::<i64>(2)?.unwrap_or(0),
-                increment: r.get::<i64>(3)?.unwrap_or(0),
-                max: r.get::<i64>(4)?.unwrap_or(0),
-                min: r.get::<i64>(5)?.unwrap_or(0),
-                last_value: if temporary { None } else { last_value(seq) },
-            })
+            Ok((
+                Sequence {
+                    oid: oid(r.get(1)?),
+                    start: r.get::<i64>(2)?.unwrap_or(0),
+                    increment: r.get::<i64>(3)?.unwrap_or(0),
+                    max: r.get::<i64>(4)?.unwrap_or(0),
+                    min: r.get::<i64>(5)?.unwrap_or(0),
+                    last_value: None,
+                },
+                r.get::<bool>(6)?.unwrap_or(false),
+            ))
         })
         .collect::<spi::Result<Vec<_>>>()?;
+    // One raise of rights for every sequence's read, not one per sequence.
+    let sequences = crate::environment::as_superuser(|| {
+        listed
+            .into_iter()
+            .map(|(mut sequence, temporary)| {
+                if !temporary {
+                    sequence.last_value = last_value(sequence.oid);
+                }
+                sequence
+            })
+            .collect()
+    });
     Ok(CatalogRows {
         relations,
         indexes,
@@ -120,8 +134,8 @@ fn read(c: &SpiClient<'_>) -> spi::Result<CatalogRows> {
 
 /// pg_sequence_last_value of sequence `seq`, or None when it was never called, is locked by
 /// someone else (a facts job never waits for a lock), or is gone. The job reads as pg_monitor,
-/// which may not read sequences: this call alone, which runs no code but the catalog's, is made
-/// with the superuser's rights.
+/// which may not read sequences: the caller raises the rights for these calls alone, which run
+/// no code but the catalog's.
 fn last_value(seq: u32) -> Option<i64> {
     let relid = pg_sys::Oid::from(seq);
     // SAFETY: in a transaction; a lock taken here is held to its end, as the function's own
@@ -139,15 +153,13 @@ fn last_value(seq: u32) -> Option<i64> {
     if !locked {
         return None;
     }
-    crate::environment::as_superuser(|| {
-        // SAFETY: pg_sequence_last_value takes one OID and returns an int8 or NULL.
-        unsafe {
-            pgrx::direct_function_call::<i64>(
-                pg_sys::pg_sequence_last_value,
-                &[Some(pg_sys::Datum::from(relid))],
-            )
-        }
-    })
+    // SAFETY: pg_sequence_last_value takes one OID and returns an int8 or NULL.
+    unsafe {
+        pgrx::direct_function_call::<i64>(
+            pg_sys::pg_sequence_last_value,
+            &[Some(pg_sys::Datum::from(relid))],
+        )
+    }
 }
 
 /// What pg_stat_get_live_tuples, _dead_tuples and the last (auto)vacuum and (auto)analyze

@@ -191,20 +191,13 @@ fn read_answer(response: ureq::Response, limit: Option<u64>) -> Result<Answer, S
     let etag = response.header("ETag").map(str::to_string);
     let mut body = Vec::new();
     let reader = response.into_reader();
-    match limit {
-        Some(limit) => {
-            reader
-                .take(limit + 1)
-                .read_to_end(&mut body)
-                .map_err(|e| format!("reading the response failed: {e}"))?;
-        }
-        None => {
-            let mut reader = reader;
-            reader
-                .read_to_end(&mut body)
-                .map_err(|e| format!("reading the response failed: {e}"))?;
-        }
-    }
+    let mut reader: Box<dyn Read> = match limit {
+        Some(limit) => Box::new(reader.take(limit + 1)),
+        None => Box::new(reader),
+    };
+    reader
+        .read_to_end(&mut body)
+        .map_err(|e| format!("reading the response failed: {e}"))?;
     Ok(Answer { status, etag, body })
 }
 
