@@ -83,7 +83,7 @@ COMMENT ON TABLE cluster_identity IS
     'The server this catalog''s schedules and retention are for (one row); another one is a copy and holds them until adopt_as_primary().';
 SELECT pg_catalog.pg_extension_config_dump('cluster_identity', '');
 CREATE FUNCTION "adopt_as_primary"() RETURNS TEXT
-VOLATILE
+STRICT VOLATILE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'adopt_as_primary_wrapper';
 REVOKE ALL ON FUNCTION adopt_as_primary() FROM PUBLIC;
