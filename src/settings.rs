@@ -98,6 +98,8 @@ pub static DRILL_DIRECTORY: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
 /// Free space, in MB, a drill keeps in reserve beyond the restored size and WAL.
 pub static DRILL_SPACE_MARGIN: GucSetting<i32> = GucSetting::<i32>::new(256);
+/// Longest a base backup waits for its last WAL segment to be archived, in seconds.
+pub static BACKUP_ARCHIVE_WAIT: GucSetting<i32> = GucSetting::<i32>::new(600);
 /// The admin-toolkit program a drill's restore_command runs (`wal-get`).
 pub static CLI_PATH: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"/usr/bin/admin-toolkit"));
@@ -382,6 +384,16 @@ pub fn register(preloading: bool) {
         i32::MAX,
         GucContext::Sighup,
         GucFlags::UNIT_MB,
+    );
+    GucRegistry::define_int_guc(
+        c"admin_toolkit.backup_archive_wait",
+        c"Longest a base backup waits for its last WAL segment to be archived, in seconds.",
+        c"Past it the backup fails with the reason and releases its locks; the archiver keeps trying.",
+        &BACKUP_ARCHIVE_WAIT,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
     );
     GucRegistry::define_string_guc(
         c"admin_toolkit.cli_path",

@@ -414,3 +414,108 @@ fn incrementals_chain_inside_one_trust_boundary_and_bad_schedules_are_refused_wh
         );
     }
 }
+
+#[test]
+fn a_backup_whose_last_segment_is_not_archived_fails_within_its_deadline() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = ScratchDir::new("admin_toolkit_archive_wait_");
+    let wal = store.path().join("wal");
+    let mut options = ClusterOptions::archiving_to(&wal);
+    options
+        .settings
+        .push("admin_toolkit.backup_archive_wait = 2".into());
+    let cluster = Cluster::start_with(options);
+    let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+    archive_now(&mut db);
+    let location = store.path().join("backups").display().to_string();
+    let full = schedule(&mut db, "full", &location, None);
+    // The archive stops taking WAL: the backup fails, saying why, instead of waiting forever
+    // with its locks held.
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let id: i64 = db
+        .query_one("SELECT admin_toolkit.execute_backup($1, true)", &[&full])
+        .unwrap()
+        .get(0);
+    let r = db
+        .query_one(
+            "SELECT status, error_message FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&id],
+        )
+        .unwrap();
+    let (status, error): (String, Option<String>) = (r.get(0), r.get(1));
+    assert_eq!(status, "failed");
+    let error = error.unwrap();
+    assert!(
+        error.contains("was not archived within 2 s") && error.contains("backup_archive_wait"),
+        "{error}"
+    );
+    // Its locks are released: once the archive takes WAL again, the next backup completes.
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o700)).unwrap();
+    backup(&mut db, full);
+}
+
+#[test]
+fn another_owners_cleanup_leaves_every_chain_restorable() {
+    let store = ScratchDir::new("admin_toolkit_cleanup_owners_");
+    let cluster = Cluster::start_with(ClusterOptions::archiving_to(&store.path().join("wal")));
+    let mut db = cluster.connect("postgres");
+    db.batch_execute(
+        "CREATE EXTENSION admin_toolkit; CREATE TABLE t AS SELECT generate_series(1, 1000) AS id; \
+         CREATE ROLE alice LOGIN IN ROLE pg_write_server_files; \
+         GRANT EXECUTE ON FUNCTION pg_backup_start(text, boolean), pg_backup_stop(boolean) TO alice; \
+         GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA admin_toolkit TO alice; \
+         GRANT SELECT, INSERT, UPDATE ON admin_toolkit.backup_schedules, admin_toolkit.backup_history TO alice; \
+         GRANT USAGE ON ALL SEQUENCES IN SCHEMA admin_toolkit TO alice",
+    )
+    .unwrap();
+    let mut alice = cluster.connect_as("postgres", "alice", "").unwrap();
+    let hers = store.path().join("alice").display().to_string();
+    let ours = store.path().join("ours").display().to_string();
+    // Alice's full backup; the superuser's incremental chains onto it; then alice's newer full.
+    let alice_full = schedule(&mut alice, "full", &hers, None);
+    let (older, _, _, _) = backup(&mut alice, alice_full);
+    let incremental = schedule(&mut db, "incremental", &ours, None);
+    let (chained, _, kind, _) = backup(&mut db, incremental);
+    assert_eq!(kind, "incremental");
+    let chain: String = db
+        .query_one(
+            "SELECT metadata->>'chain' FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&chained],
+        )
+        .unwrap()
+        .get(0);
+    assert!(chain.contains(&older.to_string()), "{chain}");
+    backup(&mut alice, alice_full);
+    // Alice's older full is past her retention; her cleanup cannot see the incremental that
+    // needs it, and must not delete it.
+    db.execute(
+        "UPDATE admin_toolkit.backup_history SET start_time = now() - interval '30 days', \
+                end_time = now() - interval '30 days' WHERE backup_id = $1",
+        &[&older],
+    )
+    .unwrap();
+    let marked: Vec<i64> = alice
+        .query(
+            "SELECT deleted_backup_id FROM admin_toolkit.cleanup_old_backups()",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!marked.contains(&older), "{marked:?}");
+    let status: String = db
+        .query_one(
+            "SELECT status FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&older],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "completed");
+    assert_eq!(
+        verify_errors(&mut db, chained),
+        "",
+        "the chain still verifies"
+    );
+}

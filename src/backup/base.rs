@@ -412,10 +412,15 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
 }
 
 /// Waits until the archiver has stored WAL file `last` (the backup's last segment), as
-/// pg_backup_stop(wait_for_archive) would, but polling every 10 ms instead of every second.
+/// pg_backup_stop(wait_for_archive) would, but polling every 10 ms instead of every second,
+/// and at most admin_toolkit.backup_archive_wait: an archive that does not take WAL (missing,
+/// unwritable, unreachable) fails the backup with the reason instead of holding its locks.
 fn wait_for_archive(last: &str) -> Result<(), Failure> {
     let status = data_directory().join("pg_wal/archive_status");
     let segment = data_directory().join("pg_wal").join(last);
+    let deadline = std::time::Duration::from_secs(
+        u64::try_from(crate::settings::BACKUP_ARCHIVE_WAIT.get()).unwrap_or(600),
+    );
     let started = Instant::now();
     let mut warned = false;
     loop {
@@ -429,6 +434,12 @@ fn wait_for_archive(last: &str) -> Result<(), Failure> {
                 status,
                 format!("interrupted while waiting for {last} to be archived: {why}"),
             ));
+        }
+        if started.elapsed() >= deadline {
+            return Err(failed(format!(
+                "WAL file {last}, the backup's last, was not archived within {} s (admin_toolkit.backup_archive_wait): is the archive reachable and writable? see pg_stat_archiver and the server log",
+                deadline.as_secs()
+            )));
         }
         if !warned && started.elapsed().as_secs() >= 60 {
             warned = true;

@@ -35,6 +35,7 @@ struct Row {
     path: String,
     age_days: i32,
     kind: String,
+    owner: String,
 }
 
 fn completed_backups() -> spi::Result<Vec<Row>> {
@@ -44,7 +45,7 @@ fn completed_backups() -> spi::Result<Vec<Row>> {
                     coalesce(h.end_time < now() - make_interval(days => s.retention_days), false) \
                       AND NOT EXISTS (SELECT 1 FROM admin_toolkit.recovery_points p WHERE p.base_backup_id = h.backup_id), \
                     coalesce(ARRAY(SELECT jsonb_array_elements_text(h.metadata->'chain')::bigint), '{}'), \
-                    h.backup_path, extract(day FROM now() - h.end_time)::int \
+                    h.backup_path, extract(day FROM now() - h.end_time)::int, h.owner::text \
              FROM admin_toolkit.backup_history h \
              LEFT JOIN admin_toolkit.backup_schedules s ON s.schedule_id = h.schedule_id \
              WHERE h.status = 'completed' ORDER BY h.backup_id",
@@ -63,6 +64,7 @@ fn completed_backups() -> spi::Result<Vec<Row>> {
                 },
                 path: r.get::<String>(6)?.unwrap_or_default(),
                 age_days: r.get::<i32>(7)?.unwrap_or_default(),
+                owner: r.get::<String>(8)?.unwrap_or_default(),
                 kind,
             })
         })
@@ -138,7 +140,18 @@ pub fn cleanup() -> spi::Result<Cleanup> {
             skipped: true,
         });
     }
-    let rows = completed_backups()?;
+    // Decided over every backup, whatever row-level security shows the caller, so that no
+    // chain another owner's backup needs is broken; a caller marks only its own backups.
+    let rows = crate::environment::as_superuser(completed_backups)?;
+    // SAFETY: reads this backend's user and its name.
+    let (superuser, caller) = unsafe {
+        (
+            pg_sys::superuser(),
+            std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false))
+                .to_string_lossy()
+                .into_owned(),
+        )
+    };
     let base: Vec<BackupInfo> = rows
         .iter()
         .filter(|r| r.kind != "wal_archive")
@@ -152,8 +165,11 @@ pub fn cleanup() -> spi::Result<Cleanup> {
             .map(|r| r.info.backup_id),
     );
     let mut marked = Vec::new();
-    for row in rows.iter().filter(|r| doomed.contains(&r.info.backup_id)) {
-        mark_deleting(row.info.backup_id)?;
+    for row in rows
+        .iter()
+        .filter(|r| doomed.contains(&r.info.backup_id) && (superuser || r.owner == caller))
+    {
+        crate::environment::as_superuser(|| mark_deleting(row.info.backup_id))?;
         marked.push(Deleted {
             backup_id: row.info.backup_id,
             path: row.path.clone(),
