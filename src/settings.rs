@@ -20,6 +20,8 @@ pub static NOTIFICATION_MAX_RETRY_INTERVAL: GucSetting<i32> = GucSetting::<i32>:
 pub static NOTIFICATION_GIVE_UP_AFTER: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 /// Seconds one delivery attempt may take.
 pub static NOTIFICATION_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(10);
+/// Whether notification targets may be link-local or cloud metadata addresses.
+pub static NOTIFICATION_ALLOW_LINK_LOCAL: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// host:port the /metrics endpoint listens on; empty: no endpoint.
 pub static METRICS_LISTEN: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
@@ -186,6 +188,15 @@ pub fn register(preloading: bool) {
         300,
         GucContext::Sighup,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_bool_guc(
+        c"admin_toolkit.notification_allow_link_local",
+        c"Lets alert notifications reach link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10).",
+        c"Off: a channel whose target resolves only to such addresses fails with the reason, so \
+          whoever may write alert_channels cannot read the host's cloud credentials.",
+        &NOTIFICATION_ALLOW_LINK_LOCAL,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
     );
     GucRegistry::define_int_guc(
         c"admin_toolkit.metrics_table_series",

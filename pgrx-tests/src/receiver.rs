@@ -191,3 +191,75 @@ impl Drop for SmtpSink {
         let _reaped = self.child.wait();
     }
 }
+
+/// An SMTP server that offers AUTH but no STARTTLS, as an on-path attacker stripping STARTTLS
+/// would look, and records every line a client sends it.
+pub struct PlainAuthSmtp {
+    pub port: u16,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl PlainAuthSmtp {
+    pub fn start() -> PlainAuthSmtp {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind the SMTP server");
+        let port = listener.local_addr().unwrap().port();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = lines.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let seen = seen.clone();
+                std::thread::spawn(move || converse(stream, &seen));
+            }
+        });
+        PlainAuthSmtp { port, lines }
+    }
+
+    /// Every line received, on every connection.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+fn converse(stream: TcpStream, seen: &Mutex<Vec<String>>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(read) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(read);
+    let mut out = stream;
+    let mut in_data = false;
+    if write!(out, "220 localhost ESMTP\r\n").is_err() {
+        return;
+    }
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        seen.lock().unwrap().push(line.trim_end().to_string());
+        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+        let answer = if in_data {
+            if line.trim_end() != "." {
+                continue;
+            }
+            in_data = false;
+            "250 queued\r\n"
+        } else {
+            match verb.as_str() {
+                "EHLO" => "250-localhost\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n",
+                "AUTH" => "235 accepted\r\n",
+                "DATA" => {
+                    in_data = true;
+                    "354 go on\r\n"
+                }
+                "QUIT" => {
+                    let _ = write!(out, "221 bye\r\n");
+                    return;
+                }
+                _ => "250 ok\r\n",
+            }
+        };
+        if out.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! the same dedup key, a hung receiver delays nobody else, a receiver that is down receives each
 //! event exactly once when it is back, and no secret reaches a table or the server log.
 
-use admin_toolkit_it::receiver::{HttpReceiver, Received, SmtpSink};
+use admin_toolkit_it::receiver::{HttpReceiver, PlainAuthSmtp, Received, SmtpSink};
 use admin_toolkit_it::{
     count, free_port, wait_for, wait_for_todays_partition, Cluster, ClusterOptions, ScratchDir,
 };
@@ -93,8 +93,10 @@ fn a_firing_alert_reaches_every_kind_of_channel_and_its_resolve_follows() {
     let maildir = scratch.path().join("maildir");
     let smtp = SmtpSink::start(maildir);
     let secrets = format!(
-        "# test secrets\npager.routing_key = {ROUTING_KEY}\nteam.url = http://127.0.0.1:{}{SLACK_PATH}\nhooks.secret = {SIGNING_SECRET}\n",
-        slack.port
+        "# test secrets\npager.routing_key = {ROUTING_KEY}\npager.url = http://127.0.0.1:{}/v2/enqueue\n\
+         team.url = http://127.0.0.1:{}{SLACK_PATH}\n\
+         hooks.secret = {SIGNING_SECRET}\nhooks.url = http://127.0.0.1:{}/alerts\n",
+        pagerduty.port, slack.port, webhook.port
     );
     let cluster = cluster_with_secrets(
         &scratch,
@@ -106,12 +108,12 @@ fn a_firing_alert_reaches_every_kind_of_channel_and_its_resolve_follows() {
     wait_for_todays_partition(&mut db);
     db.batch_execute(&format!(
         "INSERT INTO admin_toolkit.alert_channels (channel_name, kind, target, options) VALUES
-           ('pager', 'pagerduty', 'http://127.0.0.1:{}/v2/enqueue', '{{}}'),
+           ('pager', 'pagerduty', NULL, '{{}}'),
            ('team', 'slack', NULL, '{{}}'),
-           ('hooks', 'webhook', 'http://127.0.0.1:{}/alerts', '{{}}'),
+           ('hooks', 'webhook', NULL, '{{}}'),
            ('hung', 'webhook', 'http://127.0.0.1:{}/never', '{{}}'),
            ('mail', 'email', 'smtp://127.0.0.1:{}', '{{\"from\": \"db@example.com\", \"to\": [\"oncall@example.com\"]}}')",
-        pagerduty.port, webhook.port, hung.port, smtp.port
+        hung.port, smtp.port
     ))
     .unwrap();
     // Refused when written: an unknown channel, a secret in a table.
@@ -315,4 +317,80 @@ fn a_receiver_that_is_down_gets_each_event_once_when_it_is_back() {
             .then_some(())
     });
     assert!(!cluster.server_log().contains("terminated by signal"));
+}
+
+/// Whoever may change a row of alert_channels redirects alert text, never a secret: a secret
+/// goes only to the destination the secrets file names, SMTP credentials only over TLS, and no
+/// target reaches a cloud metadata address.
+#[test]
+fn a_secret_never_follows_a_changed_target_and_needs_tls() {
+    const PASSWORD: &str = "smtp-Passw0rd-never-sent";
+    let scratch = ScratchDir::new("admin_toolkit_notify_");
+    let pagerduty = HttpReceiver::start(0);
+    let attacker = HttpReceiver::start(0);
+    let smtp = PlainAuthSmtp::start();
+    let secrets = format!(
+        "bound.routing_key = {ROUTING_KEY}\nbound.url = http://127.0.0.1:{}/v2/enqueue\n\
+         unbound.routing_key = {ROUTING_KEY}\n\
+         mail.password = {PASSWORD}\nmail.url = smtp://127.0.0.1:{}\n",
+        pagerduty.port, smtp.port
+    );
+    let cluster = cluster_with_secrets(&scratch, &secrets, &[]);
+    let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+    wait_for_todays_partition(&mut db);
+    let to_attacker = format!("http://127.0.0.1:{}/steal", attacker.port);
+    db.execute(
+        "INSERT INTO admin_toolkit.alert_channels (channel_name, kind, target, options) VALUES
+           ('bound', 'pagerduty', NULL, '{}'),
+           ('unbound', 'pagerduty', $1, '{}'),
+           ('mail', 'email', NULL, '{\"username\": \"alerts\", \"from\": \"db@example.com\", \"to\": \"oncall@example.com\"}'),
+           ('metadata', 'webhook', 'http://169.254.169.254/latest/meta-data/', '{}')",
+        &[&to_attacker],
+    )
+    .unwrap();
+    rule_on(&mut db, &["bound", "unbound", "mail", "metadata"]);
+    set_orders(&mut db, 11);
+    let got = wait_requests(&pagerduty, 1, "the trigger at the bound destination");
+    assert_eq!(got[0].json()["routing_key"], ROUTING_KEY);
+    // The row now names the attacker: the resolve still goes where the secrets file says.
+    db.execute(
+        "UPDATE admin_toolkit.alert_channels SET target = $1 WHERE channel_name = 'bound'",
+        &[&to_attacker],
+    )
+    .unwrap();
+    set_orders(&mut db, 5);
+    let got = wait_requests(&pagerduty, 2, "the resolve at the bound destination");
+    assert_eq!(got[1].json()["event_action"], "resolve");
+
+    let last_error = |db: &mut Client, channel: &str| -> String {
+        wait_for(&format!("a failed attempt of {channel}"), || {
+            db.query_opt(
+                "SELECT last_error FROM admin_toolkit.alert_deliveries WHERE channel_name = $1 AND last_error IS NOT NULL LIMIT 1",
+                &[&channel],
+            )
+            .unwrap()
+            .map(|r| r.get::<_, String>(0))
+        })
+    };
+    let unbound = last_error(&mut db, "unbound");
+    assert!(unbound.contains("\"unbound.url = <target>\""), "{unbound}");
+    let mail = last_error(&mut db, "mail");
+    assert!(mail.to_lowercase().contains("tls"), "{mail}");
+    let metadata = last_error(&mut db, "metadata");
+    assert!(metadata.contains("link-local"), "{metadata}");
+    assert!(
+        attacker.requests().is_empty(),
+        "the attacker's receiver got a request"
+    );
+    // The SMTP server offering AUTH without STARTTLS heard a greeting, never credentials.
+    let heard = smtp.lines();
+    assert!(heard.iter().any(|l| l.starts_with("EHLO")), "{heard:?}");
+    assert!(
+        !heard
+            .iter()
+            .any(|l| l.to_ascii_uppercase().starts_with("AUTH")),
+        "{heard:?}"
+    );
+    assert!(!heard.iter().any(|l| l.starts_with("MAIL")), "{heard:?}");
 }

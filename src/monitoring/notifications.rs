@@ -7,8 +7,9 @@
 
 use crate::settings;
 use crate::worker::step::run_step;
+use admin_toolkit_core::net::Reach;
 use admin_toolkit_core::notify::{
-    retry_delay, send, Action, Channel, ChannelKind, Delivery, Notice, Outcome, Secrets,
+    retry_delay, send, Action, Channel, ChannelKind, Delivery, Notice, Outcome, Policy, Secrets,
 };
 use pgrx::prelude::*;
 use std::collections::HashSet;
@@ -116,9 +117,16 @@ impl Deliverer {
         // Read for every batch, so a changed file takes effect without a reload; a file that
         // cannot be read fails the attempts with the reason (never with its contents).
         let secrets = Secrets::load(&settings::notification_secrets_file());
-        let timeout = Duration::from_secs(
-            u64::from(settings::non_negative(&settings::NOTIFICATION_TIMEOUT)).max(1),
-        );
+        let policy = Policy {
+            timeout: Duration::from_secs(
+                u64::from(settings::non_negative(&settings::NOTIFICATION_TIMEOUT)).max(1),
+            ),
+            reach: if settings::NOTIFICATION_ALLOW_LINK_LOCAL.get() {
+                Reach::Anywhere
+            } else {
+                Reach::NotLinkLocal
+            },
+        };
         for (delivery, attempts_before) in due {
             self.in_flight.insert(delivery.delivery_id);
             let sender = self.sender.clone();
@@ -128,7 +136,7 @@ impl Deliverer {
                 .name(format!("delivery {}", delivery.delivery_id))
                 .spawn(move || {
                     let outcome = match &secrets {
-                        Ok(secrets) => send(&delivery, secrets, timeout),
+                        Ok(secrets) => send(&delivery, secrets, policy),
                         Err(e) => Outcome {
                             delivered: false,
                             status: None,

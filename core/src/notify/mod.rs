@@ -9,7 +9,7 @@ mod send;
 pub use payload::{
     dedup_key, email_text, idempotency_key, pagerduty_body, signature, slack_body, webhook_body,
 };
-pub use send::{send, Outcome};
+pub use send::{destination, send, Outcome, Policy};
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -40,7 +40,8 @@ pub struct Channel {
     pub name: String,
     pub kind: ChannelKind,
     /// URL (slack, pagerduty, webhook) or smtp://host:port (email); a secret `<name>.url`
-    /// overrides it (a Slack webhook URL is itself a secret).
+    /// overrides it (a Slack webhook URL is itself a secret), and a channel that sends a secret
+    /// goes only there ([`destination`]).
     pub target: Option<String>,
     pub options: serde_json::Value,
 }

@@ -125,7 +125,7 @@ pub fn email_text(notice: &Notice, channel: &str) -> (String, String) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn notice(action: Action) -> Notice {

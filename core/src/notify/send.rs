@@ -1,14 +1,34 @@
 //! Sending one delivery: HTTP POST for PagerDuty, Slack and webhooks, SMTP for e-mail. Errors
 //! never carry a URL (a Slack webhook URL is a secret) nor any secret.
+//!
+//! A secret goes only where the secrets file says: a channel that uses one (a routing key, a
+//! signing secret, an SMTP password) takes its destination from `<channel>.url` in the same
+//! file (PagerDuty's own endpoint when neither names one), so whoever may change a row of
+//! alert_channels can redirect alert text, never a secret. With credentials, SMTP requires TLS.
 
 use super::payload::{
     email_text, idempotency_key, pagerduty_body, signature, slack_body, webhook_body,
 };
 use super::{ChannelKind, Delivery, Secrets};
+use crate::net::{resolve, Reach};
 use std::time::{Duration, Instant};
 
 /// PagerDuty's Events API v2, when a pagerduty channel names no target.
 const PAGERDUTY_EVENTS: &str = "https://events.pagerduty.com/v2/enqueue";
+/// The most of a receiver's answer an attempt records.
+const ANSWER_KEPT: usize = 200;
+/// Secret keys of the secrets file, and what a recorded answer shows instead of their values.
+const SECRET_KEYS: [&str; 4] = ["url", "routing_key", "secret", "password"];
+const REDACTED: &str = "[redacted]";
+
+/// How an attempt may go about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// The most one attempt takes, name resolution included.
+    pub timeout: Duration,
+    /// Which addresses a target may resolve to.
+    pub reach: Reach,
+}
 
 /// What one attempt gave.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,12 +40,12 @@ pub struct Outcome {
     pub latency_ms: f64,
 }
 
-/// Makes one attempt at `delivery`, taking at most about `timeout`.
-pub fn send(delivery: &Delivery, secrets: &Secrets, timeout: Duration) -> Outcome {
+/// Makes one attempt at `delivery`, taking at most about `policy.timeout`.
+pub fn send(delivery: &Delivery, secrets: &Secrets, policy: Policy) -> Outcome {
     let started = Instant::now();
     let result = match delivery.channel.kind {
-        ChannelKind::Email => send_email(delivery, secrets, timeout),
-        _ => send_http(delivery, secrets, timeout),
+        ChannelKind::Email => send_email(delivery, secrets, policy),
+        _ => send_http(delivery, secrets, policy),
     };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
@@ -38,7 +58,7 @@ pub fn send(delivery: &Delivery, secrets: &Secrets, timeout: Duration) -> Outcom
         Err((status, error)) => Outcome {
             delivered: false,
             status,
-            error: Some(error),
+            error: Some(redact(&error, delivery, secrets)),
             latency_ms,
         },
     }
@@ -46,25 +66,59 @@ pub fn send(delivery: &Delivery, secrets: &Secrets, timeout: Duration) -> Outcom
 
 type Attempt = Result<Option<u16>, (Option<u16>, String)>;
 
-fn target(delivery: &Delivery, secrets: &Secrets) -> Option<String> {
+/// Whether the channel sends a secret from the secrets file.
+fn uses_secret(delivery: &Delivery, secrets: &Secrets) -> bool {
     let channel = &delivery.channel;
-    secrets
-        .get(&channel.name, "url")
-        .map(str::to_string)
-        .or_else(|| channel.target.clone())
-        .or_else(|| (channel.kind == ChannelKind::PagerDuty).then(|| PAGERDUTY_EVENTS.to_string()))
+    match channel.kind {
+        ChannelKind::PagerDuty => true,
+        ChannelKind::Webhook => secrets.get(&channel.name, "secret").is_some(),
+        ChannelKind::Email => channel.options.get("username").is_some(),
+        ChannelKind::Slack => false,
+    }
 }
 
-fn send_http(delivery: &Delivery, secrets: &Secrets, timeout: Duration) -> Attempt {
+/// Where the delivery goes: the secrets file's `<channel>.url`, else the row's target (only
+/// for a channel that sends no secret), else PagerDuty's endpoint.
+pub fn destination(delivery: &Delivery, secrets: &Secrets) -> Result<String, String> {
+    let channel = &delivery.channel;
+    if let Some(url) = secrets.get(&channel.name, "url") {
+        return Ok(url.to_string());
+    }
+    let row = channel.target.as_deref();
+    if channel.kind == ChannelKind::PagerDuty && row.is_none_or(|t| t == PAGERDUTY_EVENTS) {
+        return Ok(PAGERDUTY_EVENTS.to_string());
+    }
+    match row {
+        Some(_) if uses_secret(delivery, secrets) => Err(format!(
+            "channel \"{0}\" sends a secret from the secrets file, so its destination must be named there too: add \"{0}.url = <target>\" (a secret never follows alert_channels.target)",
+            channel.name
+        )),
+        Some(target) => Ok(target.to_string()),
+        None => Err(format!(
+            "channel \"{0}\" has no target: set alert_channels.target or \"{0}.url\" in the secrets file",
+            channel.name
+        )),
+    }
+}
+
+/// `text` cut to what an attempt keeps, printable, with no value of the channel's secrets.
+fn redact(text: &str, delivery: &Delivery, secrets: &Secrets) -> String {
+    let mut text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    for key in SECRET_KEYS {
+        if let Some(value) = secrets.get(&delivery.channel.name, key) {
+            text = text.replace(value, REDACTED);
+        }
+    }
+    text.chars().take(ANSWER_KEPT + 100).collect()
+}
+
+fn send_http(delivery: &Delivery, secrets: &Secrets, policy: Policy) -> Attempt {
     let channel = &delivery.channel;
     let notice = &delivery.notice;
-    let url = target(delivery, secrets).ok_or((
-        None,
-        format!(
-            "channel \"{}\" has no target: set notification_channels.target or \"{}.url\" in the secrets file",
-            channel.name, channel.name
-        ),
-    ))?;
+    let url = destination(delivery, secrets).map_err(|e| (None, e))?;
     let body = match channel.kind {
         ChannelKind::PagerDuty => {
             let key = secrets.get(&channel.name, "routing_key").ok_or((
@@ -80,10 +134,12 @@ fn send_http(delivery: &Delivery, secrets: &Secrets, timeout: Duration) -> Attem
         _ => webhook_body(notice),
     }
     .to_string();
+    let timeout = policy.timeout;
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(timeout.min(Duration::from_secs(5)))
         .timeout(timeout)
         .redirects(0)
+        .resolver(move |netloc: &str| resolve(netloc, timeout, policy.reach))
         .build();
     let mut request = agent
         .post(&url)
@@ -108,7 +164,7 @@ fn send_http(delivery: &Delivery, secrets: &Secrets, timeout: Duration) -> Attem
                 .into_string()
                 .unwrap_or_default()
                 .chars()
-                .take(200)
+                .take(ANSWER_KEPT)
                 .collect();
             Err((
                 Some(code),
@@ -119,7 +175,7 @@ fn send_http(delivery: &Delivery, secrets: &Secrets, timeout: Duration) -> Attem
     }
 }
 
-fn send_email(delivery: &Delivery, secrets: &Secrets, timeout: Duration) -> Attempt {
+fn send_email(delivery: &Delivery, secrets: &Secrets, policy: Policy) -> Attempt {
     use lettre::message::{header::ContentType, Mailbox, Message};
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::transport::smtp::client::{Tls, TlsParameters};
@@ -127,22 +183,24 @@ fn send_email(delivery: &Delivery, secrets: &Secrets, timeout: Duration) -> Atte
 
     let channel = &delivery.channel;
     let fail = |e: String| (None, e);
-    let target = target(delivery, secrets).ok_or_else(|| {
-        fail(format!(
-            "channel \"{}\" has no SMTP server: set target to smtp://host:port",
-            channel.name
-        ))
-    })?;
+    let target = destination(delivery, secrets).map_err(fail)?;
     let url = url::Url::parse(&target)
         .ok()
-        .filter(|u| u.scheme() == "smtp" && u.host_str().is_some())
+        .filter(|u| matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some())
         .ok_or_else(|| {
             fail(format!(
-                "channel \"{}\": target must be smtp://host[:port]",
+                "channel \"{}\": target must be smtp://host[:port] or smtps://host[:port]",
                 channel.name
             ))
         })?;
     let host = url.host_str().unwrap_or_default().to_string();
+    let wrapped = url.scheme() == "smtps";
+    let port = url.port().unwrap_or(if wrapped { 465 } else { 25 });
+    let address = resolve(&format!("{host}:{port}"), policy.timeout, policy.reach)
+        .map_err(|e| fail(format!("SMTP: {e}")))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| fail(format!("SMTP: \"{host}\" has no address")))?;
     let option = |key: &str| channel.options.get(key);
     let from: Mailbox = option("from")
         .and_then(|v| v.as_str())
@@ -179,19 +237,115 @@ fn send_email(delivery: &Delivery, secrets: &Secrets, timeout: Duration) -> Atte
     let message = message
         .body(text)
         .map_err(|e| fail(format!("cannot build the e-mail: {e}")))?;
-    // STARTTLS whenever the server offers it.
+    // TLS from the start for smtps; STARTTLS required with credentials (a password sent after
+    // a STARTTLS an on-path attacker stripped would be read), taken when offered otherwise.
+    let user = option("username").and_then(|v| v.as_str());
     let tls =
         TlsParameters::new(host.clone()).map_err(|e| fail(format!("TLS setup for {host}: {e}")))?;
-    let mut transport = SmtpTransport::builder_dangerous(host)
-        .port(url.port().unwrap_or(25))
-        .tls(Tls::Opportunistic(tls))
-        .timeout(Some(timeout));
-    if let Some(user) = option("username").and_then(|v| v.as_str()) {
+    let tls = match (wrapped, user.is_some()) {
+        (true, _) => Tls::Wrapper(tls),
+        (false, true) => Tls::Required(tls),
+        (false, false) => Tls::Opportunistic(tls),
+    };
+    // Connect to the address checked above; TLS verifies the name.
+    let mut transport = SmtpTransport::builder_dangerous(address.ip().to_string())
+        .port(address.port())
+        .tls(tls)
+        .timeout(Some(policy.timeout));
+    if let Some(user) = user {
         let password = secrets.get(&channel.name, "password").unwrap_or_default();
         transport = transport.credentials(Credentials::new(user.to_string(), password.to_string()));
     }
     match transport.build().send(&message) {
         Ok(response) => Ok(Some(u16::from(response.code()))),
         Err(e) => Err((e.status().map(u16::from), format!("SMTP: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::payload::tests::notice;
+    use crate::notify::{Action, Channel};
+
+    fn delivery(kind: ChannelKind, target: Option<&str>, options: serde_json::Value) -> Delivery {
+        Delivery {
+            delivery_id: 1,
+            channel: Channel {
+                name: "ch".into(),
+                kind,
+                target: target.map(str::to_string),
+                options,
+            },
+            notice: notice(Action::Trigger),
+        }
+    }
+
+    #[test]
+    fn a_secret_goes_only_where_the_secrets_file_says() {
+        let none = Secrets::default();
+        let key = Secrets::parse("ch.routing_key = K").unwrap();
+        let bound = Secrets::parse("ch.routing_key = K\nch.url = https://pd.example/e").unwrap();
+        let attacker = "http://attacker.example/e";
+        let elsewhere = Some(attacker);
+        let pd = |t| delivery(ChannelKind::PagerDuty, t, serde_json::json!({}));
+        assert_eq!(destination(&pd(None), &key).unwrap(), PAGERDUTY_EVENTS);
+        assert_eq!(
+            destination(&pd(Some(PAGERDUTY_EVENTS)), &key).unwrap(),
+            PAGERDUTY_EVENTS
+        );
+        let refused = destination(&pd(elsewhere), &key).unwrap_err();
+        assert!(refused.contains("\"ch.url = <target>\""), "{refused}");
+        assert_eq!(
+            destination(&pd(elsewhere), &bound).unwrap(),
+            "https://pd.example/e"
+        );
+        // No secret, the row decides; a signing secret or SMTP credentials bind like a key.
+        let hook = |s: &Secrets| {
+            destination(
+                &delivery(ChannelKind::Webhook, elsewhere, serde_json::json!({})),
+                s,
+            )
+        };
+        assert_eq!(hook(&none).unwrap(), attacker);
+        assert!(hook(&Secrets::parse("ch.secret = S").unwrap()).is_err());
+        let mail = |options| delivery(ChannelKind::Email, Some("smtp://mx.example"), options);
+        assert!(destination(&mail(serde_json::json!({})), &none).is_ok());
+        assert!(destination(&mail(serde_json::json!({"username": "u"})), &none).is_err());
+    }
+
+    #[test]
+    fn recorded_answers_are_cut_and_never_show_a_secret() {
+        let secrets =
+            Secrets::parse("ch.routing_key = R0UT1NG\nch.url = https://x/SECRETPATH").unwrap();
+        let d = delivery(ChannelKind::PagerDuty, None, serde_json::json!({}));
+        let echoed = format!(
+            "bad key R0UT1NG for https://x/SECRETPATH\n{}",
+            "x".repeat(1000)
+        );
+        let kept = redact(&echoed, &d, &secrets);
+        assert!(
+            !kept.contains("R0UT1NG") && !kept.contains("SECRETPATH"),
+            "{kept}"
+        );
+        assert!(kept.starts_with("bad key [redacted] for [redacted] x"));
+        assert!(kept.chars().count() <= ANSWER_KEPT + 100);
+    }
+
+    #[test]
+    fn a_metadata_target_is_refused_before_any_request() {
+        let d = delivery(
+            ChannelKind::Webhook,
+            Some("http://169.254.169.254/latest/meta-data/"),
+            serde_json::json!({}),
+        );
+        let policy = Policy {
+            timeout: Duration::from_secs(2),
+            reach: Reach::NotLinkLocal,
+        };
+        let outcome = send(&d, &Secrets::default(), policy);
+        assert!(!outcome.delivered);
+        let error = outcome.error.unwrap();
+        assert!(error.contains("link-local"), "{error}");
     }
 }

@@ -383,9 +383,13 @@ impl S3Storage {
             ))
         })?;
         let deadline = settings.deadline();
+        // The system resolver has no timeout: look names up within the deadline too.
         let mut agent = ureq::AgentBuilder::new()
             .timeout_connect(deadline.min(Duration::from_secs(10)))
-            .timeout(deadline);
+            .timeout(deadline)
+            .resolver(move |netloc: &str| {
+                crate::net::resolve(netloc, deadline, crate::net::Reach::Anywhere)
+            });
         if !settings.ca_file.is_empty() {
             agent = agent.tls_config(tls_trusting(&settings.ca_file)?);
         }
