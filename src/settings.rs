@@ -500,7 +500,8 @@ fn text(setting: &GucSetting<Option<CString>>) -> String {
 }
 
 /// How s3:// locations are reached (the credentials themselves are read when a storage opens,
-/// from the file or the environment, and are never kept in a setting or a table).
+/// from the file or the environment, and are never kept in a setting or a table). What the
+/// settings leave empty comes from the server's AWS environment, as the AWS SDKs read it.
 pub fn s3() -> admin_toolkit_core::storage::S3Settings {
     admin_toolkit_core::storage::S3Settings {
         endpoint: text(&S3_ENDPOINT),
@@ -511,6 +512,7 @@ pub fn s3() -> admin_toolkit_core::storage::S3Settings {
         ca_file: text(&S3_CA_FILE),
         timeout_seconds: u64::try_from(S3_TIMEOUT.get()).unwrap_or(0),
     }
+    .with_aws_environment()
 }
 
 /// Where encryption keys are read from.

@@ -57,7 +57,8 @@ pub enum Command {
 /// Object storage options, for s3:// locations.
 #[derive(Debug, Clone, Args)]
 pub struct S3Args {
-    /// S3-compatible endpoint URL; default AWS
+    /// S3-compatible endpoint URL [default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the AWS config
+    /// file's endpoint_url, else AWS]
     #[arg(
         long,
         env = "ADMIN_TOOLKIT_S3_ENDPOINT",
@@ -65,7 +66,8 @@ pub struct S3Args {
         value_name = "URL"
     )]
     pub s3_endpoint: Option<String>,
-    /// Region [default: us-east-1]
+    /// Region [default: AWS_REGION, AWS_DEFAULT_REGION, the AWS config file's region, else
+    /// us-east-1]
     #[arg(
         long,
         env = "ADMIN_TOOLKIT_S3_REGION",
@@ -76,21 +78,15 @@ pub struct S3Args {
     /// Path-style bucket URLs (on or off)
     #[arg(long, env = "ADMIN_TOOLKIT_S3_PATH_STYLE", hide_env_values = true, value_name = "on|off", value_parser = parse_on_off)]
     pub s3_path_style: Option<bool>,
-    /// AWS shared-credentials file; without one, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
-    #[arg(
-        long,
-        env = "AWS_SHARED_CREDENTIALS_FILE",
-        hide_env_values = true,
-        value_name = "FILE"
-    )]
+    /// AWS shared-credentials file; without one, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY,
+    /// else AWS_SHARED_CREDENTIALS_FILE (~/.aws/credentials), else the AWS config file's profile
+    #[arg(long, value_name = "FILE")]
     pub s3_credentials_file: Option<String>,
-    /// Extra certificate authorities (PEM) for an https endpoint
-    #[arg(
-        long,
-        env = "AWS_CA_BUNDLE",
-        hide_env_values = true,
-        value_name = "PEM"
-    )]
+    /// Profile of the credentials and config files [default: AWS_PROFILE, else default]
+    #[arg(long, value_name = "NAME")]
+    pub s3_profile: Option<String>,
+    /// Extra certificate authorities (PEM) for an https endpoint [default: AWS_CA_BUNDLE]
+    #[arg(long, value_name = "PEM")]
     pub s3_ca_file: Option<String>,
     /// Where <key id>.key files are, for encrypted backups and WAL; a wrong or missing key, or
     /// any altered byte, is an error naming the object, never silent garbage
@@ -108,16 +104,18 @@ pub struct S3Args {
 }
 
 impl S3Args {
+    /// The flags, what they leave empty taken from the AWS environment as the SDKs do.
     pub fn s3(&self) -> S3Settings {
         S3Settings {
             endpoint: self.s3_endpoint.clone().unwrap_or_default(),
             region: self.s3_region.clone().unwrap_or_default(),
             force_path_style: self.s3_path_style.unwrap_or(false),
             credentials_file: self.s3_credentials_file.clone().unwrap_or_default(),
-            profile: String::new(),
+            profile: self.s3_profile.clone().unwrap_or_default(),
             ca_file: self.s3_ca_file.clone().unwrap_or_default(),
             timeout_seconds: 0,
         }
+        .with_aws_environment()
     }
 
     /// What the reader expects of a backup: sealed with --require-encryption.

@@ -110,13 +110,23 @@ pub fn run_cli_as_postgres(args: &[&str]) -> Output {
 /// Runs the admin-toolkit binary as the postgres OS user in directory `dir` (restore_command
 /// runs in the data directory).
 pub fn run_cli_as_postgres_in(dir: &Path, args: &[&str]) -> Output {
+    run_cli_as_postgres_with(dir, &[], args)
+}
+
+/// Runs the admin-toolkit binary as the postgres OS user in `dir` with `environment` (and
+/// nothing else of the caller's: sudo drops it).
+pub fn run_cli_as_postgres_with(dir: &Path, environment: &[(&str, &str)], args: &[&str]) -> Output {
     let exe = cli_for_postgres();
     let mut cmd = if is_root() {
         let mut c = Command::new("sudo");
-        c.args(["-n", "-u", "postgres", "--"]).arg(exe);
+        c.args(["-n", "-u", "postgres", "--", "env"]);
+        c.args(environment.iter().map(|(k, v)| format!("{k}={v}")));
+        c.arg(exe);
         c
     } else {
-        Command::new(exe)
+        let mut c = Command::new(exe);
+        c.envs(environment.iter().copied());
+        c
     };
     cmd.args(args)
         .current_dir(dir)

@@ -274,13 +274,31 @@ fn wal_archived_to_s3_plans_validates_and_recovers_a_second_server() {
         format!("--archive={WAL}"),
         "--target-time".into(),
         target.clone(),
+        // No AWS variable says path-style.
+        "--s3-path-style=on".into(),
     ];
-    restore.extend(s3_flags.iter().cloned());
-    let out = run_cli(restore);
+    // The endpoint, region and credentials as the AWS SDKs' variables name them, no flag; the
+    // restore carries them into restore_command, whose environment is the server's.
+    let refs: Vec<&str> = restore.iter().map(String::as_str).collect();
+    let out = admin_toolkit_it::run_cli_as_postgres_with(
+        Path::new("/"),
+        &[
+            ("AWS_ENDPOINT_URL_S3", &endpoint),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_SHARED_CREDENTIALS_FILE", &credentials),
+        ],
+        &refs,
+    );
     assert!(out.status.success(), "restore failed: {}", text(&out));
     let auto_conf = std::fs::read_to_string(Path::new(&data).join("postgresql.auto.conf")).unwrap();
     assert!(
         auto_conf.contains("wal-get --archive=") && auto_conf.contains(WAL),
+        "{auto_conf}"
+    );
+    assert!(
+        auto_conf.contains(&format!("--s3-endpoint=''{endpoint}''"))
+            && auto_conf.contains("--s3-credentials-file=")
+            && auto_conf.contains(credentials.as_str()),
         "{auto_conf}"
     );
     assert!(

@@ -67,6 +67,9 @@ fn s3_flags(s3: &S3Settings) -> Vec<String> {
             flags.push(format!("{flag}={}", shell_quote(value)));
         }
     }
+    if !s3.profile.is_empty() && s3.profile != "default" {
+        flags.push(format!("--s3-profile={}", shell_quote(&s3.profile)));
+    }
     if s3.force_path_style {
         flags.push("--s3-path-style=on".into());
     }
@@ -158,7 +161,7 @@ mod tests {
             region: "us-east-1".into(),
             force_path_style: true,
             credentials_file: "/etc/pg creds".into(),
-            profile: String::new(),
+            profile: "backup".into(),
             ca_file: String::new(),
             timeout_seconds: 0,
         };
@@ -178,7 +181,7 @@ mod tests {
         assert_eq!(
             restore_command(&r, &archive),
             "/usr/bin/admin-toolkit wal-get --archive='s3://bucket/wal/' --s3-endpoint='http://127.0.0.1:9000' \
-             --s3-region=us-east-1 --s3-credentials-file='/etc/pg creds' --s3-path-style=on \
+             --s3-region=us-east-1 --s3-credentials-file='/etc/pg creds' --s3-profile=backup --s3-path-style=on \
              --encryption-key-dir=/keys --require-encryption %f %p"
         );
         let lines = recovery_lines(&r);

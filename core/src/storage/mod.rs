@@ -3,6 +3,7 @@
 //! S3-compatible bucket prefix ([`S3Storage`]) are two implementations of it, tested by one
 //! suite ([`suite`]). Callers open a [`Location`] with [`open`] and never see which it is.
 
+mod aws_environment;
 mod local;
 mod s3;
 pub mod suite;

@@ -39,7 +39,8 @@ pub struct S3Settings {
     pub region: String,
     /// Path-style URLs (`endpoint/bucket/key`), as most S3-compatible servers need.
     pub force_path_style: bool,
-    /// AWS shared-credentials file; empty: the `AWS_*` environment variables.
+    /// AWS shared-credentials (or config) file; empty: the `AWS_*` environment variables.
+    /// [`S3Settings::with_aws_environment`] fills this and the fields below as the AWS SDKs do.
     pub credentials_file: String,
     /// Profile in the credentials file; empty: `AWS_PROFILE`, else `default`.
     pub profile: String,
@@ -102,39 +103,17 @@ impl S3Settings {
     }
 }
 
-/// The keys of `profile` in an AWS shared-credentials file (INI: `[profile]`, `key = value`).
+/// The keys of `profile` in an AWS shared-credentials or config file.
 pub fn credentials_from_file(text: &str, profile: &str) -> Option<Credentials> {
-    let (mut key, mut secret, mut token) = (None, None, None);
-    let mut in_profile = false;
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            in_profile = name.trim() == profile;
-            continue;
-        }
-        if !in_profile {
-            continue;
-        }
-        if let Some((k, v)) = line.split_once('=') {
-            let v = v.trim().to_string();
-            match k.trim() {
-                "aws_access_key_id" => key = Some(v),
-                "aws_secret_access_key" => secret = Some(v),
-                "aws_session_token" => token = Some(v),
-                _ => {}
-            }
-        }
-    }
-    match (key, secret, token) {
-        (Some(k), Some(s), Some(t)) => Some(Credentials::new_with_token(k, s, t)),
-        (Some(k), Some(s), None) => Some(Credentials::new(k, s)),
-        _ => None,
-    }
+    let mut section = super::aws_environment::ini_section(text, profile);
+    let key = section.remove("aws_access_key_id")?;
+    let secret = section.remove("aws_secret_access_key")?;
+    Some(match section.remove("aws_session_token") {
+        Some(token) => Credentials::new_with_token(key, secret, token),
+        None => Credentials::new(key, secret),
+    })
 }
 
-/// TLS that trusts the public roots and the certificate authorities in `ca_file` (PEM).
 fn tls_trusting(ca_file: &str) -> Result<Arc<rustls::ClientConfig>, StorageError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
