@@ -265,7 +265,7 @@ fn wal_archived_to_s3_plans_validates_and_recovers_a_second_server() {
     // Restore the local base backup, recovering from the bucket to the target time.
     let scratch = ScratchDir::new("admin_toolkit_s3_restored_");
     let data = scratch.join("data");
-    let mut restore = vec![
+    let restore = vec![
         "restore".to_string(),
         "--backup".into(),
         full_path,
