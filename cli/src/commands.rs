@@ -142,6 +142,7 @@ pub fn restore(r: &RestoreArgs) -> ExitCode {
             .and_then(|s| {
                 Archive::read(
                     s.as_ref(),
+                    &manifest.system_identifier,
                     manifest.wal_segment_size,
                     &keys,
                     r.storage.require_encryption,
@@ -298,10 +299,13 @@ pub fn wal_get(w: &WalGetArgs) -> ExitCode {
             return ExitCode::from(126);
         }
     };
-    if let Err(e) = archive_of_this_cluster(storage.as_ref()) {
-        eprintln!("admin-toolkit: {e}");
-        return ExitCode::from(126);
-    }
+    let system = match archive_of_this_cluster(storage.as_ref()) {
+        Ok(system) => system,
+        Err(e) => {
+            eprintln!("admin-toolkit: {e}");
+            return ExitCode::from(126);
+        }
+    };
     match storage.exists(&data_object(&w.file)) {
         Ok(true) => {}
         Ok(false) => {
@@ -316,6 +320,7 @@ pub fn wal_get(w: &WalGetArgs) -> ExitCode {
     }
     let bytes = match restore_wal(
         storage.as_ref(),
+        system.as_deref(),
         &w.file,
         &keys,
         w.storage.require_encryption,
@@ -344,22 +349,23 @@ pub fn wal_get(w: &WalGetArgs) -> ExitCode {
 /// Refuses an archive that belongs to another cluster than the one recovering: wal-get runs
 /// in the data directory (PostgreSQL runs restore_command there), whose global/pg_control
 /// starts with the cluster's system identifier. An archive without a marker, or a directory
-/// without a control file, is not checked.
-fn archive_of_this_cluster(storage: &dyn Storage) -> Result<(), String> {
+/// without a control file, is not checked. Gives the cluster's system identifier (from the
+/// control file, else the marker), which sealed WAL is bound to.
+fn archive_of_this_cluster(storage: &dyn Storage) -> Result<Option<String>, String> {
+    let here = std::fs::read("global/pg_control").ok().and_then(|control| {
+        let bytes: [u8; 8] = control.get(..8)?.try_into().ok()?;
+        Some(u64::from_ne_bytes(bytes).to_string())
+    });
     let Some(owner) =
         archive_owner(storage).map_err(|e| format!("cannot reach the archive: {e}"))?
     else {
-        return Ok(());
+        return Ok(here);
     };
-    let Ok(control) = std::fs::read("global/pg_control") else {
-        return Ok(());
+    let Some(here) = here else {
+        return Ok(Some(owner));
     };
-    let Some(bytes) = control.get(..8) else {
-        return Ok(());
-    };
-    let here = u64::from_ne_bytes(bytes.try_into().unwrap_or_default()).to_string();
     if owner == here {
-        Ok(())
+        Ok(Some(here))
     } else {
         Err(format!(
             "the archive belongs to cluster {owner}, not to the one recovering here ({here}): refused"

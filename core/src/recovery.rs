@@ -20,10 +20,12 @@ pub struct Archive {
 }
 
 impl Archive {
-    /// Reads an archive written by the archive module (`<name>.zst` objects), local or not;
-    /// its history files must be sealed when `require_sealed`.
+    /// Reads the archive of cluster `system_identifier` written by the archive module
+    /// (`<name>.zst` objects), local or not; its history files must be sealed when
+    /// `require_sealed`.
     pub fn read(
         storage: &dyn Storage,
+        system_identifier: &str,
         segment_size: u64,
         keys: &KeyDir,
         require_sealed: bool,
@@ -43,7 +45,8 @@ impl Archive {
                 .and_then(|t| u32::from_str_radix(t, 16).ok())
             {
                 let text =
-                    restore_wal(storage, base, keys, require_sealed).map_err(|e| e.to_string())?;
+                    restore_wal(storage, Some(system_identifier), base, keys, require_sealed)
+                        .map_err(|e| e.to_string())?;
                 archive
                     .histories
                     .insert(tli, parse_history(&String::from_utf8_lossy(&text))?);

@@ -85,14 +85,22 @@ pub fn claim_archive(storage: &dyn Storage, system_identifier: &str) -> Result<(
     }
 }
 
-/// Archives one WAL file, encrypted with key `key_id` from `keys` when given (the name is the
-/// associated data: a segment stored under another name does not decrypt). A plain file gets a
+/// What a sealed WAL file is bound to: the cluster it belongs to and its name, so that neither
+/// a segment stored under another name nor another cluster's segment sealed with the same key
+/// decrypts.
+fn bound_to(system_identifier: &str, name: &str) -> Vec<u8> {
+    format!("admin_toolkit wal\n{system_identifier}\n{name}").into_bytes()
+}
+
+/// Archives one WAL file of cluster `system_identifier`, encrypted with key `key_id` from
+/// `keys` when given (bound to the cluster and the name, [`bound_to`]). A plain file gets a
 /// SHA-256 sidecar, written after the data, so a crash between the two is repaired by the
 /// retry (the stored data is checked against the new copy); an encrypted one gets none (its
 /// seal authenticates it, and a digest of the plaintext would tell what guessable files hold):
 /// archiving it again is checked by opening the stored copy.
 pub fn archive_wal(
     storage: &dyn Storage,
+    system_identifier: &str,
     name: &str,
     contents: &[u8],
     keys: &KeyDir,
@@ -110,7 +118,13 @@ pub fn archive_wal(
         let sealed = sealed_key_id(&stored).is_some();
         let stored_sha = match (sealed, storage.get(&sum)) {
             (false, Ok(bytes)) => String::from_utf8_lossy(&bytes).trim().to_string(),
-            _ => sha256_hex(&decompress(&open(storage, name, keys, stored)?)?),
+            _ => sha256_hex(&decompress(&open(
+                storage,
+                Some(system_identifier),
+                name,
+                keys,
+                stored,
+            )?)?),
         };
         if stored_sha != sha {
             return Err(StorageError::Conflict(format!(
@@ -126,8 +140,8 @@ pub fn archive_wal(
     match key_id {
         Some(id) => {
             let key = keys.load(id).map_err(StorageError::Io)?;
-            let sealed =
-                seal_object(&key, name.as_bytes(), &compressed).map_err(StorageError::Io)?;
+            let sealed = seal_object(&key, &bound_to(system_identifier, name), &compressed)
+                .map_err(StorageError::Io)?;
             storage.put_new(&data, &sealed)?;
         }
         None => {
@@ -139,28 +153,36 @@ pub fn archive_wal(
 }
 
 /// The compressed bytes of archived WAL file `name` from its stored `bytes`, decrypted when
-/// they are sealed.
+/// they are sealed. Sealed for cluster `system_identifier` (the archive's owner, from its
+/// marker, when `None`); a file sealed before WAL was bound to its cluster (toolkit 0.4.0 and
+/// earlier: bound to its name only) still opens.
 fn open(
     storage: &dyn Storage,
+    system_identifier: Option<&str>,
     name: &str,
     keys: &KeyDir,
     bytes: Vec<u8>,
 ) -> Result<Vec<u8>, StorageError> {
-    open_object(
-        keys,
-        name.as_bytes(),
-        bytes,
-        &storage.describe(&data_object(name)),
-    )
-    .map_err(StorageError::Io)
+    let what = storage.describe(&data_object(name));
+    let owner = match system_identifier {
+        Some(s) => Some(s.to_string()),
+        None => archive_owner(storage)?,
+    };
+    if let Some(owner) = owner {
+        if let Ok(opened) = open_object(keys, &bound_to(&owner, name), bytes.clone(), &what) {
+            return Ok(opened);
+        }
+    }
+    open_object(keys, name.as_bytes(), bytes, &what).map_err(StorageError::Io)
 }
 
-/// Reads an archived WAL file back: a sealed one is opened with its key from `keys` (which
-/// authenticates it); a plain one is checked against its sidecar, and refused when
-/// `require_sealed` (an encrypted archive, where a plain file can only have been put there by
-/// whoever can write to the storage).
+/// Reads an archived WAL file of cluster `system_identifier` (`None`: the archive's owner)
+/// back: a sealed one is opened with its key from `keys` (which authenticates it); a plain one
+/// is checked against its sidecar, and refused when `require_sealed` (an encrypted archive,
+/// where a plain file can only have been put there by whoever can write to the storage).
 pub fn restore_wal(
     storage: &dyn Storage,
+    system_identifier: Option<&str>,
     name: &str,
     keys: &KeyDir,
     require_sealed: bool,
@@ -168,7 +190,7 @@ pub fn restore_wal(
     let data = data_object(name);
     let bytes = storage.get(&data)?;
     if sealed_key_id(&bytes).is_some() {
-        return decompress(&open(storage, name, keys, bytes)?);
+        return decompress(&open(storage, system_identifier, name, keys, bytes)?);
     }
     if require_sealed {
         return Err(StorageError::Io(format!(
@@ -193,6 +215,8 @@ mod tests {
     use super::*;
     use crate::storage::{LocalStorage, Location};
 
+    const SYS: &str = "7311111111111111111";
+
     #[test]
     fn encrypted_wal_needs_its_key_and_its_name() {
         use std::os::unix::fs::PermissionsExt;
@@ -206,14 +230,17 @@ mod tests {
         let storage = LocalStorage::open(&Location::Local(dir.path().join("wal"))).unwrap();
         let name = "000000010000000000000009";
         let segment = b"a row that must not appear in the archive".repeat(1000);
-        archive_wal(&storage, name, &segment, &keys, Some("k1")).unwrap();
+        archive_wal(&storage, SYS, name, &segment, &keys, Some("k1")).unwrap();
         let stored = storage.get(&data_object(name)).unwrap();
         assert!(
             !stored.windows(9).any(|w| w == b"a row tha"),
             "the plaintext is not stored"
         );
-        assert_eq!(restore_wal(&storage, name, &keys, true).unwrap(), segment);
-        let err = restore_wal(&storage, name, &KeyDir::default(), false)
+        assert_eq!(
+            restore_wal(&storage, Some(SYS), name, &keys, true).unwrap(),
+            segment
+        );
+        let err = restore_wal(&storage, Some(SYS), name, &KeyDir::default(), false)
             .unwrap_err()
             .to_string();
         assert!(
@@ -223,24 +250,57 @@ mod tests {
         // no digest of the plaintext is stored beside it; archiving it again is recognised
         assert!(!storage.exists(&checksum_object(name)).unwrap());
         assert_eq!(
-            archive_wal(&storage, name, &segment, &keys, Some("k1")).unwrap(),
+            archive_wal(&storage, SYS, name, &segment, &keys, Some("k1")).unwrap(),
             PutOutcome::AlreadyPresent
         );
         assert!(matches!(
-            archive_wal(&storage, name, b"other", &keys, Some("k1")),
+            archive_wal(&storage, SYS, name, b"other", &keys, Some("k1")),
             Err(StorageError::Conflict(_))
         ));
+        // another cluster's segment, sealed with the same key under the same name, does not
+        // decrypt here; one sealed before WAL was bound to its cluster (name only) still does
+        let theirs = "00000001000000000000000D";
+        let other_cluster =
+            LocalStorage::open(&Location::Local(dir.path().join("theirs"))).unwrap();
+        archive_wal(
+            &other_cluster,
+            "7322222222222222222",
+            theirs,
+            b"theirs",
+            &keys,
+            Some("k1"),
+        )
+        .unwrap();
+        storage
+            .put_new(
+                &data_object(theirs),
+                &other_cluster.get(&data_object(theirs)).unwrap(),
+            )
+            .unwrap();
+        let err = restore_wal(&storage, Some(SYS), theirs, &keys, true).unwrap_err();
+        assert!(err.to_string().contains(&data_object(theirs)), "{err}");
+        let legacy = "00000001000000000000000E";
+        let key = keys.load("k1").unwrap();
+        let sealed_by_name =
+            seal_object(&key, legacy.as_bytes(), &compress(b"old", 3).unwrap()).unwrap();
+        storage
+            .put_new(&data_object(legacy), &sealed_by_name)
+            .unwrap();
+        assert_eq!(
+            restore_wal(&storage, Some(SYS), legacy, &keys, true).unwrap(),
+            b"old"
+        );
         // the same bytes under another name do not decrypt
         let other = "00000001000000000000000A";
         storage.put_new(&data_object(other), &stored).unwrap();
-        assert!(restore_wal(&storage, other, &keys, true).is_err());
+        assert!(restore_wal(&storage, Some(SYS), other, &keys, true).is_err());
         // a flipped byte is caught
         let mut bad = stored.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
         let third = "00000001000000000000000B";
         storage.put_new(&data_object(third), &bad).unwrap();
-        assert!(restore_wal(&storage, third, &keys, true).is_err());
+        assert!(restore_wal(&storage, Some(SYS), third, &keys, true).is_err());
         // a plain segment with a matching sidecar, put there by whoever can write to the
         // archive, is refused where the archive is encrypted
         let planted = "00000001000000000000000C";
@@ -253,7 +313,7 @@ mod tests {
                 format!("{}\n", sha256_hex(b"forged")).as_bytes(),
             )
             .unwrap();
-        let err = restore_wal(&storage, planted, &keys, true)
+        let err = restore_wal(&storage, Some(SYS), planted, &keys, true)
             .unwrap_err()
             .to_string();
         assert!(
@@ -261,7 +321,7 @@ mod tests {
             "{err}"
         );
         assert_eq!(
-            restore_wal(&storage, planted, &keys, false).unwrap(),
+            restore_wal(&storage, Some(SYS), planted, &keys, false).unwrap(),
             b"forged"
         );
     }
@@ -310,21 +370,21 @@ mod tests {
         let segment = vec![7u8; 16 * 1024 * 1024];
         let name = "000000010000000000000002";
         assert_eq!(
-            archive_wal(&storage, name, &segment, &KeyDir::default(), None).unwrap(),
+            archive_wal(&storage, SYS, name, &segment, &KeyDir::default(), None).unwrap(),
             PutOutcome::Stored
         );
         assert_eq!(
-            archive_wal(&storage, name, &segment, &KeyDir::default(), None).unwrap(),
+            archive_wal(&storage, SYS, name, &segment, &KeyDir::default(), None).unwrap(),
             PutOutcome::AlreadyPresent
         );
         let mut other = segment.clone();
         other[100] = 8;
         assert!(matches!(
-            archive_wal(&storage, name, &other, &KeyDir::default(), None),
+            archive_wal(&storage, SYS, name, &other, &KeyDir::default(), None),
             Err(StorageError::Conflict(_))
         ));
         assert_eq!(
-            restore_wal(&storage, name, &KeyDir::default(), false).unwrap(),
+            restore_wal(&storage, Some(SYS), name, &KeyDir::default(), false).unwrap(),
             segment
         );
         assert!(
@@ -344,11 +404,11 @@ mod tests {
             .put_new(&data_object(name), &compress(b"segment", 3).unwrap())
             .unwrap();
         assert_eq!(
-            archive_wal(&storage, name, b"segment", &KeyDir::default(), None).unwrap(),
+            archive_wal(&storage, SYS, name, b"segment", &KeyDir::default(), None).unwrap(),
             PutOutcome::AlreadyPresent
         );
         assert_eq!(
-            restore_wal(&storage, name, &KeyDir::default(), false).unwrap(),
+            restore_wal(&storage, Some(SYS), name, &KeyDir::default(), false).unwrap(),
             b"segment"
         );
     }

@@ -60,7 +60,7 @@ fn wal_lands_in_the_archive_and_verifies() {
         (last.as_deref() == Some(segment.as_str())).then_some(())
     });
     let storage = LocalStorage::open(&Location::Local(archive.clone())).unwrap();
-    let contents = restore_wal(&storage, &segment, &Default::default(), false)
+    let contents = restore_wal(&storage, None, &segment, &Default::default(), false)
         .expect("archived segment verifies");
     assert_eq!(contents.len(), 16 * 1024 * 1024);
     let compressed = std::fs::metadata(archive.join(format!("{segment}.zst")))
@@ -104,7 +104,7 @@ fn an_unwritable_archive_fails_retries_and_loses_nothing() {
     let storage = LocalStorage::open(&Location::Local(archive.clone())).unwrap();
     for segment in &blocked {
         wait_for(&format!("{segment} archived after the fix"), || {
-            restore_wal(&storage, segment, &Default::default(), false).ok()
+            restore_wal(&storage, None, segment, &Default::default(), false).ok()
         });
     }
 }

@@ -45,11 +45,13 @@ fn archive(name: &str, path: &str) -> Result<PutOutcome, String> {
         return Err("admin_toolkit.archive_location must be outside the data directory".into());
     }
     let storage = super::store::open(&location)?;
-    claim(storage.as_ref(), &location.display())?;
+    let system = super::store::system_identifier();
+    claim(storage.as_ref(), &system, &location.display())?;
     let contents = std::fs::read(path).map_err(|e| format!("cannot read \"{path}\": {e}"))?;
     let key_id = settings::archive_encryption_key_id();
     archive_wal(
         storage.as_ref(),
+        &system,
         name,
         &contents,
         &settings::key_dir(),
@@ -62,14 +64,12 @@ fn archive(name: &str, path: &str) -> Result<PutOutcome, String> {
 /// [`claim_archive`]): checked once per location, not once per file.
 static CLAIMED: Mutex<Option<String>> = Mutex::new(None);
 
-fn claim(storage: &dyn Storage, location: &str) -> Result<(), String> {
+fn claim(storage: &dyn Storage, system: &str, location: &str) -> Result<(), String> {
     let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
     if claimed.as_deref() == Some(location) {
         return Ok(());
     }
-    // SAFETY: the control file's system identifier, read once the server has started.
-    let system = unsafe { pg_sys::GetSystemIdentifier() }.to_string();
-    claim_archive(storage, &system).map_err(|e| e.to_string())?;
+    claim_archive(storage, system).map_err(|e| e.to_string())?;
     *claimed = Some(location.to_string());
     Ok(())
 }

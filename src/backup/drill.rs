@@ -423,6 +423,7 @@ fn drill(
         .and_then(|st| {
             Archive::read(
                 st.as_ref(),
+                &manifest.system_identifier,
                 manifest.wal_segment_size,
                 &keys,
                 super::store::archive_sealed(),

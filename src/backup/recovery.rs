@@ -76,6 +76,7 @@ fn archive(segment_size: u64) -> Archive {
     });
     Archive::read(
         storage.as_ref(),
+        &store::system_identifier(),
         segment_size,
         &crate::settings::key_dir(),
         super::store::archive_sealed(),
@@ -343,8 +344,10 @@ fn validate_recovery_point(
         }
     };
     let keys = crate::settings::key_dir();
+    let system = super::store::system_identifier();
     let archive = match Archive::read(
         storage.as_ref(),
+        &system,
         segment_size,
         &keys,
         super::store::archive_sealed(),
@@ -374,6 +377,7 @@ fn validate_recovery_point(
     for name in &needed {
         match restore_wal(
             storage.as_ref(),
+            Some(&system),
             name,
             &keys,
             super::store::archive_sealed(),

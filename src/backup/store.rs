@@ -19,6 +19,12 @@ pub fn archive_location() -> Option<Result<Location, String>> {
 
 /// Whether the archive is encrypted (admin_toolkit.archive_encryption_key_id is set): then
 /// every WAL file read back must be sealed.
+/// This cluster's system identifier, as the archive marker and sealed WAL name it.
+pub fn system_identifier() -> String {
+    // SAFETY: the control file's system identifier, set once the server has started.
+    unsafe { pgrx::pg_sys::GetSystemIdentifier() }.to_string()
+}
+
 pub fn archive_sealed() -> bool {
     settings::archive_encryption_key_id().is_some()
 }
