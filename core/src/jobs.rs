@@ -21,6 +21,9 @@ pub enum JobKind {
     Backup { schedule_id: i32, backup_id: i64 },
     /// One configuration change, handed over in a request file named by `request`.
     Config { request: String },
+    /// Retention's deletions: the files of backups marked 'deleting' and the archived WAL no
+    /// retained backup needs, in bounded batches, outside long transactions.
+    Deletion,
     /// One restore drill; the job creates drill `drill_id`. `schedule_id` 0: run by hand;
     /// `backup_id` 0: the latest completed backup; `target` (microseconds since the epoch)
     /// none: the end of the archived WAL.
@@ -52,6 +55,7 @@ impl JobDescriptor {
             JobKind::Backup { .. } => "admin_toolkit_backup_job",
             JobKind::Config { .. } => "admin_toolkit_config_job",
             JobKind::Drill { .. } => "admin_toolkit_drill_job",
+            JobKind::Deletion => "admin_toolkit_deletion_job",
         }
     }
 
@@ -68,6 +72,7 @@ impl JobDescriptor {
             JobKind::Backup { backup_id, .. } => format!("admin_toolkit backup {backup_id}"),
             JobKind::Config { request } => format!("admin_toolkit configuration change {request}"),
             JobKind::Drill { drill_id, .. } => format!("admin_toolkit restore drill {drill_id}"),
+            JobKind::Deletion => "admin_toolkit retention deletions".to_string(),
         }
     }
 
@@ -80,6 +85,7 @@ impl JobDescriptor {
             } => format!("maintenance {schedule_id} {run_id}"),
             JobKind::MaintenanceIn { run_id } => format!("maintenance-in {run_id}"),
             JobKind::Facts => "facts".to_string(),
+            JobKind::Deletion => "deletion".to_string(),
             JobKind::Backup {
                 schedule_id,
                 backup_id,
@@ -137,6 +143,7 @@ impl JobDescriptor {
                 run_id: run.parse().map_err(|_| bad())?,
             },
             ("facts", []) => JobKind::Facts,
+            ("deletion", []) => JobKind::Deletion,
             ("maintenance-in", [run]) => JobKind::MaintenanceIn {
                 run_id: run.parse().map_err(|_| bad())?,
             },
@@ -192,6 +199,7 @@ mod tests {
             },
             JobKind::MaintenanceIn { run_id: i64::MAX },
             JobKind::Facts,
+            JobKind::Deletion,
             JobKind::Config {
                 request: "12345-1732500000000000".into(),
             },

@@ -3,10 +3,13 @@
 //! archived WAL that no retained backup or recovery point needs.
 //!
 //! Two steps, so that a rollback deletes nothing: retention marks rows 'deleting' in the
-//! caller's transaction; once that has committed, the worker removes their files, marks them
-//! 'deleted' and removes the WAL no longer needed (`finish_deletions`). Retention and backup
-//! jobs share one advisory lock: backups hold it shared while they run, retention exclusively
-//! for its transaction, so neither deletes nor chains onto what the other is working on.
+//! caller's transaction; once that has committed, the worker starts a deletion job, which
+//! removes their files, marks them 'deleted' and removes the WAL no longer needed. The job works
+//! in batches, each decided in a short transaction and carried out outside any: a slow or hung
+//! object store holds no lock a backup waits for and never stalls the worker (which drains the
+//! audit queue). Retention and backup jobs share one advisory lock: backups hold it shared while
+//! they run, retention exclusively for its short transactions, so neither deletes nor chains
+//! onto what the other is working on.
 
 use super::jobs::BackupFiles;
 use super::schedule::wal_segment_size;
@@ -101,7 +104,8 @@ fn archived_wal(storage: &dyn Storage) -> Result<Vec<(String, i64)>, String> {
         .collect())
 }
 
-/// Removes archived WAL files (data, then checksum object); returns how many and their bytes.
+/// Removes archived WAL files (data, then checksum object) until done or interrupted; returns
+/// how many and their bytes.
 fn remove_wal(storage: &dyn Storage, names: &[String]) -> (usize, u64) {
     let sizes: std::collections::HashMap<String, u64> = storage
         .list("")
@@ -109,6 +113,9 @@ fn remove_wal(storage: &dyn Storage, names: &[String]) -> (usize, u64) {
         .unwrap_or_default();
     let (mut files, mut bytes) = (0, 0);
     for name in names {
+        if stopping() {
+            break;
+        }
         let data = data_object(name);
         match storage.delete(&data) {
             Ok(()) => {
@@ -128,6 +135,11 @@ fn remove_wal(storage: &dyn Storage, names: &[String]) -> (usize, u64) {
         }
     }
     (files, bytes)
+}
+
+/// Whether the job was asked to stop (shutdown, cancellation): it stops between two objects.
+fn stopping() -> bool {
+    crate::jobs::interruption().is_some()
 }
 
 /// Applies retention now: marks the backups past retention 'deleting' (their files are
@@ -185,7 +197,8 @@ pub fn cleanup() -> spi::Result<Cleanup> {
     })
 }
 
-/// What [`finish_deletions`] removed.
+/// What a deletion job removed.
+#[derive(Default)]
 pub struct Finished {
     /// A backup was running (it holds the retention lock): nothing was done, try again soon.
     pub skipped: bool,
@@ -194,72 +207,179 @@ pub struct Finished {
     pub wal_bytes: u64,
 }
 
-/// In the worker: removes the files of backups marked 'deleting' (committed) and marks them
-/// 'deleted', then removes the archived WAL that no retained backup and no recovery point needs.
-/// A backup whose files cannot be removed stays 'deleting' and is tried again.
-pub fn finish_deletions() -> Result<Finished, String> {
-    let spi = |e: spi::Error| e.to_string();
-    let mut done = Finished {
-        skipped: false,
-        backups: 0,
-        wal_files: 0,
-        wal_bytes: 0,
+/// Backups one batch of a deletion job takes on: their rows are marked 'deleted' one by one,
+/// as their files go.
+const DELETION_BATCH: i64 = 8;
+
+/// Entry point of the deletion job (the bootstrap superuser, in the toolkit's database).
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn admin_toolkit_deletion_job(_arg: pg_sys::Datum) {
+    let Some(crate::jobs::JobDescriptor {
+        kind: crate::jobs::JobKind::Deletion,
+        ..
+    }) = crate::jobs::begin()
+    else {
+        return;
     };
-    if Spi::get_one::<bool>(TAKE_RETENTION_LOCK).map_err(spi)? != Some(true) {
-        done.skipped = true; // a backup is running
-        return Ok(done);
-    }
-    let deleting = BackupFiles::query(
-        "SELECT backup_id, backup_path, backup_type FROM admin_toolkit.backup_history \
-         WHERE status = 'deleting' ORDER BY backup_id",
-    )
-    .map_err(spi)?;
-    for backup in deleting {
-        let backup_id = backup.backup_id;
-        if let Err(e) = backup.remove() {
-            log!("admin_toolkit worker: backup {backup_id} not deleted yet: {e}");
-            continue;
+    match run_deletions() {
+        Ok(done) if done.skipped => {
+            log!("admin_toolkit job: a backup is running; retention's deletions wait for it")
         }
-        Spi::run_with_args(
-            "UPDATE admin_toolkit.backup_history SET status = 'deleted', \
-               metadata = metadata || jsonb_build_object('deleted_at', now()) WHERE backup_id = $1",
-            &[backup_id.into()],
-        )
-        .map_err(spi)?;
-        done.backups += 1;
+        Ok(done) if done.backups > 0 || done.wal_files > 0 => log!(
+            "admin_toolkit job: retention deleted {} backup(s) and {} archived WAL file(s) ({} bytes)",
+            done.backups,
+            done.wal_files,
+            done.wal_bytes
+        ),
+        Ok(_) => {}
+        Err(e) => log!("admin_toolkit job: retention's deletions failed and will be retried: {e}"),
     }
-    if let Some(location) = store::archive_location() {
-        let storage = store::open(&location?)?;
-        let segment_size = wal_segment_size().map_err(spi)?;
-        // Every retained backup, and every recovery point (from its base backup's start, or
-        // its own position when it has none), needs the WAL from there on.
-        let oldest: Option<String> = crate::query::read_scalar(
-            "SELECT min(lsn)::text FROM ( \
-                SELECT start_lsn AS lsn FROM admin_toolkit.backup_history \
-                 WHERE status IN ('completed', 'running') AND backup_type IN ('full', 'incremental') \
-                UNION ALL \
-                SELECT coalesce(b.start_lsn, p.recovery_lsn) FROM admin_toolkit.recovery_points p \
-                  LEFT JOIN admin_toolkit.backup_history b ON b.backup_id = p.base_backup_id) needed",
-        )
-        .map_err(spi)?;
-        let oldest_segment = oldest
-            .as_deref()
-            .and_then(Lsn::parse)
-            .map(|l| l.segment(segment_size));
-        let keep_after: Option<i64> = crate::query::read_scalar(
-            "SELECT extract(epoch FROM now() - make_interval(days => max(retention_days)))::bigint \
-             FROM admin_toolkit.backup_schedules WHERE backup_type = 'wal_archive' AND is_active",
-        )
-        .map_err(spi)?;
-        let doomed_wal = wal_to_delete(
-            &archived_wal(storage.as_ref())?,
-            oldest_segment,
-            keep_after,
-            segment_size,
-        );
-        (done.wal_files, done.wal_bytes) = remove_wal(storage.as_ref(), &doomed_wal);
+}
+
+/// Removes the files of backups marked 'deleting' (committed) and marks them 'deleted', then
+/// removes the archived WAL that no retained backup and no recovery point needs. A backup whose
+/// files cannot be removed stays 'deleting' and is tried again by the next job.
+fn run_deletions() -> Result<Finished, String> {
+    let mut done = Finished::default();
+    let mut after = 0i64;
+    loop {
+        if stopping() {
+            return Ok(done);
+        }
+        let batch = crate::jobs::bookkeeping(|| {
+            if Spi::get_one::<bool>(TAKE_RETENTION_LOCK)? != Some(true) {
+                return Ok(None);
+            }
+            BackupFiles::query(&format!(
+                "SELECT backup_id, backup_path, backup_type FROM admin_toolkit.backup_history \
+                 WHERE status = 'deleting' AND backup_id > {after} ORDER BY backup_id LIMIT {DELETION_BATCH}"
+            ))
+            .map(Some)
+        })?;
+        let Some(batch) = batch else {
+            done.skipped = true; // a backup is running
+            return Ok(done);
+        };
+        if batch.is_empty() {
+            break;
+        }
+        for backup in batch {
+            after = backup.backup_id;
+            if let Err(e) = backup.remove() {
+                log!("admin_toolkit job: backup {after} not deleted yet: {e}");
+                continue;
+            }
+            crate::jobs::bookkeeping(|| {
+                Spi::run_with_args(
+                    "UPDATE admin_toolkit.backup_history SET status = 'deleted', \
+                       metadata = metadata || jsonb_build_object('deleted_at', now()) WHERE backup_id = $1",
+                    &[after.into()],
+                )
+            })?;
+            done.backups += 1;
+        }
     }
+    let Some(location) = store::archive_location() else {
+        return Ok(done);
+    };
+    let Some((oldest_segment, keep_after, segment_size)) =
+        crate::jobs::bookkeeping(wal_still_needed)?
+    else {
+        done.skipped = true;
+        return Ok(done);
+    };
+    let storage = store::open(&location?)?;
+    let doomed_wal = wal_to_delete(
+        &archived_wal(storage.as_ref())?,
+        oldest_segment,
+        keep_after,
+        segment_size,
+    );
+    (done.wal_files, done.wal_bytes) = remove_wal(storage.as_ref(), &doomed_wal);
     Ok(done)
+}
+
+/// What archived WAL is still needed: every retained backup, and every recovery point (from
+/// its base backup's start, or its own position when it has none), needs the WAL from there
+/// on; wal_archive schedules keep WAL for their retention. `None` while a backup runs.
+#[allow(clippy::type_complexity)]
+fn wal_still_needed() -> spi::Result<Option<(Option<u64>, Option<i64>, u64)>> {
+    if Spi::get_one::<bool>(TAKE_RETENTION_LOCK)? != Some(true) {
+        return Ok(None);
+    }
+    let segment_size = wal_segment_size()?;
+    let oldest: Option<String> = crate::query::read_scalar(
+        "SELECT min(lsn)::text FROM ( \
+            SELECT start_lsn AS lsn FROM admin_toolkit.backup_history \
+             WHERE status IN ('completed', 'running') AND backup_type IN ('full', 'incremental') \
+            UNION ALL \
+            SELECT coalesce(b.start_lsn, p.recovery_lsn) FROM admin_toolkit.recovery_points p \
+              LEFT JOIN admin_toolkit.backup_history b ON b.backup_id = p.base_backup_id) needed",
+    )?;
+    let oldest_segment = oldest
+        .as_deref()
+        .and_then(Lsn::parse)
+        .map(|l| l.segment(segment_size));
+    let keep_after: Option<i64> = crate::query::read_scalar(
+        "SELECT extract(epoch FROM now() - make_interval(days => max(retention_days)))::bigint \
+         FROM admin_toolkit.backup_schedules WHERE backup_type = 'wal_archive' AND is_active",
+    )?;
+    Ok(Some((oldest_segment, keep_after, segment_size)))
+}
+
+/// The worker's deletion job: at most one at a time, started when deletions were asked for.
+#[derive(Default)]
+pub struct DeletionJobs {
+    /// Deletions were asked for (cleanup_old_backups committed, or rows wait) since the last
+    /// job started.
+    pub requested: bool,
+    running: Option<pgrx::bgworkers::DynamicBackgroundWorker>,
+    /// The lack of a worker slot was logged (once until a job starts).
+    said_no_slot: bool,
+}
+
+impl DeletionJobs {
+    fn is_running(&self) -> bool {
+        use pgrx::bgworkers::BackgroundWorkerStatus;
+        self.running
+            .as_ref()
+            .is_some_and(|w| matches!(w.pid(), Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted)))
+    }
+
+    /// Whether a job should start now.
+    pub fn due(&self) -> bool {
+        self.requested && !self.is_running()
+    }
+
+    /// Starts a job in this database if one is due; without a free worker slot, at a later
+    /// tick.
+    pub fn start_if_due(&mut self) {
+        if !self.due() {
+            return;
+        }
+        let job = crate::jobs::JobDescriptor {
+            kind: crate::jobs::JobKind::Deletion,
+            role: pg_sys::BOOTSTRAP_SUPERUSERID,
+            // SAFETY: set for the life of the worker, connected to its database.
+            database: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        };
+        match crate::jobs::start(&job, false) {
+            Ok(worker) => {
+                self.running = Some(worker);
+                self.requested = false;
+                self.said_no_slot = false;
+            }
+            Err(e) if !self.said_no_slot => {
+                log!(
+                    "admin_toolkit worker: retention's deletions wait: {}",
+                    e.message()
+                );
+                self.said_no_slot = true;
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Whether backups wait for their files to be removed.

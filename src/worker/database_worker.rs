@@ -20,8 +20,6 @@ const AUDIT_TICK: Duration = Duration::from_secs(1);
 /// Partitions are checked this often once upkeep has succeeded (and at once after a failure,
 /// a reload or a new day).
 const UPKEEP_EVERY: Duration = Duration::from_secs(3600);
-/// How soon deletions are tried again while a backup holds the retention lock.
-const DELETION_RETRY: Duration = Duration::from_secs(5);
 
 /// What the worker remembers between ticks.
 #[derive(Default)]
@@ -48,10 +46,9 @@ struct WorkerState {
     deferred_logged_minute: Option<u64>,
     /// Configuration changes made by other means are looked for at startup and after a reload.
     config_checked: bool,
-    /// A backend asked for backup deletions to be finished (cleanup_old_backups committed).
-    deletions_requested: bool,
-    /// When to try deletions again after a running backup held the retention lock.
-    deletions_retry_at: Option<Instant>,
+    /// Retention's deletions, in a job of their own (asked for when cleanup_old_backups
+    /// committed, and each minute while rows wait).
+    deletions: backup::retention::DeletionJobs,
     /// The alert outbox: deliveries in flight and when the next one falls due.
     deliveries: Deliverer,
     /// Why schedules and retention are held on this server (a restored copy), as last looked
@@ -100,9 +97,6 @@ impl WorkerState {
                 .map_or(Duration::ZERO, |at| interval.saturating_sub(at.elapsed()));
             next = next.min(until_collection);
         }
-        if let Some(at) = self.deletions_retry_at {
-            next = next.min(at.saturating_duration_since(Instant::now()));
-        }
         if let Some(until_delivery) = self.deliveries.wait() {
             next = next.min(until_delivery);
         }
@@ -110,11 +104,6 @@ impl WorkerState {
             next = next.min(until_facts);
         }
         next.clamp(Duration::from_millis(20), IDLE_TICK)
-    }
-
-    fn deletion_retry_due(&self) -> bool {
-        self.deletions_retry_at
-            .is_some_and(|at| Instant::now() >= at)
     }
 
     fn upkeep_due(&self, index: usize, utc_day: i32) -> bool {
@@ -149,16 +138,16 @@ fn unix_minute() -> u64 {
 
 /// Whether this tick has anything to do. An idle tick (most of them, once a second) must cost
 /// next to nothing: no transaction, no catalog access, only the audit queue's counters.
-/// Marks backups past retention for deletion (hourly, with partition upkeep), then deletes
-/// them and the WAL no longer needed in a transaction of its own.
-fn apply_backup_retention(state: &WorkerState) {
+/// Marks backups past retention for deletion (hourly, with partition upkeep), then asks for a
+/// deletion job, which removes them and the WAL no longer needed.
+fn apply_backup_retention(state: &mut WorkerState) {
     if state.held.is_some() {
         return;
     }
     if let Some(Err(e)) = run_step("backup retention", backup::retention::cleanup) {
         log!("admin_toolkit worker: step \"backup retention\" failed: {e}");
     }
-    finish_backup_deletions();
+    state.deletions.requested = true;
 }
 
 /// Whether this server is a copy whose schedules and retention must wait for an
@@ -183,31 +172,9 @@ fn look_whether_held(state: &mut WorkerState) {
     }
 }
 
-/// Removes the files of backups marked 'deleting' and the WAL no retained backup needs.
-/// Finishes marked deletions; true when a running backup made it wait.
-fn finish_backup_deletions() -> bool {
-    match run_step("delete backups", backup::retention::finish_deletions) {
-        Some(Ok(done)) if done.skipped => true,
-        Some(Ok(done)) if done.backups > 0 || done.wal_files > 0 => {
-            log!(
-                "admin_toolkit worker: retention deleted {} backup(s) and {} archived WAL file(s) ({} bytes)",
-                done.backups,
-                done.wal_files,
-                done.wal_bytes
-            );
-            false
-        }
-        Some(Err(e)) => {
-            log!("admin_toolkit worker: step \"delete backups\" failed and will be retried: {e}");
-            false
-        }
-        _ => false,
-    }
-}
-
 fn work_due(state: &mut WorkerState) -> bool {
     if audit::queue::take_work_request() {
-        state.deletions_requested = true;
+        state.deletions.requested = true;
         state.deliveries.requested = true;
     }
     if !state.working {
@@ -227,8 +194,7 @@ fn work_due(state: &mut WorkerState) -> bool {
         || (0..LOGS.len()).any(|i| state.upkeep_due(i, today))
         || audit::queue::dropped() != state.dropped_reported
         || !state.config_checked
-        || state.deletions_requested
-        || state.deletion_retry_due()
+        || (state.deletions.due() && state.held.is_none())
         || state.deliveries.due()
         || state.facts.due()
 }
@@ -334,7 +300,7 @@ fn tick(state: &mut WorkerState) {
         .and_then(Result::ok)
             == Some(true)
         {
-            state.deletions_requested = true;
+            state.deletions.requested = true;
         }
         match run_step("start due maintenance jobs", start_due) {
             // Jobs that found no worker slot stay due: look again next tick, not next minute.
@@ -351,12 +317,8 @@ fn tick(state: &mut WorkerState) {
             None => {}
         }
     }
-    let retry_due = state.deletion_retry_due();
-    if (std::mem::take(&mut state.deletions_requested) || retry_due) && state.held.is_none() {
-        // A running backup holds the retention lock: look again in a few seconds, not at the
-        // next minute's check (or at every tick).
-        state.deletions_retry_at =
-            finish_backup_deletions().then(|| Instant::now() + DELETION_RETRY);
+    if state.held.is_none() {
+        state.deletions.start_if_due();
     }
     if state.collection_due() {
         state.last_collection = Some(Instant::now());

@@ -241,18 +241,17 @@ impl BackupStore {
 
     /// Deletes the backup: a local directory only if it carries the marker; on S3 the
     /// manifest first (so a removal cut short never leaves something that looks complete),
-    /// then every other object under the prefix.
+    /// then the other objects a backup writes, and nothing else: whatever else is under the
+    /// prefix (put there by someone else, or a location named wrongly) stays.
     pub fn remove(&self) -> Result<(), String> {
         match &self.location {
             Location::Local(dir) => remove_backup_directory(dir),
             Location::S3 { .. } => {
-                self.storage
-                    .delete(MANIFEST_FILE)
-                    .map_err(|e| e.to_string())?;
-                for object in self.storage.list("").map_err(|e| e.to_string())? {
-                    self.storage
-                        .delete(&object.name)
-                        .map_err(|e| e.to_string())?;
+                for name in [MANIFEST_FILE, PACK_FILE, MARKER_FILE] {
+                    match self.storage.delete(name) {
+                        Ok(()) | Err(StorageError::NotFound(_)) => {}
+                        Err(e) => return Err(e.to_string()),
+                    }
                 }
                 Ok(())
             }
@@ -323,6 +322,30 @@ pub fn remove_backup_directory(backup_dir: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removing_an_object_store_backup_deletes_only_what_a_backup_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage =
+            crate::storage::LocalStorage::open(&Location::Local(dir.path().into())).unwrap();
+        for name in [MANIFEST_FILE, PACK_FILE, "someone-elses.txt"] {
+            storage.put_new(name, b"x").unwrap();
+        }
+        let store = BackupStore {
+            location: Location::parse("s3://bucket/backup_1").unwrap(),
+            storage: Box::new(storage),
+        };
+        store.remove().unwrap();
+        let left: Vec<String> = store
+            .storage
+            .list("")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(left, ["someone-elses.txt"]);
+        store.remove().unwrap(); // again: nothing left of the backup is fine
+    }
 
     #[test]
     fn backup_ids_come_from_location_names() {
