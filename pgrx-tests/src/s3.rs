@@ -169,6 +169,31 @@ impl S3Server {
         )
     }
 
+    /// Keys of the unfinished multipart uploads in `bucket`, as boto3 (the AWS SDK for Python,
+    /// in the test virtualenv) lists them: an oracle independent of the toolkit's client.
+    pub fn open_uploads(&self, bucket: &str) -> Vec<String> {
+        let script = format!(
+            "import boto3\n\
+             s3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', \
+                aws_access_key_id='{ACCESS_KEY}', aws_secret_access_key='{SECRET_KEY}')\n\
+             for u in s3.list_multipart_uploads(Bucket='{bucket}').get('Uploads', []):\n    print(u['Key'])\n",
+            self.endpoint()
+        );
+        let out = Command::new("/opt/admin_toolkit-test/venv/bin/python")
+            .args(["-c", &script])
+            .output()
+            .expect("run boto3 from the test virtualenv");
+        assert!(
+            out.status.success(),
+            "boto3: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     pub fn create_bucket(&self, settings: &S3Settings, name: &str) {
         S3Storage::create_bucket(name, settings)
             .unwrap_or_else(|e| panic!("create bucket {name}: {e}"));

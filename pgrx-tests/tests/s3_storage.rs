@@ -83,3 +83,29 @@ fn s3_over_tls_with_a_private_ca_passes_the_suite_and_refuses_an_untrusted_serve
     );
     assert!(!err.contains(admin_toolkit_it::s3::ACCESS_KEY), "{err}");
 }
+
+/// An upload left open by a process that died (here: a writer forgotten mid-upload, which
+/// never aborts) is found and aborted, under its prefix only; boto3 lists what is left.
+#[test]
+fn unfinished_uploads_of_a_dead_writer_are_aborted_under_their_prefix_only() {
+    let server = S3Server::start();
+    let scratch = ScratchDir::new("admin_toolkit_s3_");
+    let credentials = scratch.join("credentials");
+    std::fs::write(&credentials, S3Server::credentials_text()).unwrap();
+    let settings = server.settings(&credentials);
+    server.create_bucket(&settings, "uploads");
+    let dead = S3Storage::open("uploads", "pg/backup_1/", &settings).unwrap();
+    let other = S3Storage::open("uploads", "pg/backup_2/", &settings).unwrap();
+    let chunk = vec![7u8; (16 << 20) + 1]; // more than one part (PART_SIZE)
+    for storage in [&dead, &other] {
+        let mut writer = storage.writer("data.pack").unwrap();
+        writer.write(&chunk).unwrap(); // the first part goes up: the upload is open
+        std::mem::forget(writer); // as if the process had been killed
+    }
+    let mut open = server.open_uploads("uploads");
+    open.sort();
+    assert_eq!(open, ["pg/backup_1/data.pack", "pg/backup_2/data.pack"]);
+    assert_eq!(dead.abort_uploads("").unwrap(), 1);
+    assert_eq!(server.open_uploads("uploads"), ["pg/backup_2/data.pack"]);
+    assert_eq!(dead.abort_uploads("").unwrap(), 0);
+}

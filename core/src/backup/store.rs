@@ -247,6 +247,8 @@ impl BackupStore {
         match &self.location {
             Location::Local(dir) => remove_backup_directory(dir),
             Location::S3 { .. } => {
+                // Parts of a pack whose job died mid-upload (S3 keeps and bills them).
+                self.storage.abort_uploads("").map_err(|e| e.to_string())?;
                 for name in [MANIFEST_FILE, PACK_FILE, MARKER_FILE] {
                     match self.storage.delete(name) {
                         Ok(()) | Err(StorageError::NotFound(_)) => {}

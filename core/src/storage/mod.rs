@@ -241,6 +241,12 @@ pub trait Storage: Send + Sync {
     fn writer(&self, name: &str) -> Result<Box<dyn ObjectWriter>, StorageError>;
     /// Where this storage is, for messages.
     fn describe(&self, name: &str) -> String;
+    /// Aborts the unfinished multipart uploads of objects under `prefix` (left by a process
+    /// that died before it could abort them itself); how many. Storage that writes no parts
+    /// has none.
+    fn abort_uploads(&self, _prefix: &str) -> Result<usize, StorageError> {
+        Ok(0)
+    }
 }
 
 /// A large object being written (see [`Storage::writer`]).

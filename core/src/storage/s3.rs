@@ -326,12 +326,99 @@ impl Client {
     }
 
     fn abort(&self, key: &str, upload_id: &str) {
+        let _best_effort = self.try_abort(key, upload_id);
+    }
+
+    fn try_abort(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
         let url = self
             .bucket
             .abort_multipart_upload(Some(&self.credentials), key, upload_id)
             .sign(SIGNED_FOR);
-        let _best_effort = self.send("DELETE", &url, &[], None, "aborting an upload");
+        let what = format!("aborting an upload of {key}");
+        let answer = self.send("DELETE", &url, &[], None, &what)?;
+        match answer.status {
+            200 | 204 | 404 => Ok(()),
+            _ => Err(Self::failed(&what, &answer)),
+        }
     }
+
+    /// The unfinished multipart uploads (key, upload id) of keys starting with `prefix`
+    /// (ListMultipartUploads, signed with rusty-s3's signer: it has no action for it).
+    fn open_uploads(&self, prefix: &str) -> Result<Vec<(String, String)>, StorageError> {
+        let mut found = Vec::new();
+        let (mut key_marker, mut id_marker) = (String::new(), String::new());
+        loop {
+            let mut query = vec![("prefix", prefix), ("uploads", "")];
+            if !key_marker.is_empty() {
+                query.push(("key-marker", key_marker.as_str()));
+                query.push(("upload-id-marker", id_marker.as_str()));
+            }
+            let url = rusty_s3::signing::sign(
+                &jiff::Timestamp::now(),
+                rusty_s3::Method::Get,
+                self.bucket.base_url().clone(),
+                self.credentials.key(),
+                self.credentials.secret(),
+                self.credentials.token(),
+                self.bucket.region(),
+                SIGNED_FOR.as_secs(),
+                query.iter().copied(),
+                std::iter::empty(),
+            );
+            let what = format!("listing unfinished uploads under {prefix}");
+            let answer = self.send("GET", &url, &[], None, &what)?;
+            if answer.status != 200 {
+                return Err(Self::failed(&what, &answer));
+            }
+            let text = String::from_utf8_lossy(&answer.body);
+            let page = uploads_in(&text);
+            let truncated =
+                xml_values(&text, "IsTruncated").first().map(String::as_str) == Some("true");
+            match page.last() {
+                Some((key, id)) if truncated => {
+                    (key_marker, id_marker) = (key.clone(), id.clone());
+                }
+                _ => {
+                    found.extend(page);
+                    return Ok(found);
+                }
+            }
+            found.extend(page);
+        }
+    }
+}
+
+/// The text of every `<tag>…</tag>` in `xml`, with XML's five entities decoded.
+fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let after = &rest[start + open.len()..];
+        let Some(end) = after.find(&close) else { break };
+        out.push(
+            after[..end]
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&"),
+        );
+        rest = &after[end + close.len()..];
+    }
+    out
+}
+
+/// (key, upload id) of each `<Upload>` of a ListMultipartUploads answer.
+fn uploads_in(xml: &str) -> Vec<(String, String)> {
+    xml_values(xml, "Upload")
+        .iter()
+        .filter_map(|upload| {
+            let key = xml_values(upload, "Key").into_iter().next()?;
+            let id = xml_values(upload, "UploadId").into_iter().next()?;
+            Some((key, id))
+        })
+        .collect()
 }
 
 impl S3Storage {
@@ -574,6 +661,16 @@ impl Storage for S3Storage {
 
     fn describe(&self, name: &str) -> String {
         format!("s3://{}/{}{name}", self.client.bucket.name(), self.prefix)
+    }
+
+    fn abort_uploads(&self, prefix: &str) -> Result<usize, StorageError> {
+        let uploads = self
+            .client
+            .open_uploads(&format!("{}{prefix}", self.prefix))?;
+        for (key, id) in &uploads {
+            self.client.try_abort(key, id)?;
+        }
+        Ok(uploads.len())
     }
 }
 
@@ -821,6 +918,21 @@ mod tests {
         let backup = credentials_from_file(text, "backup").unwrap();
         assert_eq!((backup.key(), backup.token()), ("AKIA2", Some("t2")));
         assert!(credentials_from_file(text, "other").is_none());
+    }
+
+    #[test]
+    fn unfinished_uploads_are_read_from_list_multipart_uploads_answers() {
+        let xml = "<ListMultipartUploadsResult><Bucket>b</Bucket><IsTruncated>false</IsTruncated>\
+            <Upload><Key>p/backup_1/data.pack</Key><UploadId>u1</UploadId><Initiated>x</Initiated></Upload>\
+            <Upload><Key>p/a&amp;b</Key><UploadId>u2</UploadId></Upload></ListMultipartUploadsResult>";
+        assert_eq!(
+            uploads_in(xml),
+            [
+                ("p/backup_1/data.pack".to_string(), "u1".to_string()),
+                ("p/a&b".to_string(), "u2".to_string())
+            ]
+        );
+        assert_eq!(xml_values(xml, "IsTruncated"), ["false"]);
     }
 
     #[test]
