@@ -263,3 +263,55 @@ fn converse(stream: TcpStream, seen: &Mutex<Vec<String>>) {
         }
     }
 }
+
+/// An HTTP server on 127.0.0.1 that answers every request one byte a second, forever: a
+/// slow peer that per-read timeouts never catch. Records each request line.
+pub struct TricklingServer {
+    pub port: u16,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl TricklingServer {
+    pub fn start() -> TricklingServer {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind the trickling server");
+        let port = listener.local_addr().unwrap().port();
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let seen = seen.clone();
+                std::thread::spawn(move || trickle(stream, &seen));
+            }
+        });
+        TricklingServer { port, requests }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The request lines received so far ("GET /bucket/key?… HTTP/1.1").
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn trickle(stream: TcpStream, seen: &Mutex<Vec<String>>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let Ok(read) = stream.try_clone() else { return };
+    let mut line = String::new();
+    if BufReader::new(read).read_line(&mut line).is_err() {
+        return;
+    }
+    seen.lock().unwrap().push(line.trim_end().to_string());
+    let mut out = stream;
+    let answer = b"HTTP/1.1 200 OK\r\n"
+        .iter()
+        .chain(std::iter::repeat(&b'x'));
+    for byte in answer {
+        if out.write_all(&[*byte]).is_err() {
+            return; // the client gave up
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
