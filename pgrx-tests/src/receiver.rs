@@ -201,16 +201,7 @@ pub struct PlainAuthSmtp {
 
 impl PlainAuthSmtp {
     pub fn start() -> PlainAuthSmtp {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind the SMTP server");
-        let port = listener.local_addr().unwrap().port();
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let seen = lines.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let seen = seen.clone();
-                std::thread::spawn(move || converse(stream, &seen));
-            }
-        });
+        let (port, lines) = serve_each_connection(converse);
         PlainAuthSmtp { port, lines }
     }
 
@@ -273,16 +264,7 @@ pub struct TricklingServer {
 
 impl TricklingServer {
     pub fn start() -> TricklingServer {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind the trickling server");
-        let port = listener.local_addr().unwrap().port();
-        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
-        let seen = requests.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let seen = seen.clone();
-                std::thread::spawn(move || trickle(stream, &seen));
-            }
-        });
+        let (port, requests) = serve_each_connection(trickle);
         TricklingServer { port, requests }
     }
 
@@ -314,4 +296,22 @@ fn trickle(stream: TcpStream, seen: &Mutex<Vec<String>>) {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// Listens on a free port of 127.0.0.1 and runs `serve` for each connection on a thread of its
+/// own, with the lines it records; gives the port and those lines.
+fn serve_each_connection(
+    serve: fn(TcpStream, &Mutex<Vec<String>>),
+) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind a test server");
+    let port = listener.local_addr().unwrap().port();
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = lines.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || serve(stream, &seen));
+        }
+    });
+    (port, lines)
 }
