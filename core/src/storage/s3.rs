@@ -23,6 +23,8 @@ use std::time::Duration;
 /// (see [`S3Settings::deadline`]), and no longer.
 const SIGNED_FOR: Duration = Duration::from_secs(15 * 60);
 const ATTEMPTS: u32 = 5;
+/// The header carrying a PUT body's SHA-256 (base64), which S3 checks the body against.
+const CHECKSUM_HEADER: &str = "x-amz-checksum-sha256";
 /// One request's overall deadline when the settings name none.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 /// Objects written through [`Storage::writer`] go up in parts of this size (S3's minimum part
@@ -293,11 +295,17 @@ impl Client {
         headers: &[(&str, String)],
         what: &str,
     ) -> Result<Answer, StorageError> {
-        let url = self
-            .bucket
-            .put_object(Some(&self.credentials), key)
-            .sign(SIGNED_FOR);
-        self.send("PUT", &url, headers, Some(bytes), what)
+        // The body's SHA-256 in a signed header: the service refuses a body that does not
+        // match it, so the signature covers the payload too.
+        let checksum = base64(&<sha2::Sha256 as sha2::Digest>::digest(bytes));
+        let mut action = self.bucket.put_object(Some(&self.credentials), key);
+        action
+            .headers_mut()
+            .insert(CHECKSUM_HEADER, checksum.clone());
+        let url = action.sign(SIGNED_FOR);
+        let mut headers = headers.to_vec();
+        headers.push((CHECKSUM_HEADER, checksum));
+        self.send("PUT", &url, &headers, Some(bytes), what)
     }
 
     fn upload_part(
@@ -386,6 +394,28 @@ impl Client {
             found.extend(page);
         }
     }
+}
+
+/// Standard base64 with padding (RFC 4648), as S3's checksum headers take it.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// The text of every `<tag>…</tag>` in `xml`, with XML's five entities decoded.
@@ -918,6 +948,21 @@ mod tests {
         let backup = credentials_from_file(text, "backup").unwrap();
         assert_eq!((backup.key(), backup.token()), ("AKIA2", Some("t2")));
         assert!(credentials_from_file(text, "other").is_none());
+    }
+
+    #[test]
+    fn base64_is_rfc_4648() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
     }
 
     #[test]
