@@ -66,7 +66,7 @@ pub static WORKLOAD: GucSetting<WorkloadType> =
 /// Days of maintenance_runs history kept.
 pub static MAINTENANCE_HISTORY_DAYS: GucSetting<i32> = GucSetting::<i32>::new(90);
 /// WAL replay speed that plan_recovery's estimate assumes, in MB/s (measured: docs/benchmarks.md).
-pub static WAL_REPLAY_MB_PER_S: GucSetting<i32> = GucSetting::<i32>::new(135);
+pub static WAL_REPLAY_MB_PER_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 /// Daily partitions made ahead of today.
 pub static PARTITION_PREMAKE_DAYS: GucSetting<i32> = GucSetting::<i32>::new(3);
 /// Minimum password length of the password policy, in characters.
@@ -277,7 +277,7 @@ pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"admin_toolkit.wal_replay_mb_per_s",
         c"WAL replay speed, in MB/s, that plan_recovery() uses to estimate recovery time.",
-        c"Measure yours with a restore drill; the default comes from bench/restore.sh on the reference machine.",
+        c"Measure yours with a restore drill; the default is below the slowest replay measured on the reference machine.",
         &WAL_REPLAY_MB_PER_S,
         1,
         100_000,

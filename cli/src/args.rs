@@ -164,7 +164,8 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DIR")]
     pub target_dir: PathBuf,
     /// The WAL archive (admin_toolkit.archive_location: a directory or s3://bucket/prefix);
-    /// checked before restoring, and written into restore_command with the S3 options
+    /// checked before restoring, and written into restore_command with the S3 options.
+    /// Required: a base backup becomes consistent only with the WAL archived while it ran
     #[arg(long, value_name = "ARCHIVE")]
     pub archive: Option<String>,
     /// Recover up to this time; include a UTC offset: '2026-11-24 10:00:00+00'
@@ -184,6 +185,11 @@ pub struct RestoreArgs {
     /// archive
     #[arg(long)]
     pub keep_archiving: bool,
+    /// Keep the restored configuration's network settings; by default the copy listens on no
+    /// TCP address and puts its socket in the target directory, so it cannot collide with the
+    /// original when started beside it
+    #[arg(long)]
+    pub keep_network: bool,
     #[command(flatten)]
     pub storage: S3Args,
 }

@@ -3,7 +3,9 @@
 use crate::args::{RecoveryTarget, RestoreArgs, VerifyArgs, WalGetArgs};
 use admin_toolkit_core::backup::default_threads;
 use admin_toolkit_core::backup::read::verify as verify_backup;
-use admin_toolkit_core::backup::recovery_conf::{write_recovery_settings, RecoverySettings};
+use admin_toolkit_core::backup::recovery_conf::{
+    write_missing_configuration, write_recovery_settings, RecoverySettings,
+};
 use admin_toolkit_core::backup::restore::{is_empty_target, restore as restore_backup};
 use admin_toolkit_core::backup::store::BackupStore;
 use admin_toolkit_core::chrono::DateTime;
@@ -104,6 +106,16 @@ pub fn restore(r: &RestoreArgs) -> ExitCode {
         }
         Err(e) => return fail(e),
     }
+    // The copy's socket goes into the target directory: its path must fit a socket address
+    // (108 bytes with "/.s.PGSQL.<port>").
+    if !r.keep_network {
+        let length = std::path::absolute(&r.target_dir).map_or(0, |p| p.as_os_str().len());
+        if length + "/.s.PGSQL.65535".len() >= 108 {
+            return fail(format!(
+                "the target directory's path is too long for the restored server's socket, which goes there ({length} bytes): choose a shorter one, or --keep-network"
+            ));
+        }
+    }
     let recovery_target = r.target();
     let target = match &recovery_target {
         Some(RecoveryTarget::Time(t)) => match parse_target_time(t) {
@@ -122,7 +134,10 @@ pub fn restore(r: &RestoreArgs) -> ExitCode {
     };
     // A local archive is named by its absolute path in restore_command.
     let archive = match r.archive.as_deref().map(archive_location).transpose() {
-        Ok(a) => a,
+        Ok(Some(a)) => Some(a),
+        Ok(None) => {
+            return fail("--archive is needed: a base backup becomes consistent only by replaying the WAL archived while it ran, and PostgreSQL will not start a recovery without a restore_command (give admin_toolkit.archive_location)")
+        }
         Err(e) => return fail(e),
     };
     if let Some(location) = &archive {
@@ -197,6 +212,17 @@ pub fn restore(r: &RestoreArgs) -> ExitCode {
         undo(&r.target_dir, existed);
         return fail(e);
     }
+    match write_missing_configuration(&r.target_dir) {
+        Ok(written) if !written.is_empty() => eprintln!(
+            "the backup held no {} (the server kept its configuration elsewhere): written with only what starting needs",
+            written.join(", ")
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            undo(&r.target_dir, existed);
+            return fail(e);
+        }
+    }
     eprintln!(
         "restored backup {} ({} files, {} MB) into \"{}\" in {seconds:.1} s ({:.0} MB/s)",
         manifest.backup_id,
@@ -219,14 +245,17 @@ pub fn restore(r: &RestoreArgs) -> ExitCode {
     if !r.keep_archiving {
         eprintln!("archiving is off in the restored configuration (archive_mode = 'off'): this copy archives nothing into the original's archive; --keep-archiving keeps it");
     }
-    eprintln!(
-        "start the server on it to recover{}",
-        if archive.is_some() {
-            ""
-        } else {
-            " (no --archive: supply WAL yourself)"
-        }
-    );
+    if r.keep_network {
+        eprintln!(
+            "start the server on it to recover: pg_ctl -D {} start",
+            r.target_dir.display()
+        );
+    } else {
+        eprintln!(
+            "start the server on it to recover: pg_ctl -D {0} start; it listens on no TCP address, only on its socket in {0} (psql -h {0}); --keep-network keeps the backup's network settings",
+            r.target_dir.display()
+        );
+    }
     ExitCode::SUCCESS
 }
 
@@ -248,6 +277,8 @@ fn recovery_settings(
         }
         None => KeyDir(None),
     };
+    let target_dir = std::path::absolute(&r.target_dir)
+        .map_err(|e| format!("cannot resolve --target-dir: {e}"))?;
     let settings = RecoverySettings {
         backup: &r.backup,
         program: &program,
@@ -257,6 +288,7 @@ fn recovery_settings(
         keys: &keys,
         require_sealed: r.storage.require_encryption,
         keep_archiving: r.keep_archiving,
+        socket_directory: (!r.keep_network).then_some(target_dir.as_path()),
     };
     write_recovery_settings(&r.target_dir, &settings)
 }

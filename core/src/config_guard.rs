@@ -5,11 +5,44 @@
 /// The library name as it appears in shared_preload_libraries.
 pub const LIBRARY: &str = "admin_toolkit";
 
+/// The elements of a list setting's value (`shared_preload_libraries`, `search_path`, …) as
+/// PostgreSQL splits it: separated by commas, surrounding spaces dropped, an element in double
+/// quotes taken as written (`""` is one quote, a comma inside is kept).
+pub fn list_elements(list: &str) -> Vec<String> {
+    let mut elements = Vec::new();
+    let mut chars = list.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut element = String::new();
+        if chars.next_if_eq(&'"').is_some() {
+            while let Some(c) = chars.next() {
+                if c == '"' && chars.next_if_eq(&'"').is_none() {
+                    break;
+                }
+                element.push(c);
+            }
+            while chars.next_if(|c| *c != ',').is_some() {}
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ',') {
+                element.push(c);
+            }
+            element = element.trim_end().to_string();
+        }
+        if !element.is_empty() {
+            elements.push(element);
+        }
+        if chars.next().is_none() {
+            return elements;
+        }
+    }
+}
+
 /// The names in a library list such as `'pg_stat_statements, "admin_toolkit"'` (commas,
 /// optional double quotes, surrounding spaces), as PostgreSQL splits it.
 pub fn library_names(list: &str) -> Vec<String> {
-    list.split(',')
-        .map(|item| item.trim().trim_matches('"').trim())
+    list_elements(list)
+        .iter()
+        .map(|item| item.trim())
         .filter(|item| !item.is_empty())
         .map(|item| {
             // `$libdir/admin_toolkit` and `admin_toolkit.so` name the same library.
@@ -86,6 +119,15 @@ mod tests {
             vec!["pg_stat_statements", "admin_toolkit", "auto_explain"]
         );
         assert!(library_names("").is_empty());
+        assert_eq!(
+            list_elements(r#"admin_toolkit,pg_stat_statements"#),
+            ["admin_toolkit", "pg_stat_statements"]
+        );
+        assert_eq!(
+            list_elements(r#" "$user" , public,"a,""b""" "#),
+            ["$user", "public", r#"a,"b""#]
+        );
+        assert!(list_elements(" , ").is_empty());
     }
 
     #[test]

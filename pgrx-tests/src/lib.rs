@@ -298,10 +298,13 @@ impl Cluster {
         let port = free_port();
         let mut conf = vec![
             format!("port = {port}"),
+            "listen_addresses = '127.0.0.1'".to_string(),
             format!("unix_socket_directories = '{}'", scratch.path().display()),
         ];
         conf.extend_from_slice(extra);
-        Cluster::launch(scratch, port, &conf)
+        // After what a restore wrote into postgresql.auto.conf, so that these settings win.
+        Cluster::append_conf_to(&scratch.join("data"), "postgresql.auto.conf", &conf);
+        Cluster::launch(scratch, port, &[])
     }
 
     /// Appends `conf` to the data directory's postgresql.conf and starts the server.
@@ -317,14 +320,21 @@ impl Cluster {
     }
 
     fn append_conf(data: &str, lines: &[String]) {
-        let path = Path::new(data).join("postgresql.conf");
-        let mut text = fs::read_to_string(&path).expect("read postgresql.conf");
+        Cluster::append_conf_to(data, "postgresql.conf", lines);
+    }
+
+    fn append_conf_to(data: &str, file: &str, lines: &[String]) {
+        if lines.is_empty() {
+            return;
+        }
+        let path = Path::new(data).join(file);
+        let mut text = fs::read_to_string(&path).unwrap_or_default();
         text.push_str("\n# admin_toolkit client tests\n");
         for line in lines {
             text.push_str(line);
             text.push('\n');
         }
-        fs::write(&path, text).expect("write postgresql.conf");
+        fs::write(&path, text).unwrap_or_else(|e| panic!("write {file}: {e}"));
     }
 
     pub fn data_dir(&self) -> String {

@@ -74,7 +74,8 @@ fn a_tracked_change_is_applied_for_real_and_recorded() {
 fn a_restart_only_change_becomes_applied_after_the_restart() {
     let (mut cluster, mut db) = started();
     db.batch_execute(
-        "SELECT admin_toolkit.track_config_change('max_connections', '150', 'more clients')",
+        "SELECT admin_toolkit.track_config_change('max_connections', '150', 'more clients');
+         SELECT admin_toolkit.track_config_change('shared_preload_libraries', 'admin_toolkit,pg_stat_statements', 'query stats')",
     )
     .unwrap();
     let rows = history(&mut db, "max_connections");
@@ -87,6 +88,19 @@ fn a_restart_only_change_becomes_applied_after_the_restart() {
     let mut db = cluster.connect("postgres");
     let shown: String = db.query_one("SHOW max_connections", &[]).unwrap().get(0);
     assert_eq!(shown, "150");
+    // A list setting is written element by element: both libraries are loaded.
+    let libraries: String = db
+        .query_one("SHOW shared_preload_libraries", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(libraries, "admin_toolkit, pg_stat_statements");
+    assert!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM pg_settings WHERE name LIKE 'pg_stat_statements.%'"
+        ) > 0,
+        "pg_stat_statements is loaded"
+    );
     wait_for("the change marked applied", || {
         let rows = history(&mut db, "max_connections");
         (rows.len() == 1 && rows[0].4).then_some(())

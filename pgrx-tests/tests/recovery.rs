@@ -101,15 +101,22 @@ fn validate(db: &mut Client, recovery_id: i32) -> Vec<(String, String, String)> 
     .collect()
 }
 
-#[test]
-fn point_in_time_recovery_end_to_end() {
-    let store = ScratchDir::new("admin_toolkit_pitr_");
+/// A cluster archiving into `<scratch>/wal`, with the extension and an empty table `t`; its
+/// backups go to the location returned (`<scratch>/backups`).
+fn archiving_cluster(prefix: &str) -> (ScratchDir, std::path::PathBuf, String, Cluster, Client) {
+    let store = ScratchDir::new(prefix);
     let archive = store.path().join("wal");
     let location = store.path().join("backups").display().to_string();
     let cluster = Cluster::start_with(ClusterOptions::archiving_to(&archive));
     let mut db = cluster.connect("postgres");
     db.batch_execute("CREATE EXTENSION admin_toolkit; CREATE TABLE t (id int)")
         .unwrap();
+    (store, archive, location, cluster, db)
+}
+
+#[test]
+fn point_in_time_recovery_end_to_end() {
+    let (store, archive, location, _cluster, mut db) = archiving_cluster("admin_toolkit_pitr_");
     let full_schedule = schedule(&mut db, "full", &location);
     let incr_schedule = schedule(&mut db, "incremental", &location);
 
@@ -317,4 +324,82 @@ fn point_in_time_recovery_end_to_end() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("damaged"), "{}", text(&out));
     assert!(!Path::new(&target).exists(), "nothing left behind");
+}
+
+/// As on Debian, the configuration lives outside the data directory: the backup holds none.
+/// `admin-toolkit restore`, then `pg_ctl start` and nothing else, gives a promoted server with
+/// the rows, started beside its running original without colliding with it (no TCP, its own
+/// socket); without `--archive` the restore is refused, naming why.
+#[test]
+fn a_restored_directory_starts_with_pg_ctl_alone_beside_its_original() {
+    let (store, archive, location, cluster, mut db) = archiving_cluster("admin_toolkit_startable_");
+    insert(&mut db, 1, 100);
+    let elsewhere = store.path().join("etc");
+    std::fs::create_dir(&elsewhere).unwrap();
+    for file in ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"] {
+        std::fs::rename(
+            Path::new(&cluster.data_dir()).join(file),
+            elsewhere.join(file),
+        )
+        .unwrap();
+    }
+    let full = schedule(&mut db, "full", &location);
+    let (_, path) = backup(&mut db, full);
+    archive_now(&mut db);
+
+    let scratch = ScratchDir::new("admin_toolkit_startable_copy_");
+    let data = scratch.join("data");
+    let refused = cli(&["restore", "--backup", &path, "--target-dir", &data]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("--archive is needed"),
+        "{}",
+        text(&refused)
+    );
+    assert!(!Path::new(&data).exists(), "nothing written");
+    let archive_text = archive.display().to_string();
+    let out = cli(&[
+        "restore",
+        "--backup",
+        &path,
+        "--target-dir",
+        &data,
+        "--archive",
+        &archive_text,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("the backup held no postgresql.conf, pg_hba.conf, pg_ident.conf"),
+        "{}",
+        text(&out)
+    );
+    let log = scratch.join("server.log");
+    let started = admin_toolkit_it::run_as_postgres(
+        "pg_ctl",
+        &["-D", &data, "-l", &log, "-w", "-t", "120", "start"],
+    );
+    assert!(
+        started.status.success(),
+        "pg_ctl start: {}\n{}",
+        text(&started),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let psql = |sql: &str| {
+        let out = admin_toolkit_it::run_as_postgres(
+            "psql",
+            &["-X", "-At", "-h", &data, "-d", "postgres", "-c", sql],
+        );
+        assert!(out.status.success(), "psql: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    wait_for("the copy's promotion", || {
+        (psql("SELECT pg_is_in_recovery()") == "f").then_some(())
+    });
+    assert_eq!(psql("SELECT count(*) FROM t"), "100");
+    assert_eq!(psql("SHOW listen_addresses"), "");
+    // The original kept running all along.
+    assert_eq!(count(&mut db, "SELECT count(*) FROM t"), 100);
+    let stopped =
+        admin_toolkit_it::run_as_postgres("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
+    assert!(stopped.status.success(), "{}", text(&stopped));
 }

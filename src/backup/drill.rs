@@ -133,6 +133,19 @@ fn run_restore_drill(
     drill_id
 }
 
+/// Whether `program` (admin_toolkit.cli_path) is an executable file, which the drill's
+/// restore_command runs.
+fn check_program(program: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(program) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+        _ => Err(format!(
+            "admin_toolkit.cli_path \"{}\" is not an executable program, and the drill's recovery runs its wal-get: install admin-toolkit (the Debian package puts it in /usr/bin; from source, scripts/setup.sh or `cargo build --release -p admin-toolkit-cli`) and set admin_toolkit.cli_path to it",
+            program.display()
+        )),
+    }
+}
+
 /// Entry point of a restore drill job worker.
 #[pg_guard]
 #[unsafe(no_mangle)]
@@ -383,6 +396,8 @@ fn drill(
     began: DateTime<Utc>,
     m: &mut Measures,
 ) -> Result<(), Failure> {
+    // The program recovery runs comes first: without it, restoring would be wasted work.
+    check_program(&crate::settings::cli_path()).map_err(failed)?;
     let s3 = crate::settings::s3();
     let keys = crate::settings::key_dir();
     // Accepted only as what its catalog row says (key, backup, cluster, chain).
@@ -529,6 +544,8 @@ fn drill(
             keys: &keys,
             require_sealed: super::store::archive_sealed(),
             keep_archiving: false,
+            // The drill's server gets its network settings on its command line.
+            socket_directory: None,
         },
     )
     .map_err(failed)?;

@@ -65,7 +65,7 @@ fn run_request(request_id: &str) {
     let statement = format!(
         "ALTER SYSTEM SET {} = {}",
         quote_ident(&name),
-        literal(&value)
+        value_sql(&name, &value)
     );
     // SAFETY: a job worker between transactions.
     let error = unsafe { top_level::execute_catching(&statement) };
@@ -104,6 +104,29 @@ fn run_request(request_id: &str) {
     if let Err(e) = std::fs::write(&path, answer.to_string()) {
         log!("admin_toolkit job: cannot answer configuration request {request_id}: {e}");
     }
+}
+
+/// The value as ALTER SYSTEM takes it: a list setting (shared_preload_libraries, search_path,
+/// …) as one literal per element, so that `'admin_toolkit,pg_stat_statements'` becomes two
+/// libraries, not one library with a comma in its name.
+fn value_sql(name: &str, value: &str) -> String {
+    let Ok(cname) = CString::new(name) else {
+        return literal(value);
+    };
+    // SAFETY: looks the parameter up by name; missing_ok, so an unknown one gives 0.
+    let flags = unsafe { pg_sys::GetConfigOptionFlags(cname.as_ptr(), true) };
+    if flags & pg_sys::GUC_LIST_INPUT as i32 == 0 {
+        return literal(value);
+    }
+    let elements = admin_toolkit_core::config_guard::list_elements(value);
+    if elements.is_empty() {
+        return literal("");
+    }
+    elements
+        .iter()
+        .map(|e| literal(e))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Applies a configuration change for real and records it: refuses unknown parameters (42704),

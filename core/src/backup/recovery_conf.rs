@@ -34,6 +34,40 @@ pub struct RecoverySettings<'a> {
     /// Keep the restored configuration's archiving (a replacement of the lost primary);
     /// otherwise `archive_mode = 'off'`: a copy never archives into the original's archive.
     pub keep_archiving: bool,
+    /// Where the restored server's socket goes, with no TCP listener, so that starting it
+    /// beside the original cannot collide with it (nor take its clients); `None` keeps the
+    /// restored configuration's network settings.
+    pub socket_directory: Option<&'a Path>,
+}
+
+/// What a data directory needs to start when the backup holds no configuration files (the
+/// server kept them elsewhere, as Debian does under /etc/postgresql): written only where
+/// missing; gives the names of the files written.
+pub fn write_missing_configuration(data_dir: &Path) -> Result<Vec<&'static str>, String> {
+    const NOTE: &str = "# Written by admin-toolkit restore: the backup held no such file (the server kept its\n\
+                        # configuration outside its data directory). Only what starting needs; add yours.\n";
+    let files: [(&str, String); 3] = [
+        (
+            "postgresql.conf",
+            format!("{NOTE}# Network settings: postgresql.auto.conf.\n"),
+        ),
+        (
+            "pg_hba.conf",
+            format!(
+                "{NOTE}# Local connections as the same-named OS user only.\nlocal all all peer\n"
+            ),
+        ),
+        ("pg_ident.conf", NOTE.to_string()),
+    ];
+    let mut written = Vec::new();
+    for (name, text) in files {
+        let path = data_dir.join(name);
+        if !path.exists() {
+            write_small(&path, text.as_bytes())?;
+            written.push(name);
+        }
+    }
+    Ok(written)
 }
 
 /// A quoted configuration-file value.
@@ -125,6 +159,16 @@ pub fn recovery_lines(r: &RecoverySettings) -> Vec<String> {
     }
     lines.push("recovery_target_timeline = 'latest'".into());
     lines.push("recovery_target_action = 'promote'".into());
+    if let Some(dir) = r.socket_directory {
+        lines.push(
+            "# no TCP, and a socket of its own: this copy cannot collide with the original (restore --keep-network keeps its settings)".into(),
+        );
+        lines.push("listen_addresses = ''".into());
+        lines.push(format!(
+            "unix_socket_directories = {}",
+            conf_quote(&dir.to_string_lossy())
+        ));
+    }
     if !r.keep_archiving {
         lines.push(
             "# a restored copy archives nothing into the original's archive (restore --keep-archiving keeps it)".into(),
@@ -177,6 +221,7 @@ mod tests {
             keys: &keys,
             require_sealed: true,
             keep_archiving: false,
+            socket_directory: None,
         };
         assert_eq!(
             restore_command(&r, &archive),
@@ -230,6 +275,7 @@ mod tests {
             keys: &KeyDir(None),
             require_sealed: false,
             keep_archiving: false,
+            socket_directory: None,
         };
         write_recovery_settings(dir.path(), &r).unwrap();
         let text = std::fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
@@ -237,5 +283,28 @@ mod tests {
         assert!(text
             .contains("restore_command = '/bin/admin-toolkit wal-get --archive=/srv/wal %f %p'"));
         assert!(dir.path().join("recovery.signal").exists());
+        // A copy started beside the original: no TCP, its own socket.
+        let private = RecoverySettings {
+            socket_directory: Some(Path::new("/srv/copy")),
+            ..r
+        };
+        let lines = recovery_lines(&private);
+        assert!(lines.contains(&"listen_addresses = ''".to_string()));
+        assert!(lines.contains(&"unix_socket_directories = '/srv/copy'".to_string()));
+    }
+
+    #[test]
+    fn missing_configuration_files_are_written_and_present_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("postgresql.conf"), "port = 5999\n").unwrap();
+        assert_eq!(
+            write_missing_configuration(dir.path()).unwrap(),
+            ["pg_hba.conf", "pg_ident.conf"]
+        );
+        let conf = std::fs::read_to_string(dir.path().join("postgresql.conf")).unwrap();
+        assert_eq!(conf, "port = 5999\n");
+        let hba = std::fs::read_to_string(dir.path().join("pg_hba.conf")).unwrap();
+        assert!(hba.ends_with("local all all peer\n"), "{hba}");
+        assert!(write_missing_configuration(dir.path()).unwrap().is_empty());
     }
 }
