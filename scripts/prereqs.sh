@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
-# Installs what building and testing admin_toolkit needs, on Debian 12, idempotently:
-# PostgreSQL 15 with its server headers, libclang (for pgrx's bindings), sudo (tests run the
-# server as the postgres OS user), cargo-pgrx 0.18.1, and cargo-pgrx's registration of PG 15;
-# for the tests and benchmarks, an S3-compatible server (moto's standalone server, from PyPI, in
-# a virtualenv; aiosmtpd, the SMTP test server, beside it), openssl (test certificates), and for the S3 benchmarks pgBackRest (the
-# comparison) and nginx (TLS in front of the S3 server); Prometheus and postgres_exporter for
-# the /metrics tests and benchmark.
+# Installs what admin_toolkit needs on Debian 12, idempotently.
+#
+#   bash scripts/prereqs.sh --build   what building and running the toolkit needs: PostgreSQL 15
+#                                     with its server headers and contrib, libclang (pgrx's
+#                                     bindings), pkg-config and OpenSSL headers (cargo-pgrx),
+#                                     sudo, cargo-pgrx 0.18.1 and its registration of PG 15
+#   bash scripts/prereqs.sh           the above, and what the tests and benchmarks need: an
+#                                     S3-compatible server (moto) and an SMTP server (aiosmtpd)
+#                                     in a virtualenv, openssl, pgBackRest and nginx (the S3
+#                                     benchmark's comparison and TLS), Prometheus and
+#                                     postgres_exporter (unpacked, never started as services)
+#
+# A Rust toolchain (1.82 or newer; Debian 12's own is older) must be there already: see README.
 set -euo pipefail
+MODE=${1:-all}
+case "$MODE" in
+    --build) MODE=build ;;
+    all) ;;
+    *) echo "usage: $0 [--build]" >&2; exit 2 ;;
+esac
 
 PGRX_VERSION=0.18.1
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
@@ -15,7 +27,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # pkg-config and libssl-dev: cargo-pgrx builds openssl-sys.
-packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev sudo pkg-config libssl-dev python3-venv pgbackrest openssl nginx-light)
+packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev sudo pkg-config libssl-dev)
+if [ "$MODE" = all ]; then packages+=(python3-venv pgbackrest openssl nginx-light); fi
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,6 +47,10 @@ fi
 
 if ! grep -qs "^pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
     cargo pgrx init --pg15 "$PG_CONFIG"
+fi
+if [ "$MODE" = build ]; then
+    echo "prereqs: ready to build (PostgreSQL $("$PG_CONFIG" --version | awk '{print $2}'), $(cargo pgrx --version))"
+    exit 0
 fi
 # The S3-compatible server the tests start on 127.0.0.1 (pgrx-tests/src/s3.rs looks here).
 MOTO_VERSION=5.2.5

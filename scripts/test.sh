@@ -41,6 +41,16 @@ cargo pgrx install --release --pg-config "$PG_CONFIG"
 step "build the admin-toolkit CLI (restore_command of the recovery tests)"
 cargo build --locked -p admin-toolkit-cli
 
+step "the demo: scripts/setup.sh in a scratch directory ends with a completed backup and a passed drill"
+demo=$(mktemp -d /tmp/admin_toolkit_demo.XXXXXX)
+chmod 755 "$demo"
+demo_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+ADMIN_TOOLKIT_DEMO_DIR=$demo/demo ADMIN_TOOLKIT_DEMO_PORT=$demo_port ADMIN_TOOLKIT_CLI_DIR=$demo/bin \
+    bash scripts/setup.sh
+as_postgres=(); [ "$(id -u)" = 0 ] && as_postgres=(sudo -n -u postgres --)
+"${as_postgres[@]}" "$("$PG_CONFIG" --bindir)/pg_ctl" -D "$demo/demo/data" -m fast -w stop >/dev/null
+rm -rf "$demo"
+
 step "build admin_toolkit 0.1.0 from commit e9c79f5 (pgrx-tests/tests/upgrade.rs upgrades it)"
 ADMIN_TOOLKIT_0_1_0=$(bash scripts/build-0.1.0.sh | tail -1)
 export ADMIN_TOOLKIT_0_1_0

@@ -58,6 +58,11 @@ pub struct Advice {
     pub priority: &'static str,
 }
 
+/// Background worker slots admin_toolkit itself takes at most at once: the launcher, the
+/// database worker, the /metrics endpoint, and jobs (a backup, a maintenance run, a drill, a
+/// facts job, retention's deletions; a configuration change briefly).
+pub const TOOLKIT_WORKER_SLOTS: u32 = 6;
+
 const MB: u64 = 1024;
 const GB: u64 = 1024 * 1024;
 
@@ -213,9 +218,11 @@ pub fn recommend(m: &Machine) -> Vec<Advice> {
         let cpus = format!("{} CPUs", m.cpus);
         out.push(advice(
             "max_worker_processes",
-            Value::Number(f64::from(m.cpus)),
+            Value::Number(f64::from(m.cpus + TOOLKIT_WORKER_SLOTS)),
             "low",
-            format!("one per CPU ({cpus})"),
+            format!(
+                "one per CPU ({cpus}) for parallel queries, plus {TOOLKIT_WORKER_SLOTS} for admin_toolkit's own processes"
+            ),
         ));
         out.push(advice(
             "max_parallel_workers_per_gather",
@@ -328,7 +335,7 @@ mod tests {
             ("work_mem", "20560kB"),
             ("min_wal_size", "1GB"),
             ("max_wal_size", "4GB"),
-            ("max_worker_processes", "4"),
+            ("max_worker_processes", "10"),
             ("max_parallel_workers_per_gather", "2"),
             ("max_parallel_workers", "4"),
             ("max_parallel_maintenance_workers", "2"),

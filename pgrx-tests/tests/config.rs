@@ -140,10 +140,17 @@ fn unknown_parameters_and_invalid_values_are_refused_before_anything_is_written(
         .batch_execute("SELECT admin_toolkit.track_config_change('shared_buffers', '-5')")
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::INVALID_PARAMETER_VALUE));
+    // An empty library list would be stored as one empty name: the server would not start.
+    let err = db
+        .batch_execute("SELECT admin_toolkit.track_config_change('shared_preload_libraries', '')")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::INVALID_PARAMETER_VALUE));
     assert_eq!(count(&mut db, "SELECT count(*) FROM admin_toolkit.configuration_history WHERE changed_by <> 'external'"), 0);
     let auto_conf =
         std::fs::read_to_string(format!("{}/postgresql.auto.conf", _cluster.data_dir())).unwrap();
     assert!(
-        !auto_conf.contains("log_min_duration_statement") && !auto_conf.contains("shared_buffers")
+        !auto_conf.contains("log_min_duration_statement")
+            && !auto_conf.contains("shared_buffers")
+            && !auto_conf.contains("shared_preload_libraries")
     );
 }

@@ -1,6 +1,8 @@
 //! The Debian package: scripts/package.sh builds postgresql-15-admin-toolkit, `apt-get install
 //! ./…deb` installs it on this machine, a server creates the extension from it and runs its
-//! worker, the CLI is on the PATH, and `apt-get remove` takes every file away again. The files
+//! worker, the CLI is on the PATH; then the README's uninstall steps (drop the extension, take the
+//! library out of the configuration, restart), and `apt-get remove` takes every file away again
+//! and the server still starts. The files
 //! the package replaces (the release build scripts/test.sh installed) are put back afterwards,
 //! whatever happens, so the tests after this one run against the same build.
 
@@ -119,8 +121,8 @@ fn the_debian_package_installs_creates_the_extension_and_removes_cleanly() {
         "the CLI on the PATH: {version}"
     );
 
+    let mut cluster = Cluster::start();
     {
-        let cluster = Cluster::start();
         let mut db = cluster.connect("postgres");
         db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
         let row = db
@@ -140,8 +142,19 @@ fn the_debian_package_installs_creates_the_extension_and_removes_cleanly() {
                 .contains("admin_toolkit worker: extension found; starting work")
                 .then_some(())
         });
+        // The README's uninstall steps: drop the extension, take the library out of the
+        // configuration and restart, then remove the package.
         db.batch_execute("DROP EXTENSION admin_toolkit").unwrap();
     }
+    let conf = Path::new(&cluster.data_dir()).join("postgresql.conf");
+    let kept: Vec<String> = std::fs::read_to_string(&conf)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("shared_preload_libraries") && !l.starts_with("admin_toolkit."))
+        .map(str::to_string)
+        .collect();
+    std::fs::write(&conf, kept.join("\n") + "\n").unwrap();
+    cluster.restart();
 
     run("apt-get", &["remove", "-y", PACKAGE]);
     let status = installed_status();
@@ -149,4 +162,9 @@ fn the_debian_package_installs_creates_the_extension_and_removes_cleanly() {
     for f in &files {
         assert!(!f.exists(), "{} left behind by apt-get remove", f.display());
     }
+    // The server starts without the package.
+    cluster.restart();
+    let mut db = cluster.connect("postgres");
+    let one: i32 = db.query_one("SELECT 1", &[]).unwrap().get(0);
+    assert_eq!(one, 1);
 }

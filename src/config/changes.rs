@@ -110,12 +110,7 @@ fn run_request(request_id: &str) {
 /// …) as one literal per element, so that `'admin_toolkit,pg_stat_statements'` becomes two
 /// libraries, not one library with a comma in its name.
 fn value_sql(name: &str, value: &str) -> String {
-    let Ok(cname) = CString::new(name) else {
-        return literal(value);
-    };
-    // SAFETY: looks the parameter up by name; missing_ok, so an unknown one gives 0.
-    let flags = unsafe { pg_sys::GetConfigOptionFlags(cname.as_ptr(), true) };
-    if flags & pg_sys::GUC_LIST_INPUT as i32 == 0 {
+    if flags_of(name) & pg_sys::GUC_LIST_INPUT as i32 == 0 {
         return literal(value);
     }
     let elements = admin_toolkit_core::config_guard::list_elements(value);
@@ -127,6 +122,15 @@ fn value_sql(name: &str, value: &str) -> String {
         .map(|e| literal(e))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The GUC flags of parameter `name` (0 when unknown).
+fn flags_of(name: &str) -> i32 {
+    let Ok(cname) = CString::new(name) else {
+        return 0;
+    };
+    // SAFETY: looks the parameter up by name; missing_ok, so an unknown one gives 0.
+    unsafe { pg_sys::GetConfigOptionFlags(cname.as_ptr(), true) }
 }
 
 /// Applies a configuration change for real and records it: refuses unknown parameters (42704),
@@ -149,6 +153,17 @@ fn track_config_change(
     if current_value(name).is_none() {
         ToolkitError::undefined_object(format!("unrecognized configuration parameter \"{name}\""))
             .raise();
+    }
+    // PostgreSQL 15's ALTER SYSTEM writes an empty quoted list as one empty element ('""'):
+    // for shared_preload_libraries, a library named "" and a server that does not start.
+    if flags_of(name) & pg_sys::GUC_LIST_QUOTE as i32 != 0
+        && admin_toolkit_core::config_guard::list_elements(value).is_empty()
+    {
+        ToolkitError::invalid_parameter(format!(
+            "an empty list cannot be written for \"{name}\": ALTER SYSTEM would store one empty element and the server would not start"
+        ))
+        .with_hint("Name the elements to keep, or remove the setting from postgresql.conf and postgresql.auto.conf by hand.")
+        .raise();
     }
     let weakened = check_privilege(name, value);
     let (Ok(cname), Ok(cvalue)) = (CString::new(name), CString::new(value)) else {

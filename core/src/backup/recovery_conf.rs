@@ -164,6 +164,8 @@ pub fn recovery_lines(r: &RecoverySettings) -> Vec<String> {
             "# no TCP, and a socket of its own: this copy cannot collide with the original (restore --keep-network keeps its settings)".into(),
         );
         lines.push("listen_addresses = ''".into());
+        // The default port, so that `psql -h <directory>` finds the socket.
+        lines.push("port = 5432".into());
         lines.push(format!(
             "unix_socket_directories = {}",
             conf_quote(&dir.to_string_lossy())
