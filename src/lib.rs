@@ -56,6 +56,11 @@ extension_sql_file!(
     name = "copy_guard",
     requires = ["bootstrap"]
 );
+extension_sql_file!(
+    "../sql/backup_alerts.sql",
+    name = "backup_alerts",
+    requires = ["bootstrap", "notifications", "drills"]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Set in `_PG_init` when the library is loaded through shared_preload_libraries; every backend

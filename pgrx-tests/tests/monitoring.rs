@@ -206,3 +206,104 @@ fn pg_monitor_reads_metrics_and_only_superusers_change_rules() {
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
 }
+
+/// The built-in alerts on backups fire on collected data: archiving into a location that cannot
+/// be written, a backup of a schedule that fails (its last segment is never archived), a weekly
+/// schedule with no backup for ten days; archiving fixed, its alert resolves. With no drill
+/// schedule, no drill age is stored, so "Restore drill overdue" cannot fire.
+#[test]
+fn built_in_backup_alerts_fire_on_failed_archiving_failed_and_overdue_backups() {
+    let scratch = admin_toolkit_it::ScratchDir::new("admin_toolkit_backup_alerts_");
+    let not_a_directory = scratch.path().join("wal");
+    std::fs::write(&not_a_directory, "a file where the archive should be").unwrap();
+    let mut options = ClusterOptions::archiving_to(&not_a_directory);
+    options.settings.extend([
+        "admin_toolkit.backup_archive_wait = 3".to_string(),
+        "admin_toolkit.collection_interval = 1".to_string(),
+    ]);
+    let cluster = Cluster::start_with(options);
+    let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE EXTENSION admin_toolkit; SELECT pg_switch_wal()")
+        .unwrap();
+    let fired = |db: &mut postgres::Client, rule: &str| -> bool {
+        count(
+            db,
+            &format!(
+                "SELECT count(*) FROM admin_toolkit.alert_events e JOIN admin_toolkit.alert_rules r USING (rule_id) \
+                 WHERE r.rule_name = '{rule}' AND e.resolved_at IS NULL"
+            ),
+        ) == 1
+    };
+    wait_for("WAL archiving failing", || {
+        fired(&mut db, "WAL archiving failing").then_some(())
+    });
+
+    let location = scratch.path().join("backups").display().to_string();
+    let schedule: i32 = db
+        .query_one(
+            "INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location) \
+             VALUES ('full', '0 2 * * 0', 7, $1) RETURNING schedule_id",
+            &[&location],
+        )
+        .unwrap()
+        .get(0);
+    let _ = db.query_one(
+        "SELECT admin_toolkit.execute_backup($1, true)",
+        &[&schedule],
+    );
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM admin_toolkit.backup_history WHERE status = 'failed'"
+        ),
+        1
+    );
+    wait_for("Backup failed", || {
+        fired(&mut db, "Backup failed").then_some(())
+    });
+    assert!(
+        !fired(&mut db, "Backup overdue"),
+        "a new weekly schedule is not overdue"
+    );
+    db.execute(
+        "UPDATE admin_toolkit.backup_schedules SET created_at = now() - interval '10 days' WHERE schedule_id = $1",
+        &[&schedule],
+    )
+    .unwrap();
+    wait_for("Backup overdue", || {
+        fired(&mut db, "Backup overdue").then_some(())
+    });
+    let ids: String = db
+        .query_one(
+            "SELECT (additional_data->'schedule_ids')::text FROM admin_toolkit.performance_metrics \
+             WHERE metric_name = 'overdue_backup_schedules' ORDER BY collected_at DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(ids, format!("[{schedule}]"));
+
+    // Archiving fixed: its alert resolves.
+    let wal = scratch.path().join("wal-ok");
+    std::fs::create_dir(&wal).unwrap();
+    // Writable by the server's OS user, whoever runs the test.
+    std::fs::set_permissions(&wal, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    db.batch_execute(&format!(
+        "ALTER SYSTEM SET admin_toolkit.archive_location = '{}'",
+        wal.display()
+    ))
+    .unwrap();
+    db.batch_execute("SELECT pg_reload_conf(); SELECT pg_switch_wal()")
+        .unwrap();
+    wait_for("WAL archiving failing resolved", || {
+        (!fired(&mut db, "WAL archiving failing")).then_some(())
+    });
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM admin_toolkit.performance_metrics WHERE metric_name = 'restore_drill_age_seconds'"
+        ),
+        0,
+        "no drill age where no drill is scheduled"
+    );
+}

@@ -185,18 +185,36 @@ fn an_installed_0_1_0_updates_in_place_keeping_every_row_while_the_worker_runs()
     let version = installed_version(&mut db);
     assert_eq!(version, extension_version());
 
-    // Every row is still there (the worker only ever adds metrics and audit rows meanwhile).
+    // Every row is still there (the worker only ever adds metrics and audit rows meanwhile,
+    // and records, as made outside track_config_change, a setting whose default the new
+    // library changed).
     let after = row_counts(&mut db);
     for ((table, b), (_, a)) in before.iter().zip(&after) {
         if table == "performance_metrics"
             || table == "security_audit_log"
             || table == "collector_counters"
+            || table == "configuration_history"
         {
             assert!(a >= b, "{table}: {b} rows before, {a} after");
         } else {
             assert_eq!(a, b, "{table}");
         }
     }
+    let recorded: Vec<String> = db
+        .query(
+            "SELECT parameter_name FROM admin_toolkit.configuration_history WHERE changed_by = 'external'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        recorded
+            .iter()
+            .all(|p| p == "admin_toolkit.wal_replay_mb_per_s"),
+        "only a changed default is recorded: {recorded:?}"
+    );
     let owner: String = db
         .query_one(
             "SELECT owner::text FROM admin_toolkit.backup_schedules WHERE schedule_id = 1",

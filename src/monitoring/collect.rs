@@ -160,14 +160,16 @@ fn read_gauges(out: &mut Vec<Metric>) -> spi::Result<()> {
 }
 
 /// Restore drills: seconds since the last passed drill (with none passed, since the oldest
-/// completed backup: the time backups have gone untested), its RTO, and whether the last
-/// finished drill failed (cancelled drills say nothing about the backups and are skipped).
-/// Nothing is stored for what does not exist yet.
+/// completed backup: the time backups have gone untested) where a drill schedule is active,
+/// its RTO, and whether the last finished drill failed (cancelled drills say nothing about the
+/// backups and are skipped). Nothing is stored for what does not exist yet: no drill age where
+/// no drill is scheduled, so "Restore drill overdue" fires only where drills are configured.
 const DRILLS: &str = "
-SELECT (extract(epoch FROM pg_catalog.now() - coalesce(
+SELECT CASE WHEN EXISTS (SELECT 1 FROM admin_toolkit.restore_drill_schedules WHERE is_active) THEN
+       (extract(epoch FROM pg_catalog.now() - coalesce(
          (SELECT max(finished_at) FROM admin_toolkit.restore_drills WHERE status = 'passed'),
          (SELECT min(end_time) FROM admin_toolkit.backup_history
-           WHERE status = 'completed' AND backup_type <> 'wal_archive'))))::float8,
+           WHERE status = 'completed' AND backup_type <> 'wal_archive'))))::float8 END,
        (SELECT rto_seconds FROM admin_toolkit.restore_drills WHERE status = 'passed'
          ORDER BY finished_at DESC LIMIT 1)::float8,
        (SELECT CASE status WHEN 'failed' THEN 1 ELSE 0 END FROM admin_toolkit.restore_drills
@@ -187,6 +189,74 @@ fn read_drill_gauges(out: &mut Vec<Metric>) -> spi::Result<()> {
         }
         Ok(())
     })
+}
+
+/// WAL archiving: 1 when archiving is on and its last attempt failed (a later success clears
+/// it), else 0; nothing with archiving off.
+const ARCHIVING: &str = "
+SELECT CASE WHEN pg_catalog.current_setting('archive_mode') <> 'off' THEN
+       (CASE WHEN last_failed_time > coalesce(last_archived_time, '-infinity') THEN 1 ELSE 0 END)::float8 END
+  FROM pg_catalog.pg_stat_archiver";
+
+/// Active full and incremental schedules: their cron expression, creation, last completed
+/// backup, and whether their last finished backup failed.
+const BACKUP_SCHEDULES: &str = "
+SELECT s.schedule_id, s.schedule_expression, extract(epoch FROM s.created_at)::float8,
+       (SELECT extract(epoch FROM max(h.end_time))::float8 FROM admin_toolkit.backup_history h
+         WHERE h.schedule_id = s.schedule_id AND h.status = 'completed'),
+       coalesce((SELECT h.status = 'failed' FROM admin_toolkit.backup_history h
+                  WHERE h.schedule_id = s.schedule_id AND h.status IN ('completed', 'failed')
+                  ORDER BY h.backup_id DESC LIMIT 1), false)
+  FROM admin_toolkit.backup_schedules s
+ WHERE s.is_active AND s.backup_type IN ('full', 'incremental')
+ ORDER BY s.schedule_id";
+
+/// Backups: whether archiving fails, how many schedules' last backup failed, and how many are
+/// overdue (core::backup::overdue); the schedules in each metric's data. Nothing about
+/// schedules where none is active.
+fn read_backup_gauges(out: &mut Vec<Metric>) -> spi::Result<()> {
+    use admin_toolkit_core::backup::overdue::is_overdue;
+    use admin_toolkit_core::chrono::{DateTime, Utc};
+    use admin_toolkit_core::cron::CronSchedule;
+    let failing = read_scalar::<f64>(ARCHIVING)?;
+    if failing.is_some() {
+        out.push(metric("backup", "archive_failing", "count", failing));
+    }
+    let time = |secs: f64| DateTime::<Utc>::from_timestamp_micros((secs * 1e6) as i64);
+    let now = Utc::now();
+    let tz = crate::maintenance::schedule::schedule_time_zone();
+    let (mut active, mut failed, mut overdue) = (0, Vec::new(), Vec::new());
+    Spi::connect(|client| {
+        for row in client.select(BACKUP_SCHEDULES, None, &[])? {
+            active += 1;
+            let id = row.get::<i32>(1)?.unwrap_or_default();
+            if row.get::<bool>(5)? == Some(true) {
+                failed.push(id);
+            }
+            let schedule = row
+                .get::<String>(2)?
+                .and_then(|e| CronSchedule::parse(&e).ok());
+            let created = row.get::<f64>(3)?.and_then(time);
+            let last = row.get::<f64>(4)?.and_then(time);
+            if let (Some(schedule), Some(created)) = (schedule, created) {
+                if is_overdue(&schedule, last, created, now, tz) {
+                    overdue.push(id);
+                }
+            }
+        }
+        Ok::<_, spi::Error>(())
+    })?;
+    if active > 0 {
+        for (name, ids) in [
+            ("failed_backup_schedules", failed),
+            ("overdue_backup_schedules", overdue),
+        ] {
+            let mut m = metric("backup", name, "count", Some(ids.len() as f64));
+            m.data = json!({ "schedule_ids": ids });
+            out.push(m);
+        }
+    }
+    Ok(())
 }
 
 /// Per database that accepts connections (templates aside): size, sessions, transaction and
@@ -472,6 +542,7 @@ pub fn collect() -> spi::Result<Collection> {
     let mut metrics = Vec::with_capacity(24);
     read_gauges(&mut metrics)?;
     read_drill_gauges(&mut metrics)?;
+    read_backup_gauges(&mut metrics)?;
     let (now, mut readings) = read_counters(&previous, &mut metrics)?;
     read_per_database(&previous, now, &mut readings, &mut metrics)?;
     let statements_unavailable = match statements_schema()? {
@@ -489,11 +560,15 @@ pub fn collect() -> spi::Result<Collection> {
     let units: Vec<&str> = metrics.iter().map(|m| m.unit).collect();
     let data: Vec<String> = metrics.iter().map(|m| m.data.to_string()).collect();
     let databases: Vec<Option<String>> = metrics.iter().map(|m| m.database.clone()).collect();
+    // Only metrics this schema defines: a new library runs before ALTER EXTENSION UPDATE adds
+    // its metrics.
     Spi::run_with_args(
         "INSERT INTO admin_toolkit.performance_metrics \
            (collected_at, metric_type, metric_name, metric_value, metric_unit, additional_data, database) \
          SELECT pg_catalog.now(), t, n, v::numeric, u, d::jsonb, db \
-         FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::text[]) AS m(t, n, v, u, d, db)",
+         FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::text[]) AS m(t, n, v, u, d, db) \
+         WHERE EXISTS (SELECT 1 FROM admin_toolkit.metric_definitions md \
+                        WHERE md.metric_type OPERATOR(pg_catalog.=) m.t AND md.metric_name OPERATOR(pg_catalog.=) m.n)",
         &[types.into(), names.into(), values.into(), units.into(), data.into(), databases.into()],
     )?;
     Ok(Collection {

@@ -18,8 +18,8 @@ mod tests {
     fn collection_writes_every_defined_metric_but_the_query_one() {
         serialize();
         Spi::run("SELECT admin_toolkit.collect_performance_metrics()").unwrap();
-        // pg_stat_statements is not installed in the test database, and there is neither a
-        // backup nor a restore drill: every other metric is there.
+        // pg_stat_statements is not installed in the test database, archiving is off, and there
+        // is no backup schedule, backup or restore drill: every other metric is there.
         let missing = Spi::get_one::<String>(
             "SELECT string_agg(d.metric_type || '/' || d.metric_name, ',' ORDER BY d.metric_type, d.metric_name) \
                FROM admin_toolkit.metric_definitions d \
@@ -29,7 +29,9 @@ mod tests {
         assert_eq!(
             missing,
             Ok(Some(
-                "backup/restore_drill_age_seconds,backup/restore_drill_failed,backup/restore_drill_rto_seconds,query/avg_query_time_ms"
+                "backup/archive_failing,backup/failed_backup_schedules,backup/overdue_backup_schedules,\
+                 backup/restore_drill_age_seconds,backup/restore_drill_failed,backup/restore_drill_rto_seconds,\
+                 query/avg_query_time_ms"
                     .into()
             ))
         );

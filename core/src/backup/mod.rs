@@ -5,6 +5,7 @@ pub mod copy;
 pub mod label;
 pub mod layout;
 pub mod manifest;
+pub mod overdue;
 mod parallel;
 pub mod read;
 pub mod recovery_conf;
