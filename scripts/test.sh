@@ -20,6 +20,9 @@ exec > >(tee "$log") 2>&1
 step "cargo fmt --check"
 cargo fmt --all --check
 
+step "house rules: no import cycle in src/, the runtime imports no new feature"
+python3 scripts/check-imports.py
+
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

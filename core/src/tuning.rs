@@ -58,9 +58,9 @@ pub struct Advice {
     pub priority: &'static str,
 }
 
-/// Background worker slots admin_toolkit itself takes at most at once: the launcher, the
-/// database worker, the /metrics endpoint, and jobs (a backup, a maintenance run, a drill, a
-/// facts job, retention's deletions; a configuration change briefly).
+/// Background worker slots the advice leaves for admin_toolkit: the launcher, the database
+/// worker, the /metrics endpoint, and a few jobs at once (each running backup, maintenance run,
+/// drill, facts job, deletion job or configuration change takes one).
 pub const TOOLKIT_WORKER_SLOTS: u32 = 6;
 
 const MB: u64 = 1024;

@@ -1,7 +1,6 @@
 //! The start of due schedules, shared by maintenance and backups: every active schedule whose
 //! next_run has come gets a job, run as the schedule's owner.
 
-use crate::maintenance::schedule::schedule_time_zone;
 use admin_toolkit_core::chrono::{DateTime, Utc};
 use admin_toolkit_core::cron::CronSchedule;
 use pgrx::prelude::*;
@@ -50,4 +49,21 @@ pub fn start_due(table: &str, mut start: impl FnMut(i32, &str) -> bool) -> spi::
         )?;
     }
     Ok(deferred)
+}
+
+/// The time zone schedules are read in: `admin_toolkit.timezone`, or the server's TimeZone.
+pub fn schedule_time_zone() -> admin_toolkit_core::chrono_tz::Tz {
+    let name = crate::settings::timezone().unwrap_or_else(|| {
+        crate::query::read_scalar::<String>(
+            "SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'TimeZone'",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "UTC".into())
+    });
+    admin_toolkit_core::cron::time_zone(&name).unwrap_or_else(|e| {
+        crate::error::ToolkitError::invalid_parameter(e.to_string())
+            .with_hint("Set admin_toolkit.timezone to an IANA time zone name.")
+            .raise()
+    })
 }

@@ -6,5 +6,6 @@ pub mod facts;
 mod facts_ingest;
 pub mod jobs;
 pub mod partitions;
+mod plan;
 mod remote;
 pub mod schedule;

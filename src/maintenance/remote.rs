@@ -5,7 +5,7 @@
 //! as the same owner, which plans and executes the command there. The work and its outcome
 //! pass through files (core::handoff).
 
-use super::jobs::{
+use super::plan::{
     execute, lock_schedule, prepare, prepare_described, Schedule, Step, CAPTURE_WARNINGS,
 };
 use crate::jobs::{self, handoff_dir, interruption, JobDescriptor, JobKind};

@@ -2,29 +2,11 @@
 //! (an invalid expression is refused at insert with an error naming the bad field).
 
 use crate::error::{require, ToolkitError};
-use crate::query::read_scalar;
-use crate::settings;
+use crate::jobs::schedules::schedule_time_zone;
 use admin_toolkit_core::chrono::{DateTime, Utc};
-use admin_toolkit_core::cron::{time_zone, CronSchedule};
+use admin_toolkit_core::cron::CronSchedule;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
-
-/// The time zone schedules are read in: `admin_toolkit.timezone`, or the server's TimeZone.
-pub fn schedule_time_zone() -> admin_toolkit_core::chrono_tz::Tz {
-    let name = settings::timezone().unwrap_or_else(|| {
-        read_scalar::<String>(
-            "SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'TimeZone'",
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| "UTC".into())
-    });
-    time_zone(&name).unwrap_or_else(|e| {
-        ToolkitError::invalid_parameter(e.to_string())
-            .with_hint("Set admin_toolkit.timezone to an IANA time zone name.")
-            .raise()
-    })
-}
 
 /// Microseconds since the Unix epoch (PostgreSQL counts from 2000-01-01).
 pub fn unix_micros(t: TimestampWithTimeZone) -> i64 {

@@ -224,7 +224,7 @@ fn read_backup_gauges(out: &mut Vec<Metric>) -> spi::Result<()> {
     }
     let time = |secs: f64| DateTime::<Utc>::from_timestamp_micros((secs * 1e6) as i64);
     let now = Utc::now();
-    let tz = crate::maintenance::schedule::schedule_time_zone();
+    let tz = crate::jobs::schedules::schedule_time_zone();
     let (mut active, mut failed, mut overdue) = (0, Vec::new(), Vec::new());
     Spi::connect(|client| {
         for row in client.select(BACKUP_SCHEDULES, None, &[])? {

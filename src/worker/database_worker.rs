@@ -172,6 +172,60 @@ fn look_whether_held(state: &mut WorkerState) {
     }
 }
 
+/// The minute's look at runs and schedules. Each upkeep and each kind of job is a step of its
+/// own: one that fails neither stops the others nor rolls back the next_run of jobs another
+/// step has started. Done for the minute once every step succeeded and every due job found a
+/// worker slot; otherwise looked at again at the next tick.
+fn start_due_jobs(state: &mut WorkerState, minute: u64) {
+    type Upkeep = fn() -> pgrx::spi::Result<()>;
+    type Start = fn() -> pgrx::spi::Result<usize>;
+    let upkeep: [(&str, Upkeep); 3] = [
+        ("upkeep of backup runs", backup::jobs::upkeep_backups),
+        ("upkeep of restore drills", backup::drill::upkeep_drills),
+        (
+            "deactivate orphaned schedules",
+            jobs::deactivate_orphaned_schedules,
+        ),
+    ];
+    let starts: [(&str, Start); 3] = [
+        ("start due maintenance jobs", jobs::start_due_jobs),
+        ("start due backups", backup::jobs::start_due_backups),
+        ("start due restore drills", backup::drill::start_due_drills),
+    ];
+    let mut settled = true;
+    for (name, step) in upkeep {
+        match run_step(name, step) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                log!("admin_toolkit worker: step \"{name}\" failed and will be retried: {e}");
+                settled = false;
+            }
+            None => settled = false, // logged by run_step
+        }
+    }
+    let mut deferred = 0;
+    for (name, start) in starts {
+        match run_step(name, start) {
+            Some(Ok(n)) => deferred += n,
+            Some(Err(e)) => {
+                log!("admin_toolkit worker: step \"{name}\" failed and will be retried: {e}");
+                settled = false;
+            }
+            None => settled = false,
+        }
+    }
+    if settled && deferred == 0 {
+        state.jobs_checked_minute = Some(minute);
+    } else if deferred > 0 && state.deferred_logged_minute != Some(minute) {
+        // Jobs that found no worker slot stay due: looked at again next tick, not next minute.
+        log!(
+            "admin_toolkit worker: {deferred} due job(s) wait for a free background worker slot \
+             (raise max_worker_processes)"
+        );
+        state.deferred_logged_minute = Some(minute);
+    }
+}
+
 fn work_due(state: &mut WorkerState) -> bool {
     if audit::queue::take_work_request() {
         state.deletions.requested = true;
@@ -285,14 +339,6 @@ fn tick(state: &mut WorkerState) {
     if state.jobs_checked_minute != Some(minute) && state.held.is_some() {
         state.jobs_checked_minute = Some(minute);
     } else if state.jobs_checked_minute != Some(minute) {
-        let start_due = || -> pgrx::spi::Result<usize> {
-            backup::jobs::upkeep_backups()?;
-            backup::drill::upkeep_drills()?;
-            jobs::deactivate_orphaned_schedules()?;
-            Ok(jobs::start_due_jobs()?
-                + backup::jobs::start_due_backups()?
-                + backup::drill::start_due_drills()?)
-        };
         if run_step(
             "look for backups to delete",
             backup::retention::deletions_pending,
@@ -302,20 +348,7 @@ fn tick(state: &mut WorkerState) {
         {
             state.deletions.requested = true;
         }
-        match run_step("start due maintenance jobs", start_due) {
-            // Jobs that found no worker slot stay due: look again next tick, not next minute.
-            Some(Ok(0)) => state.jobs_checked_minute = Some(minute),
-            Some(Ok(deferred)) if state.deferred_logged_minute != Some(minute) => {
-                log!(
-                    "admin_toolkit worker: {deferred} due maintenance job(s) wait for a free background worker slot \
-                     (raise max_worker_processes)"
-                );
-                state.deferred_logged_minute = Some(minute);
-            }
-            Some(Ok(_)) => {}
-            Some(Err(e)) => log!("admin_toolkit worker: step \"start due maintenance jobs\" failed and will be retried: {e}"),
-            None => {}
-        }
+        start_due_jobs(state, minute);
     }
     if state.held.is_none() {
         state.deletions.start_if_due();
