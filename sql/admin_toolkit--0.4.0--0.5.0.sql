@@ -14,3 +14,8 @@ INSERT INTO alert_rules (rule_name, metric_type, metric_name, condition_operator
     ('WAL archiving failing', 'backup', 'archive_failing', '>', 0, 'critical', ARRAY['email', 'pagerduty'], true),
     ('Backup failed', 'backup', 'failed_backup_schedules', '>', 0, 'critical', ARRAY['email'], true),
     ('Backup overdue', 'backup', 'overdue_backup_schedules', '>', 0, 'warning', ARRAY['email'], true);
+
+-- The description said cancelled drills count as failed; they are skipped.
+UPDATE metric_definitions
+   SET description = '1 when the last finished restore drill failed, 0 when it passed (cancelled drills are skipped)'
+ WHERE metric_type = 'backup' AND metric_name = 'restore_drill_failed';

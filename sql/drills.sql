@@ -67,7 +67,7 @@ COMMENT ON COLUMN restore_drills.rpo_seconds IS
 INSERT INTO metric_definitions (metric_type, metric_name, metric_unit, description, builtin) VALUES
     ('backup', 'restore_drill_age_seconds', 'seconds', 'Time since the last passed restore drill (with none passed, since the oldest completed backup)', true),
     ('backup', 'restore_drill_rto_seconds', 'seconds', 'RTO of the last passed restore drill: start of the restore to promotion', true),
-    ('backup', 'restore_drill_failed', 'count', '1 when the last finished restore drill failed or was cancelled, else 0', true);
+    ('backup', 'restore_drill_failed', 'count', '1 when the last finished restore drill failed, 0 when it passed (cancelled drills are skipped)', true);
 
 INSERT INTO alert_rules (rule_name, metric_type, metric_name, condition_operator, threshold_value,
                          severity, notification_channels, builtin) VALUES

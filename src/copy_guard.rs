@@ -107,3 +107,38 @@ fn adopt_as_primary() -> String {
         None => "this server already ran its schedules; its identity is recorded again".into(),
     }
 }
+
+/// The worker's duty of looking, once a minute, whether schedules and retention are held here,
+/// for the duties that act on the storage (logged when that changes).
+#[derive(Default)]
+pub struct CopyGuard {
+    checked_minute: Option<u64>,
+}
+
+impl crate::worker::duty::Duty for CopyGuard {
+    fn due(&mut self, context: &crate::worker::duty::Context) -> bool {
+        self.checked_minute != Some(context.minute)
+    }
+
+    fn run(&mut self, context: &mut crate::worker::duty::Context) {
+        self.checked_minute = Some(context.minute);
+        let Some(Ok(now_held)) =
+            crate::worker::step::run_step("look whether schedules are held", held)
+        else {
+            return;
+        };
+        if now_held != context.held {
+            match &now_held {
+                Some(reason) => log!(
+                    "admin_toolkit worker: {}",
+                    admin_toolkit_core::copy_guard::held_message(reason)
+                ),
+                None if context.held.is_some() => {
+                    log!("admin_toolkit worker: schedules and retention run again (adopted)")
+                }
+                None => {}
+            }
+            context.held = now_held;
+        }
+    }
+}

@@ -20,6 +20,36 @@ mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
+/// The duties the database worker runs, in this order each tick: every feature's routine work
+/// is registered here, and the worker knows none of them (see worker::duty).
+pub(crate) fn worker_duties() -> Vec<Box<dyn worker::duty::Duty>> {
+    use jobs::schedules::ScheduleDuty;
+    vec![
+        Box::new(maintenance::duty::PartitionUpkeep::default()),
+        Box::new(config::duty::ConfigDrift::default()),
+        Box::new(security::audit::duty::AuditWriter::default()),
+        Box::new(copy_guard::CopyGuard::default()),
+        Box::new(ScheduleDuty::new(
+            "maintenance jobs",
+            maintenance::jobs::deactivate_orphaned_schedules,
+            maintenance::jobs::start_due_jobs,
+        )),
+        Box::new(ScheduleDuty::new(
+            "backups",
+            backup::jobs::upkeep_backups,
+            backup::jobs::start_due_backups,
+        )),
+        Box::new(ScheduleDuty::new(
+            "restore drills",
+            backup::drill::upkeep_drills,
+            backup::drill::start_due_drills,
+        )),
+        Box::new(backup::duty::Retention::default()),
+        Box::new(monitoring::duty::Alerting::default()),
+        Box::new(maintenance::duty::Facts::default()),
+    ]
+}
+
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 extension_sql_file!(
     "../sql/security.sql",

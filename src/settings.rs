@@ -565,6 +565,14 @@ pub fn database() -> String {
 }
 
 /// A non-negative setting as an unsigned number (GUC bounds already forbid negatives).
+/// The metric collection interval; `None` when collection is off (0).
+pub fn collection_interval() -> Option<std::time::Duration> {
+    match non_negative(&COLLECTION_INTERVAL) {
+        0 => None,
+        seconds => Some(std::time::Duration::from_secs(u64::from(seconds))),
+    }
+}
+
 pub fn non_negative(setting: &GucSetting<i32>) -> u32 {
     u32::try_from(setting.get()).unwrap_or(0)
 }

@@ -172,8 +172,8 @@ fn create_drop_cascade_create_again_is_clean() {
     );
     assert_eq!(
         count(&mut db, "SELECT count(*) FROM admin_toolkit.alert_rules"),
-        7,
-        "the specification's five rules and the two on restore drills"
+        10,
+        "the specification's five rules, the two on restore drills and the three on backups"
     );
     wait_for("partitions after re-creation", || {
         (count(&mut db, PARTITIONS_OF_METRICS) >= 4).then_some(())
@@ -235,7 +235,7 @@ fn user_rows_survive_pg_dump_and_restore() {
             &mut target,
             "SELECT count(*) FROM admin_toolkit.alert_rules WHERE builtin"
         ),
-        7
+        10
     );
     assert_eq!(
         count(

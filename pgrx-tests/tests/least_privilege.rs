@@ -415,7 +415,7 @@ fn a_granted_role_may_change_only_its_parameters_and_protections_are_superusers(
     // A superuser may, with a WARNING naming the consequence, recorded in the audit log.
     let (mut su, notices) = cluster.connect_collecting_notices("postgres");
     su.batch_execute(
-        "SELECT admin_toolkit.track_config_change('shared_preload_libraries', '', 'decommission')",
+        "SELECT admin_toolkit.track_config_change('shared_preload_libraries', 'pg_stat_statements', 'decommission')",
     )
     .unwrap();
     let said = notices.lock().unwrap().join("\n");

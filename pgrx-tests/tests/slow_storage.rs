@@ -41,16 +41,31 @@ fn a_trickling_object_store_stalls_neither_the_archiver_nor_the_audit_queue_nor_
             .then_some(())
     });
 
-    // Retention's deletions through the endpoint: three backups to remove from it.
+    // Retention's deletions through the endpoint: of four full backups past their retention,
+    // cleanup marks three (never the newest), and its commit wakes the worker for them.
     db.batch_execute(
-        "INSERT INTO admin_toolkit.backup_history (backup_type, status, backup_path, end_time)
-         SELECT 'full', 'deleting', 's3://slow/pg/backup_' || i || '/', now() FROM generate_series(1, 3) i",
+        "WITH s AS (INSERT INTO admin_toolkit.backup_schedules
+                      (backup_type, schedule_expression, retention_days, storage_location, is_active)
+                    VALUES ('full', '0 2 * * 0', 1, 's3://slow/pg/', false) RETURNING schedule_id)
+         INSERT INTO admin_toolkit.backup_history (schedule_id, backup_type, status, backup_path, start_time, end_time)
+         SELECT s.schedule_id, 'full', 'completed', 's3://slow/pg/backup_' || i || '/',
+                now() - interval '30 days', now() - interval '30 days' + i * interval '1 minute'
+           FROM s, generate_series(1, 4) i",
     )
     .unwrap();
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM admin_toolkit.cleanup_old_backups()"
+        ),
+        3
+    );
     wait_for("the deletion job at the endpoint", || {
         slow.requests()
             .iter()
-            .any(|r| r.contains("/slow/pg/backup_"))
+            // A DELETE of its objects, or the listing of its unfinished uploads (the prefix
+            // URL-encoded in the query).
+            .any(|r| r.contains("backup_"))
             .then_some(())
     });
     // Meanwhile more audit events than the queue holds (4,096) are captured and written.

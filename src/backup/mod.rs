@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod base;
 pub mod drill;
+pub mod duty;
 pub mod jobs;
 mod recovery;
 pub mod retention;

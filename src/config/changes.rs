@@ -154,6 +154,7 @@ fn track_config_change(
         ToolkitError::undefined_object(format!("unrecognized configuration parameter \"{name}\""))
             .raise();
     }
+    let weakened = check_privilege(name, value);
     // PostgreSQL 15's ALTER SYSTEM writes an empty quoted list as one empty element ('""'):
     // for shared_preload_libraries, a library named "" and a server that does not start.
     if flags_of(name) & pg_sys::GUC_LIST_QUOTE as i32 != 0
@@ -165,7 +166,6 @@ fn track_config_change(
         .with_hint("Name the elements to keep, or remove the setting from postgresql.conf and postgresql.auto.conf by hand.")
         .raise();
     }
-    let weakened = check_privilege(name, value);
     let (Ok(cname), Ok(cvalue)) = (CString::new(name), CString::new(value)) else {
         ToolkitError::invalid_parameter("parameter names and values cannot contain NUL bytes")
             .raise()

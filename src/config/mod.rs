@@ -2,4 +2,5 @@
 //! join here as they land).
 
 pub mod changes;
+pub mod duty;
 pub mod recommendations;

@@ -67,3 +67,81 @@ pub fn schedule_time_zone() -> admin_toolkit_core::chrono_tz::Tz {
             .raise()
     })
 }
+
+/// Marks a kind's runs whose job vanished, and the like, before its due jobs start.
+pub type Upkeep = fn() -> spi::Result<()>;
+/// Starts a kind's due jobs; how many stayed due for want of a worker slot.
+pub type StartDue = fn() -> spi::Result<usize>;
+
+/// The worker's duty for one kind of scheduled job (maintenance, backups, drills): once a
+/// minute, its upkeep then the start of its due jobs, each a step of its own, so that one
+/// kind's failure neither stops another's nor rolls back the next_run of jobs it started.
+/// Jobs that found no worker slot stay due and are looked at again next tick. Nothing runs
+/// while schedules are held (a restored copy, see crate::copy_guard).
+pub struct ScheduleDuty {
+    kind: &'static str,
+    upkeep: Upkeep,
+    start_due: StartDue,
+    /// The minute (Unix time / 60) this kind was last looked at with success.
+    checked_minute: Option<u64>,
+    /// The minute a shortage of worker slots was last logged.
+    deferred_logged_minute: Option<u64>,
+}
+
+impl ScheduleDuty {
+    pub fn new(kind: &'static str, upkeep: Upkeep, start_due: StartDue) -> ScheduleDuty {
+        ScheduleDuty {
+            kind,
+            upkeep,
+            start_due,
+            checked_minute: None,
+            deferred_logged_minute: None,
+        }
+    }
+}
+
+impl crate::worker::duty::Duty for ScheduleDuty {
+    fn due(&mut self, context: &crate::worker::duty::Context) -> bool {
+        self.checked_minute != Some(context.minute)
+    }
+
+    fn run(&mut self, context: &mut crate::worker::duty::Context) {
+        if context.held.is_some() {
+            self.checked_minute = Some(context.minute);
+            return;
+        }
+        let upkeep = format!("upkeep of {}", self.kind);
+        let start = format!("start due {}", self.kind);
+        let mut settled = true;
+        match crate::worker::step::run_step(&upkeep, self.upkeep) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                log!("admin_toolkit worker: step \"{upkeep}\" failed and will be retried: {e}");
+                settled = false;
+            }
+            None => settled = false, // logged by run_step
+        }
+        let deferred = match crate::worker::step::run_step(&start, self.start_due) {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                log!("admin_toolkit worker: step \"{start}\" failed and will be retried: {e}");
+                settled = false;
+                0
+            }
+            None => {
+                settled = false;
+                0
+            }
+        };
+        if settled && deferred == 0 {
+            self.checked_minute = Some(context.minute);
+        } else if deferred > 0 && self.deferred_logged_minute != Some(context.minute) {
+            log!(
+                "admin_toolkit worker: {deferred} due {} job(s) wait for a free background worker slot \
+                 (raise max_worker_processes)",
+                self.kind
+            );
+            self.deferred_logged_minute = Some(context.minute);
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! REINDEX and health checks join here as they land).
 
 mod catalog_rows;
+pub mod duty;
 pub mod facts;
 mod facts_ingest;
 pub mod jobs;

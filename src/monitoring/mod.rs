@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod collect;
+pub mod duty;
 pub mod endpoint;
 pub mod exposition;
 pub mod notifications;

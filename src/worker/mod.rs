@@ -11,6 +11,7 @@
 //!   transaction block, so that VACUUM, REINDEX CONCURRENTLY and ALTER SYSTEM work.
 
 mod database_worker;
+pub mod duty;
 mod launcher;
 pub(crate) mod step;
 pub mod top_level;

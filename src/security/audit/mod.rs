@@ -2,6 +2,7 @@
 //! them to `security_audit_log` ([`write_events`], [`write_read_summaries`]) in its own
 //! transactions, keeping each event's own time, so an event survives the user's ROLLBACK.
 
+pub mod duty;
 pub mod hooks;
 mod objects;
 pub mod queue;
