@@ -67,7 +67,7 @@ def references(path: Path, here: tuple) -> set:
         if words[0] == "crate":
             base, words = (), words[1:]
         elif words[0] == "super":
-            base = here if path.stem in ("mod", "lib") else here[:-1]
+            base = here
             while words and words[0] == "super":
                 base, words = base[:-1], words[1:]
         else:

@@ -14,6 +14,7 @@ mod jobs;
 mod maintenance;
 mod monitoring;
 mod query;
+mod recovery;
 mod security;
 mod settings;
 mod worker;
@@ -41,8 +42,8 @@ pub(crate) fn worker_duties() -> Vec<Box<dyn worker::duty::Duty>> {
         )),
         Box::new(ScheduleDuty::new(
             "restore drills",
-            backup::drill::upkeep_drills,
-            backup::drill::start_due_drills,
+            recovery::drill::upkeep_drills,
+            recovery::drill::start_due_drills,
         )),
         Box::new(backup::duty::Retention::default()),
         Box::new(monitoring::duty::Alerting::default()),

@@ -3,12 +3,10 @@
 
 pub mod archive;
 pub mod base;
-pub mod drill;
 pub mod duty;
 pub mod jobs;
-mod recovery;
 pub mod retention;
-mod schedule;
-mod store;
-pub mod verify;
+pub(crate) mod schedule;
+pub(crate) mod store;
+pub(crate) mod verify;
 mod wal_switch;

@@ -2,9 +2,9 @@
 //! which WAL segments (by name, checked present), how long, and whether a recovery point can
 //! really be reached.
 
-use super::schedule::wal_segment_size;
-use super::store;
-use super::verify::{check_backup, row, CheckRow};
+use crate::backup::schedule::wal_segment_size;
+use crate::backup::store;
+use crate::backup::verify::{check_backup, row, CheckRow};
 use crate::error::{require, ToolkitError};
 use crate::maintenance::schedule::unix_micros;
 use crate::settings;
@@ -79,7 +79,7 @@ fn archive(segment_size: u64) -> Archive {
         &store::system_identifier(),
         segment_size,
         &crate::settings::key_dir(),
-        super::store::archive_sealed(),
+        crate::backup::store::archive_sealed(),
     )
     .unwrap_or_else(|e| ToolkitError::wrong_state(e).raise())
 }
@@ -344,13 +344,13 @@ fn validate_recovery_point(
         }
     };
     let keys = crate::settings::key_dir();
-    let system = super::store::system_identifier();
+    let system = crate::backup::store::system_identifier();
     let archive = match Archive::read(
         storage.as_ref(),
         &system,
         segment_size,
         &keys,
-        super::store::archive_sealed(),
+        crate::backup::store::archive_sealed(),
     ) {
         Ok(archive) => archive,
         Err(e) => {
@@ -380,7 +380,7 @@ fn validate_recovery_point(
             Some(&system),
             name,
             &keys,
-            super::store::archive_sealed(),
+            crate::backup::store::archive_sealed(),
         ) {
             Ok(_) => {}
             Err(StorageError::NotFound(e)) => bad.push(format!("{name} is missing ({e})")),

@@ -9,15 +9,19 @@
 //! ([`super::set_interrupt_check`]). A ranged read must be answered with 206 and is read no
 //! further than asked. Credentials never appear in an error message.
 
+mod answers;
+mod writer;
+
 use super::{check_name, ObjectInfo, ObjectWriter, PutOutcome, Storage, StorageError};
-use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2, S3Action};
+use answers::{base64, uploads_in, xml_values};
+use rusty_s3::actions::{ListObjectsV2, S3Action};
 use rusty_s3::{Bucket, Credentials, UrlStyle};
 use std::collections::VecDeque;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
+use writer::S3Writer;
 
 /// How long a signed request stays valid: longer than a request and its retries may take
 /// (see [`S3Settings::deadline`]), and no longer.
@@ -396,61 +400,6 @@ impl Client {
     }
 }
 
-/// Standard base64 with padding (RFC 4648), as S3's checksum headers take it.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// The text of every `<tag>…</tag>` in `xml`, with XML's five entities decoded.
-fn xml_values(xml: &str, tag: &str) -> Vec<String> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find(&open) {
-        let after = &rest[start + open.len()..];
-        let Some(end) = after.find(&close) else { break };
-        out.push(
-            after[..end]
-                .replace("&lt;", "<")
-                .replace("&gt;", ">")
-                .replace("&quot;", "\"")
-                .replace("&apos;", "'")
-                .replace("&amp;", "&"),
-        );
-        rest = &after[end + close.len()..];
-    }
-    out
-}
-
-/// (key, upload id) of each `<Upload>` of a ListMultipartUploads answer.
-fn uploads_in(xml: &str) -> Vec<(String, String)> {
-    xml_values(xml, "Upload")
-        .iter()
-        .filter_map(|upload| {
-            let key = xml_values(upload, "Key").into_iter().next()?;
-            let id = xml_values(upload, "UploadId").into_iter().next()?;
-            Some((key, id))
-        })
-        .collect()
-}
-
 impl S3Storage {
     pub fn open(
         bucket: &str,
@@ -701,148 +650,6 @@ impl Storage for S3Storage {
             self.client.try_abort(key, id)?;
         }
         Ok(uploads.len())
-    }
-}
-
-type PartResult = Result<(u16, String), StorageError>;
-
-/// A multipart upload: parts go up on threads as the buffer fills; the object appears only at
-/// CompleteMultipartUpload. Dropped unfinished, it aborts the upload (its parts are removed).
-struct S3Writer {
-    client: Arc<Client>,
-    key: String,
-    shown: String,
-    buffer: Vec<u8>,
-    upload_id: Option<String>,
-    in_flight: VecDeque<JoinHandle<PartResult>>,
-    etags: Vec<(u16, String)>,
-    next_part: u16,
-    written: u64,
-    finished: bool,
-}
-
-impl S3Writer {
-    fn start_upload(&mut self) -> Result<String, StorageError> {
-        if let Some(id) = &self.upload_id {
-            return Ok(id.clone());
-        }
-        let url = self
-            .client
-            .bucket
-            .create_multipart_upload(Some(&self.client.credentials), &self.key)
-            .sign(SIGNED_FOR);
-        let what = format!("starting the upload of {}", self.shown);
-        let answer = self.client.send("POST", &url, &[], Some(b""), &what)?;
-        if answer.status != 200 {
-            return Err(Client::failed(&what, &answer));
-        }
-        let text = String::from_utf8_lossy(&answer.body);
-        let id = CreateMultipartUpload::parse_response(&text)
-            .map_err(|e| StorageError::Io(format!("{what}: unreadable answer: {e}")))?
-            .upload_id()
-            .to_string();
-        self.upload_id = Some(id.clone());
-        Ok(id)
-    }
-
-    fn collect_one(&mut self) -> Result<(), StorageError> {
-        if let Some(handle) = self.in_flight.pop_front() {
-            let (number, etag) = handle.join().map_err(|_| {
-                StorageError::Io(format!("uploading {}: a part upload panicked", self.shown))
-            })??;
-            self.etags.push((number, etag));
-        }
-        Ok(())
-    }
-
-    /// Sends the buffer as the next part, waiting first when enough parts are in flight.
-    fn send_part(&mut self) -> Result<(), StorageError> {
-        let upload_id = self.start_upload()?;
-        while self.in_flight.len() >= PARALLEL_PARTS {
-            self.collect_one()?;
-        }
-        let bytes = std::mem::replace(&mut self.buffer, Vec::with_capacity(PART_SIZE));
-        let number = self.next_part;
-        self.next_part = self.next_part.checked_add(1).ok_or_else(|| {
-            StorageError::Io(format!("{} needs more than 65,535 parts", self.shown))
-        })?;
-        let client = Arc::clone(&self.client);
-        let key = self.key.clone();
-        self.in_flight.push_back(std::thread::spawn(move || {
-            client
-                .upload_part(&key, &upload_id, number, &bytes)
-                .map(|etag| (number, etag))
-        }));
-        Ok(())
-    }
-}
-
-impl ObjectWriter for S3Writer {
-    fn write(&mut self, mut bytes: &[u8]) -> Result<(), StorageError> {
-        self.written += bytes.len() as u64;
-        while !bytes.is_empty() {
-            let room = PART_SIZE - self.buffer.len();
-            let take = room.min(bytes.len());
-            self.buffer.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if self.buffer.len() == PART_SIZE {
-                self.send_part()?;
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(mut self: Box<Self>) -> Result<u64, StorageError> {
-        if self.upload_id.is_none() {
-            // Small: one PUT, atomic by itself.
-            let what = format!("storing {}", self.shown);
-            let answer = self.client.put(&self.key, &self.buffer, &[], &what)?;
-            if answer.status != 200 {
-                return Err(Client::failed(&what, &answer));
-            }
-            self.finished = true;
-            return Ok(self.written);
-        }
-        if !self.buffer.is_empty() {
-            self.send_part()?;
-        }
-        while !self.in_flight.is_empty() {
-            self.collect_one()?;
-        }
-        self.etags.sort_by_key(|(number, _)| *number);
-        let upload_id = self.upload_id.clone().unwrap_or_default();
-        let action = self.client.bucket.complete_multipart_upload(
-            Some(&self.client.credentials),
-            &self.key,
-            &upload_id,
-            self.etags.iter().map(|(_, etag)| etag.as_str()),
-        );
-        let url = action.sign(SIGNED_FOR);
-        let body = action.body();
-        let what = format!("completing the upload of {}", self.shown);
-        let answer = self
-            .client
-            .send("POST", &url, &[], Some(body.as_bytes()), &what)?;
-        // CompleteMultipartUpload can fail with 200 and an error document.
-        if answer.status != 200 || !error_code(&answer.body).is_empty() {
-            return Err(Client::failed(&what, &answer));
-        }
-        self.finished = true;
-        Ok(self.written)
-    }
-}
-
-impl Drop for S3Writer {
-    fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        while let Some(handle) = self.in_flight.pop_front() {
-            let _abandoned = handle.join();
-        }
-        if let Some(id) = &self.upload_id {
-            self.client.abort(&self.key, id);
-        }
     }
 }
 

@@ -1,9 +1,9 @@
-//! Restore drills: `run_restore_drill()`, the drill job, due drill schedules and the upkeep of
-//! drills whose job died. The job restores through the same code as `admin-toolkit restore`,
-//! recovers on a throwaway server (core::drill::server) and records what it measured.
+//! The drill job: choose the backup, restore it with its chain, recover it from the archive on a
+//! throwaway server, check every database, record what was measured, remove it all.
 
-use crate::error::{require, ToolkitError};
-use crate::jobs::{self, interruption, schedules::start_due, JobDescriptor, JobKind};
+use super::checks::{check_databases, checks_json, id_array, server_bindir};
+use super::{failed, stopped, Failure, ONE_AT_A_TIME};
+use crate::jobs::{self, interruption, JobDescriptor, JobKind};
 use crate::worker::step::try_transaction;
 use admin_toolkit_core::backup::default_threads;
 use admin_toolkit_core::backup::manifest::Manifest;
@@ -13,129 +13,22 @@ use admin_toolkit_core::backup::recovery_conf::{
 use admin_toolkit_core::backup::restore::restore;
 use admin_toolkit_core::backup::store::BackupStore;
 use admin_toolkit_core::chrono::{DateTime, Utc};
-use admin_toolkit_core::drill::checks::{
-    check_failure, count_sql, decode_name, index_check_sql, owners_sql, parse_checks,
-    DatabaseChecks, DATABASES_SQL, DISABLE_EVENT_TRIGGERS, LIFT_FORCED_ROW_SECURITY,
-    PREPARE_CLUSTER,
-};
-use admin_toolkit_core::drill::server::{stop_leftover, Stopped, Throwaway};
+use admin_toolkit_core::drill::server::{Stopped, Throwaway};
 use admin_toolkit_core::drill::{
-    available_bytes, drill_of_scratch, end_of_recovery, restored, scratch_name, SpaceNeeded,
-    MARKER_FILE,
+    available_bytes, end_of_recovery, restored, scratch_name, SpaceNeeded, MARKER_FILE,
 };
 use admin_toolkit_core::lsn::Lsn;
 use admin_toolkit_core::recovery::{plan_segments, Archive, BackupPosition, Target};
 use admin_toolkit_core::storage::{self, Location};
-use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const ONE_AT_A_TIME: &str =
-    "SELECT drill_id FROM admin_toolkit.restore_drills WHERE status = 'running' LIMIT 1";
-
-fn drill_row_exists(drill_id: i64) -> bool {
-    crate::query::read_scalar::<bool>(&format!(
-        "SELECT EXISTS (SELECT 1 FROM admin_toolkit.restore_drills WHERE drill_id = {drill_id})"
-    ))
-    .ok()
-    .flatten()
-        == Some(true)
-}
-
-fn next_drill_id() -> i64 {
-    Spi::get_one::<i64>("SELECT nextval('admin_toolkit.restore_drills_drill_id_seq')")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| ToolkitError::wrong_state("cannot allocate a drill id").raise())
-}
-
-/// Restores a backup (default: the latest completed one) and its chain into a scratch directory,
-/// recovers it to `p_target` (default: the end of the archived WAL) on a throwaway server,
-/// checks it and removes it. Returns the drill_id of its restore_drills row; with `p_wait`,
-/// once the drill has finished.
-#[pg_extern(volatile)]
-fn run_restore_drill(
-    p_backup_id: default!(Option<i64>, "NULL"),
-    p_target: default!(Option<TimestampWithTimeZone>, "NULL"),
-    p_wait: default!(Option<bool>, false),
-) -> i64 {
-    let wait = require(p_wait, "p_wait");
-    // SAFETY: reads this backend's user.
-    if !unsafe { pg_sys::superuser() } {
-        ToolkitError::insufficient_privilege(
-            "only superusers may run restore drills: a drill reads every backup and starts a server as the server's OS user",
-        )
-        .raise();
-    }
-    if crate::settings::drill_directory().is_none() {
-        ToolkitError::wrong_state("admin_toolkit.drill_directory is not set")
-            .with_hint("Set it to a directory outside the data directory with room for a restored backup, and reload.")
-            .raise();
-    }
-    if let Ok(Some(running)) = crate::query::read_scalar::<i64>(ONE_AT_A_TIME) {
-        ToolkitError::wrong_state(format!(
-            "restore drill {running} is running; one drill runs at a time"
-        ))
-        .raise();
-    }
-    if let Some(id) = p_backup_id {
-        let status = Spi::get_one_with_args::<String>(
-            "SELECT status || '/' || backup_type FROM admin_toolkit.backup_history WHERE backup_id = $1",
-            &[id.into()],
-        )
-        .ok()
-        .flatten();
-        match status.as_deref() {
-            None => ToolkitError::undefined_object(format!("backup {id} does not exist")).raise(),
-            Some("completed/full") | Some("completed/incremental") => {}
-            Some(other) => ToolkitError::wrong_state(format!(
-                "backup {id} cannot be drilled: it is {}",
-                other.replace('/', " ")
-            ))
-            .with_hint("Drill a completed full or incremental backup.")
-            .raise(),
-        }
-    }
-    let target = p_target.map(|t| {
-        Spi::get_one_with_args::<i64>(
-            "SELECT (extract(epoch FROM $1) * 1000000)::int8",
-            &[t.into()],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| ToolkitError::invalid_parameter("unreadable p_target").raise())
-    });
-    let drill_id = next_drill_id();
-    // SAFETY: reads this backend's user.
-    let role = unsafe { pg_sys::GetUserId() }.to_u32();
-    let job = jobs::here(
-        JobKind::Drill {
-            schedule_id: 0,
-            drill_id,
-            backup_id: p_backup_id.unwrap_or(0),
-            target,
-        },
-        role,
-    );
-    let worker = jobs::start(&job, true).unwrap_or_else(|e| e.raise());
-    jobs::wait(worker, wait, Duration::from_secs(5), || {
-        drill_row_exists(drill_id)
-    });
-    if wait && !drill_row_exists(drill_id) {
-        ToolkitError::wrong_state(format!(
-            "the drill job exited without recording drill {drill_id}; see the server log"
-        ))
-        .raise();
-    }
-    drill_id
-}
-
 /// Whether `program` (admin_toolkit.cli_path) is an executable file, which the drill's
 /// restore_command runs.
-fn check_program(program: &std::path::Path) -> Result<(), String> {
+pub(super) fn check_program(program: &std::path::Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     match std::fs::metadata(program) {
         Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
@@ -166,7 +59,7 @@ pub extern "C-unwind" fn admin_toolkit_drill_job(_arg: pg_sys::Datum) {
 }
 
 /// What the drill works on, read when it starts.
-struct Start {
+pub(super) struct Start {
     backup_id: i64,
     backup_path: String,
     superuser: String,
@@ -176,7 +69,7 @@ struct Start {
 /// Starts recording drill `drill_id`: its row, 'running' with the backup it restores, or
 /// 'failed' with why it cannot run. Holds the retention lock for the drill's life, so that
 /// cleanup never deletes the backup or WAL it reads.
-fn begin(
+pub(super) fn begin(
     schedule_id: i32,
     drill_id: i64,
     backup_id: i64,
@@ -215,7 +108,7 @@ fn begin(
     let insert = |status: &str, reason: Option<&str>| {
         jobs::bookkeeping(|| {
             if status == "running" {
-                Spi::run(super::retention::SHARE_RETENTION_LOCK)?;
+                Spi::run(crate::backup::retention::SHARE_RETENTION_LOCK)?;
             }
             Spi::run_with_args(
                 "INSERT INTO admin_toolkit.restore_drills (drill_id, schedule_id, backup_id, target_time, status, \
@@ -251,7 +144,11 @@ fn begin(
 
 /// The backup to drill and the drill's scratch directory, or why there is none. Needs a
 /// transaction.
-fn choose(schedule: Option<i32>, backup_id: i64, drill_id: i64) -> Result<Start, String> {
+pub(super) fn choose(
+    schedule: Option<i32>,
+    backup_id: i64,
+    drill_id: i64,
+) -> Result<Start, String> {
     let Some(dir) = crate::settings::drill_directory() else {
         return Err("admin_toolkit.drill_directory is not set".into());
     };
@@ -292,7 +189,7 @@ fn choose(schedule: Option<i32>, backup_id: i64, drill_id: i64) -> Result<Start,
             "there is no completed backup to drill".to_string()
         });
     };
-    let data = super::schedule::data_directory();
+    let data = crate::backup::schedule::data_directory();
     if Location::Local(dir.clone()).overlaps(&data) {
         return Err(format!(
             "admin_toolkit.drill_directory \"{}\" overlaps the data directory",
@@ -315,21 +212,8 @@ fn choose(schedule: Option<i32>, backup_id: i64, drill_id: i64) -> Result<Start,
     })
 }
 
-/// A failed or cancelled drill: its status and why.
-type Failure = (&'static str, String);
-
-fn failed(why: impl Into<String>) -> Failure {
-    ("failed", why.into())
-}
-
-/// A drill stopped by a cancellation or a shutdown.
-fn stopped(stop: Option<jobs::Interruption>) -> Failure {
-    let (status, why) = stop.unwrap_or(("cancelled", "cancelled"));
-    (status, format!("{why} during the drill"))
-}
-
 /// The drill's scratch directory, removed when the drill ends however it ends.
-struct Scratch(PathBuf);
+pub(super) struct Scratch(PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -346,7 +230,7 @@ impl Drop for Scratch {
 
 /// What a drill measured, recorded as it goes.
 #[derive(Default)]
-struct Measures {
+pub(super) struct Measures {
     backup_ids: Vec<i64>,
     restored_bytes: Option<u64>,
     restore_seconds: Option<f64>,
@@ -359,7 +243,7 @@ struct Measures {
     checks: Value,
 }
 
-fn run(schedule_id: i32, drill_id: i64, backup_id: i64, target: Option<i64>) {
+pub(super) fn run(schedule_id: i32, drill_id: i64, backup_id: i64, target: Option<i64>) {
     let start = match begin(schedule_id, drill_id, backup_id, target) {
         Ok(Some(start)) => start,
         Ok(None) => return,
@@ -381,7 +265,7 @@ fn run(schedule_id: i32, drill_id: i64, backup_id: i64, target: Option<i64>) {
     finish(drill_id, status, reason.as_deref(), &measures);
 }
 
-fn check_failure_of(m: &Measures) -> Option<String> {
+pub(super) fn check_failure_of(m: &Measures) -> Option<String> {
     m.checks
         .get("failure")
         .and_then(Value::as_str)
@@ -389,7 +273,7 @@ fn check_failure_of(m: &Measures) -> Option<String> {
 }
 
 /// Every step of a drill; an error ends it with that status and reason.
-fn drill(
+pub(super) fn drill(
     start: &Start,
     drill_id: i64,
     target: Option<i64>,
@@ -401,14 +285,14 @@ fn drill(
     let s3 = crate::settings::s3();
     let keys = crate::settings::key_dir();
     // Accepted only as what its catalog row says (key, backup, cluster, chain).
-    let manifest: Manifest = try_transaction(|| super::store::expected_of(start.backup_id))
+    let manifest: Manifest = try_transaction(|| crate::backup::store::expected_of(start.backup_id))
         .and_then(|expected| expected)
         .and_then(|expected| {
             BackupStore::open(&start.backup_path, &s3)
                 .and_then(|store| store.load_manifest(&keys, &expected))
         })
         .and_then(|manifest| {
-            try_transaction(|| super::store::check_chain(&manifest)).and_then(|c| c)?;
+            try_transaction(|| crate::backup::store::check_chain(&manifest)).and_then(|c| c)?;
             Ok(manifest)
         })
         .map_err(|e| failed(format!("backup {} cannot be read: {e}", start.backup_id)))?;
@@ -441,7 +325,7 @@ fn drill(
                 &manifest.system_identifier,
                 manifest.wal_segment_size,
                 &keys,
-                super::store::archive_sealed(),
+                crate::backup::store::archive_sealed(),
             )
         })
         .and_then(|a| {
@@ -542,7 +426,7 @@ fn drill(
             target: recovery_target.as_ref(),
             s3: &s3,
             keys: &keys,
-            require_sealed: super::store::archive_sealed(),
+            require_sealed: crate::backup::store::archive_sealed(),
             keep_archiving: false,
             // The drill's server gets its network settings on its command line.
             socket_directory: None,
@@ -622,110 +506,7 @@ fn drill(
     Ok(())
 }
 
-/// The checks of every restored database (core::drill::checks says how a hostile catalog is
-/// kept from steering them): as superuser, amcheck on every B-tree index; as each table's
-/// owner, the row counts of its tables.
-fn check_databases(server: &Throwaway, superuser: &str) -> Result<Vec<DatabaseChecks>, Failure> {
-    server
-        .psql_as(
-            superuser,
-            true,
-            "template1",
-            &[DISABLE_EVENT_TRIGGERS, PREPARE_CLUSTER],
-        )
-        .map_err(|e| failed(format!("cannot prepare the restored server's checks: {e}")))?;
-    let databases = server
-        .psql("template1", DATABASES_SQL)
-        .map_err(|e| failed(format!("cannot list the restored databases: {e}")))?;
-    let (index_sql, owners_sql, count_sql) = (index_check_sql(), owners_sql(), count_sql());
-    let mut results: Vec<DatabaseChecks> = Vec::new();
-    for hex in databases.lines().filter(|l| !l.is_empty()) {
-        let database = decode_name(hex).map_err(failed)?;
-        if let Some(why) = interruption() {
-            return Err(stopped(Some(why)));
-        }
-        let cannot = |e: String| {
-            failed(format!(
-                "the checks could not run in database \"{database}\": {e}"
-            ))
-        };
-        let mut checks = DatabaseChecks {
-            database: database.clone(),
-            ..DatabaseChecks::default()
-        };
-        let output = server
-            .psql_as(
-                superuser,
-                true,
-                &database,
-                &[DISABLE_EVENT_TRIGGERS, LIFT_FORCED_ROW_SECURITY, &index_sql],
-            )
-            .map_err(cannot)?;
-        parse_checks(&mut checks, &output).map_err(failed)?;
-        let owners = server.psql(&database, &owners_sql).map_err(cannot)?;
-        for hex in owners.lines().filter(|l| !l.is_empty()) {
-            let owner = decode_name(hex).map_err(failed)?;
-            let counts = server
-                .psql_as(&owner, false, &database, &[&count_sql])
-                .map_err(|e| cannot(format!("as \"{owner}\": {e}")))?;
-            parse_checks(&mut checks, &counts).map_err(failed)?;
-        }
-        results.push(checks);
-    }
-    Ok(results)
-}
-
-/// Directory of this server's programs (postgres, psql).
-fn server_bindir() -> PathBuf {
-    // SAFETY: my_exec_path is set at process start and never changes.
-    let exe = unsafe { std::ffi::CStr::from_ptr((&raw const pg_sys::my_exec_path).cast()) };
-    Path::new(&*exe.to_string_lossy())
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-fn checks_json(results: &[DatabaseChecks]) -> Value {
-    let databases: Vec<Value> = results
-        .iter()
-        .map(|d| {
-            json!({
-                "database": d.database,
-                "indexes_checked": d.indexes_checked,
-                "index_failures": d.index_failures.iter()
-                    .map(|(index, error)| json!({"index": index, "error": error}))
-                    .collect::<Vec<_>>(),
-                "row_counts": d.row_counts.iter()
-                    .map(|(t, n)| (t.clone(), json!(n)))
-                    .collect::<serde_json::Map<_, _>>(),
-                "skipped": d.skipped.iter()
-                    .map(|(o, why)| (o.clone(), json!(why)))
-                    .collect::<serde_json::Map<_, _>>(),
-                "unreadable": d.unreadable.iter()
-                    .map(|(t, why)| (t.clone(), json!(why)))
-                    .collect::<serde_json::Map<_, _>>(),
-            })
-        })
-        .collect();
-    let mut checks = json!({
-        "databases": databases,
-        "indexes_checked": results.iter().map(|d| d.indexes_checked).sum::<u64>(),
-        "tables_counted": results.iter().map(|d| d.row_counts.len()).sum::<usize>(),
-    });
-    if let Some(why) = check_failure(results) {
-        checks["failure"] = json!(why);
-    }
-    checks
-}
-
-/// An int8[] literal: [`jobs::record`]'s arguments are made outside a transaction, where an
-/// array's type cannot be looked up.
-fn id_array(ids: &[i64]) -> String {
-    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-    format!("{{{}}}", ids.join(","))
-}
-
-fn record_progress(drill_id: i64, m: &Measures) {
+pub(super) fn record_progress(drill_id: i64, m: &Measures) {
     jobs::record(
         "UPDATE admin_toolkit.restore_drills SET backup_ids = $2::int8[], restored_bytes = $3, \
                 restore_seconds = $4::float8::numeric, \
@@ -740,7 +521,7 @@ fn record_progress(drill_id: i64, m: &Measures) {
     );
 }
 
-fn record_progress_promoted(drill_id: i64, m: &Measures) {
+pub(super) fn record_progress_promoted(drill_id: i64, m: &Measures) {
     jobs::record(
         "UPDATE admin_toolkit.restore_drills SET promoted_at = clock_timestamp(), \
                 wal_replay_seconds = $2::float8::numeric, rto_seconds = $3::float8::numeric \
@@ -751,7 +532,7 @@ fn record_progress_promoted(drill_id: i64, m: &Measures) {
 
 /// Records how the drill ended, with everything it measured; should that fail, at least the
 /// status and the reason, so that a drill never stays 'running' behind its job.
-fn finish(drill_id: i64, status: &str, reason: Option<&str>, m: &Measures) {
+pub(super) fn finish(drill_id: i64, status: &str, reason: Option<&str>, m: &Measures) {
     let args = vec![
         drill_id.into(),
         status.into(),
@@ -790,105 +571,4 @@ fn finish(drill_id: i64, status: &str, reason: Option<&str>, m: &Measures) {
         Some(why) => log!("admin_toolkit job: restore drill {drill_id} {status}: {why}"),
         None => log!("admin_toolkit job: restore drill {drill_id} {status}"),
     }
-}
-
-/// Starts a drill job, as the schedule's owner, for every active drill schedule that is due.
-pub fn start_due_drills() -> spi::Result<usize> {
-    start_due("restore_drill_schedules", |schedule_id, owner| {
-        let drill_id = next_drill_id();
-        match jobs::owner_oid(owner) {
-            Ok(role) => {
-                let job = jobs::here(
-                    JobKind::Drill {
-                        schedule_id,
-                        drill_id,
-                        backup_id: 0,
-                        target: None,
-                    },
-                    role,
-                );
-                jobs::start(&job, false).is_ok()
-            }
-            Err(refusal) => {
-                let recorded = Spi::run_with_args(
-                    "INSERT INTO admin_toolkit.restore_drills (drill_id, schedule_id, status, failure_reason, finished_at, owner) \
-                     VALUES ($1, $2, 'failed', $3, clock_timestamp(), $4)",
-                    &[drill_id.into(), schedule_id.into(), refusal.message().into(), owner.into()],
-                );
-                if let Err(e) = recorded {
-                    log!("admin_toolkit worker: recording refused drill {drill_id} failed: {e}");
-                }
-                true
-            }
-        }
-    })
-}
-
-/// Drills whose job is gone (crash, kill, restart) are marked failed; the throwaway server they
-/// left is stopped and their scratch directory removed, as is any drill directory no running
-/// drill owns.
-pub fn upkeep_drills() -> spi::Result<()> {
-    let gone: Vec<(i64, Option<String>)> = Spi::connect_mut(|c| {
-        c.update(
-            "UPDATE admin_toolkit.restore_drills d SET status = 'failed', finished_at = clock_timestamp(), \
-                    failure_reason = 'interrupted: the drill job exited before finishing' \
-              WHERE status = 'running' AND NOT EXISTS \
-                    (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = d.pid \
-                        AND a.backend_type = 'admin_toolkit job') \
-             RETURNING drill_id, scratch_directory",
-            None,
-            &[],
-        )?
-        .map(|r| Ok::<_, spi::Error>((r.get::<i64>(1)?.unwrap_or_default(), r.get::<String>(2)?)))
-        .collect::<spi::Result<Vec<_>>>()
-    })?;
-    for (drill_id, _) in &gone {
-        log!("admin_toolkit worker: restore drill {drill_id} was interrupted; marked failed");
-    }
-    let Some(dir) = crate::settings::drill_directory() else {
-        return Ok(());
-    };
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(());
-    };
-    let running: Vec<i64> = Spi::connect(|c| {
-        c.select(
-            "SELECT drill_id FROM admin_toolkit.restore_drills WHERE status = 'running'",
-            None,
-            &[],
-        )?
-        .map(|r| Ok(r.get::<i64>(1)?.unwrap_or_default()))
-        .collect::<spi::Result<Vec<_>>>()
-    })?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(drill_id) = drill_of_scratch(&name) else {
-            continue;
-        };
-        let path = entry.path();
-        if running.contains(&drill_id) || !path.join(MARKER_FILE).is_file() {
-            continue;
-        }
-        match stop_leftover(&path.join("data")) {
-            Ok(true) => {
-                log!("admin_toolkit worker: stopped the restored server left by drill {drill_id}")
-            }
-            Ok(false) => {}
-            Err(e) => {
-                log!("admin_toolkit worker: {e}");
-                continue;
-            }
-        }
-        match std::fs::remove_dir_all(&path) {
-            Ok(()) => log!(
-                "admin_toolkit worker: removed \"{}\", left by drill {drill_id}",
-                path.display()
-            ),
-            Err(e) => log!(
-                "admin_toolkit worker: cannot remove \"{}\": {e}",
-                path.display()
-            ),
-        }
-    }
-    Ok(())
 }
