@@ -210,7 +210,7 @@ fn pg_monitor_reads_metrics_and_only_superusers_change_rules() {
 /// The built-in alerts on backups fire on collected data: archiving into a location that cannot
 /// be written, a backup of a schedule that fails (its last segment is never archived), a weekly
 /// schedule with no backup for ten days; archiving fixed, its alert resolves. With no drill
-/// schedule, no drill age is stored, so "Restore drill overdue" cannot fire.
+/// schedule and no drill run, no drill age is stored, so "Restore drill overdue" cannot fire.
 #[test]
 fn built_in_backup_alerts_fire_on_failed_archiving_failed_and_overdue_backups() {
     let scratch = admin_toolkit_it::ScratchDir::new("admin_toolkit_backup_alerts_");

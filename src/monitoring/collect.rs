@@ -160,12 +160,14 @@ fn read_gauges(out: &mut Vec<Metric>) -> spi::Result<()> {
 }
 
 /// Restore drills: seconds since the last passed drill (with none passed, since the oldest
-/// completed backup: the time backups have gone untested) where a drill schedule is active,
-/// its RTO, and whether the last finished drill failed (cancelled drills say nothing about the
-/// backups and are skipped). Nothing is stored for what does not exist yet: no drill age where
-/// no drill is scheduled, so "Restore drill overdue" fires only where drills are configured.
+/// completed backup: the time backups have gone untested) where drills are in use (a drill
+/// schedule is active, or a drill has run), its RTO, and whether the last finished drill failed
+/// (cancelled drills say nothing about the backups and are skipped). Nothing is stored for what
+/// does not exist yet: no drill age where drills are not in use, so "Restore drill overdue"
+/// fires only where drills are configured.
 const DRILLS: &str = "
-SELECT CASE WHEN EXISTS (SELECT 1 FROM admin_toolkit.restore_drill_schedules WHERE is_active) THEN
+SELECT CASE WHEN EXISTS (SELECT 1 FROM admin_toolkit.restore_drill_schedules WHERE is_active)
+              OR EXISTS (SELECT 1 FROM admin_toolkit.restore_drills) THEN
        (extract(epoch FROM pg_catalog.now() - coalesce(
          (SELECT max(finished_at) FROM admin_toolkit.restore_drills WHERE status = 'passed'),
          (SELECT min(end_time) FROM admin_toolkit.backup_history
