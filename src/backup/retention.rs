@@ -16,7 +16,7 @@ use super::schedule::wal_segment_size;
 use super::store;
 use admin_toolkit_core::backup::retention::{backups_to_delete, wal_to_delete, BackupInfo};
 use admin_toolkit_core::lsn::Lsn;
-use admin_toolkit_core::storage::Storage;
+use admin_toolkit_core::storage::{ObjectInfo, Storage};
 use admin_toolkit_core::wal::{checksum_object, data_object};
 use pgrx::prelude::*;
 
@@ -91,26 +91,23 @@ fn mark_deleting(backup_id: i64) -> spi::Result<()> {
     )
 }
 
-/// Archived WAL files with their archive times in seconds (the stored object's time).
-fn archived_wal(storage: &dyn Storage) -> Result<Vec<(String, i64)>, String> {
-    Ok(storage
-        .list("")
-        .map_err(|e| e.to_string())?
-        .into_iter()
+/// Archived WAL files with their archive times in seconds (the stored object's time), from
+/// one listing of the archive.
+fn archived_wal(objects: &[ObjectInfo]) -> Vec<(String, i64)> {
+    objects
+        .iter()
         .filter_map(|o| {
             let base = o.name.strip_suffix(".zst")?.to_string();
             Some((base, o.modified_micros / 1_000_000))
         })
-        .collect())
+        .collect()
 }
 
 /// Removes archived WAL files (data, then checksum object) until done or interrupted; returns
-/// how many and their bytes.
-fn remove_wal(storage: &dyn Storage, names: &[String]) -> (usize, u64) {
-    let sizes: std::collections::HashMap<String, u64> = storage
-        .list("")
-        .map(|l| l.into_iter().map(|o| (o.name, o.size)).collect())
-        .unwrap_or_default();
+/// how many and their bytes (sizes from the listing the decision was made on).
+fn remove_wal(storage: &dyn Storage, objects: &[ObjectInfo], names: &[String]) -> (usize, u64) {
+    let sizes: std::collections::HashMap<&str, u64> =
+        objects.iter().map(|o| (o.name.as_str(), o.size)).collect();
     let (mut files, mut bytes) = (0, 0);
     for name in names {
         if stopping() {
@@ -126,7 +123,7 @@ fn remove_wal(storage: &dyn Storage, names: &[String]) -> (usize, u64) {
                     );
                 }
                 files += 1;
-                bytes += sizes.get(&data).copied().unwrap_or(0);
+                bytes += sizes.get(data.as_str()).copied().unwrap_or(0);
             }
             Err(e) => log!(
                 "admin_toolkit: cannot remove archived WAL {}: {e}",
@@ -290,13 +287,14 @@ fn run_deletions() -> Result<Finished, String> {
         return Ok(done);
     };
     let storage = store::open(&location?)?;
+    let objects = storage.list("").map_err(|e| e.to_string())?;
     let doomed_wal = wal_to_delete(
-        &archived_wal(storage.as_ref())?,
+        &archived_wal(&objects),
         oldest_segment,
         keep_after,
         segment_size,
     );
-    (done.wal_files, done.wal_bytes) = remove_wal(storage.as_ref(), &doomed_wal);
+    (done.wal_files, done.wal_bytes) = remove_wal(storage.as_ref(), &objects, &doomed_wal);
     Ok(done)
 }
 

@@ -104,8 +104,8 @@ fn tick(state: &mut WorkerState) {
     state.context.minute = now / 60;
     state.context.utc_day = i32::try_from(now / 86_400).unwrap_or(i32::MAX);
     // An idle tick (most of them, once a second) costs next to nothing: no transaction.
-    let context = state.context.clone();
-    if state.working && !state.duties.iter_mut().any(|d| d.due(&context)) {
+    let (context, duties) = (&state.context, &mut state.duties);
+    if state.working && !duties.iter_mut().any(|d| d.due(context)) {
         return;
     }
     state.working = false;

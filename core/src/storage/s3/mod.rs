@@ -386,16 +386,12 @@ impl Client {
             let page = uploads_in(&text);
             let truncated =
                 xml_values(&text, "IsTruncated").first().map(String::as_str) == Some("true");
-            match page.last() {
-                Some((key, id)) if truncated => {
-                    (key_marker, id_marker) = (key.clone(), id.clone());
-                }
-                _ => {
-                    found.extend(page);
-                    return Ok(found);
-                }
-            }
+            let next = page.last().filter(|_| truncated).cloned();
             found.extend(page);
+            match next {
+                Some((key, id)) => (key_marker, id_marker) = (key, id),
+                None => return Ok(found),
+            }
         }
     }
 }
