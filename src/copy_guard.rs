@@ -116,6 +116,10 @@ pub struct CopyGuard {
 }
 
 impl crate::worker::duty::Duty for CopyGuard {
+    fn name(&self) -> &'static str {
+        "copy guard"
+    }
+
     fn due(&mut self, context: &crate::worker::duty::Context) -> bool {
         self.checked_minute != Some(context.minute)
     }
@@ -123,7 +127,7 @@ impl crate::worker::duty::Duty for CopyGuard {
     fn run(&mut self, context: &mut crate::worker::duty::Context) {
         self.checked_minute = Some(context.minute);
         let Some(Ok(now_held)) =
-            crate::worker::step::run_step("look whether schedules are held", held)
+            crate::transaction::step::run_step("look whether schedules are held", held)
         else {
             return;
         };

@@ -17,6 +17,8 @@ mod query;
 mod recovery;
 mod security;
 mod settings;
+mod shared_memory;
+mod transaction;
 mod worker;
 
 ::pgrx::pg_module_magic!(name, version);

@@ -5,7 +5,7 @@
 use super::jobs::finish_failed;
 use super::schedule::{self, data_directory, BackupSchedule};
 use crate::jobs::{self, interruption, record, Interruption, JobDescriptor, JobKind, SHUTDOWN};
-use crate::worker::step::try_transaction;
+use crate::transaction::step::try_transaction;
 use admin_toolkit_core::backup::copy::{copy_data_directory, CopyOptions, DEFAULT_CHUNK_SIZE};
 use admin_toolkit_core::backup::default_threads;
 use admin_toolkit_core::backup::label::parse_backup_label;

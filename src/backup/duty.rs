@@ -4,8 +4,8 @@
 //! restored copy must not delete the original's backups).
 
 use super::retention::{self, DeletionJobs};
+use crate::transaction::step::run_step;
 use crate::worker::duty::{Context, Duty};
-use crate::worker::step::run_step;
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,10 @@ impl Retention {
 }
 
 impl Duty for Retention {
+    fn name(&self) -> &'static str {
+        retention::RETENTION_DUTY
+    }
+
     fn due(&mut self, context: &Context) -> bool {
         context.held.is_none()
             && (self.apply_due()

@@ -20,6 +20,9 @@ use admin_toolkit_core::storage::{ObjectInfo, Storage};
 use admin_toolkit_core::wal::{checksum_object, data_object};
 use pgrx::prelude::*;
 
+/// The worker duty that marks backups past retention and deletes them (`duty::Retention`).
+pub const RETENTION_DUTY: &str = "backup retention";
+
 pub struct Deleted {
     pub backup_id: i64,
     pub path: String,
@@ -186,7 +189,7 @@ pub fn cleanup() -> spi::Result<Cleanup> {
         });
     }
     if !marked.is_empty() {
-        crate::worker::wake::at_commit();
+        crate::worker::wake::at_commit(RETENTION_DUTY);
     }
     Ok(Cleanup {
         backups: marked,

@@ -4,7 +4,7 @@
 use super::jobs::finish_failed;
 use super::store;
 use crate::jobs::{interruption, record};
-use crate::worker::step::try_transaction;
+use crate::transaction::step::try_transaction;
 use admin_toolkit_core::storage::Location;
 use admin_toolkit_core::wal::data_object;
 use pgrx::prelude::*;

@@ -5,7 +5,7 @@
 
 use crate::error::{require, ToolkitError};
 use crate::jobs::{self, JobDescriptor, JobKind};
-use crate::worker::top_level;
+use crate::transaction::top_level;
 use admin_toolkit_core::config_guard::weakening;
 use admin_toolkit_core::maintenance::quote_ident;
 use pgrx::prelude::*;

@@ -3,8 +3,8 @@
 //! every reload.
 
 use super::changes::detect_external_changes;
+use crate::transaction::step::run_step;
 use crate::worker::duty::{Context, Duty};
-use crate::worker::step::run_step;
 use pgrx::prelude::*;
 
 #[derive(Default)]
@@ -14,6 +14,10 @@ pub struct ConfigDrift {
 }
 
 impl Duty for ConfigDrift {
+    fn name(&self) -> &'static str {
+        "configuration drift"
+    }
+
     fn due(&mut self, _: &Context) -> bool {
         !self.checked
     }

@@ -15,7 +15,7 @@
 pub mod schedules;
 
 use crate::error::ToolkitError;
-use crate::worker::step::try_transaction;
+use crate::transaction::step::try_transaction;
 pub use admin_toolkit_core::jobs::{JobDescriptor, JobKind};
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker,

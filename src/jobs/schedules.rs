@@ -101,6 +101,10 @@ impl ScheduleDuty {
 }
 
 impl crate::worker::duty::Duty for ScheduleDuty {
+    fn name(&self) -> &'static str {
+        self.kind
+    }
+
     fn due(&mut self, context: &crate::worker::duty::Context) -> bool {
         self.checked_minute != Some(context.minute)
     }
@@ -113,7 +117,7 @@ impl crate::worker::duty::Duty for ScheduleDuty {
         let upkeep = format!("upkeep of {}", self.kind);
         let start = format!("start due {}", self.kind);
         let mut settled = true;
-        match crate::worker::step::run_step(&upkeep, self.upkeep) {
+        match crate::transaction::step::run_step(&upkeep, self.upkeep) {
             Some(Ok(())) => {}
             Some(Err(e)) => {
                 log!("admin_toolkit worker: step \"{upkeep}\" failed and will be retried: {e}");
@@ -121,7 +125,7 @@ impl crate::worker::duty::Duty for ScheduleDuty {
             }
             None => settled = false, // logged by run_step
         }
-        let deferred = match crate::worker::step::run_step(&start, self.start_due) {
+        let deferred = match crate::transaction::step::run_step(&start, self.start_due) {
             Some(Ok(n)) => n,
             Some(Err(e)) => {
                 log!("admin_toolkit worker: step \"{start}\" failed and will be retried: {e}");

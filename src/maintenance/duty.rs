@@ -5,8 +5,8 @@
 use super::facts::FactsRounds;
 use super::partitions::{self, LOGS};
 use crate::settings;
+use crate::transaction::step::run_step;
 use crate::worker::duty::{Context, Duty};
-use crate::worker::step::run_step;
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,10 @@ impl PartitionUpkeep {
 }
 
 impl Duty for PartitionUpkeep {
+    fn name(&self) -> &'static str {
+        "partition upkeep"
+    }
+
     fn due(&mut self, context: &Context) -> bool {
         (0..LOGS.len()).any(|i| self.upkeep_due(i, context.utc_day))
     }
@@ -70,6 +74,10 @@ impl Duty for PartitionUpkeep {
 pub struct Facts(FactsRounds);
 
 impl Duty for Facts {
+    fn name(&self) -> &'static str {
+        "facts rounds"
+    }
+
     fn due(&mut self, _: &Context) -> bool {
         self.0.due()
     }

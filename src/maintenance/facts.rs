@@ -6,7 +6,7 @@
 //! database_index_facts.
 
 use crate::jobs::{self, handoff_dir, JobDescriptor, JobKind};
-use crate::worker::step::{run_step, try_transaction};
+use crate::transaction::step::{run_step, try_transaction};
 use admin_toolkit_core::handoff::{facts_path, write_bytes};
 use pgrx::bgworkers::{BackgroundWorkerStatus, DynamicBackgroundWorker};
 use pgrx::prelude::*;

@@ -5,7 +5,7 @@
 //! round.
 
 use crate::jobs::handoff_dir;
-use crate::worker::step::run_step;
+use crate::transaction::step::run_step;
 use admin_toolkit_core::handoff::facts_path;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};

@@ -3,7 +3,7 @@
 //! top-level with its timeouts. Used by the run in the toolkit's database (jobs.rs) and by the
 //! one in another database (remote.rs).
 
-use crate::worker::top_level;
+use crate::transaction::top_level;
 use admin_toolkit_core::maintenance::{
     build_command, qualified, quote_ident, valid_timeout, MaintenanceOptions, MaintenanceType,
     Target,

@@ -9,7 +9,7 @@ use super::plan::{
     execute, lock_schedule, prepare, prepare_described, Schedule, Step, CAPTURE_WARNINGS,
 };
 use crate::jobs::{self, handoff_dir, interruption, JobDescriptor, JobKind};
-use crate::worker::step::try_transaction;
+use crate::transaction::step::try_transaction;
 use admin_toolkit_core::handoff::{
     self, outcome_path, request_path, MaintenanceOutcome, MaintenanceRequest,
 };

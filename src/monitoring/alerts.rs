@@ -9,6 +9,9 @@ use admin_toolkit_core::alerts::{
 use pgrx::prelude::*;
 use serde_json::json;
 
+/// The worker duty that evaluates alerts and sends what they queue (`duty::Alerting`).
+pub const ALERTING_DUTY: &str = "alerting";
+
 /// Channel that every fire and resolve is notified on.
 pub const CHANNEL: &str = "admin_toolkit_alerts";
 
@@ -137,7 +140,7 @@ fn queue_deliveries(event_id: i64, action: &str, channels: &[String]) -> spi::Re
         &[event_id.into(), action.into(), channels.to_vec().into()],
     )?;
     if queued.unwrap_or(0) > 0 {
-        crate::worker::wake::at_commit();
+        crate::worker::wake::at_commit(ALERTING_DUTY);
     }
     Ok(())
 }

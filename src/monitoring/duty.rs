@@ -5,8 +5,8 @@
 use super::notifications::Deliverer;
 use super::{alerts, collect};
 use crate::settings;
+use crate::transaction::step::run_step;
 use crate::worker::duty::{Context, Duty};
-use crate::worker::step::run_step;
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ impl Alerting {
     fn collect_and_evaluate(&mut self) {
         let started = Instant::now();
         let collected = run_step("collect metrics", collect::collect);
-        crate::security::audit::queue::record_collection(started.elapsed().as_micros() as u64);
+        crate::worker::signals::record_collection(started.elapsed().as_micros() as u64);
         match collected {
             Some(Ok(collection)) => {
                 debug1!(
@@ -77,6 +77,10 @@ impl Alerting {
 }
 
 impl Duty for Alerting {
+    fn name(&self) -> &'static str {
+        alerts::ALERTING_DUTY
+    }
+
     fn due(&mut self, _: &Context) -> bool {
         self.collection_due() || self.deliveries.due()
     }

@@ -5,7 +5,7 @@
 
 use crate::security::audit::queue;
 use crate::settings;
-use crate::worker::step::try_transaction;
+use crate::transaction::step::try_transaction;
 use admin_toolkit_core::prometheus::{cap_series, metric_name, Family, Kind, Sample};
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
@@ -69,28 +69,28 @@ fn process_families() -> Vec<Family> {
         "The admin_toolkit /metrics endpoint answers",
         1.0,
     )];
-    let Some(q) = queue::state() else {
+    let (Some(w), Some(q)) = (crate::worker::signals::state(), queue::state()) else {
         return out;
     };
     out.push(Family::single(
         "admin_toolkit_worker_up",
         Kind::Gauge,
         "1 while the admin_toolkit database worker runs",
-        if q.worker_running { 1.0 } else { 0.0 },
+        if w.running { 1.0 } else { 0.0 },
     ));
-    if q.worker_tick != 0 {
+    if w.tick != 0 {
         out.push(Family::single(
             "admin_toolkit_worker_last_tick_timestamp_seconds",
             Kind::Gauge,
             "When the database worker last went round its loop (at most a minute apart while it lives)",
-            pg_epoch_seconds(q.worker_tick),
+            pg_epoch_seconds(w.tick),
         ));
     }
     out.push(Family::single(
         "admin_toolkit_collection_duration_seconds",
         Kind::Gauge,
         "How long the worker's last metrics collection took",
-        q.collection_micros as f64 / 1e6,
+        w.collection_micros as f64 / 1e6,
     ));
     out.push(Family::single(
         "admin_toolkit_audit_events_queued",

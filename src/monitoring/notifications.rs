@@ -6,7 +6,7 @@
 //! between, the delivery is sent again after the restart with the same idempotency key.
 
 use crate::settings;
-use crate::worker::step::run_step;
+use crate::transaction::step::run_step;
 use admin_toolkit_core::net::Reach;
 use admin_toolkit_core::notify::{
     retry_delay, send, Action, Channel, ChannelKind, Delivery, Notice, Outcome, Policy, Secrets,

@@ -3,9 +3,9 @@
 //! (see `duty`), and knows only whether the extension is there and the server writable.
 
 use super::duty::{Context, Duty};
-use super::step::run_step;
-use crate::security::audit::queue;
+use super::signals;
 use crate::settings;
+use crate::transaction::step::run_step;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 use std::time::Duration;
@@ -95,9 +95,12 @@ fn can_work(state: &mut WorkerState) -> bool {
 }
 
 fn tick(state: &mut WorkerState) {
-    if queue::take_work_request() {
+    let requests = signals::take_requests();
+    if requests != 0 {
         for duty in &mut state.duties {
-            duty.woken();
+            if requests & signals::request_bit(duty.name()) != 0 {
+                duty.woken();
+            }
         }
     }
     let now = now_secs();
@@ -152,14 +155,14 @@ pub extern "C-unwind" fn admin_toolkit_worker_main(_arg: pg_sys::Datum) {
         context: Context::default(),
         duties: crate::worker_duties(),
     };
-    queue::register_worker_latch(true);
+    signals::worker_present(true);
     loop {
         if BackgroundWorker::sighup_received() {
             // SAFETY: between ticks, as the postmaster asked.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             state.restart_duties();
         }
-        queue::worker_tick();
+        signals::worker_tick();
         tick(&mut state);
         if !BackgroundWorker::wait_latch(Some(state.tick_length())) {
             break;
@@ -168,6 +171,6 @@ pub extern "C-unwind" fn admin_toolkit_worker_main(_arg: pg_sys::Datum) {
     for duty in &mut state.duties {
         duty.shutdown();
     }
-    queue::register_worker_latch(false);
+    signals::worker_present(false);
     log!("admin_toolkit worker stopped");
 }

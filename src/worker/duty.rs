@@ -19,6 +19,8 @@ pub struct Context {
 
 /// One kind of routine work of the database worker.
 pub trait Duty {
+    /// What it is called in the log and in wake requests (`wake::at_commit`).
+    fn name(&self) -> &'static str;
     /// Whether there is work now. Called every tick, most of them idle: no transaction, no
     /// catalog access.
     fn due(&mut self, context: &Context) -> bool;
@@ -28,7 +30,7 @@ pub trait Duty {
     }
     /// Does the work, each part in a step of its own.
     fn run(&mut self, context: &mut Context);
-    /// A backend asked for work at commit (rows handed to the worker).
+    /// A backend asked this duty for work at commit (rows handed to the worker).
     fn woken(&mut self) {}
     /// The configuration was reloaded, or the extension reappeared: look afresh.
     fn restart(&mut self) {}

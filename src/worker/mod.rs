@@ -7,14 +7,18 @@
 //! * `admin_toolkit worker`: dynamic, connected to `admin_toolkit.database`; does the routine
 //!   work tick by tick, each step in its own transaction.
 //! * `admin_toolkit job`: dynamic, one per job, connected as the job's owner (see `crate::jobs`);
-//!   maintenance and configuration jobs run their command top-level (`top_level`), outside any
-//!   transaction block, so that VACUUM, REINDEX CONCURRENTLY and ALTER SYSTEM work.
+//!   maintenance and configuration jobs run their command top-level
+//!   (`crate::transaction::top_level`), outside any transaction block, so that VACUUM, REINDEX
+//!   CONCURRENTLY and ALTER SYSTEM work.
 
 mod database_worker;
 pub mod duty;
 mod launcher;
-pub(crate) mod step;
-pub mod top_level;
+pub mod signals;
 pub mod wake;
 
-pub use launcher::register;
+/// Registers the launcher and the worker's shared signals; called while preloading.
+pub fn register() {
+    signals::install();
+    launcher::register();
+}

@@ -4,7 +4,7 @@
 use super::checks::{check_databases, checks_json, id_array, server_bindir};
 use super::{failed, stopped, Failure, ONE_AT_A_TIME};
 use crate::jobs::{self, interruption, JobDescriptor, JobKind};
-use crate::worker::step::try_transaction;
+use crate::transaction::step::try_transaction;
 use admin_toolkit_core::backup::default_threads;
 use admin_toolkit_core::backup::manifest::Manifest;
 use admin_toolkit_core::backup::recovery_conf::{

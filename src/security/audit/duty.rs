@@ -4,8 +4,8 @@
 
 use super::{queue, write_events, write_read_summaries, BATCH};
 use crate::settings;
+use crate::transaction::step::run_step;
 use crate::worker::duty::{Context, Duty};
-use crate::worker::step::run_step;
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,10 @@ impl AuditWriter {
 }
 
 impl Duty for AuditWriter {
+    fn name(&self) -> &'static str {
+        "audit writer"
+    }
+
     fn due(&mut self, _: &Context) -> bool {
         let (events, reads) = queue::pending();
         events || (reads && self.reads_due()) || queue::dropped() != self.dropped_reported

@@ -7,7 +7,7 @@
 
 use pgrx::pg_sys;
 use std::ffi::CStr;
-use std::ptr::{addr_of_mut, null_mut};
+use std::ptr::null_mut;
 
 /// Events the queue holds before it starts dropping (and counting) new ones.
 pub const QUEUE_CAPACITY: usize = 4096;
@@ -105,67 +105,27 @@ struct Shared {
     reads_dropped: u64,
     /// Read-counter slots in use, so that "anything to summarise?" needs no scan.
     reads_used: u64,
-    /// The database worker's latch (in its PGPROC, in shared memory), set when the queue fills
-    /// up so that it drains at once instead of at its next tick. Null while no worker runs.
-    worker_latch: *mut pg_sys::Latch,
-    /// Set by a backend that has handed the worker work outside the queue (backups to
-    /// delete), cleared by the worker when it takes it.
-    work_requested: bool,
-    /// The database worker's last tick and its last metrics collection (microseconds), read
-    /// by the /metrics endpoint: liveness of the worker without a query.
-    worker_tick: pg_sys::TimestampTz,
-    collection_micros: u64,
     events: [AuditEvent; QUEUE_CAPACITY],
     reads: [ReadCount; READ_SLOTS],
 }
 
 static mut SHARED: *mut Shared = null_mut();
 static mut LOCK: *mut pg_sys::LWLock = null_mut();
-static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
-static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
 
-/// Installs the shared-memory hooks; `_PG_init` calls this while preloading.
+/// Registers the queue's shared memory; `_PG_init` calls this while preloading.
 pub fn install() {
-    // SAFETY: runs once in the postmaster while it loads preload libraries.
-    unsafe {
-        PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
-        pg_sys::shmem_request_hook = Some(shmem_request);
-        PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
-        pg_sys::shmem_startup_hook = Some(shmem_startup);
-    }
-}
-
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn shmem_request() {
-    unsafe {
-        if let Some(prev) = PREV_SHMEM_REQUEST {
-            prev();
-        }
-        pg_sys::RequestAddinShmemSpace(std::mem::size_of::<Shared>());
-        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
-    }
-}
-
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn shmem_startup() {
-    unsafe {
-        if let Some(prev) = PREV_SHMEM_STARTUP {
-            prev();
-        }
-        // AddinShmemInitLock is MainLWLockArray[21] (lwlocknames.txt).
-        let init_lock = addr_of_mut!((*pg_sys::MainLWLockArray.add(21)).lock);
-        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let mut found = false;
-        let shared =
-            pg_sys::ShmemInitStruct(TRANCHE.as_ptr(), std::mem::size_of::<Shared>(), &mut found)
-                .cast::<Shared>();
-        if !found {
-            std::ptr::write_bytes(shared.cast::<u8>(), 0, std::mem::size_of::<Shared>());
-        }
-        SHARED = shared;
-        LOCK = addr_of_mut!((*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock);
-        pg_sys::LWLockRelease(init_lock);
-    }
+    crate::shared_memory::register(crate::shared_memory::Segment {
+        name: TRANCHE,
+        size: std::mem::size_of::<Shared>(),
+        with_lock: true,
+        attached: |memory| {
+            // SAFETY: at startup, before any backend runs; the tranche was requested with it.
+            unsafe {
+                SHARED = memory.cast::<Shared>();
+                LOCK = crate::shared_memory::lock_of(TRANCHE);
+            }
+        },
+    });
 }
 
 /// Whether the queue exists (the library was preloaded).
@@ -200,43 +160,12 @@ pub fn push(event: &AuditEvent) {
             s.events[(s.pushed % QUEUE_CAPACITY as u64) as usize] = *event;
             s.pushed += 1;
         }
-        (waiting + 1 >= (QUEUE_CAPACITY / 4) as u64).then_some(s.worker_latch)
-    })
-    .flatten();
-    if let Some(latch) = wake.filter(|l| !l.is_null()) {
-        // SAFETY: the latch lives in the worker's PGPROC in shared memory; setting a latch
-        // nobody waits on is harmless.
-        unsafe { pg_sys::SetLatch(latch) };
+        waiting + 1 >= (QUEUE_CAPACITY / 4) as u64
+    });
+    if wake == Some(true) {
+        // The audit writer's `due` sees the waiting events; no request needed.
+        crate::worker::signals::wake();
     }
-}
-
-/// The database worker announces (or, with `false`, withdraws) its latch.
-pub fn register_worker_latch(present: bool) {
-    // SAFETY: MyLatch is this process's latch in shared memory while the process lives.
-    let latch = if present {
-        unsafe { pg_sys::MyLatch }
-    } else {
-        null_mut()
-    };
-    with_lock(|s| s.worker_latch = latch);
-}
-
-/// Asks the worker to look for work at once (see `work_requested`).
-pub fn request_work() {
-    let latch = with_lock(|s| {
-        s.work_requested = true;
-        s.worker_latch
-    })
-    .filter(|l| !l.is_null());
-    if let Some(latch) = latch {
-        // SAFETY: as in push.
-        unsafe { pg_sys::SetLatch(latch) };
-    }
-}
-
-/// Whether work was requested since the last call (and clears the request).
-pub fn take_work_request() -> bool {
-    with_lock(|s| std::mem::take(&mut s.work_requested)).unwrap_or(false)
 }
 
 /// Copies up to `max` waiting events without removing them; `commit(n)` removes the first `n`
@@ -261,26 +190,11 @@ pub fn pending() -> (bool, bool) {
     with_lock(|s| (s.pushed > s.popped, s.reads_used > 0)).unwrap_or((false, false))
 }
 
-/// The database worker says it is alive (once per loop).
-pub fn worker_tick() {
-    // SAFETY: reads the clock; no preconditions.
-    let now = unsafe { pg_sys::GetCurrentTimestamp() };
-    with_lock(|s| s.worker_tick = now);
-}
-
-/// The database worker's last metrics collection took `micros`.
-pub fn record_collection(micros: u64) {
-    with_lock(|s| s.collection_micros = micros);
-}
-
 /// What the /metrics endpoint shows of the queue and the worker.
 pub struct QueueState {
     pub queued: u64,
     pub dropped: u64,
     pub reads_dropped: u64,
-    pub worker_running: bool,
-    pub worker_tick: pg_sys::TimestampTz,
-    pub collection_micros: u64,
 }
 
 pub fn state() -> Option<QueueState> {
@@ -288,9 +202,6 @@ pub fn state() -> Option<QueueState> {
         queued: s.pushed - s.popped,
         dropped: s.dropped,
         reads_dropped: s.reads_dropped,
-        worker_running: !s.worker_latch.is_null(),
-        worker_tick: s.worker_tick,
-        collection_micros: s.collection_micros,
     })
 }
 
