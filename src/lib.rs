@@ -53,6 +53,32 @@ pub(crate) fn worker_duties() -> Vec<Box<dyn worker::duty::Duty>> {
     ]
 }
 
+/// What each kind of job does, once `jobs::admin_toolkit_job_main` has connected it: every
+/// feature's job body is wired here, and the job runtime knows none of them.
+pub(crate) fn run_job(job: jobs::JobDescriptor) {
+    use jobs::JobKind;
+    match job.kind {
+        JobKind::Maintenance {
+            schedule_id,
+            run_id,
+        } => maintenance::jobs::run(schedule_id, run_id),
+        JobKind::MaintenanceIn { run_id } => maintenance::remote::work(run_id),
+        JobKind::Facts => maintenance::facts::collect_job(job.database),
+        JobKind::Backup {
+            schedule_id,
+            backup_id,
+        } => backup::base::run(schedule_id, backup_id),
+        JobKind::Config { request } => config::changes::run_request(&request),
+        JobKind::Deletion => backup::retention::deletion_job(),
+        JobKind::Drill {
+            schedule_id,
+            drill_id,
+            backup_id,
+            target,
+        } => recovery::drill::drill_job(schedule_id, drill_id, backup_id, target),
+    }
+}
+
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 extension_sql_file!(
     "../sql/security.sql",

@@ -46,19 +46,6 @@ pub struct JobDescriptor {
 const VERSION: &str = "job1";
 
 impl JobDescriptor {
-    /// The entry point (exported symbol) of the job worker that runs this kind.
-    pub fn entry_point(&self) -> &'static str {
-        match self.kind {
-            JobKind::Maintenance { .. } => "admin_toolkit_maintenance_job",
-            JobKind::MaintenanceIn { .. } => "admin_toolkit_maintenance_in_job",
-            JobKind::Facts => "admin_toolkit_facts_job",
-            JobKind::Backup { .. } => "admin_toolkit_backup_job",
-            JobKind::Config { .. } => "admin_toolkit_config_job",
-            JobKind::Drill { .. } => "admin_toolkit_drill_job",
-            JobKind::Deletion => "admin_toolkit_deletion_job",
-        }
-    }
-
     /// The name the job shows in pg_stat_activity and the server log.
     pub fn title(&self) -> String {
         match &self.kind {

@@ -22,6 +22,7 @@ pub mod partitions;
 pub mod password;
 pub mod prometheus;
 pub mod recovery;
+pub mod runs;
 pub mod storage;
 pub mod tuning;
 pub mod wal;

@@ -4,7 +4,8 @@
 
 use super::jobs::finish_failed;
 use super::schedule::{self, data_directory, BackupSchedule};
-use crate::jobs::{self, interruption, record, Interruption, JobDescriptor, JobKind, SHUTDOWN};
+use crate::jobs::ledger::BACKUPS;
+use crate::jobs::{self, interruption, record, Interruption, RunStatus, SHUTDOWN};
 use crate::transaction::step::try_transaction;
 use admin_toolkit_core::backup::copy::{copy_data_directory, CopyOptions, DEFAULT_CHUNK_SIZE};
 use admin_toolkit_core::backup::default_threads;
@@ -34,7 +35,7 @@ fn begin(
         Spi::run_with_args(
             "INSERT INTO admin_toolkit.backup_history (backup_id, schedule_id, backup_type, start_time, status, \
                backup_path, error_message, end_time, metadata, owner) \
-             VALUES ($1, $2, $3, clock_timestamp(), CASE WHEN $5::text IS NULL THEN 'running' ELSE 'failed' END, \
+             VALUES ($1, $2, $3, clock_timestamp(), $9, \
                      $4, $5, CASE WHEN $5::text IS NOT NULL THEN clock_timestamp() END, \
                      jsonb_build_object('pid', $6, 'compression_level', $7, 'encryption', $8::text IS NOT NULL, \
                                        'encryption_key_id', $8::text), session_user)",
@@ -47,6 +48,13 @@ fn begin(
                 pid.into(),
                 schedule.compression_level.into(),
                 schedule.encryption_key_id.clone().into(),
+                if failure.is_some() {
+                    RunStatus::Failed
+                } else {
+                    RunStatus::Running
+                }
+                .text(BACKUPS.table)
+                .into(),
             ],
         )?;
         Spi::run_with_args(
@@ -69,32 +77,16 @@ fn begin(
         if !locked && failure.is_none() {
             finish_failed(
                 backup_id,
-                "failed",
+                RunStatus::Failed,
                 &format!("a backup of schedule {} is already running", schedule.schedule_id),
             );
         }
     })
 }
 
-/// Entry point of a backup job worker.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub extern "C-unwind" fn admin_toolkit_backup_job(_arg: pg_sys::Datum) {
-    if let Some(JobDescriptor {
-        kind: JobKind::Backup {
-            schedule_id,
-            backup_id,
-        },
-        ..
-    }) = jobs::begin()
-    {
-        run(schedule_id, backup_id);
-    }
-}
-
 /// Runs backup `backup_id` of schedule `schedule_id` in this job worker, as the schedule's
 /// owner.
-fn run(schedule_id: i32, backup_id: i64) {
+pub fn run(schedule_id: i32, backup_id: i64) {
     let loaded = jobs::bookkeeping(|| {
         let Some(schedule) = schedule::load(schedule_id)? else {
             return Ok(None);
@@ -194,10 +186,10 @@ fn previous_backup(
     Ok(Some((id, path, expected)))
 }
 
-type Failure = (&'static str, String);
+type Failure = (RunStatus, String);
 
 fn failed(message: impl Into<String>) -> Failure {
-    ("failed", message.into())
+    (RunStatus::Failed, message.into())
 }
 
 /// The base backup proper, into `dir` (a new directory or s3:// prefix). Any failure after
@@ -303,7 +295,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
             },
         )
     });
-    let status = interrupted.map_or("failed", |(status, _)| status);
+    let status = interrupted.map_or(RunStatus::Failed, |(status, _)| status);
     let shutting_down = interrupted.is_some_and(|(_, why)| why == SHUTDOWN);
     // Always stop the backup, without pg_backup_stop's own wait for the archiver, which polls
     // once a second: this job waits for the last segment itself (wait_for_archive below).
@@ -392,16 +384,21 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         "note": note,
         "archive_waited": wait,
     });
-    record(
-        "UPDATE admin_toolkit.backup_history SET status = 'completed', end_time = clock_timestamp(), \
-           backup_size_bytes = $2, end_lsn = $3::pg_lsn, backup_type = $4, metadata = metadata || $5::jsonb \
-         WHERE backup_id = $1",
+    let _logged = BACKUPS.finish(
+        backup_id,
+        RunStatus::Succeeded,
+        None,
         vec![
-            backup_id.into(),
-            ((copied.pack_bytes + manifest_bytes) as i64).into(),
-            end_lsn.as_str().into(),
-            kind.as_str().into(),
-            metadata.to_string().into(),
+            (
+                "backup_size_bytes = $",
+                ((copied.pack_bytes + manifest_bytes) as i64).into(),
+            ),
+            ("end_lsn = $::pg_lsn", end_lsn.as_str().into()),
+            ("backup_type = $", kind.as_str().into()),
+            (
+                "metadata = metadata || $::jsonb",
+                metadata.to_string().into(),
+            ),
         ],
     );
     log!(

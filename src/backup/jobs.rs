@@ -3,25 +3,11 @@
 
 use super::schedule;
 use crate::error::{require, ToolkitError};
-use crate::jobs::{self, schedules::start_due, JobKind};
+use crate::jobs::ledger::BACKUPS;
+use crate::jobs::{self, schedules::start_due, JobKind, RunStatus};
 use admin_toolkit_core::backup::store::remove_backup;
 use pgrx::prelude::*;
-
-fn next_backup_id() -> i64 {
-    Spi::get_one::<i64>("SELECT nextval('admin_toolkit.backup_history_backup_id_seq')")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| ToolkitError::wrong_state("cannot allocate a backup id").raise())
-}
-
-fn row_exists(backup_id: i64) -> bool {
-    crate::query::read_scalar::<bool>(&format!(
-        "SELECT EXISTS (SELECT 1 FROM admin_toolkit.backup_history WHERE backup_id = {backup_id})"
-    ))
-    .ok()
-    .flatten()
-        == Some(true)
-}
+use std::time::Duration;
 
 /// Runs a backup schedule now in a job worker and returns the backup_id of its backup_history
 /// row. With `p_wait`, returns once the backup has finished (check its status); without, at
@@ -48,7 +34,7 @@ fn execute_backup(p_schedule_id: Option<i32>, p_wait: default!(Option<bool>, fal
         refusal.raise();
     }
     let role = jobs::owner_oid(&schedule.owner).unwrap_or_else(|e| e.raise());
-    let backup_id = next_backup_id();
+    let backup_id = BACKUPS.next_id();
     let job = jobs::here(
         JobKind::Backup {
             schedule_id,
@@ -56,12 +42,10 @@ fn execute_backup(p_schedule_id: Option<i32>, p_wait: default!(Option<bool>, fal
         },
         role,
     );
-    let worker = jobs::start(&job, true).unwrap_or_else(|e| e.raise());
     // The job inserts the row as its first step: wait for that, never for the copy.
-    jobs::wait(worker, wait, std::time::Duration::from_secs(5), || {
-        row_exists(backup_id)
-    });
-    if wait && !row_exists(backup_id) {
+    let recorded = jobs::run_now(&job, &BACKUPS, backup_id, wait, Duration::from_secs(5))
+        .unwrap_or_else(|e| e.raise());
+    if wait && !recorded {
         ToolkitError::wrong_state(format!(
             "the backup job for schedule {schedule_id} exited without recording backup {backup_id}; see the server log"
         ))
@@ -75,7 +59,7 @@ fn execute_backup(p_schedule_id: Option<i32>, p_wait: default!(Option<bool>, fal
 /// saying why. Returns how many could not start (no worker slot): they stay due.
 pub fn start_due_backups() -> spi::Result<usize> {
     start_due("backup_schedules", |schedule_id, owner| {
-        let backup_id = next_backup_id();
+        let backup_id = BACKUPS.next_id();
         match jobs::owner_oid(owner) {
             Ok(role) => {
                 let job = jobs::here(
@@ -88,30 +72,20 @@ pub fn start_due_backups() -> spi::Result<usize> {
                 jobs::start(&job, false).is_ok()
             }
             Err(refusal) => {
-                let recorded = Spi::run_with_args(
-                    "INSERT INTO admin_toolkit.backup_history (backup_id, schedule_id, backup_type, status, backup_path, \
-                       error_message, end_time, owner) \
-                     SELECT $1, schedule_id, backup_type, 'failed', storage_location, $3, clock_timestamp(), $4 \
-                       FROM admin_toolkit.backup_schedules WHERE schedule_id = $2",
-                    &[backup_id.into(), schedule_id.into(), refusal.message().into(), owner.into()],
-                );
-                if let Err(e) = recorded {
-                    log!("admin_toolkit worker: recording refused backup {backup_id} failed: {e}");
-                }
+                BACKUPS.refuse(backup_id, schedule_id, owner, refusal.message());
                 true
             }
         }
     })
 }
 
-/// Records that a backup ended without completing ('failed' or 'cancelled'), with why.
-pub fn finish_failed(backup_id: i64, status: &str, message: &str) {
-    jobs::record(
-        "UPDATE admin_toolkit.backup_history SET status = $2, error_message = $3, end_time = clock_timestamp() \
-         WHERE backup_id = $1",
-        vec![backup_id.into(), status.into(), message.into()],
+/// Records that a backup ended without completing (failed or cancelled), with why.
+pub fn finish_failed(backup_id: i64, status: RunStatus, message: &str) {
+    let _logged = BACKUPS.finish(backup_id, status, Some(message), vec![]);
+    log!(
+        "admin_toolkit job: backup {backup_id} {}: {message}",
+        status.text(BACKUPS.table)
     );
-    log!("admin_toolkit job: backup {backup_id} {status}: {message}");
 }
 
 /// A backup's files, as upkeep and retention remove them.
@@ -149,14 +123,18 @@ impl BackupFiles {
 /// Marks backups whose job worker is gone (crash, kill) as failed and removes their partial
 /// directories.
 pub fn upkeep_backups() -> spi::Result<()> {
-    let gone = BackupFiles::query(
-        "UPDATE admin_toolkit.backup_history h SET status = 'failed', end_time = clock_timestamp(), \
-                error_message = 'interrupted: the backup job exited before finishing' \
-          WHERE status = 'running' AND NOT EXISTS \
-                (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = (h.metadata->>'pid')::int \
-                    AND a.backend_type = 'admin_toolkit job') \
-         RETURNING backup_id, backup_path, backup_type",
-    )?;
+    let gone = BACKUPS.sweep_vanished("backup job")?;
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let gone = BackupFiles::query(&format!(
+        "SELECT backup_id, backup_path, backup_type FROM admin_toolkit.backup_history \
+          WHERE backup_id IN ({})",
+        gone.iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))?;
     for backup in gone {
         log!(
             "admin_toolkit worker: backup {} was interrupted; marked failed",

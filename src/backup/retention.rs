@@ -211,17 +211,8 @@ pub struct Finished {
 /// as their files go.
 const DELETION_BATCH: i64 = 8;
 
-/// Entry point of the deletion job (the bootstrap superuser, in the toolkit's database).
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub extern "C-unwind" fn admin_toolkit_deletion_job(_arg: pg_sys::Datum) {
-    let Some(crate::jobs::JobDescriptor {
-        kind: crate::jobs::JobKind::Deletion,
-        ..
-    }) = crate::jobs::begin()
-    else {
-        return;
-    };
+/// The deletion job's body (the bootstrap superuser, in the toolkit's database).
+pub fn deletion_job() {
     match run_deletions() {
         Ok(done) if done.skipped => {
             log!("admin_toolkit job: a backup is running; retention's deletions wait for it")

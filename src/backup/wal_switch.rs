@@ -3,7 +3,8 @@
 
 use super::jobs::finish_failed;
 use super::store;
-use crate::jobs::{interruption, record};
+use crate::jobs::ledger::BACKUPS;
+use crate::jobs::{interruption, RunStatus};
 use crate::transaction::step::try_transaction;
 use admin_toolkit_core::storage::Location;
 use admin_toolkit_core::wal::data_object;
@@ -51,12 +52,18 @@ fn archived_up_to(segment: &str) -> bool {
 pub fn run(backup_id: i64, location: &Location) {
     let (mode, library, lsn, segment) = match switch() {
         Ok(v) => v,
-        Err(e) => return finish_failed(backup_id, "failed", &format!("pg_switch_wal failed: {e}")),
+        Err(e) => {
+            return finish_failed(
+                backup_id,
+                RunStatus::Failed,
+                &format!("pg_switch_wal failed: {e}"),
+            )
+        }
     };
     if mode == "off" {
         return finish_failed(
             backup_id,
-            "failed",
+            RunStatus::Failed,
             "WAL archiving is off: set archive_mode = on and restart",
         );
     }
@@ -68,7 +75,7 @@ pub fn run(backup_id: i64, location: &Location) {
     {
         return finish_failed(
             backup_id,
-            "failed",
+            RunStatus::Failed,
             &format!(
                 "this schedule's storage_location \"{}\" is not admin_toolkit.archive_location ({}), where the archive module stores WAL",
                 location.display(),
@@ -81,7 +88,7 @@ pub fn run(backup_id: i64, location: &Location) {
         if started.elapsed() > ARCHIVE_WAIT {
             return finish_failed(
                 backup_id,
-                "failed",
+                RunStatus::Failed,
                 &format!("WAL file {segment} was not archived within {} s; see pg_stat_archiver and the server log", ARCHIVE_WAIT.as_secs()),
             );
         }
@@ -101,11 +108,18 @@ pub fn run(backup_id: i64, location: &Location) {
         .ok()
         .and_then(|objects| objects.into_iter().find(|o| o.name == stored))
         .map(|o| o.size as i64);
-    record(
-        "UPDATE admin_toolkit.backup_history SET status = 'completed', end_time = clock_timestamp(), \
-           start_lsn = $2::pg_lsn, end_lsn = $2::pg_lsn, backup_size_bytes = $3, \
-           metadata = metadata || jsonb_build_object('wal_file', $4::text) \
-         WHERE backup_id = $1",
-        vec![backup_id.into(), lsn.as_str().into(), size.into(), segment.as_str().into()],
+    let _logged = BACKUPS.finish(
+        backup_id,
+        RunStatus::Succeeded,
+        None,
+        vec![
+            ("start_lsn = $::pg_lsn", lsn.as_str().into()),
+            ("end_lsn = $::pg_lsn", lsn.as_str().into()),
+            ("backup_size_bytes = $", size.into()),
+            (
+                "metadata = metadata || jsonb_build_object('wal_file', $::text)",
+                segment.as_str().into(),
+            ),
+        ],
     );
 }

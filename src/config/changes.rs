@@ -4,7 +4,7 @@
 //! Changes made by other means are detected by the worker (see `detect_external_changes`).
 
 use crate::error::{require, ToolkitError};
-use crate::jobs::{self, JobDescriptor, JobKind};
+use crate::jobs::{self, JobKind};
 use crate::transaction::top_level;
 use admin_toolkit_core::config_guard::weakening;
 use admin_toolkit_core::maintenance::quote_ident;
@@ -23,24 +23,10 @@ fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// Entry point of a configuration job worker, connected as the role that called
-/// track_config_change().
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub extern "C-unwind" fn admin_toolkit_config_job(_arg: pg_sys::Datum) {
-    if let Some(JobDescriptor {
-        kind: JobKind::Config { request },
-        ..
-    }) = jobs::begin()
-    {
-        run_request(&request);
-    }
-}
-
 /// In the job worker: ALTER SYSTEM as the caller (PostgreSQL checks the caller's right once
 /// more), then, as superuser, the history row and the reload. Errors are recorded in the
 /// request file's answer for the caller.
-fn run_request(request_id: &str) {
+pub fn run_request(request_id: &str) {
     let path = request_path(request_id);
     let request: Value = match std::fs::read_to_string(&path)
         .ok()

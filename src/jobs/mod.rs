@@ -9,14 +9,17 @@
 //! ([`as_superuser`]), the work itself with the owner's; both in the pinned environment
 //! ([`crate::environment`]) that the job's database and role settings cannot change.
 //!
-//! Features depend on this module, never the other way round: each kind has its own entry
-//! point (`JobDescriptor::entry_point`) in its feature, which calls [`begin`] first.
+//! Features depend on this module, never the other way round: every job worker starts in
+//! [`admin_toolkit_job_main`], which decodes the descriptor, connects, and hands the job to the
+//! body `lib.rs` wires for its kind (`crate::run_job`). Runs are recorded through [`ledger`].
 
+pub mod ledger;
 pub mod schedules;
 
 use crate::error::ToolkitError;
 use crate::transaction::step::try_transaction;
 pub use admin_toolkit_core::jobs::{JobDescriptor, JobKind};
+pub use ledger::{Interruption, Ledger, RunStatus};
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker,
 };
@@ -47,7 +50,7 @@ pub fn start(job: &JobDescriptor, notify: bool) -> Result<DynamicBackgroundWorke
     BackgroundWorkerBuilder::new(&job.title())
         .set_type("admin_toolkit job")
         .set_library("admin_toolkit")
-        .set_function(job.entry_point())
+        .set_function("admin_toolkit_job_main")
         .enable_spi_access()
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
         .set_restart_time(None)
@@ -122,9 +125,18 @@ unsafe extern "C-unwind" fn job_sigterm(_signal: i32) {
     }
 }
 
-/// First call of every job entry point: signals, the descriptor, and the connection to the
-/// job's database as the job's role. `None` (logged) for a malformed descriptor.
-pub fn begin() -> Option<JobDescriptor> {
+/// Every job worker's entry point: signals, the descriptor, the connection to the job's
+/// database as the job's role, then the job's body.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn admin_toolkit_job_main(_arg: pg_sys::Datum) {
+    if let Some(job) = begin() {
+        crate::run_job(job);
+    }
+}
+
+/// Signals, the descriptor, and the connection. `None` (logged) for a malformed descriptor.
+fn begin() -> Option<JobDescriptor> {
     // SIGTERM cancels the running command at once (VACUUM checks for interrupts), as it does
     // for a client backend; the run is then marked interrupted by the worker's upkeep.
     unsafe {
@@ -168,12 +180,9 @@ fn pending(flag: *const i32) -> bool {
     unsafe { flag.read_volatile() != 0 }
 }
 
-/// What stopped a job: the status to record and why.
-pub type Interruption = (&'static str, &'static str);
-
 pub const SHUTDOWN: &str = "server shutdown";
 
-/// A cancellation (pg_cancel_backend: 'cancelled') or shutdown request (SIGTERM: 'failed') that
+/// A cancellation (pg_cancel_backend: cancelled) or shutdown request (SIGTERM: failed) that
 /// arrived while the job ran outside any transaction. Clears the flags so the cleanup can run.
 pub fn interruption() -> Option<Interruption> {
     let die = pending(&raw const pg_sys::ProcDiePending);
@@ -189,30 +198,30 @@ pub fn interruption() -> Option<Interruption> {
             (&raw mut pg_sys::ProcDiePending).write_volatile(0);
         }
     }
-    Some(if die {
-        ("failed", SHUTDOWN)
-    } else {
-        ("cancelled", "cancelled")
-    })
+    Some(ledger::interrupted(die))
 }
 
-/// Waits for a job started with `notify`: until it exits when `until_exit`, otherwise until
-/// `row_exists` says the job has recorded its row (at most `patience`), never for its work.
-pub fn wait(
-    worker: DynamicBackgroundWorker,
+/// Starts `job`, which records run `id` in `ledger`, now, and waits: until it exits when
+/// `until_exit`, otherwise until its row exists (at most `patience`), never for its work.
+/// Returns whether the row exists then.
+pub fn run_now(
+    job: &JobDescriptor,
+    ledger: &Ledger,
+    id: i64,
     until_exit: bool,
     patience: Duration,
-    mut row_exists: impl FnMut() -> bool,
-) {
+) -> Result<bool, ToolkitError> {
+    let worker = start(job, true)?;
     if until_exit {
         let _exit_status_is_read_from_the_row = worker.wait_for_shutdown();
-        return;
+    } else {
+        let _started_or_gone = worker.wait_for_startup();
+        let step = Duration::from_millis(20);
+        let mut waited = Duration::ZERO;
+        while waited < patience && !ledger.exists(id) {
+            std::thread::sleep(step);
+            waited += step;
+        }
     }
-    let _started_or_gone = worker.wait_for_startup();
-    let step = Duration::from_millis(20);
-    let mut waited = Duration::ZERO;
-    while waited < patience && !row_exists() {
-        std::thread::sleep(step);
-        waited += step;
-    }
+    Ok(ledger.exists(id))
 }

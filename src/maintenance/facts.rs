@@ -12,20 +12,10 @@ use pgrx::bgworkers::{BackgroundWorkerStatus, DynamicBackgroundWorker};
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
-/// Entry point of a facts job: connected to one database as the bootstrap superuser (which
+/// A facts job's body: connected to database `database` as the bootstrap superuser (which
 /// any database lets in), it reads the facts as pg_monitor (catalog_rows), waiting for no lock
 /// and running no statement long, and leaves them for the worker.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub extern "C-unwind" fn admin_toolkit_facts_job(_arg: pg_sys::Datum) {
-    let Some(JobDescriptor {
-        kind: JobKind::Facts,
-        database,
-        ..
-    }) = jobs::begin()
-    else {
-        return;
-    };
+pub fn collect_job(database: u32) {
     crate::environment::set_session_limits(FACTS_STATEMENT_TIMEOUT, FACTS_LOCK_TIMEOUT);
     let started = Instant::now();
     let facts = match try_transaction(super::catalog_rows::facts_json) {

@@ -5,8 +5,8 @@ use super::plan::{
     execute, load_schedule, lock_schedule, parse_options, prepare, prepare_described, Plan,
     Schedule, Step, CAPTURE_WARNINGS,
 };
-use crate::error::ToolkitError;
-use crate::jobs::{self, schedules::start_due, JobDescriptor, JobKind};
+use crate::jobs::ledger::MAINTENANCE;
+use crate::jobs::{self, schedules::start_due, JobKind, RunStatus};
 use admin_toolkit_core::maintenance::{waits_for_older_snapshots, MaintenanceType};
 use pgrx::prelude::*;
 use serde_json::{json, Value};
@@ -18,14 +18,14 @@ struct RunRecord<'a> {
     schedule_id: i32,
     kind: &'a str,
     target: &'a str,
-    status: &'a str,
+    status: RunStatus,
     command: Option<&'a str>,
     error: Option<&'a str>,
     details: Value,
 }
 
 fn insert_run(run: RunRecord) -> spi::Result<()> {
-    let finished = run.status != "running";
+    let finished = run.status.finished();
     Spi::run_with_args(
         "INSERT INTO admin_toolkit.maintenance_runs (run_id, schedule_id, maintenance_type, target_object, status, \
            command, error_message, details, finished_at, owner) \
@@ -35,7 +35,7 @@ fn insert_run(run: RunRecord) -> spi::Result<()> {
             run.schedule_id.into(),
             run.kind.into(),
             run.target.into(),
-            run.status.into(),
+            run.status.text(MAINTENANCE.table).into(),
             run.command.into(),
             run.error.into(),
             run.details.to_string().into(),
@@ -51,26 +51,29 @@ fn plan(schedule_id: i32, run_id: i64, schedule: &Schedule) -> spi::Result<Optio
     // The role this job connected as (its schedule's owner); planning itself runs as superuser.
     let owner =
         crate::query::read_scalar::<String>("SELECT session_user::text")?.unwrap_or_default();
-    let record =
-        |target: &str, status: &str, command: Option<&str>, error: Option<&str>, details: Value| {
-            insert_run(RunRecord {
-                run_id,
-                owner: &owner,
-                schedule_id,
-                kind: &schedule.kind,
-                target,
-                status,
-                command,
-                error,
-                details,
-            })
-        };
+    let record = |target: &str,
+                  status: RunStatus,
+                  command: Option<&str>,
+                  error: Option<&str>,
+                  details: Value| {
+        insert_run(RunRecord {
+            run_id,
+            owner: &owner,
+            schedule_id,
+            kind: &schedule.kind,
+            target,
+            status,
+            command,
+            error,
+            details,
+        })
+    };
     if !lock_schedule(schedule_id)? {
         let message = format!("a run of schedule {schedule_id} is already in progress");
         let described = prepare_described(schedule);
         record(
             &described,
-            "skipped",
+            RunStatus::Skipped,
             None,
             Some(&message),
             json!({"pid": pid}),
@@ -87,7 +90,7 @@ fn plan(schedule_id: i32, run_id: i64, schedule: &Schedule) -> spi::Result<Optio
         Step::Failed(message) => {
             record(
                 &prepared.target,
-                "error",
+                RunStatus::Failed,
                 None,
                 Some(&message),
                 json!({"pid": pid}),
@@ -95,13 +98,13 @@ fn plan(schedule_id: i32, run_id: i64, schedule: &Schedule) -> spi::Result<Optio
             Ok(None)
         }
         Step::Nothing(details) => {
-            record(&prepared.target, "success", None, None, details)?;
+            record(&prepared.target, RunStatus::Succeeded, None, None, details)?;
             Ok(None)
         }
         Step::Execute(plan, details) => {
             record(
                 &prepared.target,
-                "running",
+                RunStatus::Running,
                 Some(&plan.command),
                 None,
                 details,
@@ -114,7 +117,7 @@ fn plan(schedule_id: i32, run_id: i64, schedule: &Schedule) -> spi::Result<Optio
 /// Runs one maintenance run in this job worker, connected as the schedule's owner: plan and
 /// record (bookkeeping, as superuser), execute top-level as the owner, record the outcome.
 /// Errors of the command are recorded, not raised.
-fn run(schedule_id: i32, run_id: i64) {
+pub fn run(schedule_id: i32, run_id: i64) {
     let loaded = jobs::bookkeeping(|| {
         Spi::run(CAPTURE_WARNINGS)?;
         let here = crate::query::read_scalar::<String>("SELECT current_database()::text")?
@@ -139,48 +142,22 @@ fn run(schedule_id: i32, run_id: i64) {
         Err(e) => return log!("admin_toolkit job: planning run {run_id} failed: {e}"),
     };
     let (error, warnings) = execute(&plan);
-    let status = if error.is_some() { "error" } else { "success" };
-    jobs::record(
-        "WITH run AS ( \
-            UPDATE admin_toolkit.maintenance_runs SET status = $2, error_message = $3, finished_at = clock_timestamp(), \
-                   details = details || jsonb_build_object('warnings', $4::jsonb) \
-             WHERE run_id = $1 RETURNING started_at) \
-         UPDATE admin_toolkit.maintenance_schedules SET last_run = (SELECT started_at FROM run) WHERE schedule_id = $5",
-        vec![
-            run_id.into(),
-            status.into(),
-            error.into(),
-            // JSON text: arguments are made outside a transaction, where an array's type
-            // cannot be looked up.
+    let status = if error.is_some() {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    };
+    // The warnings as JSON text: arguments are made outside a transaction, where an array's
+    // type cannot be looked up.
+    let _logged = MAINTENANCE.finish(
+        run_id,
+        status,
+        error.as_deref(),
+        vec![(
+            "details = details || jsonb_build_object('warnings', $::jsonb)",
             json!(warnings).to_string().into(),
-            schedule_id.into(),
-        ],
+        )],
     );
-}
-
-/// Entry point of a maintenance job worker.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub extern "C-unwind" fn admin_toolkit_maintenance_job(_arg: pg_sys::Datum) {
-    if let Some(JobDescriptor {
-        kind: JobKind::Maintenance {
-            schedule_id,
-            run_id,
-        },
-        ..
-    }) = jobs::begin()
-    {
-        run(schedule_id, run_id);
-    }
-}
-
-fn next_run_id() -> i64 {
-    Spi::get_one::<i64>("SELECT nextval('admin_toolkit.maintenance_runs_run_id_seq')")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| {
-            ToolkitError::wrong_state("cannot allocate a maintenance run id").raise()
-        })
 }
 
 /// Deactivates active schedules whose database no longer exists, with a note saying so: they
@@ -220,7 +197,7 @@ pub fn deactivate_orphaned_schedules() -> spi::Result<()> {
 /// why. Returns how many due jobs could not start (no worker slot free): they stay due.
 pub fn start_due_jobs() -> spi::Result<usize> {
     start_due("maintenance_schedules", |schedule_id, owner| {
-        let run_id = next_run_id();
+        let run_id = MAINTENANCE.next_id();
         let job = jobs::owner_oid(owner).map(|role| {
             jobs::here(
                 JobKind::Maintenance {
@@ -239,38 +216,17 @@ pub fn start_due_jobs() -> spi::Result<usize> {
                 started
             }
             Err(refusal) => {
-                if let Err(e) = record_refused(schedule_id, run_id, owner, refusal.message()) {
-                    log!("admin_toolkit worker: recording refused maintenance run {run_id} failed: {e}");
-                }
+                MAINTENANCE.refuse(run_id, schedule_id, owner, refusal.message());
                 true
             }
         }
     })
 }
 
-/// An 'error' run for a schedule whose job could not start as its owner.
-fn record_refused(schedule_id: i32, run_id: i64, owner: &str, message: &str) -> spi::Result<()> {
-    Spi::run_with_args(
-        "INSERT INTO admin_toolkit.maintenance_runs (run_id, schedule_id, maintenance_type, target_object, status, \
-           error_message, finished_at, owner) \
-         SELECT $1, schedule_id, maintenance_type, coalesce(target_schema || coalesce('.' || target_table, ''), 'database'), \
-                'error', $3, clock_timestamp(), $4 \
-           FROM admin_toolkit.maintenance_schedules WHERE schedule_id = $2",
-        &[run_id.into(), schedule_id.into(), message.into(), owner.into()],
-    )
-}
-
 /// Marks runs whose job worker is gone (server shutdown, crash, cancellation) as interrupted,
 /// and deletes runs older than the retention.
 pub fn upkeep_runs(retention_days: i32) -> spi::Result<()> {
-    Spi::run_with_args(
-        "UPDATE admin_toolkit.maintenance_runs r SET status = 'error', finished_at = clock_timestamp(), \
-                error_message = 'interrupted: the job worker exited before finishing' \
-          WHERE status = 'running' AND NOT EXISTS \
-                (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = (r.details->>'pid')::int \
-                    AND a.backend_type = 'admin_toolkit job')",
-        &[],
-    )?;
+    MAINTENANCE.sweep_vanished("job worker")?;
     Spi::run_with_args(
         "DELETE FROM admin_toolkit.maintenance_runs WHERE started_at < now() - make_interval(days => $1)",
         &[retention_days.into()],
@@ -318,7 +274,7 @@ fn execute_maintenance(
         _ => true,
     };
     let role = jobs::owner_oid(&schedule.owner).unwrap_or_else(|e| e.raise());
-    let run_id = next_run_id();
+    let run_id = MAINTENANCE.next_id();
     let job = jobs::here(
         JobKind::Maintenance {
             schedule_id,
@@ -326,16 +282,15 @@ fn execute_maintenance(
         },
         role,
     );
-    let worker = jobs::start(&job, true).unwrap_or_else(|e| e.raise());
     // Without waiting for the command, its run row appears once the job has planned.
-    jobs::wait(worker, wait, std::time::Duration::from_secs(2), || {
-        crate::query::read_scalar::<bool>(&format!(
-            "SELECT EXISTS (SELECT 1 FROM admin_toolkit.maintenance_runs WHERE run_id = {run_id})"
-        ))
-        .ok()
-        .flatten()
-            == Some(true)
-    });
+    let _read_below = jobs::run_now(
+        &job,
+        &MAINTENANCE,
+        run_id,
+        wait,
+        std::time::Duration::from_secs(2),
+    )
+    .unwrap_or_else(|e| e.raise());
     let row = Spi::connect(|c| {
         let rows = c.select(
             "SELECT maintenance_type, target_object, status, \

@@ -8,5 +8,5 @@ mod facts_ingest;
 pub mod jobs;
 pub mod partitions;
 mod plan;
-mod remote;
+pub mod remote;
 pub mod schedule;

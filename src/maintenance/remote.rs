@@ -8,7 +8,8 @@
 use super::plan::{
     execute, lock_schedule, prepare, prepare_described, Schedule, Step, CAPTURE_WARNINGS,
 };
-use crate::jobs::{self, handoff_dir, interruption, JobDescriptor, JobKind};
+use crate::jobs::ledger::MAINTENANCE;
+use crate::jobs::{self, handoff_dir, interruption, JobDescriptor, JobKind, RunStatus};
 use crate::transaction::step::try_transaction;
 use admin_toolkit_core::handoff::{
     self, outcome_path, request_path, MaintenanceOutcome, MaintenanceRequest,
@@ -30,11 +31,11 @@ enum Start {
 
 /// Records run `run_id` of `schedule` on `database`, has it executed there, and records the
 /// outcome. Runs in the schedule's maintenance job (toolkit database, as the owner).
-pub fn supervise(schedule_id: i32, run_id: i64, schedule: &Schedule, database: &str) {
+pub(super) fn supervise(schedule_id: i32, run_id: i64, schedule: &Schedule, database: &str) {
     let pid = unsafe { pg_sys::MyProcPid };
     let described = prepare_described(schedule);
     let start = jobs::bookkeeping(|| -> spi::Result<Start> {
-        let insert = |status: &str, error: Option<&str>| {
+        let insert = |status: RunStatus, error: Option<&str>| {
             Spi::run_with_args(
                 "INSERT INTO admin_toolkit.maintenance_runs (run_id, schedule_id, maintenance_type, target_object, \
                    status, error_message, details, finished_at, owner, target_database) \
@@ -45,7 +46,7 @@ pub fn supervise(schedule_id: i32, run_id: i64, schedule: &Schedule, database: &
                     schedule_id.into(),
                     schedule.kind.clone().into(),
                     described.clone().into(),
-                    status.into(),
+                    status.text(MAINTENANCE.table).into(),
                     error.into(),
                     pid.into(),
                     database.into(),
@@ -54,7 +55,7 @@ pub fn supervise(schedule_id: i32, run_id: i64, schedule: &Schedule, database: &
         };
         if !lock_schedule(schedule_id)? {
             let message = format!("a run of schedule {schedule_id} is already in progress");
-            insert("skipped", Some(&message))?;
+            insert(RunStatus::Skipped, Some(&message))?;
             return Ok(Start::Done);
         }
         let found = Spi::connect(|c| {
@@ -88,10 +89,10 @@ pub fn supervise(schedule_id: i32, run_id: i64, schedule: &Schedule, database: &
             Some(_) => None,
         };
         if let Some(message) = refusal {
-            insert("error", Some(&message))?;
+            insert(RunStatus::Failed, Some(&message))?;
             return Ok(Start::Done);
         }
-        insert("running", None)?;
+        insert(RunStatus::Running, None)?;
         let (database, _, _, role) = found.unwrap_or_default();
         Ok(Start::Run {
             database: database as u32,
@@ -106,7 +107,7 @@ pub fn supervise(schedule_id: i32, run_id: i64, schedule: &Schedule, database: &
     let outcome = delegate(run_id, schedule, database_oid, role);
     let mut outcome = outcome.unwrap_or_else(|(status, error)| MaintenanceOutcome {
         target: described.clone(),
-        status: status.into(),
+        status: status.text(MAINTENANCE.table).into(),
         command: None,
         error: Some(error),
         details: json!({}),
@@ -114,20 +115,18 @@ pub fn supervise(schedule_id: i32, run_id: i64, schedule: &Schedule, database: &
     if outcome.target.is_empty() {
         outcome.target = described;
     }
-    jobs::record(
-        "WITH run AS ( \
-            UPDATE admin_toolkit.maintenance_runs SET status = $2, error_message = $3, finished_at = clock_timestamp(), \
-                   target_object = $4, command = $5, details = details || $6::jsonb \
-             WHERE run_id = $1 RETURNING started_at) \
-         UPDATE admin_toolkit.maintenance_schedules SET last_run = (SELECT started_at FROM run) WHERE schedule_id = $7",
+    let status = RunStatus::parse(MAINTENANCE.table, &outcome.status).unwrap_or(RunStatus::Failed);
+    let _logged = MAINTENANCE.finish(
+        run_id,
+        status,
+        outcome.error.as_deref(),
         vec![
-            run_id.into(),
-            outcome.status.into(),
-            outcome.error.into(),
-            outcome.target.into(),
-            outcome.command.into(),
-            outcome.details.to_string().into(),
-            schedule_id.into(),
+            ("target_object = $", outcome.target.into()),
+            ("command = $", outcome.command.into()),
+            (
+                "details = details || $::jsonb",
+                outcome.details.to_string().into(),
+            ),
         ],
     );
 }
@@ -139,7 +138,7 @@ fn delegate(
     schedule: &Schedule,
     database: u32,
     role: u32,
-) -> Result<MaintenanceOutcome, (&'static str, String)> {
+) -> Result<MaintenanceOutcome, (RunStatus, String)> {
     let dir = handoff_dir();
     let request = MaintenanceRequest {
         run_id,
@@ -148,7 +147,7 @@ fn delegate(
         table: schedule.table.clone(),
         options: schedule.options.clone(),
     };
-    handoff::write(&request_path(&dir, run_id), &request).map_err(|e| ("error", e))?;
+    handoff::write(&request_path(&dir, run_id), &request).map_err(|e| (RunStatus::Failed, e))?;
     let job = JobDescriptor {
         kind: JobKind::MaintenanceIn { run_id },
         role,
@@ -158,7 +157,7 @@ fn delegate(
         Ok(w) => w,
         Err(e) => {
             handoff::remove(&dir, run_id);
-            return Err(("error", e.message().to_string()));
+            return Err((RunStatus::Failed, e.message().to_string()));
         }
     };
     let mut stopped = None;
@@ -180,30 +179,18 @@ fn delegate(
     let outcome = handoff::read::<MaintenanceOutcome>(&outcome_path(&dir, run_id));
     handoff::remove(&dir, run_id);
     match (stopped, outcome) {
-        (Some((_, why)), _) => Err(("error", format!("interrupted: {why}"))),
+        (Some((_, why)), _) => Err((RunStatus::Failed, format!("interrupted: {why}"))),
         (None, Ok(outcome)) => Ok(outcome),
         (None, Err(e)) => Err((
-            "error",
+            RunStatus::Failed,
             format!("the job in the target database exited without an outcome ({e}); see the server log"),
         )),
     }
 }
 
-/// Entry point of the job that does a maintenance run's work in its target database, connected
+/// The body of the job that does a maintenance run's work in its target database, connected
 /// there as the schedule's owner.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub extern "C-unwind" fn admin_toolkit_maintenance_in_job(_arg: pg_sys::Datum) {
-    if let Some(JobDescriptor {
-        kind: JobKind::MaintenanceIn { run_id },
-        ..
-    }) = jobs::begin()
-    {
-        work(run_id);
-    }
-}
-
-fn work(run_id: i64) {
+pub fn work(run_id: i64) {
     let dir = handoff_dir();
     let request = match handoff::read::<MaintenanceRequest>(&request_path(&dir, run_id)) {
         Ok(r) => r,
@@ -223,14 +210,14 @@ fn work(run_id: i64) {
         Ok(Ok(prepared)) => match prepared.step {
             Step::Failed(message) => MaintenanceOutcome {
                 target: prepared.target,
-                status: "error".into(),
+                status: RunStatus::Failed.text(MAINTENANCE.table).into(),
                 command: None,
                 error: Some(message),
                 details: json!({}),
             },
             Step::Nothing(details) => MaintenanceOutcome {
                 target: prepared.target,
-                status: "success".into(),
+                status: RunStatus::Succeeded.text(MAINTENANCE.table).into(),
                 command: None,
                 error: None,
                 details: own_pid(details),
@@ -241,7 +228,13 @@ fn work(run_id: i64) {
                 details["warnings"] = json!(warnings);
                 MaintenanceOutcome {
                     target: prepared.target,
-                    status: if error.is_some() { "error" } else { "success" }.into(),
+                    status: if error.is_some() {
+                        RunStatus::Failed
+                    } else {
+                        RunStatus::Succeeded
+                    }
+                    .text(MAINTENANCE.table)
+                    .into(),
                     command: Some(plan.command.clone()),
                     error,
                     details,
@@ -269,7 +262,7 @@ fn own_pid(mut details: serde_json::Value) -> serde_json::Value {
 fn failed_outcome(error: String) -> MaintenanceOutcome {
     MaintenanceOutcome {
         target: String::new(),
-        status: "error".into(),
+        status: RunStatus::Failed.text(MAINTENANCE.table).into(),
         command: None,
         error: Some(error),
         details: json!({}),

@@ -3,7 +3,8 @@
 
 use super::checks::{check_databases, checks_json, id_array, server_bindir};
 use super::{failed, stopped, Failure, ONE_AT_A_TIME};
-use crate::jobs::{self, interruption, JobDescriptor, JobKind};
+use crate::jobs::ledger::DRILLS;
+use crate::jobs::{self, interruption, RunStatus};
 use crate::transaction::step::try_transaction;
 use admin_toolkit_core::backup::default_threads;
 use admin_toolkit_core::backup::manifest::Manifest;
@@ -36,25 +37,6 @@ pub(super) fn check_program(program: &std::path::Path) -> Result<(), String> {
             "admin_toolkit.cli_path \"{}\" is not an executable program, and the drill's recovery runs its wal-get: install admin-toolkit (the Debian package puts it in /usr/bin; from source, scripts/setup.sh or `cargo build --release -p admin-toolkit-cli`) and set admin_toolkit.cli_path to it",
             program.display()
         )),
-    }
-}
-
-/// Entry point of a restore drill job worker.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub extern "C-unwind" fn admin_toolkit_drill_job(_arg: pg_sys::Datum) {
-    if let Some(JobDescriptor {
-        kind:
-            JobKind::Drill {
-                schedule_id,
-                drill_id,
-                backup_id,
-                target,
-            },
-        ..
-    }) = jobs::begin()
-    {
-        run(schedule_id, drill_id, backup_id, target);
     }
 }
 
@@ -105,9 +87,9 @@ pub(super) fn begin(
         Ok(s) => (Some(s.backup_id), Some(s.scratch.display().to_string())),
         Err(_) => (None, None),
     };
-    let insert = |status: &str, reason: Option<&str>| {
+    let insert = |status: RunStatus, reason: Option<&str>| {
         jobs::bookkeeping(|| {
-            if status == "running" {
+            if status == RunStatus::Running {
                 Spi::run(crate::backup::retention::SHARE_RETENTION_LOCK)?;
             }
             Spi::run_with_args(
@@ -120,7 +102,7 @@ pub(super) fn begin(
                     schedule.into(),
                     backup.into(),
                     target_text.clone().into(),
-                    status.into(),
+                    status.text(DRILLS.table).into(),
                     reason.into(),
                     pid.into(),
                     scratch.clone().into(),
@@ -129,14 +111,14 @@ pub(super) fn begin(
         })
     };
     if let Some(why) = refusal {
-        insert("failed", Some(&why))?;
+        insert(RunStatus::Failed, Some(&why))?;
         log!("admin_toolkit job: restore drill {drill_id} refused: {why}");
         return Ok(None);
     }
-    if let Err(e) = insert("running", None) {
+    if let Err(e) = insert(RunStatus::Running, None) {
         // The unique index on running drills: another one started meanwhile.
         let why = format!("another restore drill is running; one drill runs at a time ({e})");
-        insert("failed", Some(&why))?;
+        insert(RunStatus::Failed, Some(&why))?;
         return Ok(None);
     }
     Ok(chosen.ok())
@@ -243,7 +225,7 @@ pub(super) struct Measures {
     checks: Value,
 }
 
-pub(super) fn run(schedule_id: i32, drill_id: i64, backup_id: i64, target: Option<i64>) {
+pub fn run(schedule_id: i32, drill_id: i64, backup_id: i64, target: Option<i64>) {
     let start = match begin(schedule_id, drill_id, backup_id, target) {
         Ok(Some(start)) => start,
         Ok(None) => return,
@@ -257,8 +239,8 @@ pub(super) fn run(schedule_id: i32, drill_id: i64, backup_id: i64, target: Optio
     let outcome = drill(&start, drill_id, target, began, &mut measures);
     let (status, reason) = match outcome {
         Ok(()) => match check_failure_of(&measures) {
-            Some(why) => ("failed", Some(why)),
-            None => ("passed", None),
+            Some(why) => (RunStatus::Failed, Some(why)),
+            None => (RunStatus::Succeeded, None),
         },
         Err((status, why)) => (status, Some(why)),
     };
@@ -532,41 +514,41 @@ pub(super) fn record_progress_promoted(drill_id: i64, m: &Measures) {
 
 /// Records how the drill ended, with everything it measured; should that fail, at least the
 /// status and the reason, so that a drill never stays 'running' behind its job.
-pub(super) fn finish(drill_id: i64, status: &str, reason: Option<&str>, m: &Measures) {
-    let args = vec![
-        drill_id.into(),
-        status.into(),
-        reason.into(),
-        id_array(&m.backup_ids).into(),
-        m.wal_bytes.map(|b| b as i64).into(),
-        m.last_replayed_micros.into(),
-        m.rpo_seconds.into(),
-        m.checks_seconds.into(),
-        m.checks.to_string().into(),
-    ];
-    let full = jobs::bookkeeping(|| {
-        Spi::run_with_args(
-            "UPDATE admin_toolkit.restore_drills SET status = $2, failure_reason = $3, \
-                    finished_at = clock_timestamp(), backup_ids = $4::int8[], wal_bytes_replayed = $5::int8, \
-                    last_replayed_transaction = to_timestamp($6::int8 / 1e6), \
-                    rpo_seconds = round($7::float8::numeric, 6), checks_seconds = $8::float8::numeric, \
-                    checks = $9::jsonb \
-              WHERE drill_id = $1",
-            &args,
-        )
-    });
-    if let Err(e) = full {
-        log!("admin_toolkit job: recording drill {drill_id}'s measures failed: {e}");
+pub(super) fn finish(drill_id: i64, status: RunStatus, reason: Option<&str>, m: &Measures) {
+    let measured = DRILLS.finish(
+        drill_id,
+        status,
+        reason,
+        vec![
+            ("backup_ids = $::int8[]", id_array(&m.backup_ids).into()),
+            (
+                "wal_bytes_replayed = $::int8",
+                m.wal_bytes.map(|b| b as i64).into(),
+            ),
+            (
+                "last_replayed_transaction = to_timestamp($::int8 / 1e6)",
+                m.last_replayed_micros.into(),
+            ),
+            (
+                "rpo_seconds = round($::float8::numeric, 6)",
+                m.rpo_seconds.into(),
+            ),
+            (
+                "checks_seconds = $::float8::numeric",
+                m.checks_seconds.into(),
+            ),
+            ("checks = $::jsonb", m.checks.to_string().into()),
+        ],
+    );
+    if let Err(e) = measured {
+        // At least the status and why, so that a drill never stays 'running' behind its job.
         let why = reason.map_or_else(
             || format!("the drill's measures could not be recorded: {e}"),
             str::to_string,
         );
-        jobs::record(
-            "UPDATE admin_toolkit.restore_drills SET status = 'failed', failure_reason = $2, \
-                    finished_at = clock_timestamp() WHERE drill_id = $1",
-            vec![drill_id.into(), why.into()],
-        );
+        let _logged = DRILLS.finish(drill_id, RunStatus::Failed, Some(&why), vec![]);
     }
+    let status = status.text(DRILLS.table);
     match reason {
         Some(why) => log!("admin_toolkit job: restore drill {drill_id} {status}: {why}"),
         None => log!("admin_toolkit job: restore drill {drill_id} {status}"),

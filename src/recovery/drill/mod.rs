@@ -6,8 +6,11 @@
 mod checks;
 mod job;
 
+pub use job::run as drill_job;
+
 use crate::error::{require, ToolkitError};
-use crate::jobs::{self, schedules::start_due, JobKind};
+use crate::jobs::ledger::DRILLS;
+use crate::jobs::{self, schedules::start_due, JobKind, RunStatus};
 use admin_toolkit_core::drill::server::stop_leftover;
 use admin_toolkit_core::drill::{drill_of_scratch, MARKER_FILE};
 use pgrx::datum::TimestampWithTimeZone;
@@ -15,36 +18,20 @@ use pgrx::prelude::*;
 use std::time::Duration;
 
 /// A failed or cancelled drill: its status and why.
-type Failure = (&'static str, String);
+type Failure = (RunStatus, String);
 
 fn failed(why: impl Into<String>) -> Failure {
-    ("failed", why.into())
+    (RunStatus::Failed, why.into())
 }
 
 /// A drill stopped by a cancellation or a shutdown.
 fn stopped(stop: Option<jobs::Interruption>) -> Failure {
-    let (status, why) = stop.unwrap_or(("cancelled", "cancelled"));
+    let (status, why) = stop.unwrap_or((RunStatus::Cancelled, "cancelled"));
     (status, format!("{why} during the drill"))
 }
 
 const ONE_AT_A_TIME: &str =
     "SELECT drill_id FROM admin_toolkit.restore_drills WHERE status = 'running' LIMIT 1";
-
-fn drill_row_exists(drill_id: i64) -> bool {
-    crate::query::read_scalar::<bool>(&format!(
-        "SELECT EXISTS (SELECT 1 FROM admin_toolkit.restore_drills WHERE drill_id = {drill_id})"
-    ))
-    .ok()
-    .flatten()
-        == Some(true)
-}
-
-fn next_drill_id() -> i64 {
-    Spi::get_one::<i64>("SELECT nextval('admin_toolkit.restore_drills_drill_id_seq')")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| ToolkitError::wrong_state("cannot allocate a drill id").raise())
-}
 
 /// Restores a backup (default: the latest completed one) and its chain into a scratch directory,
 /// recovers it to `p_target` (default: the end of the archived WAL) on a throwaway server,
@@ -102,7 +89,7 @@ fn run_restore_drill(
         .flatten()
         .unwrap_or_else(|| ToolkitError::invalid_parameter("unreadable p_target").raise())
     });
-    let drill_id = next_drill_id();
+    let drill_id = DRILLS.next_id();
     // SAFETY: reads this backend's user.
     let role = unsafe { pg_sys::GetUserId() }.to_u32();
     let job = jobs::here(
@@ -114,11 +101,9 @@ fn run_restore_drill(
         },
         role,
     );
-    let worker = jobs::start(&job, true).unwrap_or_else(|e| e.raise());
-    jobs::wait(worker, wait, Duration::from_secs(5), || {
-        drill_row_exists(drill_id)
-    });
-    if wait && !drill_row_exists(drill_id) {
+    let recorded = jobs::run_now(&job, &DRILLS, drill_id, wait, Duration::from_secs(5))
+        .unwrap_or_else(|e| e.raise());
+    if wait && !recorded {
         ToolkitError::wrong_state(format!(
             "the drill job exited without recording drill {drill_id}; see the server log"
         ))
@@ -130,7 +115,7 @@ fn run_restore_drill(
 /// Starts a drill job, as the schedule's owner, for every active drill schedule that is due.
 pub fn start_due_drills() -> spi::Result<usize> {
     start_due("restore_drill_schedules", |schedule_id, owner| {
-        let drill_id = next_drill_id();
+        let drill_id = DRILLS.next_id();
         match jobs::owner_oid(owner) {
             Ok(role) => {
                 let job = jobs::here(
@@ -145,14 +130,7 @@ pub fn start_due_drills() -> spi::Result<usize> {
                 jobs::start(&job, false).is_ok()
             }
             Err(refusal) => {
-                let recorded = Spi::run_with_args(
-                    "INSERT INTO admin_toolkit.restore_drills (drill_id, schedule_id, status, failure_reason, finished_at, owner) \
-                     VALUES ($1, $2, 'failed', $3, clock_timestamp(), $4)",
-                    &[drill_id.into(), schedule_id.into(), refusal.message().into(), owner.into()],
-                );
-                if let Err(e) = recorded {
-                    log!("admin_toolkit worker: recording refused drill {drill_id} failed: {e}");
-                }
+                DRILLS.refuse(drill_id, schedule_id, owner, refusal.message());
                 true
             }
         }
@@ -163,21 +141,8 @@ pub fn start_due_drills() -> spi::Result<usize> {
 /// left is stopped and their scratch directory removed, as is any drill directory no running
 /// drill owns.
 pub fn upkeep_drills() -> spi::Result<()> {
-    let gone: Vec<(i64, Option<String>)> = Spi::connect_mut(|c| {
-        c.update(
-            "UPDATE admin_toolkit.restore_drills d SET status = 'failed', finished_at = clock_timestamp(), \
-                    failure_reason = 'interrupted: the drill job exited before finishing' \
-              WHERE status = 'running' AND NOT EXISTS \
-                    (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = d.pid \
-                        AND a.backend_type = 'admin_toolkit job') \
-             RETURNING drill_id, scratch_directory",
-            None,
-            &[],
-        )?
-        .map(|r| Ok::<_, spi::Error>((r.get::<i64>(1)?.unwrap_or_default(), r.get::<String>(2)?)))
-        .collect::<spi::Result<Vec<_>>>()
-    })?;
-    for (drill_id, _) in &gone {
+    let gone = DRILLS.sweep_vanished("drill job")?;
+    for drill_id in &gone {
         log!("admin_toolkit worker: restore drill {drill_id} was interrupted; marked failed");
     }
     let Some(dir) = crate::settings::drill_directory() else {
