@@ -25,21 +25,16 @@ fn current() -> Identity {
 }
 
 fn recorded() -> spi::Result<Option<Identity>> {
-    Spi::connect(|c| {
-        let rows = c.select(
-            "SELECT system_identifier, data_directory FROM admin_toolkit.cluster_identity",
-            Some(1),
-            &[],
-        )?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let r = rows.first();
-        Ok(Some(Identity {
-            system_identifier: r.get::<String>(1)?.unwrap_or_default(),
-            data_directory: r.get::<String>(2)?.unwrap_or_default(),
-        }))
-    })
+    crate::query::one_row(
+        "SELECT system_identifier, data_directory FROM admin_toolkit.cluster_identity",
+        &[],
+        |r| {
+            Ok(Identity {
+                system_identifier: r.get::<String>(1)?.unwrap_or_default(),
+                data_directory: r.get::<String>(2)?.unwrap_or_default(),
+            })
+        },
+    )
 }
 
 fn record(identity: &Identity) -> spi::Result<()> {

@@ -26,7 +26,7 @@ mod worker;
 /// The duties the database worker runs, in this order each tick: every feature's routine work
 /// is registered here, and the worker knows none of them (see worker::duty).
 pub(crate) fn worker_duties() -> Vec<Box<dyn worker::duty::Duty>> {
-    use jobs::schedules::ScheduleDuty;
+    use jobs::due::ScheduleDuty;
     vec![
         Box::new(maintenance::duty::PartitionUpkeep::default()),
         Box::new(config::duty::ConfigDrift::default()),
@@ -34,13 +34,13 @@ pub(crate) fn worker_duties() -> Vec<Box<dyn worker::duty::Duty>> {
         Box::new(copy_guard::CopyGuard::default()),
         Box::new(ScheduleDuty::new(
             "maintenance jobs",
-            maintenance::jobs::deactivate_orphaned_schedules,
-            maintenance::jobs::start_due_jobs,
+            maintenance::runs::deactivate_orphaned_schedules,
+            maintenance::runs::start_due_jobs,
         )),
         Box::new(ScheduleDuty::new(
             "backups",
-            backup::jobs::upkeep_backups,
-            backup::jobs::start_due_backups,
+            backup::runs::upkeep_backups,
+            backup::runs::start_due_backups,
         )),
         Box::new(ScheduleDuty::new(
             "restore drills",
@@ -61,7 +61,7 @@ pub(crate) fn run_job(job: jobs::JobDescriptor) {
         JobKind::Maintenance {
             schedule_id,
             run_id,
-        } => maintenance::jobs::run(schedule_id, run_id),
+        } => maintenance::runs::run(schedule_id, run_id),
         JobKind::MaintenanceIn { run_id } => maintenance::remote::work(run_id),
         JobKind::Facts => maintenance::facts::collect_job(job.database),
         JobKind::Backup {

@@ -16,6 +16,7 @@ pub mod handoff;
 pub mod jobs;
 pub mod lsn;
 pub mod maintenance;
+pub mod metric_catalogue;
 pub mod net;
 pub mod notify;
 pub mod partitions;

@@ -35,8 +35,8 @@ unsafe extern "C-unwind" fn check_configured() -> bool {
 }
 
 fn archive(name: &str, path: &str) -> Result<PutOutcome, String> {
-    let location =
-        super::store::archive_location().ok_or("admin_toolkit.archive_location is not set")??;
+    let location = super::locations::archive_location()
+        .ok_or("admin_toolkit.archive_location is not set")??;
     // SAFETY: DataDir is set for the life of the process.
     let data_dir = unsafe { CStr::from_ptr(pg_sys::DataDir) }
         .to_string_lossy()
@@ -44,8 +44,8 @@ fn archive(name: &str, path: &str) -> Result<PutOutcome, String> {
     if location.overlaps(Path::new(&data_dir)) {
         return Err("admin_toolkit.archive_location must be outside the data directory".into());
     }
-    let storage = super::store::open(&location)?;
-    let system = super::store::system_identifier();
+    let storage = super::locations::open(&location)?;
+    let system = super::locations::system_identifier();
     claim(storage.as_ref(), &system, &location.display())?;
     let contents = std::fs::read(path).map_err(|e| format!("cannot read \"{path}\": {e}"))?;
     let key_id = settings::archive_encryption_key_id();

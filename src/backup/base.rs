@@ -2,7 +2,7 @@
 //! non-exclusive low-level API (pg_backup_start → copy → pg_backup_stop), or for a wal_archive
 //! schedule a WAL switch followed by waiting for the segment to reach the archive.
 
-use super::jobs::finish_failed;
+use super::runs::finish_failed;
 use super::schedule::{self, data_directory, BackupSchedule};
 use crate::jobs::ledger::BACKUPS;
 use crate::jobs::{self, interruption, record, Interruption, RunStatus, SHUTDOWN};
@@ -152,37 +152,32 @@ fn previous_backup(
         Location::S3 { bucket, .. } => format!("s3://{bucket}/"),
     };
     let found = jobs::bookkeeping(|| -> spi::Result<Option<(i64, String)>> {
-        Spi::connect(|c| {
-            let rows = c.select(
-                "SELECT backup_id, backup_path FROM admin_toolkit.backup_history \
+        crate::query::one_row(
+            "SELECT backup_id, backup_path FROM admin_toolkit.backup_history \
                  WHERE status = 'completed' AND backup_type IN ('full', 'incremental') AND backup_id <> $1 \
                    AND metadata->>'system_identifier' = $2 \
                    AND metadata->>'encryption_key_id' IS NOT DISTINCT FROM $3 \
                    AND CASE WHEN $4 = '' THEN NOT pg_catalog.starts_with(backup_path, 's3://') \
                             ELSE pg_catalog.starts_with(backup_path, $4) END \
                  ORDER BY end_lsn DESC NULLS LAST, backup_id DESC LIMIT 1",
-                Some(1),
-                &[
-                    backup_id.into(),
-                    system_id.into(),
-                    key_id.into(),
-                    storage_root.as_str().into(),
-                ],
-            )?;
-            if rows.is_empty() {
-                return Ok(None);
-            }
-            let r = rows.first();
-            Ok(Some((
-                r.get::<i64>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-            )))
-        })
+            &[
+                backup_id.into(),
+                system_id.into(),
+                key_id.into(),
+                storage_root.as_str().into(),
+            ],
+            |r| {
+                Ok((
+                    r.get::<i64>(1)?.unwrap_or_default(),
+                    r.get::<String>(2)?.unwrap_or_default(),
+                ))
+            },
+        )
     })?;
     let Some((id, path)) = found else {
         return Ok(None);
     };
-    let expected = try_transaction(|| super::store::expected_of(id))??;
+    let expected = try_transaction(|| super::locations::expected_of(id))??;
     Ok(Some((id, path, expected)))
 }
 

@@ -4,9 +4,9 @@
 pub mod archive;
 pub mod base;
 pub mod duty;
-pub mod jobs;
+pub(crate) mod locations;
 pub mod retention;
+pub mod runs;
 pub(crate) mod schedule;
-pub(crate) mod store;
 pub(crate) mod verify;
 mod wal_switch;

@@ -11,9 +11,9 @@
 //! they run, retention exclusively for its short transactions, so neither deletes nor chains
 //! onto what the other is working on.
 
-use super::jobs::BackupFiles;
+use super::locations;
+use super::runs::BackupFiles;
 use super::schedule::wal_segment_size;
-use super::store;
 use admin_toolkit_core::backup::retention::{backups_to_delete, wal_to_delete, BackupInfo};
 use admin_toolkit_core::lsn::Lsn;
 use admin_toolkit_core::storage::{ObjectInfo, Storage};
@@ -271,7 +271,7 @@ fn run_deletions() -> Result<Finished, String> {
             done.backups += 1;
         }
     }
-    let Some(location) = store::archive_location() else {
+    let Some(location) = locations::archive_location() else {
         return Ok(done);
     };
     let Some((oldest_segment, keep_after, segment_size)) =
@@ -280,7 +280,7 @@ fn run_deletions() -> Result<Finished, String> {
         done.skipped = true;
         return Ok(done);
     };
-    let storage = store::open(&location?)?;
+    let storage = locations::open(&location?)?;
     let objects = storage.list("").map_err(|e| e.to_string())?;
     let doomed_wal = wal_to_delete(
         &archived_wal(&objects),

@@ -18,27 +18,22 @@ pub struct BackupSchedule {
 }
 
 pub fn load(schedule_id: i32) -> spi::Result<Option<BackupSchedule>> {
-    Spi::connect(|c| {
-        let rows = c.select(
-            "SELECT backup_type, storage_location, encryption_key_id, compression_level, is_active, owner::text \
+    crate::query::one_row(
+        "SELECT backup_type, storage_location, encryption_key_id, compression_level, is_active, owner::text \
              FROM admin_toolkit.backup_schedules WHERE schedule_id = $1",
-            Some(1),
-            &[schedule_id.into()],
-        )?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let r = rows.first();
-        Ok(Some(BackupSchedule {
-            schedule_id,
-            backup_type: r.get::<String>(1)?.unwrap_or_default(),
-            storage_location: r.get::<String>(2)?.unwrap_or_default(),
-            encryption_key_id: r.get::<String>(3)?,
-            compression_level: r.get::<i32>(4)?.unwrap_or(6),
-            is_active: r.get::<bool>(5)?.unwrap_or(false),
-            owner: r.get::<String>(6)?.unwrap_or_default(),
-        }))
-    })
+        &[schedule_id.into()],
+        |r| {
+            Ok(BackupSchedule {
+                schedule_id,
+                backup_type: r.get::<String>(1)?.unwrap_or_default(),
+                storage_location: r.get::<String>(2)?.unwrap_or_default(),
+                encryption_key_id: r.get::<String>(3)?,
+                compression_level: r.get::<i32>(4)?.unwrap_or(6),
+                is_active: r.get::<bool>(5)?.unwrap_or(false),
+                owner: r.get::<String>(6)?.unwrap_or_default(),
+            })
+        },
+    )
 }
 
 pub fn data_directory() -> PathBuf {

@@ -30,10 +30,10 @@ pub fn check_backup(backup_id: i64, path: &str, status: &str) -> Vec<CheckRow> {
     let keys = crate::settings::key_dir();
     // Checked against the catalog row: sealed with its key, this backup's, of this cluster,
     // its chain where the catalog has it.
-    let manifest = match super::store::expected_of(backup_id).and_then(|expected| {
+    let manifest = match super::locations::expected_of(backup_id).and_then(|expected| {
         let manifest =
             BackupStore::open(path, &s3).and_then(|store| store.load_manifest(&keys, &expected))?;
-        super::store::check_chain(&manifest)?;
+        super::locations::check_chain(&manifest)?;
         Ok(manifest)
     }) {
         Ok(m) => m,
@@ -94,22 +94,17 @@ fn verify_backup(
     >,
 > {
     let backup_id = require(backup_id, "backup_id");
-    let found = Spi::connect(|c| {
-        let rows = c.select(
-            "SELECT backup_path, status, backup_type FROM admin_toolkit.backup_history WHERE backup_id = $1",
-            Some(1),
-            &[backup_id.into()],
-        )?;
-        if rows.is_empty() {
-            return Ok::<_, spi::Error>(None);
-        }
-        let r = rows.first();
-        Ok(Some((
-            r.get::<String>(1)?.unwrap_or_default(),
-            r.get::<String>(2)?.unwrap_or_default(),
-            r.get::<String>(3)?.unwrap_or_default(),
-        )))
-    })?;
+    let found = crate::query::one_row(
+        "SELECT backup_path, status, backup_type FROM admin_toolkit.backup_history WHERE backup_id = $1",
+        &[backup_id.into()],
+        |r| {
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+            ))
+        },
+    )?;
     let (path, status, kind) = found.unwrap_or_else(|| {
         ToolkitError::undefined_object(format!("backup {backup_id} does not exist")).raise()
     });

@@ -1,8 +1,8 @@
 //! A run of a wal_archive schedule: close the current WAL segment (pg_switch_wal) and wait until
 //! the archiver has stored it, so the archive never lags more than the schedule's interval.
 
-use super::jobs::finish_failed;
-use super::store;
+use super::locations;
+use super::runs::finish_failed;
 use crate::jobs::ledger::BACKUPS;
 use crate::jobs::{interruption, RunStatus};
 use crate::transaction::step::try_transaction;
@@ -67,11 +67,11 @@ pub fn run(backup_id: i64, location: &Location) {
             "WAL archiving is off: set archive_mode = on and restart",
         );
     }
-    let archive = store::archive_location().and_then(Result::ok);
+    let archive = locations::archive_location().and_then(Result::ok);
     if library == "admin_toolkit"
         && !archive
             .as_ref()
-            .is_some_and(|a| store::same_location(a, location))
+            .is_some_and(|a| locations::same_location(a, location))
     {
         return finish_failed(
             backup_id,
@@ -103,7 +103,7 @@ pub fn run(backup_id: i64, location: &Location) {
     }
     // The stored size of the segment, when the archive can be listed.
     let stored = data_object(&segment);
-    let size = store::open(location)
+    let size = locations::open(location)
         .and_then(|s| s.list(&stored).map_err(|e| e.to_string()))
         .ok()
         .and_then(|objects| objects.into_iter().find(|o| o.name == stored))

@@ -13,8 +13,9 @@
 //! [`admin_toolkit_job_main`], which decodes the descriptor, connects, and hands the job to the
 //! body `lib.rs` wires for its kind (`crate::run_job`). Runs are recorded through [`ledger`].
 
+pub mod cron;
+pub mod due;
 pub mod ledger;
-pub mod schedules;
 
 use crate::error::ToolkitError;
 use crate::transaction::step::try_transaction;
@@ -81,24 +82,19 @@ pub fn here(kind: JobKind, role: u32) -> JobDescriptor {
 /// log in or connect here, which a background worker needs as much as a client). Needs a
 /// transaction.
 pub fn owner_oid(owner: &str) -> Result<u32, ToolkitError> {
-    let row = Spi::connect(|c| {
-        let rows = c.select(
-            "SELECT r.oid::int8, r.rolcanlogin, \
+    let row = crate::query::one_row(
+        "SELECT r.oid::int8, r.rolcanlogin, \
                     pg_catalog.has_database_privilege(r.oid, pg_catalog.current_database(), 'CONNECT') \
              FROM pg_catalog.pg_roles r WHERE r.rolname = $1",
-            Some(1),
-            &[owner.into()],
-        )?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let r = rows.first();
-        Ok::<_, spi::Error>(Some((
-            r.get::<i64>(1)?.unwrap_or_default(),
-            r.get::<bool>(2)?.unwrap_or(false),
-            r.get::<bool>(3)?.unwrap_or(false),
-        )))
-    })
+        &[owner.into()],
+        |r| {
+            Ok((
+                r.get::<i64>(1)?.unwrap_or_default(),
+                r.get::<bool>(2)?.unwrap_or(false),
+                r.get::<bool>(3)?.unwrap_or(false),
+            ))
+        },
+    )
     .map_err(|e| ToolkitError::wrong_state(e.to_string()))?;
     match row {
         None => Err(ToolkitError::undefined_object(format!(

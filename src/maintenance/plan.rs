@@ -22,30 +22,25 @@ pub(super) struct Schedule {
 }
 
 pub(super) fn load_schedule(schedule_id: i32, active_only: bool) -> spi::Result<Option<Schedule>> {
-    Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT maintenance_type, target_schema, target_table, maintenance_options::text, owner::text, \
+    crate::query::one_row(
+        "SELECT maintenance_type, target_schema, target_table, maintenance_options::text, owner::text, \
                     target_database::text \
              FROM admin_toolkit.maintenance_schedules WHERE schedule_id = $1 AND (is_active OR NOT $2)",
-            Some(1),
-            &[schedule_id.into(), active_only.into()],
-        )?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let row = rows.first();
-        Ok(Some(Schedule {
-            kind: row.get::<String>(1)?.unwrap_or_default(),
-            schema: row.get::<String>(2)?,
-            table: row.get::<String>(3)?,
-            options: row
-                .get::<String>(4)?
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .unwrap_or(json!({})),
-            owner: row.get::<String>(5)?.unwrap_or_default(),
-            target_database: row.get::<String>(6)?,
-        }))
-    })
+        &[schedule_id.into(), active_only.into()],
+        |row| {
+            Ok(Schedule {
+                kind: row.get::<String>(1)?.unwrap_or_default(),
+                schema: row.get::<String>(2)?,
+                table: row.get::<String>(3)?,
+                options: row
+                    .get::<String>(4)?
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or(json!({})),
+                owner: row.get::<String>(5)?.unwrap_or_default(),
+                target_database: row.get::<String>(6)?,
+            })
+        },
+    )
 }
 
 /// The supported options, and the keys that were ignored (reported in the run's details).

@@ -58,26 +58,21 @@ pub(super) fn supervise(schedule_id: i32, run_id: i64, schedule: &Schedule, data
             insert(RunStatus::Skipped, Some(&message))?;
             return Ok(Start::Done);
         }
-        let found = Spi::connect(|c| {
-            let rows = c.select(
-                "SELECT d.oid::int8, d.datallowconn, \
+        let found = crate::query::one_row(
+            "SELECT d.oid::int8, d.datallowconn, \
                         pg_catalog.has_database_privilege(session_user, d.oid, 'CONNECT'), \
                         (SELECT oid::int8 FROM pg_catalog.pg_roles WHERE rolname = session_user) \
                    FROM pg_catalog.pg_database d WHERE d.datname = $1",
-                Some(1),
-                &[database.into()],
-            )?;
-            if rows.is_empty() {
-                return Ok(None);
-            }
-            let r = rows.first();
-            Ok::<_, spi::Error>(Some((
-                r.get::<i64>(1)?.unwrap_or_default(),
-                r.get::<bool>(2)?.unwrap_or(false),
-                r.get::<bool>(3)?.unwrap_or(false),
-                r.get::<i64>(4)?.unwrap_or_default(),
-            )))
-        })?;
+            &[database.into()],
+            |r| {
+                Ok((
+                    r.get::<i64>(1)?.unwrap_or_default(),
+                    r.get::<bool>(2)?.unwrap_or(false),
+                    r.get::<bool>(3)?.unwrap_or(false),
+                    r.get::<i64>(4)?.unwrap_or_default(),
+                ))
+            },
+        )?;
         let refusal = match found {
             None => Some(format!("database \"{database}\" does not exist")),
             Some((_, false, _, _)) => Some(format!(

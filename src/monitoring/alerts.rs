@@ -6,8 +6,8 @@
 use admin_toolkit_core::alerts::{
     alert_message, condition_holds, transition, Operator, Transition,
 };
+use admin_toolkit_core::notify::{event_json, Action};
 use pgrx::prelude::*;
-use serde_json::json;
 
 /// The worker duty that evaluates alerts and sends what they queue (`duty::Alerting`).
 pub const ALERTING_DUTY: &str = "alerting";
@@ -101,30 +101,22 @@ fn as_f64(text: &str) -> Option<f64> {
     text.parse::<f64>().ok()
 }
 
-fn notify(event: &str, rule: &RuleState, event_id: i64, message: &str) -> spi::Result<()> {
-    let payload = json!({
-        "event": event,
-        "event_id": event_id,
-        "rule_id": rule.rule_id,
-        "rule": rule.rule_name,
-        "severity": rule.severity,
-        "metric": rule.metric,
-        "operator": rule.operator.to_string(),
-        "value": rule.value_text.as_deref().and_then(as_f64),
-        "threshold": as_f64(&rule.threshold_text),
-        "message": message,
-        "notification_channels": rule.channels,
-    });
+/// Tells LISTEN sessions of `CHANNEL` about event `event_id`, in the same JSON as the webhook
+/// delivery (`event_json`), once this transaction commits.
+fn notify(action: Action, event_id: i64) -> spi::Result<()> {
+    let Some(notice) = super::notifications::notice_of(event_id, action)? else {
+        return Ok(());
+    };
     Spi::run_with_args(
         "SELECT pg_catalog.pg_notify($1, $2)",
-        &[CHANNEL.into(), payload.to_string().into()],
+        &[CHANNEL.into(), event_json(&notice).to_string().into()],
     )
 }
 
 /// The outbox rows of one fire or resolve, in the transaction that records it: one per active
 /// channel of the rule (a resolve only where the trigger was queued, so a channel switched on
 /// mid-episode gets no orphan resolve). The worker is woken once this commits.
-fn queue_deliveries(event_id: i64, action: &str, channels: &[String]) -> spi::Result<()> {
+fn queue_deliveries(event_id: i64, action: Action, channels: &[String]) -> spi::Result<()> {
     if channels.is_empty() {
         return Ok(());
     }
@@ -137,7 +129,11 @@ fn queue_deliveries(event_id: i64, action: &str, channels: &[String]) -> spi::Re
                     WHERE t.event_id = $1 AND t.channel_name = c.channel_name AND t.action = 'trigger')) \
            ON CONFLICT DO NOTHING RETURNING 1) \
          SELECT count(*) FROM queued",
-        &[event_id.into(), action.into(), channels.to_vec().into()],
+        &[
+            event_id.into(),
+            action.as_str().into(),
+            channels.to_vec().into(),
+        ],
     )?;
     if queued.unwrap_or(0) > 0 {
         crate::worker::wake::at_commit(ALERTING_DUTY);
@@ -198,8 +194,8 @@ pub fn evaluate() -> spi::Result<Evaluation> {
                     ],
                 )?
                 .unwrap_or_default();
-                notify("fired", &rule, event_id, &message)?;
-                queue_deliveries(event_id, "trigger", &rule.channels)?;
+                notify(Action::Trigger, event_id)?;
+                queue_deliveries(event_id, Action::Trigger, &rule.channels)?;
                 result.fired += 1;
             }
             Transition::Resolve => {
@@ -208,8 +204,8 @@ pub fn evaluate() -> spi::Result<Evaluation> {
                     "UPDATE admin_toolkit.alert_events SET resolved_at = pg_catalog.now() WHERE event_id = $1",
                     &[event_id.into()],
                 )?;
-                notify("resolved", &rule, event_id, &message)?;
-                queue_deliveries(event_id, "resolve", &rule.channels)?;
+                notify(Action::Resolve, event_id)?;
+                queue_deliveries(event_id, Action::Resolve, &rule.channels)?;
                 result.resolved += 1;
             }
             Transition::Unchanged => {}

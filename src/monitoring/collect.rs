@@ -7,6 +7,7 @@ use crate::query::read_scalar;
 use admin_toolkit_core::counters::{
     delta, percent_of_deltas, rate_per_second, xid_wraparound_percent, Sample,
 };
+use admin_toolkit_core::metric_catalogue::{self as catalogue, MetricDef};
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use serde_json::{json, Value};
@@ -23,16 +24,11 @@ struct Metric {
     database: Option<String>,
 }
 
-fn metric(
-    metric_type: &'static str,
-    name: &'static str,
-    unit: &'static str,
-    value: Option<f64>,
-) -> Metric {
+fn metric(def: &'static MetricDef, value: Option<f64>) -> Metric {
     Metric {
-        metric_type,
-        name,
-        unit,
+        metric_type: def.kind,
+        name: def.name,
+        unit: def.unit,
         value,
         data: json!({}),
         database: None,
@@ -115,44 +111,22 @@ fn read_gauges(out: &mut Vec<Metric>) -> spi::Result<()> {
         let row = client.select(GAUGES, Some(1), &[])?.first();
         let f = |i: usize| row.get::<f64>(i);
         let t = |i: usize| row.get::<String>(i);
-        out.push(metric("storage", "database_size_bytes", "bytes", f(1)?));
-        let mut active = metric("connection", "active_connections", "count", f(2)?);
+        out.push(metric(&catalogue::DATABASE_SIZE_BYTES, f(1)?));
+        let mut active = metric(&catalogue::ACTIVE_CONNECTIONS, f(2)?);
         active.data = json!({"by_state": json_text(t(3)?), "by_database": json_text(t(4)?)});
         out.push(active);
-        out.push(metric(
-            "connection",
-            "idle_in_transaction_sessions",
-            "count",
-            f(5)?,
-        ));
-        out.push(metric(
-            "connection",
-            "connection_usage_percent",
-            "percent",
-            f(6)?,
-        ));
-        out.push(metric(
-            "transactions",
-            "longest_transaction_seconds",
-            "seconds",
-            f(7)?,
-        ));
-        let mut locks = metric("locks", "waiting_locks", "count", f(8)?);
+        out.push(metric(&catalogue::IDLE_IN_TRANSACTION_SESSIONS, f(5)?));
+        out.push(metric(&catalogue::CONNECTION_USAGE_PERCENT, f(6)?));
+        out.push(metric(&catalogue::LONGEST_TRANSACTION_SECONDS, f(7)?));
+        let mut locks = metric(&catalogue::WAITING_LOCKS, f(8)?);
         locks.data = json!({"by_mode": json_text(t(9)?), "by_type": json_text(t(10)?)});
         out.push(locks);
         out.push(metric(
-            "transactions",
-            "xid_age_percent",
-            "percent",
+            &catalogue::XID_AGE_PERCENT,
             f(11)?.map(xid_wraparound_percent),
         ));
-        out.push(metric(
-            "replication",
-            "slot_retained_wal_bytes",
-            "bytes",
-            f(12)?,
-        ));
-        let mut lag = metric("replication", "replica_lag_bytes", "bytes", f(13)?);
+        out.push(metric(&catalogue::SLOT_RETAINED_WAL_BYTES, f(12)?));
+        let mut lag = metric(&catalogue::REPLICA_LAG_BYTES, f(13)?);
         lag.data = json_text(t(14)?);
         out.push(lag);
         Ok(())
@@ -180,13 +154,13 @@ SELECT CASE WHEN EXISTS (SELECT 1 FROM admin_toolkit.restore_drill_schedules WHE
 fn read_drill_gauges(out: &mut Vec<Metric>) -> spi::Result<()> {
     Spi::connect(|client| {
         let row = client.select(DRILLS, Some(1), &[])?.first();
-        for (i, name, unit) in [
-            (1, "restore_drill_age_seconds", "seconds"),
-            (2, "restore_drill_rto_seconds", "seconds"),
-            (3, "restore_drill_failed", "count"),
+        for (i, def) in [
+            (1, &catalogue::RESTORE_DRILL_AGE_SECONDS),
+            (2, &catalogue::RESTORE_DRILL_RTO_SECONDS),
+            (3, &catalogue::RESTORE_DRILL_FAILED),
         ] {
             if let Some(value) = row.get::<f64>(i)? {
-                out.push(metric("backup", name, unit, Some(value)));
+                out.push(metric(def, Some(value)));
             }
         }
         Ok(())
@@ -222,11 +196,11 @@ fn read_backup_gauges(out: &mut Vec<Metric>) -> spi::Result<()> {
     use admin_toolkit_core::cron::CronSchedule;
     let failing = read_scalar::<f64>(ARCHIVING)?;
     if failing.is_some() {
-        out.push(metric("backup", "archive_failing", "count", failing));
+        out.push(metric(&catalogue::ARCHIVE_FAILING, failing));
     }
     let time = |secs: f64| DateTime::<Utc>::from_timestamp_micros((secs * 1e6) as i64);
     let now = Utc::now();
-    let tz = crate::jobs::schedules::schedule_time_zone();
+    let tz = crate::jobs::due::schedule_time_zone();
     let (mut active, mut failed, mut overdue) = (0, Vec::new(), Vec::new());
     Spi::connect(|client| {
         for row in client.select(BACKUP_SCHEDULES, None, &[])? {
@@ -249,11 +223,11 @@ fn read_backup_gauges(out: &mut Vec<Metric>) -> spi::Result<()> {
         Ok::<_, spi::Error>(())
     })?;
     if active > 0 {
-        for (name, ids) in [
-            ("failed_backup_schedules", failed),
-            ("overdue_backup_schedules", overdue),
+        for (def, ids) in [
+            (&catalogue::FAILED_BACKUP_SCHEDULES, failed),
+            (&catalogue::OVERDUE_BACKUP_SCHEDULES, overdue),
         ] {
-            let mut m = metric("backup", name, "count", Some(ids.len() as f64));
+            let mut m = metric(def, Some(ids.len() as f64));
             m.data = json!({ "schedule_ids": ids });
             out.push(m);
         }
@@ -286,13 +260,13 @@ fn read_per_database(
             let Some(database) = row.get::<String>(1)? else {
                 continue;
             };
-            let mut push = |name: &'static str, unit: &'static str, value: Option<f64>| {
-                let mut m = metric("database", name, unit, value);
+            let mut push = |def: &'static MetricDef, value: Option<f64>| {
+                let mut m = metric(def, value);
                 m.database = Some(database.clone());
                 out.push(m);
             };
-            push("size_bytes", "bytes", row.get::<f64>(2)?);
-            push("connections", "count", row.get::<f64>(3)?);
+            push(&catalogue::PER_DATABASE_SIZE_BYTES, row.get::<f64>(2)?);
+            push(&catalogue::PER_DATABASE_CONNECTIONS, row.get::<f64>(3)?);
             let mut counter = |key: &str, value: Option<f64>| {
                 let key = format!("database:{database}:{key}");
                 let value = value?;
@@ -304,8 +278,7 @@ fn read_per_database(
             let deadlocks = counter("deadlocks", row.get::<f64>(5)?);
             let temp = counter("temp_bytes", row.get::<f64>(6)?);
             push(
-                "transactions_per_second",
-                "per_second",
+                &catalogue::PER_DATABASE_TRANSACTIONS_PER_SECOND,
                 xacts.and_then(|(prev, value)| {
                     rate_per_second(
                         prev,
@@ -317,12 +290,14 @@ fn read_per_database(
                 }),
             );
             push(
-                "deadlocks",
-                "count",
+                &catalogue::PER_DATABASE_DEADLOCKS,
                 deadlocks.and_then(|(p, v)| delta(p, v)),
             );
-            push("temp_bytes", "bytes", temp.and_then(|(p, v)| delta(p, v)));
-            push("xid_age", "count", row.get::<f64>(7)?);
+            push(
+                &catalogue::PER_DATABASE_TEMP_BYTES,
+                temp.and_then(|(p, v)| delta(p, v)),
+            );
+            push(&catalogue::PER_DATABASE_XID_AGE, row.get::<f64>(7)?);
         }
         Ok(())
     })
@@ -403,53 +378,34 @@ fn read_counters(
     };
 
     out.push(metric(
-        "transactions",
-        "commits_per_second",
-        "per_second",
+        &catalogue::COMMITS_PER_SECOND,
         per_second("xact_commit"),
     ));
     out.push(metric(
-        "transactions",
-        "rollbacks_per_second",
-        "per_second",
+        &catalogue::ROLLBACKS_PER_SECOND,
         per_second("xact_rollback"),
     ));
+    out.push(metric(&catalogue::DEADLOCKS, change("deadlocks")));
+    out.push(metric(&catalogue::TEMP_BYTES, change("temp_bytes")));
     out.push(metric(
-        "transactions",
-        "deadlocks",
-        "count",
-        change("deadlocks"),
-    ));
-    out.push(metric("io", "temp_bytes", "bytes", change("temp_bytes")));
-    out.push(metric(
-        "checkpoint",
-        "requested_checkpoints",
-        "count",
+        &catalogue::REQUESTED_CHECKPOINTS,
         change("checkpoints_req"),
     ));
     out.push(metric(
-        "checkpoint",
-        "timed_checkpoints",
-        "count",
+        &catalogue::TIMED_CHECKPOINTS,
         change("checkpoints_timed"),
     ));
     out.push(metric(
-        "wal",
-        "wal_bytes_per_second",
-        "bytes_per_second",
+        &catalogue::WAL_BYTES_PER_SECOND,
         per_second("wal_bytes"),
     ));
     out.push(metric(
-        "archiver",
-        "failed_archives",
-        "count",
+        &catalogue::FAILED_ARCHIVES,
         change("archive_failed_count"),
     ));
     if reading("audit_events_dropped").is_some() {
         out.push(metric(
-            "security",
-            "audit_events_dropped",
-            "count",
+            &catalogue::AUDIT_EVENTS_DROPPED,
             change("audit_events_dropped"),
         ));
     }
@@ -460,12 +416,7 @@ fn read_counters(
             .zip(reading("blks_read"))
             .map(|(hit, read)| percent_of_deltas(hit, hit + read)),
     };
-    out.push(metric(
-        "performance",
-        "cache_hit_ratio",
-        "percent",
-        hit_ratio,
-    ));
+    out.push(metric(&catalogue::CACHE_HIT_RATIO, hit_ratio));
     Ok((now, readings))
 }
 
@@ -526,7 +477,7 @@ fn read_statements(
     readings.push(("statement_calls".into(), calls));
     readings.push(("statement_time_ms".into(), total_ms));
     let avg = (d_calls > 0.0).then(|| d_ms / d_calls);
-    let mut m = metric("query", "avg_query_time_ms", "milliseconds", avg);
+    let mut m = metric(&catalogue::AVG_QUERY_TIME_MS, avg);
     m.data = json!({"total_queries": d_calls, "total_time_ms": d_ms, "top_queries": top});
     out.push(m);
     Ok(())

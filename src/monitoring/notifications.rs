@@ -12,6 +12,7 @@ use admin_toolkit_core::notify::{
     retry_delay, send, Action, Channel, ChannelKind, Delivery, Notice, Outcome, Policy, Secrets,
 };
 use pgrx::prelude::*;
+use pgrx::spi::SpiHeapTupleData;
 use std::collections::HashSet;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -174,6 +175,51 @@ const SENDABLE: &str = "d.status = 'pending' AND c.is_active AND d.delivery_id <
           WHERE t.event_id = d.event_id AND t.channel_name = d.channel_name \
             AND t.action = 'trigger' AND t.status = 'pending'))";
 
+/// An alert event `e` of rule `r` as a notice, from column `first` on (see `read_notice`).
+const NOTICE_COLUMNS: &str = "e.event_id, r.rule_id, r.rule_name, r.severity, \
+    r.metric_type || '/' || r.metric_name, r.condition_operator, e.message, \
+    e.value_at_firing::float8, e.threshold_value::float8, \
+    to_char(e.fired_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+    to_char(e.resolved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+    (SELECT system_identifier::text FROM pg_catalog.pg_control_system()), r.notification_channels";
+
+/// The notice in `NOTICE_COLUMNS`, which start at column `first` of `r`.
+fn read_notice(r: &SpiHeapTupleData, first: usize, action: Action) -> spi::Result<Notice> {
+    let text =
+        |i: usize| -> spi::Result<String> { Ok(r.get::<String>(first + i)?.unwrap_or_default()) };
+    Ok(Notice {
+        action,
+        event_id: r.get::<i64>(first)?.unwrap_or_default(),
+        rule_id: r.get::<i32>(first + 1)?.unwrap_or_default(),
+        rule_name: text(2)?,
+        severity: text(3)?,
+        metric: text(4)?,
+        operator: text(5)?,
+        message: text(6)?,
+        value: r.get::<f64>(first + 7)?,
+        threshold: r.get::<f64>(first + 8)?,
+        fired_at: text(9)?,
+        resolved_at: r.get::<String>(first + 10)?,
+        cluster: text(11)?,
+        channels: r.get::<Vec<String>>(first + 12)?.unwrap_or_default(),
+    })
+}
+
+/// Alert event `event_id` as a notice of `action`, as the outbox will send it.
+pub fn notice_of(event_id: i64, action: Action) -> spi::Result<Option<Notice>> {
+    Spi::connect(|c| {
+        let mut rows = c.select(
+            &format!(
+                "SELECT {NOTICE_COLUMNS} FROM admin_toolkit.alert_events e \
+                   JOIN admin_toolkit.alert_rules r ON r.rule_id = e.rule_id WHERE e.event_id = $1"
+            ),
+            Some(1),
+            &[event_id.into()],
+        )?;
+        rows.next().map(|r| read_notice(&r, 1, action)).transpose()
+    })
+}
+
 /// Deliveries to start (each with its failed attempts so far), and the seconds until the next
 /// pending one falls due.
 type DueDeliveries = (Vec<(Delivery, i32)>, Option<f64>);
@@ -196,11 +242,7 @@ fn load_due(busy: &[i64], limit: i64) -> spi::Result<DueDeliveries> {
         let rows = c.select(
             &format!(
                 "SELECT d.delivery_id, d.action, d.attempts, c.channel_name, c.kind, c.target, c.options::text, \
-                    e.event_id, r.rule_id, r.rule_name, r.severity, r.metric_type || '/' || r.metric_name, \
-                    e.message, e.value_at_firing::float8, e.threshold_value::float8, \
-                    to_char(e.fired_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-                    to_char(e.resolved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-                    (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) \
+                    {NOTICE_COLUMNS} \
                FROM admin_toolkit.alert_deliveries d \
                JOIN admin_toolkit.alert_channels c USING (channel_name) \
                JOIN admin_toolkit.alert_events e USING (event_id) \
@@ -228,20 +270,7 @@ fn load_due(busy: &[i64], limit: i64) -> spi::Result<DueDeliveries> {
                     target: r.get::<String>(6)?,
                     options: serde_json::from_str(&text(7)?).unwrap_or_default(),
                 },
-                notice: Notice {
-                    action,
-                    cluster: text(18)?,
-                    event_id: r.get::<i64>(8)?.unwrap_or_default(),
-                    rule_id: r.get::<i32>(9)?.unwrap_or_default(),
-                    rule_name: text(10)?,
-                    severity: text(11)?,
-                    metric: text(12)?,
-                    message: text(13)?,
-                    value: r.get::<f64>(14)?,
-                    threshold: r.get::<f64>(15)?,
-                    fired_at: text(16)?,
-                    resolved_at: r.get::<String>(17)?,
-                },
+                notice: read_notice(&r, 8, action)?,
             };
             due.push((delivery, r.get::<i32>(3)?.unwrap_or_default()));
         }

@@ -163,4 +163,28 @@ mod tests {
         Spi::run("SELECT * FROM admin_toolkit.table_bloat_analysis").unwrap();
         Spi::run("SELECT * FROM admin_toolkit.connection_analysis").unwrap();
     }
+
+    /// The built-in rows of metric_definitions are the catalogue's, row for row.
+    #[pg_test]
+    fn metric_definitions_are_the_catalogue() {
+        use admin_toolkit_core::metric_catalogue::CATALOGUE;
+        let mut rows: Vec<String> = Spi::connect(|c| {
+            c.select(
+                "SELECT metric_type || '|' || metric_name || '|' || metric_unit || '|' || description \
+                   FROM admin_toolkit.metric_definitions WHERE builtin",
+                None,
+                &[],
+            )?
+            .map(|r| Ok(r.get::<String>(1)?.unwrap_or_default()))
+            .collect::<spi::Result<Vec<_>>>()
+        })
+        .unwrap();
+        let mut catalogue: Vec<String> = CATALOGUE
+            .iter()
+            .map(|m| format!("{}|{}|{}|{}", m.kind, m.name, m.unit, m.description))
+            .collect();
+        catalogue.sort();
+        rows.sort();
+        assert_eq!(rows, catalogue);
+    }
 }

@@ -2,11 +2,11 @@
 //! which WAL segments (by name, checked present), how long, and whether a recovery point can
 //! really be reached.
 
+use crate::backup::locations;
 use crate::backup::schedule::wal_segment_size;
-use crate::backup::store;
 use crate::backup::verify::{check_backup, row, CheckRow};
 use crate::error::{require, ToolkitError};
-use crate::maintenance::schedule::unix_micros;
+use crate::jobs::cron::unix_micros;
 use crate::settings;
 use admin_toolkit_core::lsn::{parse_segment_file_name, Lsn};
 use admin_toolkit_core::recovery::{plan_segments, Archive, BackupPosition, Plan, Target};
@@ -34,52 +34,49 @@ fn load_backup(
     condition: &str,
     args: Vec<pgrx::datum::DatumWithOid>,
 ) -> spi::Result<Option<BaseBackup>> {
-    Spi::connect(|c| {
-        let rows = c.select(
-            &format!("SELECT {BACKUP_COLUMNS} FROM admin_toolkit.backup_history WHERE {condition} LIMIT 1"),
-            Some(1),
-            &args,
-        )?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let r = rows.first();
-        let lsn = |i| -> spi::Result<Lsn> {
-            Ok(r.get::<String>(i)?
-                .as_deref()
-                .and_then(Lsn::parse)
-                .unwrap_or(Lsn(0)))
-        };
-        Ok(Some(BaseBackup {
-            backup_id: r.get::<i64>(1)?.unwrap_or_default(),
-            path: r.get::<String>(2)?.unwrap_or_default(),
-            status: r.get::<String>(3)?.unwrap_or_default(),
-            end_time: r.get::<TimestampWithTimeZone>(4)?,
-            position: BackupPosition {
-                start: lsn(5)?,
-                end: lsn(6)?,
-                timeline: r.get::<i32>(7)?.unwrap_or(1) as u32,
-            },
-            original_bytes: r.get::<f64>(8)?.unwrap_or(0.0),
-            throughput_mb_per_s: r.get::<f64>(9)?.unwrap_or(0.0),
-        }))
-    })
+    crate::query::one_row(
+        &format!(
+            "SELECT {BACKUP_COLUMNS} FROM admin_toolkit.backup_history WHERE {condition} LIMIT 1"
+        ),
+        &args,
+        |r| {
+            let lsn = |i| -> spi::Result<Lsn> {
+                Ok(r.get::<String>(i)?
+                    .as_deref()
+                    .and_then(Lsn::parse)
+                    .unwrap_or(Lsn(0)))
+            };
+            Ok(BaseBackup {
+                backup_id: r.get::<i64>(1)?.unwrap_or_default(),
+                path: r.get::<String>(2)?.unwrap_or_default(),
+                status: r.get::<String>(3)?.unwrap_or_default(),
+                end_time: r.get::<TimestampWithTimeZone>(4)?,
+                position: BackupPosition {
+                    start: lsn(5)?,
+                    end: lsn(6)?,
+                    timeline: r.get::<i32>(7)?.unwrap_or(1) as u32,
+                },
+                original_bytes: r.get::<f64>(8)?.unwrap_or(0.0),
+                throughput_mb_per_s: r.get::<f64>(9)?.unwrap_or(0.0),
+            })
+        },
+    )
 }
 
 const USABLE: &str = "status = 'completed' AND backup_type IN ('full', 'incremental')";
 
 fn archive(segment_size: u64) -> Archive {
-    let storage = store::archive().unwrap_or_else(|e| {
+    let storage = locations::archive().unwrap_or_else(|e| {
         ToolkitError::wrong_state(format!("cannot plan from the WAL archive: {e}"))
             .with_hint("Archive WAL with archive_library = 'admin_toolkit' and admin_toolkit.archive_location.")
             .raise()
     });
     Archive::read(
         storage.as_ref(),
-        &store::system_identifier(),
+        &locations::system_identifier(),
         segment_size,
         &crate::settings::key_dir(),
-        crate::backup::store::archive_sealed(),
+        crate::backup::locations::archive_sealed(),
     )
     .unwrap_or_else(|e| ToolkitError::wrong_state(e).raise())
 }
@@ -181,18 +178,13 @@ fn recovery_plan(
             plan(None, Some(lsn), &format!("LSN {lsn}"))?
         }
         (None, None, Some(name)) => {
-            let lsn: Option<String> = Spi::connect(|c| {
-                let rows = c.select(
-                    "SELECT recovery_lsn::text FROM admin_toolkit.recovery_points \
+            let lsn: Option<String> = crate::query::one_row(
+                "SELECT recovery_lsn::text FROM admin_toolkit.recovery_points \
                      WHERE recovery_name = $1 AND recovery_lsn IS NOT NULL ORDER BY created_at DESC LIMIT 1",
-                    Some(1),
-                    &[name.as_str().into()],
-                )?;
-                if rows.is_empty() {
-                    return Ok::<_, spi::Error>(None);
-                }
-                rows.first().get_one::<String>()
-            })?;
+                &[name.as_str().into()],
+                |r| r.get_one::<String>(),
+            )?
+            .flatten();
             let lsn = lsn.as_deref().and_then(Lsn::parse).unwrap_or_else(|| {
                 ToolkitError::undefined_object(format!(
                     "restore point \"{name}\" is not recorded in recovery_points"
@@ -238,25 +230,20 @@ fn validate_recovery_point(
     >,
 > {
     let recovery_id = require(p_recovery_id, "p_recovery_id");
-    let point = Spi::connect(|c| {
-        let rows = c.select(
-            "SELECT base_backup_id, recovery_time, recovery_lsn::text, coalesce(required_wal_files, '{}'), \
+    let point = crate::query::one_row(
+        "SELECT base_backup_id, recovery_time, recovery_lsn::text, coalesce(required_wal_files, '{}'), \
                     recovery_time::text FROM admin_toolkit.recovery_points WHERE recovery_id = $1",
-            Some(1),
-            &[recovery_id.into()],
-        )?;
-        if rows.is_empty() {
-            return Ok::<_, spi::Error>(None);
-        }
-        let r = rows.first();
-        Ok(Some((
-            r.get::<i64>(1)?,
-            r.get::<TimestampWithTimeZone>(2)?,
-            r.get::<String>(3)?,
-            r.get::<Vec<String>>(4)?.unwrap_or_default(),
-            r.get::<String>(5)?.unwrap_or_default(),
-        )))
-    })?;
+        &[recovery_id.into()],
+        |r| {
+            Ok((
+                r.get::<i64>(1)?,
+                r.get::<TimestampWithTimeZone>(2)?,
+                r.get::<String>(3)?,
+                r.get::<Vec<String>>(4)?.unwrap_or_default(),
+                r.get::<String>(5)?.unwrap_or_default(),
+            ))
+        },
+    )?;
     let Some((backup_id, time, lsn, listed, time_text)) = point else {
         return Ok(TableIterator::new(vec![error(
             "recovery_point",
@@ -336,7 +323,7 @@ fn validate_recovery_point(
     });
     // WAL: every segment the plan needs and every listed one, present with a matching checksum
     let segment_size = wal_segment_size()?;
-    let storage = match store::archive() {
+    let storage = match locations::archive() {
         Ok(storage) => storage,
         Err(e) => {
             rows.push(error("wal_files", format!("no archive to check: {e}")));
@@ -344,13 +331,13 @@ fn validate_recovery_point(
         }
     };
     let keys = crate::settings::key_dir();
-    let system = crate::backup::store::system_identifier();
+    let system = crate::backup::locations::system_identifier();
     let archive = match Archive::read(
         storage.as_ref(),
         &system,
         segment_size,
         &keys,
-        crate::backup::store::archive_sealed(),
+        crate::backup::locations::archive_sealed(),
     ) {
         Ok(archive) => archive,
         Err(e) => {
@@ -380,7 +367,7 @@ fn validate_recovery_point(
             Some(&system),
             name,
             &keys,
-            crate::backup::store::archive_sealed(),
+            crate::backup::locations::archive_sealed(),
         ) {
             Ok(_) => {}
             Err(StorageError::NotFound(e)) => bad.push(format!("{name} is missing ({e})")),

@@ -7,7 +7,7 @@ mod payload;
 mod send;
 
 pub use payload::{
-    dedup_key, email_text, idempotency_key, pagerduty_body, signature, slack_body, webhook_body,
+    dedup_key, email_text, event_json, idempotency_key, pagerduty_body, signature, slack_body,
 };
 pub use send::{destination, send, Outcome, Policy};
 
@@ -46,7 +46,9 @@ pub struct Channel {
     pub options: serde_json::Value,
 }
 
-/// Whether an alert episode starts or ends.
+/// Whether an alert episode starts or ends. One vocabulary in code; at the boundaries the
+/// outbox (`alert_deliveries.action`, like PagerDuty's `event_action`) says trigger / resolve
+/// and the event JSON says fired / resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Trigger,
@@ -62,10 +64,19 @@ impl Action {
         }
     }
 
+    /// The outbox's word (and PagerDuty's).
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Trigger => "trigger",
             Action::Resolve => "resolve",
+        }
+    }
+
+    /// The event JSON's word: what happened to the alert.
+    pub fn event_word(self) -> &'static str {
+        match self {
+            Action::Trigger => "fired",
+            Action::Resolve => "resolved",
         }
     }
 }
@@ -81,12 +92,16 @@ pub struct Notice {
     pub rule_name: String,
     pub severity: String,
     pub metric: String,
+    /// The rule's comparison (`>`, `<=`, ...).
+    pub operator: String,
     pub message: String,
     pub value: Option<f64>,
     pub threshold: Option<f64>,
     /// RFC 3339.
     pub fired_at: String,
     pub resolved_at: Option<String>,
+    /// The rule's notification channels (names only).
+    pub channels: Vec<String>,
 }
 
 /// One delivery: a notice to a channel.

@@ -72,21 +72,24 @@ pub fn slack_body(notice: &Notice) -> Value {
     json!({ "text": format!("{emoji} {}", headline(notice)) })
 }
 
-/// The generic webhook's JSON.
-pub fn webhook_body(notice: &Notice) -> Value {
+/// An alert event as JSON: the body of a generic webhook and the payload of the
+/// `admin_toolkit_alerts` LISTEN channel, one shape for both.
+pub fn event_json(notice: &Notice) -> Value {
     json!({
-        "event": match notice.action { Action::Trigger => "fired", Action::Resolve => "resolved" },
+        "event": notice.action.event_word(),
         "cluster": notice.cluster,
         "event_id": notice.event_id,
         "rule_id": notice.rule_id,
         "rule": notice.rule_name,
         "severity": notice.severity,
         "metric": notice.metric,
+        "operator": notice.operator,
         "value": notice.value,
         "threshold": notice.threshold,
         "message": notice.message,
         "fired_at": notice.fired_at,
         "resolved_at": notice.resolved_at,
+        "notification_channels": notice.channels,
         "dedup_key": dedup_key(notice),
     })
 }
@@ -137,11 +140,13 @@ pub(crate) mod tests {
             rule_name: "High connection usage".into(),
             severity: "critical".into(),
             metric: "connection/active_connections".into(),
+            operator: ">".into(),
             message: "High connection usage: active_connections > 150 (current: 151)".into(),
             value: Some(151.0),
             threshold: Some(150.0),
             fired_at: "2026-11-25T06:00:00+00:00".into(),
             resolved_at: (action == Action::Resolve).then(|| "2026-11-25T06:05:00+00:00".into()),
+            channels: vec!["pagerduty".into()],
         }
     }
 
@@ -168,7 +173,7 @@ pub(crate) mod tests {
             s["text"],
             ":red_circle: [FIRING] critical: High connection usage: active_connections > 150 (current: 151)"
         );
-        let w = webhook_body(&notice(Action::Resolve));
+        let w = event_json(&notice(Action::Resolve));
         assert_eq!(w["event"], "resolved");
         assert_eq!(w["resolved_at"], "2026-11-25T06:05:00+00:00");
         let (subject, body) = email_text(&notice(Action::Trigger), "oncall");

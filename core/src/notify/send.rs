@@ -7,7 +7,7 @@
 //! alert_channels can redirect alert text, never a secret. With credentials, SMTP requires TLS.
 
 use super::payload::{
-    email_text, idempotency_key, pagerduty_body, signature, slack_body, webhook_body,
+    email_text, event_json, idempotency_key, pagerduty_body, signature, slack_body,
 };
 use super::{ChannelKind, Delivery, Secrets};
 use crate::net::{resolve, Reach};
@@ -131,7 +131,7 @@ fn send_http(delivery: &Delivery, secrets: &Secrets, policy: Policy) -> Attempt 
             pagerduty_body(notice, key)
         }
         ChannelKind::Slack => slack_body(notice),
-        _ => webhook_body(notice),
+        _ => event_json(notice),
     }
     .to_string();
     let timeout = policy.timeout;

@@ -139,9 +139,8 @@ pub(super) fn choose(
             "restore drill {running} is running; one drill runs at a time"
         ));
     }
-    let row = Spi::connect(|c| {
-        let rows = c.select(
-            "SELECT h.backup_id, h.backup_path, (SELECT rolname::text FROM pg_catalog.pg_authid WHERE oid = 10) \
+    let row = crate::query::one_row(
+        "SELECT h.backup_id, h.backup_path, (SELECT rolname::text FROM pg_catalog.pg_authid WHERE oid = 10) \
                FROM admin_toolkit.backup_history h \
               WHERE h.status = 'completed' AND h.backup_type IN ('full', 'incremental') \
                 AND ($1::int8 = 0 OR h.backup_id = $1) \
@@ -150,19 +149,15 @@ pub(super) fn choose(
                      OR (SELECT backup_schedule_id FROM admin_toolkit.restore_drill_schedules \
                           WHERE schedule_id = $2) IS NULL) \
               ORDER BY h.end_lsn DESC NULLS LAST, h.backup_id DESC LIMIT 1",
-            Some(1),
-            &[backup_id.into(), schedule.into()],
-        )?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let r = rows.first();
-        Ok::<_, spi::Error>(Some((
-            r.get::<i64>(1)?.unwrap_or_default(),
-            r.get::<String>(2)?.unwrap_or_default(),
-            r.get::<String>(3)?.unwrap_or_default(),
-        )))
-    })
+        &[backup_id.into(), schedule.into()],
+        |r| {
+            Ok((
+                r.get::<i64>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+            ))
+        },
+    )
     .map_err(|e| e.to_string())?;
     let Some((backup_id, backup_path, superuser)) = row else {
         return Err(if backup_id > 0 {
@@ -267,17 +262,19 @@ pub(super) fn drill(
     let s3 = crate::settings::s3();
     let keys = crate::settings::key_dir();
     // Accepted only as what its catalog row says (key, backup, cluster, chain).
-    let manifest: Manifest = try_transaction(|| crate::backup::store::expected_of(start.backup_id))
-        .and_then(|expected| expected)
-        .and_then(|expected| {
-            BackupStore::open(&start.backup_path, &s3)
-                .and_then(|store| store.load_manifest(&keys, &expected))
-        })
-        .and_then(|manifest| {
-            try_transaction(|| crate::backup::store::check_chain(&manifest)).and_then(|c| c)?;
-            Ok(manifest)
-        })
-        .map_err(|e| failed(format!("backup {} cannot be read: {e}", start.backup_id)))?;
+    let manifest: Manifest =
+        try_transaction(|| crate::backup::locations::expected_of(start.backup_id))
+            .and_then(|expected| expected)
+            .and_then(|expected| {
+                BackupStore::open(&start.backup_path, &s3)
+                    .and_then(|store| store.load_manifest(&keys, &expected))
+            })
+            .and_then(|manifest| {
+                try_transaction(|| crate::backup::locations::check_chain(&manifest))
+                    .and_then(|c| c)?;
+                Ok(manifest)
+            })
+            .map_err(|e| failed(format!("backup {} cannot be read: {e}", start.backup_id)))?;
     m.backup_ids = manifest.chain.iter().map(|l| l.backup_id).collect();
     record_progress(drill_id, m);
     // The WAL it needs must all be in the archive: a gap is named before anything is restored.
@@ -307,7 +304,7 @@ pub(super) fn drill(
                 &manifest.system_identifier,
                 manifest.wal_segment_size,
                 &keys,
-                crate::backup::store::archive_sealed(),
+                crate::backup::locations::archive_sealed(),
             )
         })
         .and_then(|a| {
@@ -408,7 +405,7 @@ pub(super) fn drill(
             target: recovery_target.as_ref(),
             s3: &s3,
             keys: &keys,
-            require_sealed: crate::backup::store::archive_sealed(),
+            require_sealed: crate::backup::locations::archive_sealed(),
             keep_archiving: false,
             // The drill's server gets its network settings on its command line.
             socket_directory: None,

@@ -10,7 +10,7 @@ pub use job::run as drill_job;
 
 use crate::error::{require, ToolkitError};
 use crate::jobs::ledger::DRILLS;
-use crate::jobs::{self, schedules::start_due, JobKind, RunStatus};
+use crate::jobs::{self, due::start_due, JobKind, RunStatus};
 use admin_toolkit_core::drill::server::stop_leftover;
 use admin_toolkit_core::drill::{drill_of_scratch, MARKER_FILE};
 use pgrx::datum::TimestampWithTimeZone;

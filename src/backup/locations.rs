@@ -53,19 +53,12 @@ pub fn same_location(a: &Location, b: &Location) -> bool {
 /// chain may cross owners, whose rows row-level security hides). Needs a transaction.
 pub fn expected_of(backup_id: i64) -> Result<Expected, String> {
     let row = crate::environment::as_superuser(|| {
-        Spi::connect(|c| {
-            let rows = c.select(
-                "SELECT metadata->>'encryption_key_id', metadata->>'system_identifier' \
+        crate::query::one_row(
+            "SELECT metadata->>'encryption_key_id', metadata->>'system_identifier' \
                    FROM admin_toolkit.backup_history WHERE backup_id = $1",
-                Some(1),
-                &[backup_id.into()],
-            )?;
-            if rows.is_empty() {
-                return Ok(None);
-            }
-            let r = rows.first();
-            Ok::<_, spi::Error>(Some((r.get::<String>(1)?, r.get::<String>(2)?)))
-        })
+            &[backup_id.into()],
+            |r| Ok((r.get::<String>(1)?, r.get::<String>(2)?)),
+        )
     })
     .map_err(|e| e.to_string())?;
     let (key_id, system_identifier) =

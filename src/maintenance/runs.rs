@@ -6,7 +6,7 @@ use super::plan::{
     Schedule, Step, CAPTURE_WARNINGS,
 };
 use crate::jobs::ledger::MAINTENANCE;
-use crate::jobs::{self, schedules::start_due, JobKind, RunStatus};
+use crate::jobs::{self, due::start_due, JobKind, RunStatus};
 use admin_toolkit_core::maintenance::{waits_for_older_snapshots, MaintenanceType};
 use pgrx::prelude::*;
 use serde_json::{json, Value};
@@ -291,28 +291,23 @@ fn execute_maintenance(
         std::time::Duration::from_secs(2),
     )
     .unwrap_or_else(|e| e.raise());
-    let row = Spi::connect(|c| {
-        let rows = c.select(
-            "SELECT maintenance_type, target_object, status, \
+    let row = crate::query::one_row(
+        "SELECT maintenance_type, target_object, status, \
                     round(extract(epoch FROM coalesce(finished_at, clock_timestamp()) - started_at))::int, \
                     jsonb_build_object('run_id', run_id, 'sql_command', command, 'error', error_message, \
                                        'executed_at', started_at) || details \
              FROM admin_toolkit.maintenance_runs WHERE run_id = $1",
-            Some(1),
-            &[run_id.into()],
-        )?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let r = rows.first();
-        Ok::<_, spi::Error>(Some((
-            r.get::<String>(1)?.unwrap_or_default(),
-            r.get::<String>(2)?.unwrap_or_default(),
-            r.get::<String>(3)?.unwrap_or_default(),
-            r.get::<i32>(4)?.unwrap_or_default(),
-            r.get::<pgrx::JsonB>(5)?.unwrap_or(pgrx::JsonB(json!({}))),
-        )))
-    })?;
+        &[run_id.into()],
+        |r| {
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<i32>(4)?.unwrap_or_default(),
+                r.get::<pgrx::JsonB>(5)?.unwrap_or(pgrx::JsonB(json!({}))),
+            ))
+        },
+    )?;
     let (kind, target, status, duration, details) = row.unwrap_or_else(|| {
         (
             schedule.kind.clone(),

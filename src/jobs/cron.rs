@@ -2,7 +2,7 @@
 //! (an invalid expression is refused at insert with an error naming the bad field).
 
 use crate::error::{require, ToolkitError};
-use crate::jobs::schedules::schedule_time_zone;
+use crate::jobs::due::schedule_time_zone;
 use admin_toolkit_core::chrono::{DateTime, Utc};
 use admin_toolkit_core::cron::CronSchedule;
 use pgrx::datum::TimestampWithTimeZone;

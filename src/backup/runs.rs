@@ -4,7 +4,7 @@
 use super::schedule;
 use crate::error::{require, ToolkitError};
 use crate::jobs::ledger::BACKUPS;
-use crate::jobs::{self, schedules::start_due, JobKind, RunStatus};
+use crate::jobs::{self, due::start_due, JobKind, RunStatus};
 use admin_toolkit_core::backup::store::remove_backup;
 use pgrx::prelude::*;
 use std::time::Duration;
