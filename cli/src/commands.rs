@@ -2,6 +2,7 @@
 
 use crate::args::{RecoveryTarget, RestoreArgs, VerifyArgs, WalGetArgs};
 use admin_toolkit_core::backup::default_threads;
+use admin_toolkit_core::backup::manifest::Manifest;
 use admin_toolkit_core::backup::read::verify as verify_backup;
 use admin_toolkit_core::backup::recovery_conf::{
     write_missing_configuration, write_recovery_settings, RecoverySettings,
@@ -89,106 +90,33 @@ fn undo(target: &Path, existed: bool) {
 }
 
 pub fn restore(r: &RestoreArgs) -> ExitCode {
+    match restore_into_target(r) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// Every step of `restore`; the target directory is left as found when one fails after the
+/// copy has started.
+fn restore_into_target(r: &RestoreArgs) -> Result<(), String> {
     let (s3, keys) = (r.storage.s3(), r.storage.keys());
-    let expected = r.storage.expected();
-    let manifest =
-        match BackupStore::open(&r.backup, &s3).and_then(|s| s.load_manifest(&keys, &expected)) {
-            Ok(m) => m,
-            Err(e) => return fail(e),
-        };
-    match is_empty_target(&r.target_dir) {
-        Ok(true) => {}
-        Ok(false) => {
-            return fail(format!(
-                "target directory \"{}\" is not empty; refusing to restore into it",
-                r.target_dir.display()
-            ))
-        }
-        Err(e) => return fail(e),
-    }
-    // The copy's socket goes into the target directory: its path must fit a socket address
-    // (108 bytes with "/.s.PGSQL.<port>").
-    if !r.keep_network {
-        let length = std::path::absolute(&r.target_dir).map_or(0, |p| p.as_os_str().len());
-        if length + "/.s.PGSQL.65535".len() >= 108 {
-            return fail(format!(
-                "the target directory's path is too long for the restored server's socket, which goes there ({length} bytes): choose a shorter one, or --keep-network"
-            ));
-        }
-    }
-    let recovery_target = r.target();
-    let target = match &recovery_target {
-        Some(RecoveryTarget::Time(t)) => match parse_target_time(t) {
-            Ok(micros) => Target::Time(micros),
-            Err(e) => return fail(e),
-        },
-        Some(RecoveryTarget::Lsn(l)) => match Lsn::parse(l) {
-            Some(lsn) => Target::Lsn(lsn),
-            None => {
-                return fail(format!(
-                    "cannot read target LSN \"{l}\": use the X/Y form, e.g. 0/5000060"
-                ))
-            }
-        },
-        Some(RecoveryTarget::Name(_)) | None => Target::EndOfArchive,
-    };
+    let manifest = BackupStore::open(&r.backup, &s3)
+        .and_then(|s| s.load_manifest(&keys, &r.storage.expected()))?;
+    check_target_dir(r)?;
+    let (recovery_target, target) = recovery_target(r)?;
     // A local archive is named by its absolute path in restore_command.
-    let archive = match r.archive.as_deref().map(archive_location).transpose() {
-        Ok(Some(a)) => Some(a),
-        Ok(None) => {
-            return fail("--archive is needed: a base backup becomes consistent only by replaying the WAL archived while it ran, and PostgreSQL will not start a recovery without a restore_command (give admin_toolkit.archive_location)")
-        }
-        Err(e) => return fail(e),
-    };
-    if let Some(location) = &archive {
-        let position = match (
-            Lsn::parse(&manifest.start_lsn),
-            Lsn::parse(&manifest.end_lsn),
-        ) {
-            (Some(start), Some(end)) => BackupPosition {
-                start,
-                end,
-                timeline: manifest.timeline,
-            },
-            _ => return fail("the backup's manifest has no valid start and end LSN"),
-        };
-        let plan = storage::open(location, &s3)
-            .map_err(|e| e.to_string())
-            .and_then(|s| {
-                Archive::read(
-                    s.as_ref(),
-                    &manifest.system_identifier,
-                    manifest.wal_segment_size,
-                    &keys,
-                    r.storage.require_encryption,
-                )
-            })
-            .and_then(|a| {
-                plan_segments(&a, position, target, manifest.wal_segment_size)
-                    .map_err(|e| e.to_string())
-            });
-        match plan {
-            Ok(plan) => eprintln!(
-                "WAL: {} segments needed on timeline {}, from {} to {}, all in the archive",
-                plan.segments.len(),
-                plan.timeline,
-                plan.segments.first().map_or("-", String::as_str),
-                plan.segments.last().map_or("-", String::as_str)
-            ),
-            Err(e) => {
-                return fail(format!(
-                    "cannot recover backup {} from \"{}\": {e}",
-                    manifest.backup_id,
-                    location.display()
-                ))
-            }
-        }
-    }
+    let archive = r
+        .archive
+        .as_deref()
+        .map(archive_location)
+        .transpose()?
+        .ok_or("--archive is needed: a base backup becomes consistent only by replaying the WAL archived while it ran, and PostgreSQL will not start a recovery without a restore_command (give admin_toolkit.archive_location)")?;
+    check_archive(r, &manifest, &archive, target)?;
     let existed = r.target_dir.exists();
     let started = Instant::now();
     let threads = r.threads.map_or_else(default_threads, usize::from);
     let mut show = progress("restoring");
-    let restored = match restore_backup(
+    let restored = restore_backup(
         &manifest,
         &r.target_dir,
         threads,
@@ -198,31 +126,15 @@ pub fn restore(r: &RestoreArgs) -> ExitCode {
             show(done, total);
             Ok(())
         },
-    ) {
-        Ok(done) => done,
-        Err(e) => {
-            undo(&r.target_dir, existed);
-            return fail(format!(
-                "restore refused, nothing left in the target directory: {e}"
-            ));
-        }
-    };
-    let seconds = started.elapsed().as_secs_f64();
-    if let Err(e) = recovery_settings(r, recovery_target.as_ref(), archive.as_ref(), &s3, &keys) {
+    )
+    .map_err(|e| {
         undo(&r.target_dir, existed);
-        return fail(e);
-    }
-    match write_missing_configuration(&r.target_dir) {
-        Ok(written) if !written.is_empty() => eprintln!(
-            "the backup held no {} (the server kept its configuration elsewhere): written with only what starting needs",
-            written.join(", ")
-        ),
-        Ok(_) => {}
-        Err(e) => {
-            undo(&r.target_dir, existed);
-            return fail(e);
-        }
-    }
+        format!("restore refused, nothing left in the target directory: {e}")
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    configure_restored(r, recovery_target.as_ref(), &archive).inspect_err(|_| {
+        undo(&r.target_dir, existed);
+    })?;
     eprintln!(
         "restored backup {} ({} files, {} MB) into \"{}\" in {seconds:.1} s ({:.0} MB/s)",
         manifest.backup_id,
@@ -231,17 +143,121 @@ pub fn restore(r: &RestoreArgs) -> ExitCode {
         r.target_dir.display(),
         restored.bytes as f64 / 1e6 / seconds.max(1e-6)
     );
-    // The copy's toolkit runs no schedule and no retention until adopted: its catalog names
-    // the original's storage.
+    say_how_to_start(r);
+    Ok(())
+}
+
+/// The target directory must be empty (or absent), and short enough for the socket the
+/// restored server makes in it (108 bytes with "/.s.PGSQL.<port>") unless --keep-network.
+fn check_target_dir(r: &RestoreArgs) -> Result<(), String> {
+    if !is_empty_target(&r.target_dir)? {
+        return Err(format!(
+            "target directory \"{}\" is not empty; refusing to restore into it",
+            r.target_dir.display()
+        ));
+    }
+    if !r.keep_network {
+        let length = std::path::absolute(&r.target_dir).map_or(0, |p| p.as_os_str().len());
+        if length + "/.s.PGSQL.65535".len() >= 108 {
+            return Err(format!(
+                "the target directory's path is too long for the restored server's socket, which goes there ({length} bytes): choose a shorter one, or --keep-network"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The recovery target asked for, and what the WAL plan aims at.
+fn recovery_target(r: &RestoreArgs) -> Result<(Option<RecoveryTarget>, Target), String> {
+    let recovery_target = r.target();
+    let target = match &recovery_target {
+        Some(RecoveryTarget::Time(t)) => Target::Time(parse_target_time(t)?),
+        Some(RecoveryTarget::Lsn(l)) => Target::Lsn(Lsn::parse(l).ok_or_else(|| {
+            format!("cannot read target LSN \"{l}\": use the X/Y form, e.g. 0/5000060")
+        })?),
+        Some(RecoveryTarget::Name(_)) | None => Target::EndOfArchive,
+    };
+    Ok((recovery_target, target))
+}
+
+/// Every WAL segment recovery to `target` needs is in the archive, named before anything is
+/// restored.
+fn check_archive(
+    r: &RestoreArgs,
+    manifest: &Manifest,
+    location: &Location,
+    target: Target,
+) -> Result<(), String> {
+    let position = match (
+        Lsn::parse(&manifest.start_lsn),
+        Lsn::parse(&manifest.end_lsn),
+    ) {
+        (Some(start), Some(end)) => BackupPosition {
+            start,
+            end,
+            timeline: manifest.timeline,
+        },
+        _ => return Err("the backup's manifest has no valid start and end LSN".into()),
+    };
+    let plan = storage::open(location, &r.storage.s3())
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            Archive::read(
+                s.as_ref(),
+                &manifest.system_identifier,
+                manifest.wal_segment_size,
+                &r.storage.keys(),
+                r.storage.require_encryption,
+            )
+        })
+        .and_then(|a| {
+            plan_segments(&a, position, target, manifest.wal_segment_size)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| {
+            format!(
+                "cannot recover backup {} from \"{}\": {e}",
+                manifest.backup_id,
+                location.display()
+            )
+        })?;
+    eprintln!(
+        "WAL: {} segments needed on timeline {}, from {} to {}, all in the archive",
+        plan.segments.len(),
+        plan.timeline,
+        plan.segments.first().map_or("-", String::as_str),
+        plan.segments.last().map_or("-", String::as_str)
+    );
+    Ok(())
+}
+
+/// The restored directory made startable: recovery settings, the configuration files the
+/// backup did not hold, and the marker that holds the toolkit's schedules and retention (its
+/// catalog names the original's storage) until the copy is adopted.
+fn configure_restored(
+    r: &RestoreArgs,
+    target: Option<&RecoveryTarget>,
+    archive: &Location,
+) -> Result<(), String> {
+    recovery_settings(r, target, Some(archive), &r.storage.s3(), &r.storage.keys())?;
+    let written = write_missing_configuration(&r.target_dir)?;
+    if !written.is_empty() {
+        eprintln!(
+            "the backup held no {} (the server kept its configuration elsewhere): written with only what starting needs",
+            written.join(", ")
+        );
+    }
     let held = r.target_dir.join(HELD_MARKER);
-    if let Err(e) = std::fs::write(
+    std::fs::write(
         &held,
         "admin-toolkit restore: schedules and retention are held here until SELECT admin_toolkit.adopt_as_primary()\n",
-    ) {
-        undo(&r.target_dir, existed);
-        return fail(format!("cannot write \"{}\": {e}", held.display()));
-    }
+    )
+    .map_err(|e| format!("cannot write \"{}\": {e}", held.display()))?;
     eprintln!("the toolkit's schedules and retention are held in the restored server until SELECT admin_toolkit.adopt_as_primary()");
+    Ok(())
+}
+
+fn say_how_to_start(r: &RestoreArgs) {
     if !r.keep_archiving {
         eprintln!("archiving is off in the restored configuration (archive_mode = 'off'): this copy archives nothing into the original's archive; --keep-archiving keeps it");
     }
@@ -256,7 +272,6 @@ pub fn restore(r: &RestoreArgs) -> ExitCode {
             r.target_dir.display()
         );
     }
-    ExitCode::SUCCESS
 }
 
 /// Writes the restored directory's recovery settings, restore_command running this program.

@@ -77,16 +77,25 @@ fn advice(name: &'static str, value: Value, priority: &'static str, reasoning: S
 
 /// PGTune's recommendations for the machine.
 pub fn recommend(m: &Machine) -> Vec<Advice> {
-    use Workload::*;
-    let ram = m.memory_kb;
     let inputs = format!(
         "{} RAM, {} CPUs, max_connections {}, {:?} workload, {:?} storage",
-        Value::Kb(ram),
+        Value::Kb(m.memory_kb),
         m.cpus,
         m.max_connections,
         m.workload,
         m.storage
     );
+    let mut out = memory_advice(m, &inputs);
+    out.extend(wal_advice(m, &inputs));
+    out.extend(planner_advice(m));
+    out.extend(parallel_advice(m));
+    out
+}
+
+/// Memory: shared buffers, the cache the planner counts on, and the work memories.
+fn memory_advice(m: &Machine, inputs: &str) -> Vec<Advice> {
+    use Workload::*;
+    let ram = m.memory_kb;
     let shared_buffers = ram / 4;
     let effective_cache = ram * 3 / 4;
     let maintenance = (if m.workload == DataWarehouse {
@@ -100,23 +109,7 @@ pub fn recommend(m: &Machine) -> Vec<Advice> {
         wal_buffers = 16 * MB;
     }
     let wal_buffers = wal_buffers.max(32);
-    let (min_wal, max_wal) = match m.workload {
-        Web | Mixed => (GB, 4 * GB),
-        Oltp => (2 * GB, 8 * GB),
-        DataWarehouse => (4 * GB, 16 * GB),
-    };
-    let statistics = if m.workload == DataWarehouse {
-        500.0
-    } else {
-        100.0
-    };
-    let (random_page_cost, io_concurrency) = match m.storage {
-        Storage::Hdd => (4.0, 2.0),
-        Storage::Ssd => (1.1, 200.0),
-        Storage::San => (1.1, 300.0),
-    };
-    let parallel = m.cpus >= 4;
-    let worker_processes = if parallel { u64::from(m.cpus) } else { 8 };
+    let worker_processes = if m.cpus >= 4 { u64::from(m.cpus) } else { 8 };
     let base_work_mem =
         (ram - shared_buffers) / ((u64::from(m.max_connections) + worker_processes) * 3);
     let work_mem = match m.workload {
@@ -125,7 +118,7 @@ pub fn recommend(m: &Machine) -> Vec<Advice> {
     }
     .max(4 * MB);
 
-    let mut out = vec![
+    vec![
         advice(
             "shared_buffers",
             Value::Kb(shared_buffers),
@@ -166,6 +159,18 @@ pub fn recommend(m: &Machine) -> Vec<Advice> {
             "low",
             format!("3% of shared_buffers, at most 16MB ({inputs})"),
         ),
+    ]
+}
+
+/// WAL: how much is kept between checkpoints, and how they spread their writes.
+fn wal_advice(m: &Machine, inputs: &str) -> Vec<Advice> {
+    use Workload::*;
+    let (min_wal, max_wal) = match m.workload {
+        Web | Mixed => (GB, 4 * GB),
+        Oltp => (2 * GB, 8 * GB),
+        DataWarehouse => (4 * GB, 16 * GB),
+    };
+    vec![
         advice(
             "min_wal_size",
             Value::Kb(min_wal),
@@ -187,6 +192,23 @@ pub fn recommend(m: &Machine) -> Vec<Advice> {
             "medium",
             "spread checkpoint writes over 90% of the interval".into(),
         ),
+    ]
+}
+
+/// The planner: what storage costs and how detailed statistics are.
+fn planner_advice(m: &Machine) -> Vec<Advice> {
+    use Workload::*;
+    let statistics = if m.workload == DataWarehouse {
+        500.0
+    } else {
+        100.0
+    };
+    let (random_page_cost, io_concurrency) = match m.storage {
+        Storage::Hdd => (4.0, 2.0),
+        Storage::Ssd => (1.1, 200.0),
+        Storage::San => (1.1, 300.0),
+    };
+    vec![
         advice(
             "random_page_cost",
             Value::Number(random_page_cost),
@@ -208,8 +230,14 @@ pub fn recommend(m: &Machine) -> Vec<Advice> {
             "low",
             format!("statistics detail for the {:?} workload", m.workload),
         ),
-    ];
-    if parallel {
+    ]
+}
+
+/// Parallel query, on machines of 4 CPUs or more.
+fn parallel_advice(m: &Machine) -> Vec<Advice> {
+    use Workload::*;
+    let mut out = Vec::new();
+    if m.cpus >= 4 {
         let per_gather = if m.workload == DataWarehouse {
             m.cpus.div_ceil(2)
         } else {

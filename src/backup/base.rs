@@ -200,68 +200,11 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
     };
     let started = Instant::now();
     let started_at = Utc::now();
-    let facts = jobs::bookkeeping(|| -> spi::Result<(String, u64, String)> {
-        if unsafe { pg_sys::RecoveryInProgress() } {
-            return Ok((String::new(), 0, String::new()));
-        }
-        let system: i64 =
-            Spi::get_one("SELECT system_identifier FROM pg_catalog.pg_control_system()")?
-                .unwrap_or(0);
-        let archive_mode: String =
-            Spi::get_one("SELECT pg_catalog.current_setting('archive_mode')")?.unwrap_or_default();
-        Ok((
-            system.to_string(),
-            schedule::wal_segment_size()?,
-            archive_mode,
-        ))
-    })
-    .map_err(failed)?;
-    let (system_id, segment_size, archive_mode) = facts;
-    if system_id.is_empty() {
-        return Err(failed(
-            "the server is in recovery: base backups are taken on the primary",
-        ));
-    }
-    let mut kind = schedule.backup_type.clone();
-    let mut previous: Option<Manifest> = None;
-    let mut note = Value::Null;
-    if kind == "incremental" {
-        let key_id = key.as_ref().map(|k| k.id.as_str());
-        match previous_backup(backup_id, &system_id, dir, key_id).map_err(failed)? {
-            Some((prev_id, prev_path, expected)) => match BackupStore::open(&prev_path, &s3)
-                .and_then(|store| store.load_manifest(&keys, &expected))
-            {
-                Ok(m) => previous = Some(m),
-                Err(e) => {
-                    return Err(failed(format!(
-                        "the previous backup {prev_id} cannot be read, so no incremental can build on it: {e}"
-                    )))
-                }
-            },
-            None => {
-                kind = "full".into();
-                note = json!("no completed backup of this cluster on the same storage with the same encryption key to build on: taken as a full backup, which starts the chain");
-            }
-        }
-    }
+    let (system_id, segment_size, archive_mode) = server_facts()?;
+    let key_id = key.as_ref().map(|k| k.id.as_str());
+    let (kind, previous, note) = parent(schedule, backup_id, &system_id, dir, key_id)?;
     let store = BackupStore::create(dir, &s3).map_err(failed)?;
-    let label = format!("admin_toolkit backup {backup_id}");
-    let start = try_transaction(|| {
-        Spi::get_one_with_args::<String>(
-            "SELECT pg_catalog.pg_backup_start($1, true)::text",
-            &[label.as_str().into()],
-        )
-    });
-    let start_lsn = match start {
-        Ok(Ok(Some(lsn))) => lsn,
-        Ok(Ok(None)) => String::new(),
-        Ok(Err(e)) => return Err(cleanup(dir, failed(e.to_string()))),
-        Err(e) => return Err(cleanup(dir, failed(e))),
-    };
-    record(
-        "UPDATE admin_toolkit.backup_history SET start_lsn = $2::pg_lsn, backup_type = $3 WHERE backup_id = $1",
-        vec![backup_id.into(), start_lsn.as_str().into(), kind.as_str().into()],
-    );
+    start_backup(backup_id, &kind).map_err(|e| cleanup(dir, e))?;
     let options = CopyOptions {
         chunk_size: DEFAULT_CHUNK_SIZE,
         compression_level: schedule.compression_level,
@@ -292,22 +235,9 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
     });
     let status = interrupted.map_or(RunStatus::Failed, |(status, _)| status);
     let shutting_down = interrupted.is_some_and(|(_, why)| why == SHUTDOWN);
-    // Always stop the backup, without pg_backup_stop's own wait for the archiver, which polls
-    // once a second: this job waits for the last segment itself (wait_for_archive below).
+    // Always stop the backup; the job waits for the last segment itself (wait_for_archive).
     let wait = copied.is_ok() && archive_mode != "off";
-    let stop = try_transaction(
-        || -> spi::Result<(Option<String>, Option<String>, Option<String>)> {
-            Spi::connect(|c| {
-                let r = c.select(
-                    "SELECT lsn::text, labelfile, spcmapfile FROM pg_catalog.pg_backup_stop($1)",
-                    Some(1),
-                    &[false.into()],
-                )?;
-                let r = r.first();
-                Ok((r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-        },
-    );
+    let stop = stop_backup();
     let copied = match copied {
         Ok(c) => c,
         Err(message) => {
@@ -319,12 +249,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
             return Err(outcome);
         }
     };
-    let (end_lsn, label_file, map_file) = match stop {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return Err(cleanup(dir, failed(format!("pg_backup_stop failed: {e}")))),
-        Err(e) => return Err(cleanup(dir, failed(format!("pg_backup_stop failed: {e}")))),
-    };
-    let (end_lsn, label_file) = (end_lsn.unwrap_or_default(), label_file.unwrap_or_default());
+    let (end_lsn, label_file, map_file) = stop.map_err(|e| cleanup(dir, e))?;
     let label = parse_backup_label(&label_file).map_err(|e| cleanup(dir, failed(e)))?;
     // The backup ends in the segment holding the byte before its end LSN.
     let end_segment =
@@ -356,50 +281,22 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
     let manifest_bytes = store
         .store_manifest(&manifest, key.as_ref())
         .map_err(|e| cleanup(dir, failed(e)))?;
-    let seconds = started.elapsed().as_secs_f64();
-    let original = manifest.original_bytes();
-    let end_wal = end_segment
-        .map(|s| admin_toolkit_core::lsn::segment_file_name(label.timeline, s, segment_size));
-    let metadata = json!({
+    let stored = copied.pack_bytes + manifest_bytes;
+    let facts = json!({
         "system_identifier": system_id,
         "timeline": label.timeline,
         "start_wal_file": label.start_wal_file,
         "end_wal_file": end_wal,
         "wal_segment_size": segment_size,
         "checkpoint_lsn": label.checkpoint_lsn.to_string(),
-        "original_bytes": original,
-        "files": manifest.files.len(),
         "files_read": copied.files_read,
         "files_referenced": copied.files_referenced,
-        "chain": manifest.depends_on(),
         "parent_backup_id": previous.as_ref().map(|p| p.backup_id),
-        "duration_seconds": (seconds * 1000.0).round() / 1000.0,
-        "throughput_mb_per_s": if seconds > 0.0 { (original as f64 / seconds / 1e6 * 10.0).round() / 10.0 } else { 0.0 },
         "threads": options.threads,
         "note": note,
         "archive_waited": wait,
     });
-    let _logged = BACKUPS.finish(
-        backup_id,
-        RunStatus::Succeeded,
-        None,
-        vec![
-            (
-                "backup_size_bytes = $",
-                ((copied.pack_bytes + manifest_bytes) as i64).into(),
-            ),
-            ("end_lsn = $::pg_lsn", end_lsn.as_str().into()),
-            ("backup_type = $", kind.as_str().into()),
-            (
-                "metadata = metadata || $::jsonb",
-                metadata.to_string().into(),
-            ),
-        ],
-    );
-    log!(
-        "admin_toolkit job: backup {backup_id} ({kind}) completed: {original} bytes read, {} stored, {seconds:.1} s",
-        copied.pack_bytes + manifest_bytes
-    );
+    record_completed(backup_id, &manifest, stored, started, facts);
     Ok(())
 }
 
@@ -450,4 +347,139 @@ fn cleanup(dir: &Location, (status, message): Failure) -> Failure {
             format!("{message}; removing the partial backup failed too: {e}"),
         ),
     }
+}
+
+/// The server's system identifier, WAL segment size and archive_mode; refused on a standby.
+fn server_facts() -> Result<(String, u64, String), Failure> {
+    let facts = jobs::bookkeeping(|| -> spi::Result<(String, u64, String)> {
+        if unsafe { pg_sys::RecoveryInProgress() } {
+            return Ok((String::new(), 0, String::new()));
+        }
+        let system: i64 =
+            Spi::get_one("SELECT system_identifier FROM pg_catalog.pg_control_system()")?
+                .unwrap_or(0);
+        let archive_mode: String =
+            Spi::get_one("SELECT pg_catalog.current_setting('archive_mode')")?.unwrap_or_default();
+        Ok((
+            system.to_string(),
+            schedule::wal_segment_size()?,
+            archive_mode,
+        ))
+    })
+    .map_err(failed)?;
+    if facts.0.is_empty() {
+        return Err(failed(
+            "the server is in recovery: base backups are taken on the primary",
+        ));
+    }
+    Ok(facts)
+}
+
+/// What the backup is (its type: an incremental without a backup to build on is taken as a
+/// full one, with a note saying so) and the manifest of the backup it builds on.
+fn parent(
+    schedule: &BackupSchedule,
+    backup_id: i64,
+    system_id: &str,
+    dir: &Location,
+    key_id: Option<&str>,
+) -> Result<(String, Option<Manifest>, Value), Failure> {
+    if schedule.backup_type != "incremental" {
+        return Ok((schedule.backup_type.clone(), None, Value::Null));
+    }
+    match previous_backup(backup_id, system_id, dir, key_id).map_err(failed)? {
+        Some((prev_id, prev_path, expected)) => BackupStore::open(&prev_path, &crate::settings::s3())
+            .and_then(|store| store.load_manifest(&crate::settings::key_dir(), &expected))
+            .map(|m| (schedule.backup_type.clone(), Some(m), Value::Null))
+            .map_err(|e| {
+                failed(format!(
+                    "the previous backup {prev_id} cannot be read, so no incremental can build on it: {e}"
+                ))
+            }),
+        None => Ok((
+            "full".into(),
+            None,
+            json!("no completed backup of this cluster on the same storage with the same encryption key to build on: taken as a full backup, which starts the chain"),
+        )),
+    }
+}
+
+/// pg_backup_start, and the backup's start LSN and type recorded.
+fn start_backup(backup_id: i64, kind: &str) -> Result<(), Failure> {
+    let label = format!("admin_toolkit backup {backup_id}");
+    let start = try_transaction(|| {
+        Spi::get_one_with_args::<String>(
+            "SELECT pg_catalog.pg_backup_start($1, true)::text",
+            &[label.as_str().into()],
+        )
+    });
+    let start_lsn = match start {
+        Ok(Ok(lsn)) => lsn.unwrap_or_default(),
+        Ok(Err(e)) => return Err(failed(e.to_string())),
+        Err(e) => return Err(failed(e)),
+    };
+    record(
+        "UPDATE admin_toolkit.backup_history SET start_lsn = $2::pg_lsn, backup_type = $3 WHERE backup_id = $1",
+        vec![backup_id.into(), start_lsn.as_str().into(), kind.into()],
+    );
+    Ok(())
+}
+
+/// pg_backup_stop, without its own wait for the archiver (which polls once a second: the job
+/// waits for the last segment itself): the end LSN, backup_label and tablespace_map.
+fn stop_backup() -> Result<(String, String, Option<String>), Failure> {
+    let stop = try_transaction(
+        || -> spi::Result<(Option<String>, Option<String>, Option<String>)> {
+            crate::query::one_row(
+                "SELECT lsn::text, labelfile, spcmapfile FROM pg_catalog.pg_backup_stop($1)",
+                &[false.into()],
+                |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .map(Option::unwrap_or_default)
+        },
+    );
+    match stop {
+        Ok(Ok((end_lsn, label, map))) => {
+            Ok((end_lsn.unwrap_or_default(), label.unwrap_or_default(), map))
+        }
+        Ok(Err(e)) => Err(failed(format!("pg_backup_stop failed: {e}"))),
+        Err(e) => Err(failed(format!("pg_backup_stop failed: {e}"))),
+    }
+}
+
+/// Records the completed backup: its stored size, end, type, and `facts` with the figures of
+/// the manifest and the run's speed.
+fn record_completed(
+    backup_id: i64,
+    manifest: &Manifest,
+    stored: u64,
+    started: Instant,
+    mut facts: Value,
+) {
+    let seconds = started.elapsed().as_secs_f64();
+    let original = manifest.original_bytes();
+    facts["original_bytes"] = json!(original);
+    facts["files"] = json!(manifest.files.len());
+    facts["chain"] = json!(manifest.depends_on());
+    facts["duration_seconds"] = json!((seconds * 1000.0).round() / 1000.0);
+    facts["throughput_mb_per_s"] = json!(if seconds > 0.0 {
+        (original as f64 / seconds / 1e6 * 10.0).round() / 10.0
+    } else {
+        0.0
+    });
+    let _logged = BACKUPS.finish(
+        backup_id,
+        RunStatus::Succeeded,
+        None,
+        vec![
+            ("backup_size_bytes = $", (stored as i64).into()),
+            ("end_lsn = $::pg_lsn", manifest.end_lsn.as_str().into()),
+            ("backup_type = $", manifest.kind.as_str().into()),
+            ("metadata = metadata || $::jsonb", facts.to_string().into()),
+        ],
+    );
+    log!(
+        "admin_toolkit job: backup {backup_id} ({}) completed: {original} bytes read, {stored} stored, {seconds:.1} s",
+        manifest.kind
+    );
 }

@@ -1,6 +1,7 @@
 //! Backups: the WAL archive module, base backups (full and incremental) run by job workers,
 //! retention, verification and restore drills. Decisions and the file format live in the core crate.
 
+pub mod api;
 pub mod archive;
 pub mod base;
 pub mod duty;

@@ -1,4 +1,4 @@
-//! `cleanup_old_backups()`: deletes backups past their schedule's retention (never the newest
+//! Retention (`cleanup_old_backups()` in `api`, and the worker's duty): deletes backups past their schedule's retention (never the newest
 //! full backup, nor any backup a retained incremental or a recovery point needs) and the
 //! archived WAL that no retained backup or recovery point needs.
 //!
@@ -379,35 +379,4 @@ pub fn deletions_pending() -> spi::Result<bool> {
     Ok(crate::query::read_scalar::<bool>(
         "SELECT EXISTS (SELECT 1 FROM admin_toolkit.backup_history WHERE status = 'deleting')",
     )? == Some(true))
-}
-
-/// Marks the backups past retention for deletion and returns them (the specification's
-/// columns); the worker removes their files, and the WAL no longer needed, after this
-/// transaction commits (a rollback deletes nothing).
-#[pg_extern(volatile)]
-fn cleanup_old_backups() -> spi::Result<
-    TableIterator<
-        'static,
-        (
-            name!(deleted_backup_id, i64),
-            name!(backup_path, String),
-            name!(backup_age_days, i32),
-        ),
-    >,
-> {
-    let result = cleanup()?;
-    if result.skipped {
-        notice!("admin_toolkit: a backup is running; retention was not applied (try again when it has finished)");
-    } else {
-        notice!(
-            "admin_toolkit: {} backup(s) marked for deletion; once this transaction commits, the worker removes their files and the archived WAL no retained backup or recovery point needs",
-            result.backups.len(),
-        );
-    }
-    Ok(TableIterator::new(
-        result
-            .backups
-            .into_iter()
-            .map(|d| (d.backup_id, d.path, d.age_days)),
-    ))
 }

@@ -1,58 +1,10 @@
-//! Starting backup runs: `execute_backup()` now, due schedules from the worker, and the upkeep
-//! of runs whose job worker disappeared.
+//! Starting backup runs: due schedules from the worker (`execute_backup()` is in `api`), and
+//! the upkeep of runs whose job worker disappeared.
 
-use super::schedule;
-use crate::error::{require, ToolkitError};
 use crate::jobs::ledger::BACKUPS;
 use crate::jobs::{self, due::start_due, JobKind, RunStatus};
 use admin_toolkit_core::backup::store::remove_backup;
 use pgrx::prelude::*;
-use std::time::Duration;
-
-/// Runs a backup schedule now in a job worker and returns the backup_id of its backup_history
-/// row. With `p_wait`, returns once the backup has finished (check its status); without, at
-/// once (the row says 'running' until the job records the outcome).
-#[pg_extern(volatile)]
-fn execute_backup(p_schedule_id: Option<i32>, p_wait: default!(Option<bool>, false)) -> i64 {
-    let schedule_id = require(p_schedule_id, "p_schedule_id");
-    let wait = require(p_wait, "p_wait");
-    let schedule = schedule::load(schedule_id)
-        .unwrap_or_else(|e| ToolkitError::wrong_state(e.to_string()).raise())
-        .filter(|s| s.is_active)
-        .unwrap_or_else(|| {
-            ToolkitError::undefined_object(format!("Schedule {schedule_id} not found or inactive"))
-                .raise()
-        });
-    if let Err(e) = schedule::check(&schedule) {
-        e.raise();
-    }
-    if unsafe { pg_sys::RecoveryInProgress() } {
-        ToolkitError::wrong_state("backups are taken on the primary; this server is in recovery")
-            .raise();
-    }
-    if let Some(refusal) = schedule::archiving_refusal() {
-        refusal.raise();
-    }
-    let role = jobs::owner_oid(&schedule.owner).unwrap_or_else(|e| e.raise());
-    let backup_id = BACKUPS.next_id();
-    let job = jobs::here(
-        JobKind::Backup {
-            schedule_id,
-            backup_id,
-        },
-        role,
-    );
-    // The job inserts the row as its first step: wait for that, never for the copy.
-    let recorded = jobs::run_now(&job, &BACKUPS, backup_id, wait, Duration::from_secs(5))
-        .unwrap_or_else(|e| e.raise());
-    if wait && !recorded {
-        ToolkitError::wrong_state(format!(
-            "the backup job for schedule {schedule_id} exited without recording backup {backup_id}; see the server log"
-        ))
-        .raise();
-    }
-    backup_id
-}
 
 /// Starts a job, as the schedule's owner, for every active backup schedule that is due and
 /// moves its next_run on. An owner that cannot run jobs gets a failed backup_history row

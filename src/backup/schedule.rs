@@ -145,27 +145,3 @@ pub fn archiving_refusal() -> Option<crate::error::ToolkitError> {
         ),
     )
 }
-
-/// Refuses (22023), when a backup schedule is written, a storage location or key id that no
-/// backup could ever use: a relative or `..` path, an s3:// URL without a valid bucket, a key
-/// id that is a path. Called by the schedule tables' trigger (schedule_owner_check).
-#[pg_extern(immutable, parallel_safe)]
-fn check_backup_target(p_storage_location: Option<&str>, p_encryption_key_id: Option<&str>) {
-    use crate::error::ToolkitError;
-    if let Some(location) = p_storage_location {
-        if let Err(e) = Location::parse(location) {
-            ToolkitError::invalid_parameter(e.to_string())
-                .with_hint("Use an absolute path or s3://bucket/prefix.")
-                .raise();
-        }
-    }
-    if let Some(id) = p_encryption_key_id {
-        if !admin_toolkit_core::crypto::valid_key_id(id) {
-            ToolkitError::invalid_parameter(format!(
-                "invalid encryption_key_id \"{id}\": letters, digits, -, _ and . only, not starting with ."
-            ))
-            .with_hint("The key is read from <admin_toolkit.encryption_key_dir>/<encryption_key_id>.key.")
-            .raise();
-        }
-    }
-}

@@ -1,11 +1,9 @@
-//! `verify_backup()`: rereads every file of a backup (and of the backups it references) and
+//! Verification (`verify_backup()` in `api`): rereads every file of a backup (and of the backups it references) and
 //! checks it against the manifest's SHA-256 checksums.
 
-use crate::error::{require, ToolkitError};
 use admin_toolkit_core::backup::default_threads;
 use admin_toolkit_core::backup::read::verify;
 use admin_toolkit_core::backup::store::BackupStore;
-use pgrx::prelude::*;
 
 /// Problems listed one per row, up to this many; the rest are counted.
 const MAX_PROBLEM_ROWS: usize = 100;
@@ -77,42 +75,4 @@ pub fn check_backup(backup_id: i64, path: &str, status: &str) -> Vec<CheckRow> {
         ));
     }
     rows
-}
-
-/// Rechecks every file of a backup against its manifest: one row per problem, or OK rows.
-#[pg_extern(volatile)]
-fn verify_backup(
-    backup_id: Option<i64>,
-) -> spi::Result<
-    TableIterator<
-        'static,
-        (
-            name!(check_name, String),
-            name!(status, String),
-            name!(details, String),
-        ),
-    >,
-> {
-    let backup_id = require(backup_id, "backup_id");
-    let found = crate::query::one_row(
-        "SELECT backup_path, status, backup_type FROM admin_toolkit.backup_history WHERE backup_id = $1",
-        &[backup_id.into()],
-        |r| {
-            Ok((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-                r.get::<String>(3)?.unwrap_or_default(),
-            ))
-        },
-    )?;
-    let (path, status, kind) = found.unwrap_or_else(|| {
-        ToolkitError::undefined_object(format!("backup {backup_id} does not exist")).raise()
-    });
-    if kind == "wal_archive" {
-        ToolkitError::invalid_parameter(format!(
-            "backup {backup_id} is a WAL archiving run, which has no files to verify"
-        ))
-        .raise();
-    }
-    Ok(TableIterator::new(check_backup(backup_id, &path, &status)))
 }

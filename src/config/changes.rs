@@ -1,10 +1,10 @@
-//! Tracked configuration changes: `track_config_change()` applies a setting for real (ALTER
+//! Tracked configuration changes: `track_config_change()` (in `api`) applies a setting for real (ALTER
 //! SYSTEM, then a reload) through a job worker, because ALTER SYSTEM refuses to run inside a
 //! transaction block or function; the job records the change in `configuration_history`.
 //! Changes made by other means are detected by the worker (see `detect_external_changes`).
 
-use crate::error::{require, ToolkitError};
-use crate::jobs::{self, JobKind};
+use crate::error::ToolkitError;
+use crate::jobs::{self};
 use crate::transaction::top_level;
 use admin_toolkit_core::config_guard::weakening;
 use admin_toolkit_core::maintenance::quote_ident;
@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 /// The request file the caller hands to the job worker: a file, because the caller's own
 /// uncommitted rows are invisible to the worker and `bgw_extra` holds 128 bytes.
-fn request_path(request_id: &str) -> PathBuf {
+pub(super) fn request_path(request_id: &str) -> PathBuf {
     crate::jobs::handoff_dir().join(format!("admin_toolkit_config_{request_id}.json"))
 }
 
@@ -111,7 +111,7 @@ fn value_sql(name: &str, value: &str) -> String {
 }
 
 /// The GUC flags of parameter `name` (0 when unknown).
-fn flags_of(name: &str) -> i32 {
+pub(super) fn flags_of(name: &str) -> i32 {
     let Ok(cname) = CString::new(name) else {
         return 0;
     };
@@ -119,110 +119,10 @@ fn flags_of(name: &str) -> i32 {
     unsafe { pg_sys::GetConfigOptionFlags(cname.as_ptr(), true) }
 }
 
-/// Applies a configuration change for real and records it: refuses unknown parameters (42704),
-/// a caller without the right to ALTER SYSTEM that parameter (42501: superuser, or GRANT ALTER
-/// SYSTEM ON PARAMETER), a non-superuser switching off admin_toolkit's own protections (42501)
-/// and invalid values (22023) before anything is written; writes the value with ALTER SYSTEM
-/// (postgresql.auto.conf) as the caller, in a job worker, and reloads. A parameter that needs a restart is recorded with
-/// `requires_restart = true, applied = false`; the worker marks it applied after the restart.
-/// Returns the new configuration_history row's config_id.
-#[pg_extern(volatile)]
-fn track_config_change(
-    p_parameter_name: Option<&str>,
-    p_new_value: Option<&str>,
-    p_change_reason: default!(Option<&str>, "NULL"),
-) -> i64 {
-    let name = require(p_parameter_name, "p_parameter_name");
-    let value = require(p_new_value, "p_new_value");
-    // Looked up with the C API, not SQL: no function or operator of the caller's search path
-    // can run here, and superuser-only parameters are found for every caller.
-    if current_value(name).is_none() {
-        ToolkitError::undefined_object(format!("unrecognized configuration parameter \"{name}\""))
-            .raise();
-    }
-    let weakened = check_privilege(name, value);
-    // PostgreSQL 15's ALTER SYSTEM writes an empty quoted list as one empty element ('""'):
-    // for shared_preload_libraries, a library named "" and a server that does not start.
-    if flags_of(name) & pg_sys::GUC_LIST_QUOTE as i32 != 0
-        && admin_toolkit_core::config_guard::list_elements(value).is_empty()
-    {
-        ToolkitError::invalid_parameter(format!(
-            "an empty list cannot be written for \"{name}\": ALTER SYSTEM would store one empty element and the server would not start"
-        ))
-        .with_hint("Name the elements to keep, or remove the setting from postgresql.conf and postgresql.auto.conf by hand.")
-        .raise();
-    }
-    let (Ok(cname), Ok(cvalue)) = (CString::new(name), CString::new(value)) else {
-        ToolkitError::invalid_parameter("parameter names and values cannot contain NUL bytes")
-            .raise()
-    };
-    // Validate without changing anything (changeVal = false). The postmaster context passes
-    // every parameter's context check, so only the value itself is judged, as ALTER SYSTEM does.
-    unsafe {
-        pg_sys::set_config_option(
-            cname.as_ptr(),
-            cvalue.as_ptr(),
-            pg_sys::GucContext::PGC_POSTMASTER,
-            pg_sys::GucSource::PGC_S_FILE,
-            pg_sys::GucAction::GUC_ACTION_SET,
-            false,
-            pg_sys::PGERROR as i32,
-            false,
-        )
-    };
-    // Unique per call: this backend's PID and the current time.
-    let request_id = format!(
-        "{}-{}",
-        unsafe { pg_sys::MyProcPid },
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros())
-            .unwrap_or(0)
-    );
-    // SAFETY: the name of this backend's current role, which exists.
-    let user =
-        unsafe { std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false)) }
-            .to_string_lossy()
-            .into_owned();
-    let path = request_path(&request_id);
-    let request = json!({"name": name, "value": value, "reason": p_change_reason, "user": user});
-    std::fs::write(&path, request.to_string()).unwrap_or_else(|e| {
-        ToolkitError::wrong_state(format!("cannot hand the change to a job worker: {e}")).raise()
-    });
-    // SAFETY: GetUserId reads this backend's current role.
-    let caller = unsafe { pg_sys::GetUserId() }.to_u32();
-    let job = jobs::here(
-        JobKind::Config {
-            request: request_id.clone(),
-        },
-        caller,
-    );
-    let worker = jobs::start(&job, true).unwrap_or_else(|e| {
-        let _ = std::fs::remove_file(&path);
-        e.raise()
-    });
-    let _ = worker.wait_for_shutdown();
-    let answer: Value = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(json!({}));
-    let _ = std::fs::remove_file(&path);
-    if let Some(id) = answer["config_id"].as_i64() {
-        if let Some(lost) = weakened {
-            report_weakening(name, &lost, id);
-        }
-        return id;
-    }
-    let message = answer["error"]
-        .as_str()
-        .unwrap_or("the job worker did not answer; see the server log");
-    ToolkitError::invalid_parameter(format!("could not apply {name}: {message}")).raise()
-}
-
 /// Refuses (42501, before anything is written) a caller who may not ALTER SYSTEM `name`, and a
 /// non-superuser whose change would switch off admin_toolkit's own protections. A superuser's
 /// such change goes ahead with a WARNING naming what is lost, and is recorded in the audit log.
-fn check_privilege(name: &str, value: &str) -> Option<String> {
+pub(super) fn check_privilege(name: &str, value: &str) -> Option<String> {
     let cname = CString::new(name).unwrap_or_default();
     // SAFETY: reads this backend's role and the parameter's ACL; a valid C string.
     let (allowed, superuser) = unsafe {
@@ -254,7 +154,7 @@ fn check_privilege(name: &str, value: &str) -> Option<String> {
 /// The running value of parameter `name` in this session, also of superuser-only parameters,
 /// or None when there is no such parameter (a placeholder of an unloaded module's prefix
 /// counts as none, as pg_settings leaves it out).
-fn current_value(name: &str) -> Option<String> {
+pub(super) fn current_value(name: &str) -> Option<String> {
     let cname = CString::new(name).ok()?;
     // SAFETY: a valid C string; missing_ok, so no ERROR; the value is copied at once.
     unsafe {
@@ -272,7 +172,7 @@ fn current_value(name: &str) -> Option<String> {
 }
 
 /// The WARNING and audit event of a change that switched off a protection.
-fn report_weakening(name: &str, lost: &str, config_id: i64) {
+pub(super) fn report_weakening(name: &str, lost: &str, config_id: i64) {
     warning!("admin_toolkit: {lost}");
     // The event's info field holds 256 bytes; the whole sentence is in the WARNING.
     let short: String = lost.chars().take(160).collect();

@@ -1,18 +1,14 @@
-//! `get_config_recommendations()`: PGTune's formulas applied to this machine (RAM from
+//! The tuning advice of `get_config_recommendations()` (in `api`): PGTune's formulas applied to this machine (RAM from
 //! /proc/meminfo, CPU count, max_connections, admin_toolkit.storage_type and .workload), plus
 //! advice from observed behaviour (temp files, requested checkpoints, cache hit ratio). Only
 //! settings that differ from the advice are returned.
 
-use crate::settings::{self, StorageType, WorkloadType};
-use admin_toolkit_core::tuning::{
-    already_set, alter_system_statement, installed_memory_kb, recommend, Advice, Machine, Storage,
-    Value, Workload,
-};
+use admin_toolkit_core::tuning::Advice;
 use pgrx::prelude::*;
 use std::collections::HashMap;
 
 /// Total RAM in kB, from /proc/meminfo.
-fn memory_kb() -> Option<u64> {
+pub(super) fn memory_kb() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     text.lines()
         .find(|l| l.starts_with("MemTotal:"))?
@@ -22,21 +18,21 @@ fn memory_kb() -> Option<u64> {
         .ok()
 }
 
-fn cpus() -> u32 {
+pub(super) fn cpus() -> u32 {
     std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1)
 }
 
 /// A setting as pg_settings holds it.
-struct Current {
-    setting: String,
-    unit: Option<String>,
-    shown: String,
+pub(super) struct Current {
+    pub setting: String,
+    pub unit: Option<String>,
+    pub shown: String,
 }
 
 /// Current settings by name.
-fn current(names: &[&str]) -> spi::Result<HashMap<String, Current>> {
+pub(super) fn current(names: &[&str]) -> spi::Result<HashMap<String, Current>> {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     Spi::connect(|c| {
         let rows = c.select(
@@ -60,7 +56,7 @@ fn current(names: &[&str]) -> spi::Result<HashMap<String, Current>> {
 }
 
 /// Statistics since the last reset that say a setting is too small.
-struct Observed {
+pub(super) struct Observed {
     temp_files: i64,
     temp_bytes: i64,
     checkpoints_req: i64,
@@ -68,7 +64,7 @@ struct Observed {
     hit_ratio: Option<f64>,
 }
 
-fn observed() -> spi::Result<Observed> {
+pub(super) fn observed() -> spi::Result<Observed> {
     Spi::connect(|c| {
         let r = c
             .select(
@@ -93,7 +89,7 @@ fn observed() -> spi::Result<Observed> {
 }
 
 /// Sharpens the formula advice with what the server has been doing.
-fn apply_observations(advice: &mut [Advice], seen: &Observed) {
+pub(super) fn apply_observations(advice: &mut [Advice], seen: &Observed) {
     for a in advice.iter_mut() {
         match a.name {
             "work_mem" if seen.temp_files > 0 => {
@@ -121,76 +117,6 @@ fn apply_observations(advice: &mut [Advice], seen: &Observed) {
             _ => {}
         }
     }
-}
-
-#[allow(clippy::type_complexity)]
-/// The specification's columns: parameter_name, current_value, recommended_value, reasoning,
-/// priority; then the statement that applies the advice (`\gexec` in psql runs them).
-#[pg_extern(volatile)]
-fn get_config_recommendations() -> spi::Result<
-    TableIterator<
-        'static,
-        (
-            name!(parameter_name, String),
-            name!(current_value, String),
-            name!(recommended_value, String),
-            name!(reasoning, String),
-            name!(priority, String),
-            name!(alter_system_statement, String),
-        ),
-    >,
-> {
-    let max_connections =
-        crate::query::read_scalar::<String>("SELECT current_setting('max_connections')")?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(100);
-    let Some(memory_kb) = memory_kb() else {
-        crate::error::ToolkitError::wrong_state(
-            "cannot read the machine's memory from /proc/meminfo",
-        )
-        .raise()
-    };
-    let machine = Machine {
-        memory_kb: installed_memory_kb(memory_kb),
-        cpus: cpus(),
-        max_connections,
-        workload: match settings::WORKLOAD.get() {
-            WorkloadType::Web => Workload::Web,
-            WorkloadType::Oltp => Workload::Oltp,
-            WorkloadType::Dw => Workload::DataWarehouse,
-            WorkloadType::Mixed => Workload::Mixed,
-        },
-        storage: match settings::STORAGE_TYPE.get() {
-            StorageType::Ssd => Storage::Ssd,
-            StorageType::Hdd => Storage::Hdd,
-            StorageType::San => Storage::San,
-        },
-    };
-    let mut advice = recommend(&machine);
-    apply_observations(&mut advice, &observed()?);
-    let names: Vec<&str> = advice.iter().map(|a| a.name).collect();
-    let settings_now = current(&names)?;
-    let rows: Vec<_> = advice
-        .into_iter()
-        .filter_map(|a| {
-            let now = settings_now.get(a.name)?;
-            (!already_set(a.value, &now.setting, now.unit.as_deref())).then(|| {
-                let recommended = match a.value {
-                    Value::Kb(_) => a.value.to_string(),
-                    Value::Number(n) => format!("{n}"),
-                };
-                (
-                    a.name.to_string(),
-                    now.shown.clone(),
-                    recommended,
-                    a.reasoning,
-                    a.priority.to_string(),
-                    alter_system_statement(a.name, a.value),
-                )
-            })
-        })
-        .collect();
-    Ok(TableIterator::new(rows))
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -221,3 +221,22 @@ pub fn run_now(
     }
     Ok(ledger.exists(id))
 }
+
+/// [`run_now`] for a caller that raises: when the job cannot start, or was waited for and
+/// exited without recording its run (`what`: "backup 7 of schedule 2", "drill 3").
+pub fn run_now_or_raise(
+    job: &JobDescriptor,
+    ledger: &Ledger,
+    id: i64,
+    until_exit: bool,
+    what: &str,
+) {
+    let recorded =
+        run_now(job, ledger, id, until_exit, Duration::from_secs(5)).unwrap_or_else(|e| e.raise());
+    if until_exit && !recorded {
+        ToolkitError::wrong_state(format!(
+            "the job exited without recording {what}; see the server log"
+        ))
+        .raise();
+    }
+}

@@ -181,34 +181,6 @@ pub fn upkeep(log: &PartitionedLog) -> spi::Result<Vec<UpkeepAction>> {
     Ok(actions)
 }
 
-/// Runs partition upkeep now, for both logs, and reports what it did. The worker does the same
-/// on its own; this is for administrators who want it at once (e.g. after changing retention).
-#[pg_extern(volatile)]
-fn maintain_partitions() -> spi::Result<
-    TableIterator<
-        'static,
-        (
-            name!(table_name, String),
-            name!(action, String),
-            name!(partition_name, String),
-            name!(rows_affected, i64),
-        ),
-    >,
-> {
-    let mut actions = Vec::new();
-    for log in &LOGS {
-        actions.extend(upkeep(log)?);
-    }
-    Ok(TableIterator::new(actions.into_iter().map(|a| {
-        (
-            a.table.to_string(),
-            a.action.to_string(),
-            a.partition,
-            a.rows,
-        )
-    })))
-}
-
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {

@@ -1,13 +1,13 @@
 //! Maintenance runs: recording a run planned from its schedule (plan.rs), executing it in a job
-//! worker, recording the outcome; `execute_maintenance()` and the scheduler's start of due jobs.
+//! worker, recording the outcome, and the scheduler's start of due jobs (`execute_maintenance()`
+//! is in `api`).
 
 use super::plan::{
-    execute, load_schedule, lock_schedule, parse_options, prepare, prepare_described, Plan,
-    Schedule, Step, CAPTURE_WARNINGS,
+    execute, load_schedule, lock_schedule, prepare, prepare_described, Plan, Schedule, Step,
+    CAPTURE_WARNINGS,
 };
 use crate::jobs::ledger::MAINTENANCE;
 use crate::jobs::{self, due::start_due, JobKind, RunStatus};
-use admin_toolkit_core::maintenance::{waits_for_older_snapshots, MaintenanceType};
 use pgrx::prelude::*;
 use serde_json::{json, Value};
 
@@ -231,98 +231,4 @@ pub fn upkeep_runs(retention_days: i32) -> spi::Result<()> {
         "DELETE FROM admin_toolkit.maintenance_runs WHERE started_at < now() - make_interval(days => $1)",
         &[retention_days.into()],
     )
-}
-
-// The result type stays inline: pgrx derives the SQL signature from it.
-#[allow(clippy::type_complexity)]
-/// Runs a maintenance schedule now, through the same job worker as the scheduler, waits for
-/// it and returns its real outcome (the specification's columns). REINDEX CONCURRENTLY is not
-/// waited for (it waits for this very transaction's snapshot): its status is 'running' and its
-/// outcome lands in maintenance_runs.
-#[pg_extern(volatile)]
-fn execute_maintenance(
-    p_schedule_id: Option<i32>,
-) -> spi::Result<
-    TableIterator<
-        'static,
-        (
-            name!(schedule_id, i32),
-            name!(maintenance_type, String),
-            name!(target_object, String),
-            name!(status, String),
-            name!(duration_seconds, i32),
-            name!(details, pgrx::JsonB),
-        ),
-    >,
-> {
-    let schedule_id = crate::error::require(p_schedule_id, "p_schedule_id");
-    let Some(schedule) = load_schedule(schedule_id, true)? else {
-        return Ok(TableIterator::new(vec![(
-            schedule_id,
-            "unknown".to_string(),
-            "N/A".to_string(),
-            "error".to_string(),
-            0,
-            pgrx::JsonB(json!({"error": "Schedule not found or inactive"})),
-        )]));
-    };
-    let wait = match (
-        MaintenanceType::parse(&schedule.kind),
-        parse_options(&schedule.options),
-    ) {
-        (Ok(kind), Ok((options, _))) => !waits_for_older_snapshots(kind, &options),
-        _ => true,
-    };
-    let role = jobs::owner_oid(&schedule.owner).unwrap_or_else(|e| e.raise());
-    let run_id = MAINTENANCE.next_id();
-    let job = jobs::here(
-        JobKind::Maintenance {
-            schedule_id,
-            run_id,
-        },
-        role,
-    );
-    // Without waiting for the command, its run row appears once the job has planned.
-    let _read_below = jobs::run_now(
-        &job,
-        &MAINTENANCE,
-        run_id,
-        wait,
-        std::time::Duration::from_secs(2),
-    )
-    .unwrap_or_else(|e| e.raise());
-    let row = crate::query::one_row(
-        "SELECT maintenance_type, target_object, status, \
-                    round(extract(epoch FROM coalesce(finished_at, clock_timestamp()) - started_at))::int, \
-                    jsonb_build_object('run_id', run_id, 'sql_command', command, 'error', error_message, \
-                                       'executed_at', started_at) || details \
-             FROM admin_toolkit.maintenance_runs WHERE run_id = $1",
-        &[run_id.into()],
-        |r| {
-            Ok((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-                r.get::<String>(3)?.unwrap_or_default(),
-                r.get::<i32>(4)?.unwrap_or_default(),
-                r.get::<pgrx::JsonB>(5)?.unwrap_or(pgrx::JsonB(json!({}))),
-            ))
-        },
-    )?;
-    let (kind, target, status, duration, details) = row.unwrap_or_else(|| {
-        (
-            schedule.kind.clone(),
-            "N/A".into(),
-            "error".into(),
-            0,
-            pgrx::JsonB(json!({"run_id": run_id, "error": "the job worker exited without recording the run; see the server log"})),
-        )
-    });
-    Ok(TableIterator::new(vec![(
-        schedule_id,
-        kind,
-        target,
-        status,
-        duration,
-        details,
-    )]))
 }

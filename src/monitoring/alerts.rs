@@ -222,39 +222,3 @@ pub fn evaluate() -> spi::Result<Evaluation> {
     }
     Ok(result)
 }
-
-/// Evaluates the alert rules now (the worker does this after every collection) and returns the
-/// alerts that currently hold, with the specification's columns. Rules whose metric has never
-/// been collected are reported with a NOTICE each.
-// The result type stays inline: pgrx derives the SQL signature from it and cannot see through a
-// type alias.
-#[allow(clippy::type_complexity)]
-#[pg_extern(volatile)]
-fn process_alerts() -> spi::Result<
-    TableIterator<
-        'static,
-        (
-            name!(rule_name, String),
-            name!(severity, String),
-            name!(current_value, Option<AnyNumeric>),
-            name!(threshold_value, AnyNumeric),
-            name!(alert_message, String),
-        ),
-    >,
-> {
-    let evaluation = evaluate()?;
-    for rule in &evaluation.no_data {
-        notice!("alert rule \"{rule}\" has no data: its metric has never been collected");
-    }
-    Ok(TableIterator::new(evaluation.holding.into_iter().map(
-        |a| {
-            (
-                a.rule_name,
-                a.severity,
-                a.current_value,
-                a.threshold_value,
-                a.message,
-            )
-        },
-    )))
-}

@@ -1,4 +1,4 @@
-//! `collect_performance_metrics()`: one sample of every metric in `metric_definitions`, written
+//! Collection (`collect_performance_metrics()` in `api`, and the worker's duty): one sample of every metric in `metric_definitions`, written
 //! to `performance_metrics` in one INSERT. Gauges are stored as read; cumulative counters as the
 //! delta or rate since the previous collection (kept in `collector_counters`).
 
@@ -528,15 +528,4 @@ pub fn collect() -> spi::Result<Collection> {
         inserted: metrics.len(),
         statements_unavailable,
     })
-}
-
-/// Collects one sample of every metric now (the worker does this every
-/// `admin_toolkit.collection_interval` seconds). Returns void, as in the specification.
-#[pg_extern(volatile)]
-fn collect_performance_metrics() -> spi::Result<()> {
-    let collection = collect()?;
-    if let Some(why) = &collection.statements_unavailable {
-        notice!("query metrics skipped: {why}");
-    }
-    Ok(())
 }

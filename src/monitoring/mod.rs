@@ -2,6 +2,7 @@
 //! (defined in sql/finalize.sql).
 
 pub mod alerts;
+pub mod api;
 pub mod collect;
 pub mod duty;
 pub mod endpoint;

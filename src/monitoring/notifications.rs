@@ -176,9 +176,11 @@ const SENDABLE: &str = "d.status = 'pending' AND c.is_active AND d.delivery_id <
             AND t.action = 'trigger' AND t.status = 'pending'))";
 
 /// An alert event `e` of rule `r` as a notice, from column `first` on (see `read_notice`).
+/// Numbers beyond float8's range (a rule may say 1e400) are shown as null, not an error.
 const NOTICE_COLUMNS: &str = "e.event_id, r.rule_id, r.rule_name, r.severity, \
     r.metric_type || '/' || r.metric_name, r.condition_operator, e.message, \
-    e.value_at_firing::float8, e.threshold_value::float8, \
+    CASE WHEN abs(e.value_at_firing) < 1e308 THEN e.value_at_firing::float8 END, \
+    CASE WHEN abs(e.threshold_value) < 1e308 THEN e.threshold_value::float8 END, \
     to_char(e.fired_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
     to_char(e.resolved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
     (SELECT system_identifier::text FROM pg_catalog.pg_control_system()), r.notification_channels";

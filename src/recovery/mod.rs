@@ -2,5 +2,7 @@
 //! archive (plan.rs), and restore drills that prove a backup restores (drill/). Backups
 //! themselves, and the archive, live in crate::backup.
 
+pub mod api;
 pub mod drill;
 mod plan;
+mod validate;

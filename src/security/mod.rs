@@ -1,6 +1,7 @@
 //! Security: audit events captured by server hooks, suspicious-activity detection, the enforced
 //! password policy, and role and row-level-security helpers (sql/security.sql).
 
+pub mod api;
 pub mod audit;
 pub mod password_policy;
 

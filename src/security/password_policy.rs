@@ -1,6 +1,7 @@
-//! `validate_password_policy`: the SQL face of the pure crate's password rules.
+//! The password policy: the check hook on CREATE/ALTER ROLE ... PASSWORD and the rules in force
+//! (`validate_password_policy()` is in `api`); the rules themselves are the core crate's.
 
-use crate::error::{require, ToolkitError};
+use crate::error::ToolkitError;
 use crate::settings;
 use admin_toolkit_core::password::{check_password, failed_rules, PasswordPolicy};
 use pgrx::prelude::*;
@@ -83,31 +84,6 @@ pub fn current_policy() -> PasswordPolicy {
     PasswordPolicy {
         min_length: settings::non_negative(&settings::PASSWORD_MIN_LENGTH) as usize,
     }
-}
-
-/// One row per rule: check_name, passed, message. NULL or empty arguments are refused rather
-/// than judged, so a caller cannot mistake "no answer" for "no failures".
-#[pg_extern(stable, parallel_safe)]
-fn validate_password_policy(
-    username: Option<&str>,
-    password: Option<&str>,
-) -> TableIterator<
-    'static,
-    (
-        name!(check_name, String),
-        name!(passed, bool),
-        name!(message, String),
-    ),
-> {
-    let username = require(username, "username");
-    let password = require(password, "password");
-    let results = check_password(&current_policy(), username, password)
-        .unwrap_or_else(|e| ToolkitError::invalid_parameter(e.to_string()).raise());
-    TableIterator::new(
-        results
-            .into_iter()
-            .map(|r| (r.check_name.to_string(), r.passed, r.message)),
-    )
 }
 
 #[cfg(any(test, feature = "pg_test"))]

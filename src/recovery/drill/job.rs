@@ -1,30 +1,19 @@
 //! The drill job: choose the backup, restore it with its chain, recover it from the archive on a
 //! throwaway server, check every database, record what was measured, remove it all.
 
-use super::checks::{check_databases, checks_json, id_array, server_bindir};
-use super::{failed, stopped, Failure, ONE_AT_A_TIME};
+use super::checks::{check_databases, checks_json, id_array};
+use super::phases::{
+    configure_recovery, load_manifest, measure_recovery, plan_wal, prepare_scratch, restore_backup,
+    start_and_promote, Measures, Start,
+};
+use super::{failed, Failure, ONE_AT_A_TIME};
 use crate::jobs::ledger::DRILLS;
-use crate::jobs::{self, interruption, RunStatus};
-use crate::transaction::step::try_transaction;
-use admin_toolkit_core::backup::default_threads;
-use admin_toolkit_core::backup::manifest::Manifest;
-use admin_toolkit_core::backup::recovery_conf::{
-    write_recovery_settings, RecoverySettings, RecoveryTarget,
-};
-use admin_toolkit_core::backup::restore::restore;
-use admin_toolkit_core::backup::store::BackupStore;
+use crate::jobs::{self, RunStatus};
 use admin_toolkit_core::chrono::{DateTime, Utc};
-use admin_toolkit_core::drill::server::{Stopped, Throwaway};
-use admin_toolkit_core::drill::{
-    available_bytes, end_of_recovery, restored, scratch_name, SpaceNeeded, MARKER_FILE,
-};
-use admin_toolkit_core::lsn::Lsn;
-use admin_toolkit_core::recovery::{plan_segments, Archive, BackupPosition, Target};
-use admin_toolkit_core::storage::{self, Location};
+use admin_toolkit_core::drill::scratch_name;
+use admin_toolkit_core::storage::Location;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Whether `program` (admin_toolkit.cli_path) is an executable file, which the drill's
@@ -38,14 +27,6 @@ pub(super) fn check_program(program: &std::path::Path) -> Result<(), String> {
             program.display()
         )),
     }
-}
-
-/// What the drill works on, read when it starts.
-pub(super) struct Start {
-    backup_id: i64,
-    backup_path: String,
-    superuser: String,
-    scratch: PathBuf,
 }
 
 /// Starts recording drill `drill_id`: its row, 'running' with the backup it restores, or
@@ -189,37 +170,6 @@ pub(super) fn choose(
     })
 }
 
-/// The drill's scratch directory, removed when the drill ends however it ends.
-pub(super) struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                log!(
-                    "admin_toolkit job: cannot remove \"{}\": {e}",
-                    self.0.display()
-                );
-            }
-        }
-    }
-}
-
-/// What a drill measured, recorded as it goes.
-#[derive(Default)]
-pub(super) struct Measures {
-    backup_ids: Vec<i64>,
-    restored_bytes: Option<u64>,
-    restore_seconds: Option<f64>,
-    wal_bytes: Option<u64>,
-    wal_seconds: Option<f64>,
-    rto_seconds: Option<f64>,
-    last_replayed_micros: Option<i64>,
-    rpo_seconds: Option<f64>,
-    checks_seconds: Option<f64>,
-    checks: Value,
-}
-
 pub fn run(schedule_id: i32, drill_id: i64, backup_id: i64, target: Option<i64>) {
     let start = match begin(schedule_id, drill_id, backup_id, target) {
         Ok(Some(start)) => start,
@@ -259,214 +209,34 @@ pub(super) fn drill(
 ) -> Result<(), Failure> {
     // The program recovery runs comes first: without it, restoring would be wasted work.
     check_program(&crate::settings::cli_path()).map_err(failed)?;
-    let s3 = crate::settings::s3();
-    let keys = crate::settings::key_dir();
-    // Accepted only as what its catalog row says (key, backup, cluster, chain).
-    let manifest: Manifest =
-        try_transaction(|| crate::backup::locations::expected_of(start.backup_id))
-            .and_then(|expected| expected)
-            .and_then(|expected| {
-                BackupStore::open(&start.backup_path, &s3)
-                    .and_then(|store| store.load_manifest(&keys, &expected))
-            })
-            .and_then(|manifest| {
-                try_transaction(|| crate::backup::locations::check_chain(&manifest))
-                    .and_then(|c| c)?;
-                Ok(manifest)
-            })
-            .map_err(|e| failed(format!("backup {} cannot be read: {e}", start.backup_id)))?;
+    let manifest = load_manifest(start)?;
     m.backup_ids = manifest.chain.iter().map(|l| l.backup_id).collect();
     record_progress(drill_id, m);
     // The WAL it needs must all be in the archive: a gap is named before anything is restored.
-    let archive = crate::settings::archive_location()
-        .ok_or_else(|| failed("admin_toolkit.archive_location is not set: a drill recovers from the archive the archive module writes"))?;
-    let archive = Location::parse(&archive).map_err(|e| failed(e.to_string()))?;
-    let (Some(start_lsn), Some(end_lsn)) = (
-        Lsn::parse(&manifest.start_lsn),
-        Lsn::parse(&manifest.end_lsn),
-    ) else {
-        return Err(failed(format!(
-            "backup {}'s manifest has no valid start and end LSN",
-            start.backup_id
-        )));
-    };
-    let position = BackupPosition {
-        start: start_lsn,
-        end: end_lsn,
-        timeline: manifest.timeline,
-    };
-    let plan_target = target.map_or(Target::EndOfArchive, Target::Time);
-    let plan = storage::open(&archive, &s3)
-        .map_err(|e| e.to_string())
-        .and_then(|st| {
-            Archive::read(
-                st.as_ref(),
-                &manifest.system_identifier,
-                manifest.wal_segment_size,
-                &keys,
-                crate::backup::locations::archive_sealed(),
-            )
-        })
-        .and_then(|a| {
-            plan_segments(&a, position, plan_target, manifest.wal_segment_size)
-                .map_err(|e| e.to_string())
-        })
-        .map_err(|e| {
-            failed(format!(
-                "backup {} cannot be recovered from \"{}\": {e}",
-                start.backup_id,
-                archive.display()
-            ))
-        })?;
-    // Free space first, with the figures: WAL is counted up to 64 segments, as recovery keeps
-    // only the segments it reads and recycles the rest at restartpoints.
-    let dir = start
-        .scratch
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| failed(format!("cannot create \"{}\": {e}", dir.display())))?;
-    let need = SpaceNeeded {
-        restored: manifest.original_bytes(),
-        wal: (plan.segments.len() as u64).min(64) * manifest.wal_segment_size,
-        margin: u64::try_from(crate::settings::DRILL_SPACE_MARGIN.get()).unwrap_or(0) * 1_048_576,
-    };
-    let available = available_bytes(&dir).map_err(failed)?;
-    if let Some(why) = need.refusal(available, &dir) {
-        return Err(failed(why));
-    }
-    // The scratch directory, removed at the end whatever happens.
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&start.scratch)
-        .map_err(|e| {
-            failed(format!(
-                "cannot create \"{}\": {e}",
-                start.scratch.display()
-            ))
-        })?;
-    let _scratch = Scratch(start.scratch.clone());
-    std::fs::write(start.scratch.join(MARKER_FILE), drill_id.to_string()).map_err(|e| {
-        failed(format!(
-            "cannot write in \"{}\": {e}",
-            start.scratch.display()
-        ))
-    })?;
+    let (archive, plan, start_lsn) = plan_wal(start, &manifest, target)?;
+    let _scratch = prepare_scratch(start, drill_id, &manifest, &plan)?;
     let data = start.scratch.join("data");
 
     let restore_started = Instant::now();
-    let mut stop = None;
-    let restored = restore(
-        &manifest,
-        &data,
-        default_threads(),
-        &s3,
-        &keys,
-        &mut |_, _| match interruption() {
-            Some(why) => {
-                stop = Some(why);
-                Err("stopped".into())
-            }
-            None => Ok(()),
-        },
-    );
-    let restored = match restored {
-        Ok(r) => r,
-        Err(_) if stop.is_some() => return Err(stopped(stop)),
-        Err(e) => {
-            return Err(failed(format!(
-                "restoring backup {} failed: {e}",
-                start.backup_id
-            )))
-        }
-    };
+    let restored = restore_backup(start, &manifest, &data)?;
     m.restored_bytes = Some(restored.bytes);
     m.restore_seconds = Some(restore_started.elapsed().as_secs_f64());
     record_progress(drill_id, m);
 
-    let recovery_target = target.map(|t| {
-        RecoveryTarget::Time(
-            DateTime::from_timestamp_micros(t)
-                .unwrap_or_default()
-                .format("%Y-%m-%d %H:%M:%S%.6f+00")
-                .to_string(),
-        )
-    });
-    // The restored directory is production's: its settings never reach the drill's server.
-    restored::neutralise(&data, &start.scratch).map_err(failed)?;
-    let program = crate::settings::cli_path();
-    write_recovery_settings(
-        &data,
-        &RecoverySettings {
-            backup: &start.backup_path,
-            program: &program,
-            archive: Some(&archive),
-            target: recovery_target.as_ref(),
-            s3: &s3,
-            keys: &keys,
-            require_sealed: crate::backup::locations::archive_sealed(),
-            keep_archiving: false,
-            // The drill's server gets its network settings on its command line.
-            socket_directory: None,
-        },
-    )
-    .map_err(failed)?;
-
-    let bindir = server_bindir();
-    let port = 50_000 + u16::try_from(drill_id.rem_euclid(10_000)).unwrap_or(0);
+    configure_recovery(start, &data, &archive, target)?;
     let replay_started = Instant::now();
-    let mut server = Throwaway::start(
-        &bindir,
-        &start.scratch,
-        &data,
-        port,
-        drill_id,
-        &start.superuser,
-    )
-    .map_err(failed)?;
-    let mut stop = None;
-    let promoted = server.wait_until_promoted(&mut || {
-        stop = interruption();
-        stop.is_some()
-    });
-    match promoted {
-        Ok(()) => {}
-        Err(Stopped::Asked) => {
-            let _stop_error_is_superseded = server.stop(Duration::from_secs(30));
-            return Err(stopped(stop));
-        }
-        Err(Stopped::Exited(why)) => return Err(failed(why)),
-    }
+    let server = start_and_promote(start, drill_id, &data)?;
     m.wal_seconds = Some(replay_started.elapsed().as_secs_f64());
     m.rto_seconds = Some(restore_started.elapsed().as_secs_f64());
     record_progress_promoted(drill_id, m);
 
-    // What recovery reached: the last transaction replayed, and where it ended.
-    let facts = server
-        .psql(
-            "template1",
-            "SELECT coalesce((extract(epoch FROM pg_catalog.pg_last_xact_replay_timestamp()) * 1000000)::int8::text, ''), \
-                    (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint())",
-        )
-        .map_err(|e| failed(format!("the restored server does not answer: {e}")))?;
-    let mut fields = facts.trim().split('\u{1f}');
-    m.last_replayed_micros = fields.next().and_then(|t| t.parse().ok());
-    let timeline: Option<u32> = fields.next().and_then(|t| t.parse().ok());
-    if let Some(tli) = timeline {
-        let history = std::fs::read_to_string(data.join(format!("pg_wal/{tli:08X}.history")));
-        if let Ok(end) = history
-            .map_err(|e| e.to_string())
-            .and_then(|h| end_of_recovery(&h))
-        {
-            m.wal_bytes = Some(end.0.saturating_sub(start_lsn.0));
-        }
-    }
-    let reference = target.unwrap_or_else(|| began.timestamp_micros());
-    m.rpo_seconds = m
-        .last_replayed_micros
-        .map(|last| (reference - last) as f64 / 1e6);
-
+    measure_recovery(
+        &server,
+        &data,
+        start_lsn,
+        target.unwrap_or_else(|| began.timestamp_micros()),
+        m,
+    )?;
     // The checks: amcheck on every B-tree index and a row count of every user table, in every
     // database that accepts connections.
     let checks_started = Instant::now();

@@ -1,21 +1,19 @@
-//! Restore drills: `run_restore_drill()`, due drill schedules and the upkeep of drills whose
+//! Restore drills: due drill schedules (`run_restore_drill()` is in `recovery::api`) and the upkeep of drills whose
 //! job died (here); the drill job (job.rs), which restores through the same code as
 //! `admin-toolkit restore`, recovers on a throwaway server (core::drill::server) and records
 //! what it measured; the checks of the restored databases (checks.rs).
 
 mod checks;
 mod job;
+mod phases;
 
 pub use job::run as drill_job;
 
-use crate::error::{require, ToolkitError};
 use crate::jobs::ledger::DRILLS;
 use crate::jobs::{self, due::start_due, JobKind, RunStatus};
 use admin_toolkit_core::drill::server::stop_leftover;
 use admin_toolkit_core::drill::{drill_of_scratch, MARKER_FILE};
-use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
-use std::time::Duration;
 
 /// A failed or cancelled drill: its status and why.
 type Failure = (RunStatus, String);
@@ -30,87 +28,8 @@ fn stopped(stop: Option<jobs::Interruption>) -> Failure {
     (status, format!("{why} during the drill"))
 }
 
-const ONE_AT_A_TIME: &str =
+pub(super) const ONE_AT_A_TIME: &str =
     "SELECT drill_id FROM admin_toolkit.restore_drills WHERE status = 'running' LIMIT 1";
-
-/// Restores a backup (default: the latest completed one) and its chain into a scratch directory,
-/// recovers it to `p_target` (default: the end of the archived WAL) on a throwaway server,
-/// checks it and removes it. Returns the drill_id of its restore_drills row; with `p_wait`,
-/// once the drill has finished.
-#[pg_extern(volatile)]
-fn run_restore_drill(
-    p_backup_id: default!(Option<i64>, "NULL"),
-    p_target: default!(Option<TimestampWithTimeZone>, "NULL"),
-    p_wait: default!(Option<bool>, false),
-) -> i64 {
-    let wait = require(p_wait, "p_wait");
-    // SAFETY: reads this backend's user.
-    if !unsafe { pg_sys::superuser() } {
-        ToolkitError::insufficient_privilege(
-            "only superusers may run restore drills: a drill reads every backup and starts a server as the server's OS user",
-        )
-        .raise();
-    }
-    if crate::settings::drill_directory().is_none() {
-        ToolkitError::wrong_state("admin_toolkit.drill_directory is not set")
-            .with_hint("Set it to a directory outside the data directory with room for a restored backup, and reload.")
-            .raise();
-    }
-    if let Ok(Some(running)) = crate::query::read_scalar::<i64>(ONE_AT_A_TIME) {
-        ToolkitError::wrong_state(format!(
-            "restore drill {running} is running; one drill runs at a time"
-        ))
-        .raise();
-    }
-    if let Some(id) = p_backup_id {
-        let status = Spi::get_one_with_args::<String>(
-            "SELECT status || '/' || backup_type FROM admin_toolkit.backup_history WHERE backup_id = $1",
-            &[id.into()],
-        )
-        .ok()
-        .flatten();
-        match status.as_deref() {
-            None => ToolkitError::undefined_object(format!("backup {id} does not exist")).raise(),
-            Some("completed/full") | Some("completed/incremental") => {}
-            Some(other) => ToolkitError::wrong_state(format!(
-                "backup {id} cannot be drilled: it is {}",
-                other.replace('/', " ")
-            ))
-            .with_hint("Drill a completed full or incremental backup.")
-            .raise(),
-        }
-    }
-    let target = p_target.map(|t| {
-        Spi::get_one_with_args::<i64>(
-            "SELECT (extract(epoch FROM $1) * 1000000)::int8",
-            &[t.into()],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| ToolkitError::invalid_parameter("unreadable p_target").raise())
-    });
-    let drill_id = DRILLS.next_id();
-    // SAFETY: reads this backend's user.
-    let role = unsafe { pg_sys::GetUserId() }.to_u32();
-    let job = jobs::here(
-        JobKind::Drill {
-            schedule_id: 0,
-            drill_id,
-            backup_id: p_backup_id.unwrap_or(0),
-            target,
-        },
-        role,
-    );
-    let recorded = jobs::run_now(&job, &DRILLS, drill_id, wait, Duration::from_secs(5))
-        .unwrap_or_else(|e| e.raise());
-    if wait && !recorded {
-        ToolkitError::wrong_state(format!(
-            "the drill job exited without recording drill {drill_id}; see the server log"
-        ))
-        .raise();
-    }
-    drill_id
-}
 
 /// Starts a drill job, as the schedule's owner, for every active drill schedule that is due.
 pub fn start_due_drills() -> spi::Result<usize> {

@@ -1,6 +1,6 @@
 //! Large objects written in parts (multipart upload), a few parts in flight on threads.
 
-use super::error_code;
+use super::client::error_code;
 use super::{Client, ObjectWriter, StorageError, PARALLEL_PARTS, PART_SIZE, SIGNED_FOR};
 use rusty_s3::actions::{CreateMultipartUpload, S3Action};
 use std::collections::VecDeque;
