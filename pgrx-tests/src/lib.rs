@@ -5,12 +5,14 @@
 //! extension must already be installed into the server (`cargo pgrx install`); the README's test
 //! command does that. A cluster is stopped and its directory removed when it is dropped.
 
+pub mod fixtures;
 pub mod installed;
 pub mod receiver;
 pub mod s3;
 
 use postgres::{Client, NoTls};
 use std::fs;
+use std::io::{BufRead, Read};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -143,6 +145,21 @@ fn check(output: Output, what: &str) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
+}
+
+/// The lines a child writes to `stream`, as they come, read on a thread of their own that
+/// keeps draining the pipe after the receiver is dropped (so the child never blocks on it).
+pub fn child_lines(stream: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _receiver_may_be_gone = sender.send(line);
+        }
+    });
+    receiver
 }
 
 pub fn free_port() -> u16 {
@@ -492,13 +509,23 @@ impl Drop for Cluster {
 }
 
 /// Polls `probe` until it returns `Some`, failing the test with `what` after [`PATIENCE`].
-pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    wait_for_within(what, PATIENCE, probe)
+}
+
+/// Like [`wait_for`], with a deadline of `patience`: for what may rightly take longer than
+/// [`PATIENCE`] (a cron schedule waits for its minute, then its job starts).
+pub fn wait_for_within<T>(
+    what: &str,
+    patience: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = probe() {
             return v;
         }
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        assert!(start.elapsed() < patience, "timed out waiting for {what}");
         sleep(Duration::from_millis(200));
     }
 }

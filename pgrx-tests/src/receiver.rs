@@ -41,10 +41,66 @@ pub struct HttpReceiver {
     stop: Arc<AtomicBool>,
 }
 
+/// A port of 127.0.0.1 bound but not listening: a connection to it is refused, as to a
+/// receiver that is down, and no other process can take the port meanwhile. [`listen`] turns
+/// it into the receiver's listener, on the same port.
+///
+/// [`listen`]: ReservedPort::listen
+pub struct ReservedPort {
+    socket: std::os::fd::OwnedFd,
+    pub port: u16,
+}
+
+impl ReservedPort {
+    pub fn new() -> ReservedPort {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket calls on a descriptor this function owns; every result checked.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let socket = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let bound = libc::bind(fd, (&raw const addr).cast(), len);
+            assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+            let mut got_len = len;
+            let named = libc::getsockname(fd, (&raw mut addr).cast(), &mut got_len);
+            assert_eq!(named, 0, "getsockname: {}", std::io::Error::last_os_error());
+            ReservedPort {
+                socket,
+                port: u16::from_be(addr.sin_port),
+            }
+        }
+    }
+
+    /// Starts listening on the reserved port.
+    pub fn listen(self) -> TcpListener {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is a bound TCP socket this value owns.
+        let listening = unsafe { libc::listen(self.socket.as_raw_fd(), 128) };
+        assert_eq!(listening, 0, "listen: {}", std::io::Error::last_os_error());
+        TcpListener::from(self.socket)
+    }
+}
+
+impl Default for ReservedPort {
+    fn default() -> Self {
+        ReservedPort::new()
+    }
+}
+
 impl HttpReceiver {
     /// Listens on `port` (0: any free port).
     pub fn start(port: u16) -> HttpReceiver {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the HTTP receiver");
+        HttpReceiver::start_on(
+            TcpListener::bind(("127.0.0.1", port)).expect("bind the HTTP receiver"),
+        )
+    }
+
+    /// Serves on a listener of the caller's (a [`ReservedPort`] come up).
+    pub fn start_on(listener: TcpListener) -> HttpReceiver {
         listener.set_nonblocking(true).unwrap();
         let receiver = HttpReceiver {
             port: listener.local_addr().unwrap().port(),
@@ -146,19 +202,39 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start(maildir: PathBuf) -> SmtpSink {
+        // aiosmtpd cannot report a port it picked: a free one is chosen, and the start-up fails
+        // at once, with what aiosmtpd said, if it exits (the port taken meanwhile) instead.
         let port = crate::free_port();
         // The virtualenv scripts/prereqs.sh makes (moto's, see s3.rs).
-        let child = Command::new("/opt/admin_toolkit-test/venv/bin/python")
+        let mut child = Command::new("/opt/admin_toolkit-test/venv/bin/python")
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&maildir)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("aiosmtpd (scripts/prereqs.sh installs it into the test virtualenv)");
+        let said = crate::child_lines(child.stderr.take().unwrap());
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let said: Vec<String> = said.try_iter().collect();
+                panic!(
+                    "aiosmtpd exited ({status}) before listening:\n{}",
+                    said.join("\n")
+                );
+            }
+            // Ours once it greets as an SMTP server does, while our child still runs.
+            let greeting = TcpStream::connect(("127.0.0.1", port)).ok().and_then(|s| {
+                s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+                let mut line = String::new();
+                BufReader::new(s).read_line(&mut line).ok()?;
+                Some(line)
+            });
+            if greeting.is_some_and(|g| g.starts_with("220")) {
+                break;
+            }
             assert!(Instant::now() < deadline, "aiosmtpd did not start");
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -1,8 +1,7 @@
 //! A real S3-compatible server for the tests: moto's standalone server (installed by
-//! scripts/prereqs.sh), started on 127.0.0.1 on a free port, stopped when dropped. Not a mock of
+//! scripts/prereqs.sh), started on 127.0.0.1 on a port it picks and reports, stopped when dropped. Not a mock of
 //! our own client: the requests are real HTTP, signed as for AWS.
 
-use crate::free_port;
 use admin_toolkit_core::storage::{S3Settings, S3Storage};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -116,24 +115,55 @@ impl S3Server {
             "the S3-compatible test server is missing at {} (run scripts/prereqs.sh)",
             path.display()
         );
-        let port = free_port();
-        let child = Command::new(&path)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // Port 0: the server takes a free port itself and says which ("Running on …:PORT"), so
+        // no other process can take it between our choice and its bind.
+        let mut child = Command::new(&path)
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", path.display()));
+        let lines = crate::child_lines(child.stderr.take().unwrap());
+        let mut said = Vec::new();
+        let started = Instant::now();
+        let port = loop {
+            match lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    if let Some(port) = line
+                        .split("Running on ")
+                        .nth(1)
+                        .and_then(|url| url.trim().rsplit(':').next())
+                        .and_then(|p| p.parse::<u16>().ok())
+                    {
+                        break port;
+                    }
+                    said.push(line);
+                }
+                Err(_) => {
+                    if let Some(status) = child.try_wait().unwrap() {
+                        panic!(
+                            "moto_server exited ({status}) before listening:\n{}",
+                            said.join("\n")
+                        );
+                    }
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "moto_server did not say where it listens:\n{}",
+                said.join("\n")
+            );
+        };
         let server = S3Server {
             port,
             child,
             ca_file,
         };
-        let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(60),
-                "moto_server did not listen on {port}"
+                "moto_server did not accept connections on {port}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -169,15 +199,18 @@ impl S3Server {
         )
     }
 
-    /// Keys of the unfinished multipart uploads in `bucket`, as boto3 (the AWS SDK for Python,
-    /// in the test virtualenv) lists them: an oracle independent of the toolkit's client.
-    pub fn open_uploads(&self, bucket: &str) -> Vec<String> {
+    /// Runs `body` (Python, with `s3` a boto3 client of this server) in the test virtualenv:
+    /// the AWS SDK for Python, an oracle independent of the toolkit's own client. Its stdout.
+    fn boto3(&self, body: &str) -> Vec<u8> {
         let script = format!(
-            "import boto3\n\
+            "import boto3, sys\n\
              s3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', \
-                aws_access_key_id='{ACCESS_KEY}', aws_secret_access_key='{SECRET_KEY}')\n\
-             for u in s3.list_multipart_uploads(Bucket='{bucket}').get('Uploads', []):\n    print(u['Key'])\n",
-            self.endpoint()
+                aws_access_key_id='{ACCESS_KEY}', aws_secret_access_key='{SECRET_KEY}', \
+                verify={})\n{body}",
+            self.endpoint(),
+            self.ca_file
+                .as_ref()
+                .map_or("True".to_string(), |ca| format!("'{ca}'"))
         );
         let out = Command::new("/opt/admin_toolkit-test/venv/bin/python")
             .args(["-c", &script])
@@ -188,7 +221,36 @@ impl S3Server {
             "boto3: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout)
+        out.stdout
+    }
+
+    /// Keys of the objects under `prefix` in `bucket`, as boto3 lists them.
+    pub fn objects(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let out = self.boto3(&format!(
+            "for page in s3.get_paginator('list_objects_v2').paginate(Bucket='{bucket}', Prefix='{prefix}'):\n\
+             \x20   for o in page.get('Contents', []):\n\
+             \x20       print(o['Key'])\n"
+        ));
+        String::from_utf8_lossy(&out)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The bytes of object `key` in `bucket`, as boto3 reads them.
+    pub fn object(&self, bucket: &str, key: &str) -> Vec<u8> {
+        self.boto3(&format!(
+            "sys.stdout.buffer.write(s3.get_object(Bucket='{bucket}', Key='{key}')['Body'].read())\n"
+        ))
+    }
+
+    /// Keys of the unfinished multipart uploads in `bucket`, as boto3 (the AWS SDK for Python,
+    /// in the test virtualenv) lists them: an oracle independent of the toolkit's client.
+    pub fn open_uploads(&self, bucket: &str) -> Vec<String> {
+        let out = self.boto3(&format!(
+            "for u in s3.list_multipart_uploads(Bucket='{bucket}').get('Uploads', []):\n    print(u['Key'])\n"
+        ));
+        String::from_utf8_lossy(&out)
             .lines()
             .map(str::to_string)
             .collect()

@@ -3,6 +3,7 @@
 //! refused before anything is written, retention that deletes exactly what it says.
 
 use admin_toolkit_core::backup::store::BackupStore;
+use admin_toolkit_it::fixtures::{run_backup as backup, BackupSchedule};
 use admin_toolkit_it::{count, wait_for, Cluster, ClusterOptions, ScratchDir};
 use postgres::Client;
 use std::os::unix::fs::PermissionsExt;
@@ -29,13 +30,11 @@ fn setup() -> Setup {
 }
 
 fn schedule(db: &mut Client, kind: &str, location: &str, level: i32) -> i32 {
-    db.query_one(
-        "INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location, compression_level) \
-         VALUES ($1, '0 3 * * *', 7, $2, $3) RETURNING schedule_id",
-        &[&kind, &location, &level],
-    )
-    .unwrap()
-    .get(0)
+    BackupSchedule {
+        compression_level: level,
+        ..BackupSchedule::new(kind, location)
+    }
+    .insert(db)
 }
 
 struct Outcome {
@@ -60,15 +59,6 @@ fn outcome(db: &mut Client, backup_id: i64) -> Outcome {
         path: r.get(3),
         kind: r.get(4),
     }
-}
-
-fn backup(db: &mut Client, schedule_id: i32) -> i64 {
-    db.query_one(
-        "SELECT admin_toolkit.execute_backup($1, true)",
-        &[&schedule_id],
-    )
-    .unwrap()
-    .get(0)
 }
 
 fn verify(db: &mut Client, backup_id: i64) -> Vec<(String, String, String)> {
@@ -330,8 +320,12 @@ fn a_cancelled_backup_is_cleaned_up_and_one_schedule_runs_one_backup_at_a_time()
         store,
     } = setup();
     let location = store.path().join("slow").display().to_string();
-    // level 19 makes the copy take long enough to act on it
-    let slow = schedule(&mut db, "full", &location, 19);
+    // The archive stops taking WAL: the backup copies, then waits for its last segment to be
+    // archived (up to admin_toolkit.backup_archive_wait), and is still running whatever the
+    // machine's speed when it is cancelled.
+    let wal = store.path().join("wal");
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let slow = schedule(&mut db, "full", &location, 1);
     let running: i64 = db
         .query_one("SELECT admin_toolkit.execute_backup($1)", &[&slow])
         .unwrap()
@@ -360,11 +354,7 @@ fn a_cancelled_backup_is_cleaned_up_and_one_schedule_runs_one_backup_at_a_time()
     assert_eq!(status.status, "cancelled", "{:?}", status.error);
     assert!(!Path::new(&status.path).exists(), "partial files removed");
     // the server is not left in backup mode: another backup of the schedule works
-    db.execute(
-        "UPDATE admin_toolkit.backup_schedules SET compression_level = 1 WHERE schedule_id = $1",
-        &[&slow],
-    )
-    .unwrap();
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o700)).unwrap();
     let again = backup(&mut db, slow);
     assert_eq!(
         outcome(&mut db, again).status,

@@ -2,19 +2,19 @@
 //! their owner, under PostgreSQL's own rules there; a schedule whose database is dropped is
 //! deactivated with a note and the worker carries on.
 
+use admin_toolkit_it::fixtures::MaintenanceSchedule;
 use admin_toolkit_it::{wait_for, Cluster, ClusterOptions, PATIENCE};
 use postgres::Client;
 use std::time::{Duration, Instant};
 
 fn schedule(db: &mut Client, kind: &str, database: &str, table: Option<&str>, owner: &str) -> i32 {
-    db.query_one(
-        "INSERT INTO admin_toolkit.maintenance_schedules \
-           (maintenance_type, target_schema, target_table, schedule_expression, target_database, owner) \
-         VALUES ($1, CASE WHEN $2::text IS NOT NULL THEN 'public' END, $2, '0 4 * * *', $3, $4) RETURNING schedule_id",
-        &[&kind, &table, &database, &owner],
-    )
-    .unwrap()
-    .get(0)
+    MaintenanceSchedule {
+        table,
+        database: Some(database),
+        owner: Some(owner),
+        ..MaintenanceSchedule::new(kind)
+    }
+    .insert(db)
 }
 
 fn execute(db: &mut Client, schedule_id: i32) -> (String, String, Option<String>, Option<String>) {

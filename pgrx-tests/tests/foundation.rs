@@ -416,7 +416,10 @@ fn reload_applies_new_settings() {
 
 #[test]
 fn worker_comes_back_after_a_crash_and_stops_promptly() {
-    let mut cluster = Cluster::start();
+    let mut cluster = Cluster::start_with(ClusterOptions {
+        settings: vec!["admin_toolkit.collection_interval = 1".into()],
+        ..ClusterOptions::default()
+    });
     let mut db = cluster.connect("postgres");
     db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
     let pid = wait_for("worker", || worker_pid(&mut db, "admin_toolkit worker"));
@@ -426,11 +429,24 @@ fn worker_comes_back_after_a_crash_and_stops_promptly() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let new_pid = wait_for("worker after crash recovery", || {
-        let mut db = cluster_connect_retry(&cluster)?;
+    let mut db = wait_for("a connection after crash recovery", || {
+        cluster_connect_retry(&cluster)
+    });
+    wait_for("a worker after crash recovery", || {
         worker_pid(&mut db, "admin_toolkit worker").filter(|p| *p != pid)
     });
-    assert_ne!(new_pid, pid);
+    // The new worker works: it collects metrics (every second here) after the crash.
+    let recovered_at: std::time::SystemTime = db.query_one("SELECT now()", &[]).unwrap().get(0);
+    wait_for("a collection by the new worker", || {
+        let n = db
+            .query_one(
+                "SELECT count(*) FROM admin_toolkit.performance_metrics WHERE collected_at > $1",
+                &[&recovered_at],
+            )
+            .unwrap()
+            .get::<_, i64>(0);
+        (n > 0).then_some(())
+    });
     cluster.stop_within(Duration::from_secs(15));
 }
 

@@ -8,26 +8,37 @@ use admin_toolkit_it::{count, wait_for, Cluster, ClusterOptions, ScratchDir};
 use postgres::Client;
 use std::path::Path;
 
-/// What a call must do for one role: succeed, or fail with this SQLSTATE.
+/// What a call must do for one role: succeed, succeed with a result containing this text
+/// (a function that reports a refusal as a row succeeds too), or fail with this SQLSTATE.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Expect {
     Ok,
+    Gives(&'static str),
     Err(&'static str),
 }
-use Expect::{Err as Refused, Ok as Allowed};
+use Expect::{Err as Refused, Gives, Ok as Allowed};
 
-fn outcome(db: &mut Client, sql: &str) -> Result<(), String> {
-    db.batch_execute(sql).map_err(|e| {
+/// The call's result, every value of every row, or its error as "SQLSTATE: message".
+fn outcome(db: &mut Client, sql: &str) -> Result<String, String> {
+    let messages = db.simple_query(sql).map_err(|e| {
         e.as_db_error()
             .map(|d| format!("{}: {}", d.code().code(), d.message()))
             .unwrap_or_else(|| e.to_string())
-    })
+    })?;
+    let mut values = Vec::new();
+    for message in messages {
+        if let postgres::SimpleQueryMessage::Row(row) = message {
+            values.extend((0..row.len()).map(|i| row.get(i).unwrap_or("NULL").to_string()));
+        }
+    }
+    Ok(values.join(" | "))
 }
 
 fn check(db: &mut Client, role: &str, sql: &str, expect: Expect) {
     let got = outcome(db, sql);
     match (expect, &got) {
-        (Allowed, Ok(())) => {}
+        (Allowed, Ok(_)) => {}
+        (Gives(text), Ok(result)) if result.contains(text) => {}
         (Refused(code), Err(message)) if message.starts_with(code) => {}
         _ => panic!("{role}: {sql}: expected {expect:?}, got {got:?}"),
     }
@@ -158,9 +169,16 @@ fn every_function_by_every_role_does_no_more_than_the_role_could_by_hand() {
             format!("SELECT admin_toolkit.execute_backup({alice_backup}, true)"),
             [Allowed, Allowed, Refused("42704"), Refused("42501")],
         ),
+        // carol may call it but cannot see alice's schedule (row-level security): the
+        // specification's "not found" row, and nothing runs.
         (
-            format!("SELECT * FROM admin_toolkit.execute_maintenance({alice_vacuum})"),
-            [Allowed, Allowed, Allowed, Refused("42501")],
+            format!("SELECT status, details FROM admin_toolkit.execute_maintenance({alice_vacuum})"),
+            [
+                Gives("success"),
+                Gives("success"),
+                Gives("Schedule not found or inactive"),
+                Refused("42501"),
+            ],
         ),
         (
             "SELECT * FROM admin_toolkit.cleanup_old_backups()".into(),
@@ -250,6 +268,43 @@ fn every_function_by_every_role_does_no_more_than_the_role_could_by_hand() {
     assert!(!std::fs::read_to_string(&auto_conf)
         .unwrap()
         .contains("admin_toolkit_pwned"));
+
+    // Retention deletes what the caller owns, nothing else: an expired backup of alice's
+    // schedule (older than its 7 days, and not her newest full backup) is not carol's to
+    // delete, and is alice's.
+    let expired: i64 = db
+        .query_one(
+            "INSERT INTO admin_toolkit.backup_history (schedule_id, backup_type, status, backup_path, \
+               start_time, end_time, owner) \
+             VALUES ($1, 'full', 'completed', $2, now() - interval '30 days', \
+                     now() - interval '30 days' + interval '1 minute', 'alice') RETURNING backup_id",
+            &[&alice_backup, &format!("{location}/expired")],
+        )
+        .unwrap()
+        .get(0);
+    let deleted_by = |client: &mut Client| -> Vec<i64> {
+        client
+            .query(
+                "SELECT deleted_backup_id FROM admin_toolkit.cleanup_old_backups()",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let status_of_expired = |db: &mut Client| -> String {
+        db.query_one(
+            "SELECT status FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&expired],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!(deleted_by(&mut carol), Vec::<i64>::new());
+    assert_eq!(status_of_expired(&mut db), "completed");
+    assert_eq!(deleted_by(&mut alice), vec![expired]);
+    assert_ne!(status_of_expired(&mut db), "completed");
 
     // Jobs run as their owners: alice's backup and vacuum are hers; her VACUUM of a table she
     // may not maintain, and carol's, are refused by PostgreSQL and the runs say so.

@@ -1,6 +1,8 @@
 //! Scheduled maintenance against a real server: commands run top-level in job workers, for real.
 
-use admin_toolkit_it::{count, wait_for, Cluster};
+use admin_toolkit_it::fixtures::MaintenanceSchedule;
+use admin_toolkit_it::{count, wait_for, wait_for_within, Cluster, PATIENCE};
+use std::time::Duration;
 
 fn setup() -> (Cluster, postgres::Client) {
     let cluster = Cluster::start();
@@ -19,17 +21,16 @@ fn schedule(
     db: &mut postgres::Client,
     kind: &str,
     table: Option<&str>,
-    expr: &str,
+    expression: &str,
     options: &str,
 ) -> i32 {
-    db.query_one(
-        "INSERT INTO admin_toolkit.maintenance_schedules \
-           (maintenance_type, target_schema, target_table, schedule_expression, maintenance_options) \
-         VALUES ($1, CASE WHEN $2::text IS NULL THEN NULL ELSE 'public' END, $2, $3, $4::text::jsonb) RETURNING schedule_id",
-        &[&kind, &table, &expr, &options],
-    )
-    .unwrap()
-    .get(0)
+    MaintenanceSchedule {
+        table,
+        expression,
+        options,
+        ..MaintenanceSchedule::new(kind)
+    }
+    .insert(db)
 }
 
 #[test]
@@ -108,13 +109,18 @@ fn execute_maintenance_vacuums_and_reindexes_concurrently_for_real() {
 fn a_schedule_runs_by_itself_within_its_minute() {
     let (_cluster, mut db) = setup();
     schedule(&mut db, "analyze", Some("Large Table"), "* * * * *", "{}");
-    wait_for("the scheduled ANALYZE", || {
-        (count(
+    // Due at the next minute: up to 60 s away, then the worker's look and the job's start.
+    wait_for_within(
+        "the scheduled ANALYZE",
+        Duration::from_secs(60) + PATIENCE,
+        || {
+            (count(
             &mut db,
             "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'Large Table' AND last_analyze IS NOT NULL",
         ) == 1)
             .then_some(())
-    });
+        },
+    );
     // The job records its outcome in a transaction after the ANALYZE's own.
     let row = wait_for("the run's outcome", || {
         db.query_opt(
@@ -192,19 +198,53 @@ fn bad_targets_are_recorded_as_errors_and_nothing_else_runs() {
 #[test]
 fn stats_update_analyzes_stale_tables_and_never_resets_statistics() {
     let (_cluster, mut db) = setup();
-    db.batch_execute("SELECT pg_stat_force_next_flush()")
-        .unwrap();
-    wait_for("statistics of the new table", || {
+    // Tables autovacuum leaves alone: one never analyzed, one changed by a third since its
+    // ANALYZE, one analyzed and unchanged. The first two are stale, the third is not.
+    // Each statement in a transaction of its own: a transaction's changes count towards
+    // n_mod_since_analyze when it commits, after an ANALYZE inside it.
+    for statement in [
+        "CREATE TABLE never_analyzed WITH (autovacuum_enabled = false) AS SELECT g FROM generate_series(1, 1000) g",
+        "CREATE TABLE changed WITH (autovacuum_enabled = false) AS SELECT g FROM generate_series(1, 1000) g",
+        "CREATE TABLE fresh WITH (autovacuum_enabled = false) AS SELECT g FROM generate_series(1, 1000) g",
+        "SELECT pg_stat_force_next_flush()",
+    ] {
+        db.batch_execute(statement).unwrap();
+    }
+    wait_for("the new tables' inserts counted", || {
         (count(
             &mut db,
-            "SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'Large Table'",
-        ) > 0)
+            "SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('changed', 'fresh') AND n_mod_since_analyze >= 1000",
+        ) == 2)
             .then_some(())
     });
-    let scans_before = count(
-        &mut db,
-        "SELECT coalesce(sum(seq_scan), 0)::bigint FROM pg_stat_user_tables",
-    );
+    for statement in [
+        "ANALYZE changed",
+        "ANALYZE fresh",
+        "UPDATE changed SET g = g + 1 WHERE g <= 300",
+        "SELECT count(*) FROM fresh",
+        "SELECT pg_stat_force_next_flush()",
+    ] {
+        db.batch_execute(statement).unwrap();
+    }
+    let scans_of_fresh = |db: &mut postgres::Client| {
+        count(
+            db,
+            "SELECT coalesce(seq_scan, 0) FROM pg_stat_user_tables WHERE relname = 'fresh'",
+        )
+    };
+    wait_for("statistics of the new tables", || {
+        (scans_of_fresh(&mut db) > 0
+            && count(
+                &mut db,
+                "SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = 'changed'",
+            ) >= 300
+            && count(
+                &mut db,
+                "SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = 'fresh'",
+            ) == 0)
+            .then_some(())
+    });
+    let scans_before = scans_of_fresh(&mut db);
     let id = schedule(&mut db, "stats_update", None, "0 1 * * *", "{}");
     let row = db
         .query_one(
@@ -213,14 +253,20 @@ fn stats_update_analyzes_stale_tables_and_never_resets_statistics() {
         )
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "success");
-    assert!(row
-        .get::<_, String>(1)
-        .contains("\"public\".\"Large Table\""));
-    let scans_after = count(
-        &mut db,
-        "SELECT coalesce(sum(seq_scan), 0)::bigint FROM pg_stat_user_tables",
+    let command: String = row.get(1);
+    assert!(
+        command.contains("\"public\".\"never_analyzed\"")
+            && command.contains("\"public\".\"changed\""),
+        "{command}"
     );
-    assert!(scans_after >= scans_before, "statistics were reset");
+    assert!(
+        !command.contains("\"fresh\"") && !command.contains("\"x\""),
+        "{command}"
+    );
+    // Statistics are never reset: fresh's scan count is still there.
+    db.batch_execute("SELECT pg_stat_force_next_flush()")
+        .unwrap();
+    assert!(scans_of_fresh(&mut db) >= scans_before && scans_before > 0);
 }
 
 #[test]

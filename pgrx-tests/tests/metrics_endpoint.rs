@@ -139,22 +139,48 @@ fn a_scrape_shows_collected_metrics_and_the_toolkits_state_and_promtool_accepts_
             "{section}"
         );
     }
-    // 12 tables with admin_toolkit.metrics_table_series = 5: the 4 largest and one sum.
-    let live: Vec<&str> = body
-        .lines()
-        .filter(|l| l.starts_with("admin_toolkit_table_live_rows{"))
-        .collect();
+    // 12 tables with admin_toolkit.metrics_table_series = 5: the 4 largest and one sum. The
+    // toolkit's own tables grow as the worker collects, so the figures are compared with
+    // pg_stat_user_tables (an independent view) read before and after one scrape that agree.
+    let live_rows = |body: &str| -> Vec<(String, f64)> {
+        body.lines()
+            .filter_map(|l| l.strip_prefix("admin_toolkit_table_live_rows{"))
+            .map(|l| {
+                let (labels, value) = l.rsplit_once("} ").unwrap();
+                (labels.to_string(), value.parse::<f64>().unwrap())
+            })
+            .collect()
+    };
+    // (all live rows, the 4 largest tables' live rows, largest first)
+    let oracle = |db: &mut postgres::Client| -> (f64, Vec<f64>) {
+        let rows: Vec<f64> = db
+            .query(
+                "SELECT n_live_tup::float8 FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
+                  WHERE c.relkind IN ('r', 'm') ORDER BY n_live_tup DESC",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        (rows.iter().sum(), rows.into_iter().take(4).collect())
+    };
+    let (live, (total, largest)) = wait_for("a scrape between two equal readings", || {
+        let before = oracle(&mut db);
+        let (_, body) = http_get(port, "/metrics")?;
+        (oracle(&mut db) == before).then(|| (live_rows(&body), before))
+    });
     assert_eq!(live.len(), 5, "{live:?}");
     assert!(
-        live[0].contains("table=\"t11\"") && live[0].ends_with(" 1200"),
+        live.iter()
+            .any(|(l, v)| l == "schema=\"public\",table=\"t11\"" && *v == 1200.0),
         "{live:?}"
     );
-    assert!(live[4].contains("table=\"(other)\""), "{live:?}");
-    let total: f64 = live
-        .iter()
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum();
-    assert!(total >= 7800.0, "every row counted once: {total}");
+    let shown: Vec<f64> = live.iter().take(4).map(|(_, v)| *v).collect();
+    assert_eq!(shown, largest, "the 4 largest, largest first: {live:?}");
+    assert!(live[4].0.contains("table=\"(other)\""), "{live:?}");
+    let summed: f64 = live.iter().map(|(_, v)| v).sum();
+    assert_eq!(summed, total, "every row counted once: {live:?}");
 
     // promtool, Prometheus's own checker, accepts the text.
     let mut promtool = Command::new(Path::new(PROMETHEUS_BIN).join("promtool"))

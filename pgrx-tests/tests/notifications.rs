@@ -4,9 +4,9 @@
 //! the same dedup key, a hung receiver delays nobody else, a receiver that is down receives each
 //! event exactly once when it is back, and no secret reaches a table or the server log.
 
-use admin_toolkit_it::receiver::{HttpReceiver, PlainAuthSmtp, Received, SmtpSink};
+use admin_toolkit_it::receiver::{HttpReceiver, PlainAuthSmtp, Received, ReservedPort, SmtpSink};
 use admin_toolkit_it::{
-    count, free_port, wait_for, wait_for_todays_partition, Cluster, ClusterOptions, ScratchDir,
+    count, wait_for, wait_for_todays_partition, Cluster, ClusterOptions, ScratchDir,
 };
 use postgres::Client;
 use std::os::unix::fs::PermissionsExt;
@@ -247,7 +247,9 @@ fn a_firing_alert_reaches_every_kind_of_channel_and_its_resolve_follows() {
 #[test]
 fn a_receiver_that_is_down_gets_each_event_once_when_it_is_back() {
     let scratch = ScratchDir::new("admin_toolkit_notify_");
-    let port = free_port();
+    // The receiver's port, ours while it is down: connections are refused, nobody else binds it.
+    let reserved = ReservedPort::new();
+    let port = reserved.port;
     let cluster = cluster_with_secrets(&scratch, "", &[]);
     let mut db = cluster.connect("postgres");
     db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
@@ -284,7 +286,7 @@ fn a_receiver_that_is_down_gets_each_event_once_when_it_is_back() {
             .then_some(())
     });
 
-    let receiver = HttpReceiver::start(port);
+    let receiver = HttpReceiver::start_on(reserved.listen());
     let got = wait_requests(&receiver, 2, "both events once the receiver is back");
     assert_eq!(got[0].json()["event"], "fired", "the trigger first");
     assert_eq!(got[1].json()["event"], "resolved");

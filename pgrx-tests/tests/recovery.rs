@@ -3,6 +3,7 @@
 //! with exactly the rows committed before the target — to a time, through an incremental chain
 //! to a named restore point — and refuses a damaged backup or a missing segment.
 
+use admin_toolkit_it::fixtures::{output_text as text, run_backup, BackupSchedule};
 use admin_toolkit_it::{
     archive_now, count, run_cli_as_postgres, wait_for, Cluster, ClusterOptions, ScratchDir,
 };
@@ -19,23 +20,11 @@ fn insert(db: &mut Client, from: i32, to: i32) {
 }
 
 fn schedule(db: &mut Client, kind: &str, location: &str) -> i32 {
-    db.query_one(
-        "INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location, compression_level) \
-         VALUES ($1, '0 3 * * *', 7, $2, 1) RETURNING schedule_id",
-        &[&kind, &location],
-    )
-    .unwrap()
-    .get(0)
+    BackupSchedule::new(kind, location).insert(db)
 }
 
 fn backup(db: &mut Client, schedule_id: i32) -> (i64, String) {
-    let id: i64 = db
-        .query_one(
-            "SELECT admin_toolkit.execute_backup($1, true)",
-            &[&schedule_id],
-        )
-        .unwrap()
-        .get(0);
+    let id: i64 = run_backup(db, schedule_id);
     let r = db
         .query_one("SELECT status, backup_path, error_message FROM admin_toolkit.backup_history WHERE backup_id = $1", &[&id])
         .unwrap();
@@ -50,14 +39,6 @@ fn backup(db: &mut Client, schedule_id: i32) -> (i64, String) {
 
 fn cli(args: &[&str]) -> Output {
     run_cli_as_postgres(args)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Restores into a new scratch directory and starts a server on it (archiving off: a restore

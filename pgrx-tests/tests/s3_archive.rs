@@ -5,6 +5,7 @@
 //! it to exactly the rows committed before the target.
 
 use admin_toolkit_core::storage::{S3Storage, Storage};
+use admin_toolkit_it::fixtures::{output_text as text, run_backup, BackupSchedule};
 use admin_toolkit_it::s3::S3Server;
 use admin_toolkit_it::{
     count, drill_settings, run_cli_as_postgres, wait_for, write_key, Cluster, ClusterOptions,
@@ -78,23 +79,15 @@ fn insert(db: &mut Client, from: i32, to: i32) {
 }
 
 fn schedule(db: &mut Client, kind: &str, location: &str) -> i32 {
-    db.query_one(
-        "INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location, compression_level) \
-         VALUES ($1, '*/5 * * * *', 7, $2, 1) RETURNING schedule_id",
-        &[&kind, &location],
-    )
-    .unwrap()
-    .get(0)
+    BackupSchedule {
+        expression: "*/5 * * * *",
+        ..BackupSchedule::new(kind, location)
+    }
+    .insert(db)
 }
 
 fn run(db: &mut Client, schedule_id: i32) -> (i64, String, Option<String>, Option<i64>) {
-    let id: i64 = db
-        .query_one(
-            "SELECT admin_toolkit.execute_backup($1, true)",
-            &[&schedule_id],
-        )
-        .unwrap()
-        .get(0);
+    let id: i64 = run_backup(db, schedule_id);
     let r = db
         .query_one(
             "SELECT status, error_message, backup_size_bytes FROM admin_toolkit.backup_history WHERE backup_id = $1",
@@ -133,14 +126,6 @@ fn wait_until_promoted(db: &mut Client) {
             .get::<_, bool>(0))
         .then_some(())
     });
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]
@@ -609,7 +594,8 @@ fn a_cancelled_upload_leaves_no_manifest_and_retention_deletes_backup_objects() 
     });
     let settings = s3_settings(&endpoint, &credentials);
     let full = S3Storage::open("mycompany-backups", "postgresql/full/", &settings).unwrap();
-    let left: Vec<String> = full.list("").unwrap().into_iter().map(|o| o.name).collect();
+    // Listed with boto3, not with the client under test.
+    let left = _server.objects("mycompany-backups", "postgresql/full/");
     assert!(
         !left.iter().any(|n| n.ends_with("backup.manifest")),
         "{left:?}"
@@ -757,14 +743,14 @@ fn encrypted_backups_and_wal_on_s3_need_their_key_and_hold_no_plaintext() {
     }
     let settings = s3_settings(&endpoint, &credentials);
     let bucket = S3Storage::open("mycompany-backups", "", &settings).unwrap();
-    let objects = bucket.list("").unwrap();
-    assert!(objects.iter().any(|o| o.name.ends_with(".zst")));
+    // Every object, listed and read with boto3 (not the client under test), holds no plaintext.
+    let objects = _server.objects("mycompany-backups", "");
+    assert!(objects.iter().any(|o| o.ends_with(".zst")), "{objects:?}");
     for object in &objects {
-        let bytes = bucket.get(&object.name).unwrap();
+        let bytes = _server.object("mycompany-backups", object);
         assert!(
             !bytes.windows(23).any(|w| w == b"known-plaintext-marker-"),
-            "{} holds plaintext",
-            object.name
+            "{object} holds plaintext"
         );
     }
 

@@ -54,10 +54,19 @@ fn failed_logins_are_captured_and_detected() {
     cluster
         .connect_as("postgres", "mallory", STRONG)
         .expect("right password logs in");
+    // The worker writes events in batches: wait for the last login (after the failures in
+    // the queue), so that every one of them is in.
     wait_for_audit(
         &mut db,
-        "operation_type = 'LOGIN' AND username = 'mallory' AND NOT success",
-        7,
+        "operation_type = 'LOGIN' AND username = 'mallory' AND success",
+        1,
+    );
+    assert_eq!(
+        audit_count(
+            &mut db,
+            "operation_type = 'LOGIN' AND username = 'mallory' AND NOT success"
+        ),
+        7
     );
     assert_eq!(
         audit_count(

@@ -6,41 +6,25 @@
 //! chain only inside one trust boundary. Schedules that could never run are refused when
 //! written.
 
+use admin_toolkit_it::fixtures::{output_text as text, run_backup, BackupSchedule};
 use admin_toolkit_it::{
     archive_now, drill_settings, run_cli_as_postgres, run_cli_as_postgres_in, wait_for, write_key,
     Cluster, ClusterOptions, ScratchDir,
 };
 use postgres::Client;
 use std::path::{Path, PathBuf};
-use std::process::Output;
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn schedule(db: &mut Client, kind: &str, location: &str, key: Option<&str>) -> i32 {
-    db.query_one(
-        "INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location, compression_level, encryption_key_id) \
-         VALUES ($1, '0 3 * * *', 7, $2, 1, $3) RETURNING schedule_id",
-        &[&kind, &location, &key],
-    )
-    .unwrap()
-    .get(0)
+    BackupSchedule {
+        encryption_key_id: key,
+        ..BackupSchedule::new(kind, location)
+    }
+    .insert(db)
 }
 
 /// A completed backup of schedule `schedule_id`: (id, path, type recorded, note).
 fn backup(db: &mut Client, schedule_id: i32) -> (i64, PathBuf, String, Option<String>) {
-    let id: i64 = db
-        .query_one(
-            "SELECT admin_toolkit.execute_backup($1, true)",
-            &[&schedule_id],
-        )
-        .unwrap()
-        .get(0);
+    let id: i64 = run_backup(db, schedule_id);
     let r = db
         .query_one(
             "SELECT status, backup_path, error_message, backup_type, metadata->>'note' \
@@ -433,10 +417,7 @@ fn a_backup_whose_last_segment_is_not_archived_fails_within_its_deadline() {
     // The archive stops taking WAL: the backup fails, saying why, instead of waiting forever
     // with its locks held.
     std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o500)).unwrap();
-    let id: i64 = db
-        .query_one("SELECT admin_toolkit.execute_backup($1, true)", &[&full])
-        .unwrap()
-        .get(0);
+    let id: i64 = run_backup(&mut db, full);
     let r = db
         .query_one(
             "SELECT status, error_message FROM admin_toolkit.backup_history WHERE backup_id = $1",

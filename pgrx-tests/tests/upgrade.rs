@@ -7,7 +7,7 @@
 
 use admin_toolkit_core::storage::sha256_hex;
 use admin_toolkit_it::installed::{install_tree, tree_files, Displaced};
-use admin_toolkit_it::{count, wait_for, Cluster};
+use admin_toolkit_it::{count, wait_for, wait_for_todays_partition, Cluster};
 use postgres::Client;
 use std::path::{Path, PathBuf};
 
@@ -91,6 +91,40 @@ const TABLES: [&str; 12] = [
     "collector_counters",
 ];
 
+/// The tables whose rows are the users' own and do not grow by themselves: every row, as JSON.
+const KEPT: [&str; 8] = [
+    "backup_schedules",
+    "backup_history",
+    "recovery_points",
+    "maintenance_schedules",
+    "maintenance_runs",
+    "alert_rules",
+    "alert_events",
+    "metric_definitions",
+];
+
+fn kept_rows(db: &mut Client) -> Vec<(String, Vec<serde_json::Value>)> {
+    KEPT.iter()
+        .map(|t| {
+            let own = if ["alert_rules", "metric_definitions"].contains(t) {
+                " WHERE NOT builtin"
+            } else {
+                ""
+            };
+            let rows = db
+                .query(
+                    &format!("SELECT to_jsonb(t)::text FROM admin_toolkit.{t} t{own}"),
+                    &[],
+                )
+                .unwrap()
+                .iter()
+                .map(|r| serde_json::from_str(&r.get::<_, String>(0)).unwrap())
+                .collect();
+            (t.to_string(), rows)
+        })
+        .collect()
+}
+
 fn row_counts(db: &mut Client) -> Vec<(String, i64)> {
     TABLES
         .iter()
@@ -132,10 +166,24 @@ fn an_installed_0_1_0_updates_in_place_keeping_every_row_while_the_worker_runs()
         "CREATE FUNCTION pg_temp.bi() RETURNS TABLE (a text, b text, c text, d text) \
          LANGUAGE c AS '$libdir/admin_toolkit', 'build_info_wrapper'",
     );
+    let missing = old_library
+        .expect_err("0.1.0's library has no build_info_wrapper")
+        .as_db_error()
+        .map(|e| (e.code().code().to_string(), e.message().to_string()));
     assert!(
-        old_library.is_err(),
-        "0.1.0's library has no build_info_wrapper"
+        matches!(&missing, Some((code, message)) if code == "42883" && message.contains("build_info_wrapper")),
+        "{missing:?}"
     );
+    // Rows go into partitions the worker made, not into one it is making.
+    wait_for_todays_partition(&mut db);
+    wait_for("tomorrow's audit partition", || {
+        (count(
+            &mut db,
+            "SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = 'admin_toolkit'::regnamespace \
+               AND relname = 'security_audit_log_p' || to_char((now() AT TIME ZONE 'UTC')::date + 1, 'YYYYMMDD')",
+        ) == 1)
+            .then_some(())
+    });
     db.batch_execute(
         "INSERT INTO admin_toolkit.backup_schedules (backup_type, schedule_expression, retention_days, storage_location) \
            VALUES ('full', '0 2 * * 0', 90, '/srv/backups/full'); \
@@ -145,7 +193,8 @@ fn an_installed_0_1_0_updates_in_place_keeping_every_row_while_the_worker_runs()
          INSERT INTO admin_toolkit.maintenance_schedules (maintenance_type, schedule_expression) VALUES ('vacuum', '0 3 * * *'); \
          INSERT INTO admin_toolkit.maintenance_runs (schedule_id, maintenance_type, target_object, status) VALUES (1, 'vacuum', 'database', 'success'); \
          INSERT INTO admin_toolkit.metric_definitions (metric_type, metric_name, metric_unit, description) VALUES ('app', 'orders', 'count', 'orders'); \
-         INSERT INTO admin_toolkit.alert_rules (rule_name, metric_type, metric_name, condition_operator, threshold_value) VALUES ('orders', 'app', 'orders', '>', 10); \
+         INSERT INTO admin_toolkit.alert_rules (rule_name, metric_type, metric_name, condition_operator, threshold_value, notification_channels) \
+           VALUES ('orders', 'app', 'orders', '>', 10, ARRAY['email', 'ops-team']); \
          INSERT INTO admin_toolkit.alert_events (rule_id, value_at_firing, threshold_value, message) SELECT rule_id, 11, 10, 'orders high' FROM admin_toolkit.alert_rules WHERE rule_name = 'orders'; \
          INSERT INTO admin_toolkit.configuration_history (parameter_name, old_value, new_value) VALUES ('work_mem', '4MB', '8MB'); \
          INSERT INTO admin_toolkit.security_audit_log (event_time, username, database_name, operation_type, success) \
@@ -162,6 +211,7 @@ fn an_installed_0_1_0_updates_in_place_keeping_every_row_while_the_worker_runs()
     });
     // Let the worker keep running: updating must not wait for it nor break it.
     let before = row_counts(&mut db);
+    let kept_before = kept_rows(&mut db);
     let audit_partitions = count(
         &mut db,
         "SELECT count(DISTINCT tableoid) FROM admin_toolkit.security_audit_log",
@@ -189,6 +239,39 @@ fn an_installed_0_1_0_updates_in_place_keeping_every_row_while_the_worker_runs()
     // and records, as made outside track_config_change, a setting whose default the new
     // library changed).
     let after = row_counts(&mut db);
+    // The rows users own are kept value for value (columns added since are not compared).
+    let kept_after = kept_rows(&mut db);
+    for ((table, b), (_, a)) in kept_before.iter().zip(&kept_after) {
+        let keys: Vec<&String> = b
+            .first()
+            .and_then(|r| r.as_object())
+            .map_or(vec![], |o| o.keys().collect());
+        let project = |r: &serde_json::Value| -> String {
+            keys.iter()
+                .map(|k| format!("{k}={}", r[k.as_str()]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut b: Vec<String> = b.iter().map(project).collect();
+        let mut a: Vec<String> = a.iter().map(project).collect();
+        b.sort();
+        a.sort();
+        assert_eq!(a, b, "{table}: rows changed by the update");
+    }
+    // A channel name a 0.1.0 rule used, beyond the built-in ones, became an inactive channel,
+    // so the rule can still be updated.
+    let migrated: (String, bool) = db
+        .query_one(
+            "SELECT kind, is_active FROM admin_toolkit.alert_channels WHERE channel_name = 'ops-team'",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(migrated, ("webhook".to_string(), false));
+    db.batch_execute(
+        "UPDATE admin_toolkit.alert_rules SET threshold_value = 12 WHERE rule_name = 'orders'",
+    )
+    .unwrap();
     for ((table, b), (_, a)) in before.iter().zip(&after) {
         if table == "performance_metrics"
             || table == "security_audit_log"

@@ -62,8 +62,18 @@ mod tests {
         assert_eq!(by_state, Ok(Some(true)));
     }
 
+    /// The commit counter's reading and when it was taken (epoch seconds).
+    fn commit_reading() -> (f64, f64) {
+        Spi::get_two::<f64, f64>(
+            "SELECT value, extract(epoch FROM sampled_at)::float8 \
+               FROM admin_toolkit.collector_counters WHERE counter_name = 'xact_commit'",
+        )
+        .map(|(v, at)| (v.expect("a reading"), at.expect("its time")))
+        .unwrap()
+    }
+
     #[pg_test]
-    fn counters_are_stored_as_deltas_not_totals() {
+    fn counters_are_stored_as_rates_of_their_change_not_totals() {
         serialize();
         Spi::run("SELECT admin_toolkit.collect_performance_metrics()").unwrap();
         // First collection: no previous reading, so no delta.
@@ -71,19 +81,34 @@ mod tests {
             count("SELECT count(*) FROM admin_toolkit.performance_metrics WHERE metric_type = 'transactions' AND metric_name = 'deadlocks' AND metric_value IS NULL"),
             1
         );
-        // Pretend the previous reading of temp_bytes was 1000 below the current total.
+        // The previous reading of the commit counter, made 7 commits and 7 s before the one
+        // just taken (the cluster has committed far more than 7 transactions in all).
         Spi::run(
-            "UPDATE admin_toolkit.collector_counters SET value = greatest(value - 1000, 0) WHERE counter_name = 'temp_bytes'",
+            "UPDATE admin_toolkit.collector_counters \
+                SET value = value - 7, sampled_at = sampled_at - interval '7 s' \
+              WHERE counter_name = 'xact_commit'",
         )
         .unwrap();
-        let before = count("SELECT value::bigint FROM admin_toolkit.collector_counters WHERE counter_name = 'temp_bytes'");
+        let (before, before_at) = commit_reading();
         Spi::run("SELECT admin_toolkit.collect_performance_metrics()").unwrap();
-        let after = count("SELECT value::bigint FROM admin_toolkit.collector_counters WHERE counter_name = 'temp_bytes'");
-        let stored = count(
-            "SELECT metric_value::bigint FROM admin_toolkit.performance_metrics \
-             WHERE metric_type = 'io' AND metric_name = 'temp_bytes' ORDER BY collected_at DESC, metric_id DESC LIMIT 1",
+        let (after, after_at) = commit_reading();
+        let stored = Spi::get_one::<f64>(
+            "SELECT metric_value::float8 FROM admin_toolkit.performance_metrics \
+              WHERE metric_type = 'transactions' AND metric_name = 'commits_per_second' \
+              ORDER BY collected_at DESC, metric_id DESC LIMIT 1",
+        )
+        .unwrap()
+        .expect("the second collection stores a rate");
+        let elapsed = after_at - before_at;
+        assert!(elapsed >= 7.0, "{elapsed}");
+        let expected = (after - before) / elapsed;
+        assert!(
+            (stored - expected).abs() <= 1e-3 * expected.max(1.0),
+            "stored {stored}, the change was {} in {elapsed} s",
+            after - before
         );
-        assert_eq!(stored, after - before);
+        // A total over the same time would be told apart.
+        assert!(after / elapsed > expected * 2.0, "{after} commits in all");
     }
 
     #[pg_test]

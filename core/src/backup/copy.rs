@@ -133,7 +133,7 @@ enum ChunkOutcome {
 /// processed so far; an error from it (a cancellation) stops the copy.
 pub fn copy_data_directory(
     data_dir: &Path,
-    mut pack: Box<dyn ObjectWriter>,
+    pack: Box<dyn ObjectWriter>,
     this_backup: ChainLink,
     previous: Option<&Manifest>,
     options: &CopyOptions,
@@ -144,23 +144,29 @@ pub fn copy_data_directory(
         files: Vec::new(),
     };
     walk(data_dir, "", &mut tree)?;
-    let mut pack_offset = 0u64;
     let previous_files: HashMap<&str, &FileEntry> = previous
         .map(|m| m.files.iter().map(|f| (f.path.as_str(), f)).collect())
         .unwrap_or_default();
     let mut chain = vec![this_backup];
     chain.extend(previous.map(|m| m.chain.clone()).unwrap_or_default());
-    let chunk_size = options.chunk_size.max(4096) as usize;
-    let mut buf = vec![0u8; chunk_size * BATCH_CHUNKS];
-    let (mut files, mut files_read, mut files_referenced, mut processed) =
-        (Vec::new(), 0u64, 0u64, 0u64);
-    // Pages whose LSN is older than the previous backup's start have not changed since it was
-    // taken (every change to them since would have moved their LSN): their chunks need no hash.
-    let since = previous
-        .and_then(|m| crate::lsn::Lsn::parse(&m.start_lsn))
-        .map_or(0, |l| l.0);
+    let mut copy = FileCopy {
+        pack,
+        pack_offset: 0,
+        chunk_size: options.chunk_size.max(4096) as usize,
+        buf: vec![0u8; options.chunk_size.max(4096) as usize * BATCH_CHUNKS],
+        options,
+        // Pages whose LSN is older than the previous backup's start have not changed since it
+        // was taken (every change to them since would have moved their LSN): their chunks
+        // need no hash.
+        since: previous
+            .and_then(|m| crate::lsn::Lsn::parse(&m.start_lsn))
+            .map_or(0, |l| l.0),
+        processed: 0,
+    };
+    let referable_before = referable_before(previous);
+    let (mut files, mut files_read, mut files_referenced) = (Vec::new(), 0u64, 0u64);
     for (relative, path, paged) in &tree.files {
-        check(processed)?;
+        check(copy.processed)?;
         let meta = match fs::metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == ErrorKind::NotFound => continue, // dropped meanwhile
@@ -173,34 +179,100 @@ pub fn copy_data_directory(
             .map_or(0, |d| d.as_nanos() as i128);
         let mode = meta.permissions().mode() & 0o7777;
         let before = previous_files.get(relative.as_str()).copied();
-        if let Some(prev) = before.filter(|p| p.size == meta.len() && p.mtime_ns == mtime_ns) {
+        if let Some(prev) = before.filter(|p| {
+            p.size == meta.len() && p.mtime_ns == mtime_ns && mtime_ns < referable_before
+        }) {
             let mut entry = prev.clone();
             entry.mode = mode;
             for c in &mut entry.chunks {
                 c.link += 1;
             }
-            processed += entry.size;
+            copy.processed += entry.size;
             files_referenced += 1;
             files.push(entry);
             continue;
         }
-        let mut file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(e) => return Err(format!("cannot open \"{}\": {e}", path.display())),
+        let Some(chunks) = copy.file(path, before, *paged, check)? else {
+            continue; // dropped meanwhile
         };
         files_read += 1;
+        files.push(FileEntry {
+            path: relative.clone(),
+            size: chunks.iter().map(|c| c.len).sum(),
+            mtime_ns,
+            mode,
+            sha256: file_digest(chunks.iter().map(|c| c.sha256.as_str())),
+            chunks,
+        });
+    }
+    check(copy.processed)?;
+    copy.pack
+        .finish()
+        .map_err(|e| format!("cannot store the pack: {e}"))?;
+    let chain = prune_chain(chain, &mut files);
+    Ok(Copied {
+        directories: tree.directories,
+        files,
+        chain,
+        files_read,
+        files_referenced,
+        pack_bytes: copy.pack_offset,
+    })
+}
+
+/// Files whose modification time (nanoseconds since the epoch) is before this may be
+/// referenced from the previous backup by size and time alone. A file rewritten within one
+/// timestamp tick of the previous backup reading it keeps its time and size: only files last
+/// changed over a second before the previous backup started are taken on trust; the others,
+/// and every file when the previous backup's start is unknown, are read (unchanged chunks are
+/// still referenced, by their hash).
+fn referable_before(previous: Option<&Manifest>) -> i128 {
+    previous
+        .and_then(|m| chrono::DateTime::parse_from_rfc3339(&m.started_at).ok())
+        .and_then(|t| t.timestamp_nanos_opt())
+        .map_or(i128::MIN, |ns| i128::from(ns) - 1_000_000_000)
+}
+
+/// The pack being written and the reading of files into it.
+struct FileCopy<'a> {
+    pack: Box<dyn ObjectWriter>,
+    pack_offset: u64,
+    chunk_size: usize,
+    buf: Vec<u8>,
+    options: &'a CopyOptions,
+    since: u64,
+    /// Bytes looked at so far, for the progress check.
+    processed: u64,
+}
+
+impl FileCopy<'_> {
+    /// Reads the file at `path` in batches of chunks, stores the chunks that changed since
+    /// `before` (its entry in the previous backup) and returns all of them; `None` when the
+    /// file was dropped meanwhile.
+    fn file(
+        &mut self,
+        path: &Path,
+        before: Option<&FileEntry>,
+        paged: bool,
+        check: &mut dyn FnMut(u64) -> Result<(), String>,
+    ) -> Result<Option<Vec<Chunk>>, String> {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot open \"{}\": {e}", path.display())),
+        };
         let mut chunks: Vec<Chunk> = Vec::new();
         loop {
-            check(processed)?;
-            let n = read_full(&mut file, &mut buf)
+            check(self.processed)?;
+            let n = read_full(&mut file, &mut self.buf)
                 .map_err(|e| format!("cannot read \"{}\": {e}", path.display()))?;
             if n == 0 {
                 break;
             }
-            processed += n as u64;
+            self.processed += n as u64;
+            let (chunk_size, since, options) = (self.chunk_size, self.since, self.options);
             let first = chunks.len();
-            let pieces: Vec<(usize, &[u8])> = buf[..n]
+            let pieces: Vec<(usize, &[u8])> = self.buf[..n]
                 .chunks(chunk_size)
                 .enumerate()
                 .map(|(i, piece)| (first + i, piece))
@@ -208,7 +280,7 @@ pub fn copy_data_directory(
             let outcomes = parallel::map(&pieces, options.threads, |(index, piece)| {
                 let earlier = before.and_then(|p| p.chunks.get(*index));
                 if let Some(c) = earlier.filter(|c| {
-                    *paged && c.len == piece.len() as u64 && pages_older_than(piece, since)
+                    paged && c.len == piece.len() as u64 && pages_older_than(piece, since)
                 }) {
                     return Ok(ChunkOutcome::Unchanged(c.clone()));
                 }
@@ -220,58 +292,44 @@ pub fn copy_data_directory(
                 )
             });
             for outcome in outcomes {
-                chunks.push(match outcome? {
-                    ChunkOutcome::Unchanged(mut c) => {
-                        c.link += 1;
-                        c
-                    }
-                    ChunkOutcome::New {
-                        sha256,
-                        len,
-                        stored,
-                        compressed,
-                    } => {
-                        pack.write(&stored)
-                            .map_err(|e| format!("cannot write the pack: {e}"))?;
-                        let offset = pack_offset;
-                        pack_offset += stored.len() as u64;
-                        Chunk {
-                            sha256,
-                            len,
-                            link: 0,
-                            offset,
-                            stored_len: stored.len() as u64,
-                            compressed,
-                        }
-                    }
-                });
+                chunks.push(self.place(outcome?)?);
             }
-            if n < buf.len() {
+            if n < self.buf.len() {
                 break;
             }
         }
-        let size = chunks.iter().map(|c| c.len).sum();
-        files.push(FileEntry {
-            path: relative.clone(),
-            size,
-            mtime_ns,
-            mode,
-            sha256: file_digest(chunks.iter().map(|c| c.sha256.as_str())),
-            chunks,
-        });
+        Ok(Some(chunks))
     }
-    check(processed)?;
-    pack.finish()
-        .map_err(|e| format!("cannot store the pack: {e}"))?;
-    let chain = prune_chain(chain, &mut files);
-    Ok(Copied {
-        directories: tree.directories,
-        files,
-        chain,
-        files_read,
-        files_referenced,
-        pack_bytes: pack_offset,
-    })
+
+    /// A chunk's entry: referenced where it was, or written at the end of the pack.
+    fn place(&mut self, outcome: ChunkOutcome) -> Result<Chunk, String> {
+        Ok(match outcome {
+            ChunkOutcome::Unchanged(mut c) => {
+                c.link += 1;
+                c
+            }
+            ChunkOutcome::New {
+                sha256,
+                len,
+                stored,
+                compressed,
+            } => {
+                self.pack
+                    .write(&stored)
+                    .map_err(|e| format!("cannot write the pack: {e}"))?;
+                let offset = self.pack_offset;
+                self.pack_offset += stored.len() as u64;
+                Chunk {
+                    sha256,
+                    len,
+                    link: 0,
+                    offset,
+                    stored_len: stored.len() as u64,
+                    compressed,
+                }
+            }
+        })
+    }
 }
 
 fn store_chunk(

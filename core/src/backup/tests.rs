@@ -497,3 +497,47 @@ fn manifest_for_unstored(id: i64, copied: super::copy::Copied) -> Manifest {
         tablespace_map: String::new(),
     }
 }
+
+/// A file rewritten, same size, within the timestamp tick in which the previous backup read it
+/// keeps its size and modification time: the incremental must read it again, not reference
+/// the old content. (Simulated by giving the file, both times, the previous backup's start as
+/// its time, which is what a coarse clock tick does.)
+#[test]
+fn a_file_rewritten_within_its_mtime_tick_is_read_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    sample_data_dir(&data);
+    let conf = data.join("postgresql.conf");
+    let started = std::time::SystemTime::now();
+    let set_mtime = |t: std::time::SystemTime| {
+        fs::File::options()
+            .write(true)
+            .open(&conf)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    };
+    set_mtime(started);
+    let mut full = take(1, &data, &tmp.path().join("b1"), None);
+    full.started_at = chrono::DateTime::<chrono::Utc>::from(started).to_rfc3339();
+    fs::write(&conf, b"port = 6543\n").unwrap();
+    set_mtime(started);
+    let incr = take(2, &data, &tmp.path().join("b2"), Some(&full));
+    let target = tmp.path().join("r2");
+    restore(&incr, &target, 2, &mut |_, _| {}).unwrap();
+    assert_eq!(
+        fs::read(target.join("postgresql.conf")).unwrap(),
+        b"port = 6543\n"
+    );
+
+    // A file last changed well before the previous backup started: nothing of it is stored again.
+    let old = started - std::time::Duration::from_secs(3600);
+    set_mtime(old);
+    let mut second = take(3, &data, &tmp.path().join("b3"), None);
+    second.started_at = chrono::DateTime::<chrono::Utc>::from(started).to_rfc3339();
+    let third = take(4, &data, &tmp.path().join("b4"), Some(&second));
+    assert!(third
+        .files
+        .iter()
+        .any(|f| f.path == "postgresql.conf" && f.chunks.iter().all(|c| c.link == 1)));
+}
