@@ -7,7 +7,8 @@
 #                                     sudo, cargo-pgrx 0.18.1 and its registration of PG 15
 #   bash scripts/prereqs.sh           the above, and what the tests and benchmarks need: an
 #                                     S3-compatible server (moto) and an SMTP server (aiosmtpd)
-#                                     in a virtualenv, openssl, pgBackRest and nginx (the S3
+#                                     in a virtualenv, an S3 server that checks signatures
+#                                     (s3s-fs, built from crates.io), openssl, pgBackRest and nginx (the S3
 #                                     benchmark's comparison and TLS), Prometheus and
 #                                     postgres_exporter (unpacked, never started as services)
 #
@@ -66,6 +67,14 @@ AIOSMTPD_VERSION=1.4.6
 if ! "$S3_VENV/bin/python" -c "import aiosmtpd, sys; sys.exit(aiosmtpd.__version__ != '$AIOSMTPD_VERSION')" 2>/dev/null; then
     echo "prereqs: installing aiosmtpd $AIOSMTPD_VERSION (SMTP test server) into $S3_VENV"
     as_root "$S3_VENV/bin/pip" install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION"
+fi
+# An S3 server that checks every request's signature, as AWS does (moto accepts any): s3s-fs
+# from crates.io, built with the toolchain already here (later versions need rustc 1.96).
+S3S_VERSION=0.14.1
+S3S_ROOT=/opt/admin_toolkit-test
+if ! "$S3S_ROOT/bin/s3s-fs" --version 2>/dev/null | grep -q " $S3S_VERSION\$"; then
+    echo "prereqs: building s3s-fs $S3S_VERSION (signature-checking S3 test server) into $S3S_ROOT/bin (a minute or two)"
+    as_root env PATH="$PATH" cargo install -q s3s-fs --version "$S3S_VERSION" --features binary --locked --root "$S3S_ROOT"
 fi
 # Prometheus (promtool, and a server the tests start on 127.0.0.1) and postgres_exporter (the
 # scrape benchmark's comparison), unpacked from Debian's packages, not installed: installing

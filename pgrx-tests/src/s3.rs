@@ -15,7 +15,16 @@ pub fn moto_server_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/opt/admin_toolkit-test/venv/bin/moto_server"))
 }
 
-/// The access key and secret every test uses (moto accepts any).
+/// Where scripts/prereqs.sh installs s3s-fs, an S3 server that checks every request's
+/// signature; ADMIN_TOOLKIT_S3S_FS overrides it.
+pub fn s3s_fs_path() -> PathBuf {
+    std::env::var_os("ADMIN_TOOLKIT_S3S_FS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/admin_toolkit-test/bin/s3s-fs"))
+}
+
+/// The access key and secret every test uses (moto accepts any; s3s-fs is started with them
+/// and refuses any other).
 pub const ACCESS_KEY: &str = "admin-toolkit-test-key";
 pub const SECRET_KEY: &str = "admin-toolkit-test-secret";
 
@@ -24,6 +33,8 @@ pub struct S3Server {
     child: Child,
     /// With TLS: the CA certificate (PEM) that signed the server's certificate.
     pub ca_file: Option<String>,
+    /// s3s-fs's data directory, removed with the server.
+    _root: Option<tempfile::TempDir>,
 }
 
 /// Makes a CA and a certificate it signs for 127.0.0.1 in `dir` (openssl); returns the CA file,
@@ -108,6 +119,72 @@ impl S3Server {
         S3Server::launch(&["-c", &cert, "-k", &key], Some(ca))
     }
 
+    /// s3s-fs (crates.io, installed by scripts/prereqs.sh): an S3 server that checks each
+    /// request's SigV4 signature against [`ACCESS_KEY`] and [`SECRET_KEY`], as AWS does, so a
+    /// wrong signature or key fails here as it would there. It stores objects as files in a
+    /// directory of its own and says where it listens ("server is running at …").
+    pub fn start_signing() -> S3Server {
+        let path = s3s_fs_path();
+        assert!(
+            path.exists(),
+            "the signature-checking S3 test server is missing at {} (run scripts/prereqs.sh)",
+            path.display()
+        );
+        let root = tempfile::tempdir().unwrap();
+        let mut child = Command::new(&path)
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(root.path())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", path.display()));
+        let lines = crate::child_lines(child.stdout.take().unwrap());
+        let mut said = Vec::new();
+        let started = Instant::now();
+        let port = loop {
+            match lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let clean: String = line.chars().filter(|c| !c.is_control()).collect();
+                    if let Some(port) = clean
+                        .split("server is running at ")
+                        .nth(1)
+                        .and_then(|url| url.trim().rsplit(':').next())
+                        .and_then(|p| {
+                            p.trim_end_matches(|c: char| !c.is_ascii_digit())
+                                .parse::<u16>()
+                                .ok()
+                        })
+                    {
+                        break port;
+                    }
+                    said.push(clean);
+                }
+                Err(_) => {
+                    if let Some(status) = child.try_wait().unwrap() {
+                        panic!(
+                            "s3s-fs exited ({status}) before listening:\n{}",
+                            said.join("\n")
+                        );
+                    }
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "s3s-fs did not say where it listens:\n{}",
+                said.join("\n")
+            );
+        };
+        S3Server {
+            port,
+            child,
+            ca_file: None,
+            _root: Some(root),
+        }
+    }
+
     fn launch(extra: &[&str], ca_file: Option<String>) -> S3Server {
         let path = moto_server_path();
         assert!(
@@ -159,6 +236,7 @@ impl S3Server {
             port,
             child,
             ca_file,
+            _root: None,
         };
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
