@@ -396,3 +396,64 @@ fn a_secret_never_follows_a_changed_target_and_needs_tls() {
     );
     assert!(!heard.iter().any(|l| l.starts_with("MAIL")), "{heard:?}");
 }
+
+/// A delivery that keeps failing is given up once admin_toolkit.notification_give_up_after has
+/// passed since its event, with the reason, and is not tried again.
+#[test]
+fn a_delivery_failing_past_the_give_up_time_is_marked_failed_and_left() {
+    let scratch = ScratchDir::new("admin_toolkit_notify_");
+    // A port nobody listens on while the test runs: every attempt is refused.
+    let down = ReservedPort::new();
+    let cluster = cluster_with_secrets(
+        &scratch,
+        "",
+        &["admin_toolkit.notification_give_up_after = 60"],
+    );
+    let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+    wait_for_todays_partition(&mut db);
+    db.batch_execute(&format!(
+        "INSERT INTO admin_toolkit.alert_channels (channel_name, kind, target) VALUES ('down', 'webhook', 'http://127.0.0.1:{}/hook')",
+        down.port
+    ))
+    .unwrap();
+    rule_on(&mut db, &["down"]);
+    set_orders(&mut db, 11);
+    wait_for("a failed attempt", || {
+        (count(
+            &mut db,
+            "SELECT count(*) FROM admin_toolkit.alert_delivery_attempts WHERE NOT succeeded",
+        ) >= 1)
+            .then_some(())
+    });
+    // The delivery is older than the give-up time (60 s) as far as the outbox can tell.
+    db.batch_execute(
+        "UPDATE admin_toolkit.alert_deliveries SET created_at = now() - interval '61 s' WHERE channel_name = 'down'",
+    )
+    .unwrap();
+    let (status, error): (String, String) = wait_for("the delivery given up", || {
+        let r = db
+            .query_one(
+                "SELECT status, coalesce(last_error, '') FROM admin_toolkit.alert_deliveries WHERE channel_name = 'down'",
+                &[],
+            )
+            .unwrap();
+        let status: String = r.get(0);
+        (status != "pending").then(|| (status, r.get(1)))
+    });
+    assert_eq!(status, "failed");
+    assert!(error.contains("given up after 60 s"), "{error}");
+    // Given up means left: no attempt after it (waiting for two retry intervals of 1 s).
+    let attempts = |db: &mut Client| {
+        count(
+            db,
+            "SELECT count(*) FROM admin_toolkit.alert_delivery_attempts",
+        )
+    };
+    let before = attempts(&mut db);
+    let later = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < later {
+        assert_eq!(attempts(&mut db), before, "an attempt after giving up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -185,7 +185,10 @@ impl S3Storage {
         })?;
         let deadline = settings.deadline();
         // The system resolver has no timeout: look names up within the deadline too.
+        // Redirects are not followed: a signed request (and a PUT's body) goes to the endpoint
+        // configured, never to wherever an answer points; a 3xx fails with its status.
         let mut agent = ureq::AgentBuilder::new()
+            .redirects(0)
             .timeout_connect(deadline.min(Duration::from_secs(10)))
             .timeout(deadline)
             .resolver(move |netloc: &str| {
@@ -499,6 +502,70 @@ mod tests {
         ));
         let err = s3.get("x.zst").unwrap_err().to_string();
         assert!(err.contains("asked to stop"), "{err}");
+    }
+
+    /// A loopback endpoint answering its n-th connection with `answers[n]` (the last one
+    /// again after that); the count of requests it received.
+    fn scripted(answers: Vec<&'static [u8]>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(20) {
+                let Ok(mut stream) = stream else { break };
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = answers[n.min(answers.len() - 1)];
+                let mut request = [0u8; 4096];
+                let _ = std::io::Read::read(&mut stream, &mut request);
+                let _ = stream.write_all(answer);
+            }
+        });
+        (format!("http://127.0.0.1:{port}"), seen)
+    }
+
+    #[test]
+    fn server_errors_and_throttling_are_retried_until_an_answer() {
+        let (url, seen) = scripted(vec![
+            b"HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+        ]);
+        assert_eq!(storage(url).get("x.zst").unwrap(), b"ok");
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn client_errors_are_not_retried() {
+        let (url, seen) = scripted(vec![
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 45\r\nConnection: close\r\n\r\n<Error><Code>InvalidRequest</Code></Error>\n\n\n",
+        ]);
+        let err = storage(url).get("x.zst").unwrap_err().to_string();
+        assert!(err.contains("HTTP 400 InvalidRequest"), "{err}");
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// An answer pointing elsewhere is not followed: the request, signed for the endpoint and
+    /// perhaps carrying a backup's bytes, never reaches the other address.
+    #[test]
+    fn redirects_are_refused_not_followed() {
+        let elsewhere = TcpListener::bind("127.0.0.1:0").unwrap();
+        elsewhere.set_nonblocking(true).unwrap();
+        let to = elsewhere.local_addr().unwrap().port();
+        let answer = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{to}/bucket/wal/x.zst\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let (url, seen) = scripted(vec![answer.leak().as_bytes()]);
+        let s3 = storage(url);
+        let get = s3.get("x.zst").unwrap_err().to_string();
+        assert!(get.contains("HTTP 307"), "{get}");
+        let put = s3.put_new("y", b"backup bytes").unwrap_err().to_string();
+        assert!(put.contains("HTTP 307"), "{put}");
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(
+            elsewhere.accept().is_err(),
+            "a request reached the address the redirect named"
+        );
     }
 
     #[test]
