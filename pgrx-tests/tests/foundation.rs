@@ -453,3 +453,38 @@ fn worker_comes_back_after_a_crash_and_stops_promptly() {
 fn cluster_connect_retry(cluster: &Cluster) -> Option<postgres::Client> {
     postgres::Client::connect(&cluster.conninfo("postgres"), postgres::NoTls).ok()
 }
+
+/// A worker that exits (terminated here, as an administrator might) is started again by the
+/// launcher, and the new one works.
+#[test]
+fn the_launcher_starts_a_new_worker_when_its_worker_exits() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        settings: vec!["admin_toolkit.collection_interval = 1".into()],
+        ..ClusterOptions::default()
+    });
+    let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+    let pid = wait_for("worker", || worker_pid(&mut db, "admin_toolkit worker"));
+    let launcher = worker_pid(&mut db, "admin_toolkit launcher").expect("the launcher");
+    db.execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    wait_for("a new worker", || {
+        worker_pid(&mut db, "admin_toolkit worker").filter(|p| *p != pid)
+    });
+    assert_eq!(
+        worker_pid(&mut db, "admin_toolkit launcher"),
+        Some(launcher),
+        "the same launcher"
+    );
+    let restarted_at: std::time::SystemTime = db.query_one("SELECT now()", &[]).unwrap().get(0);
+    wait_for("a collection by the new worker", || {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM admin_toolkit.performance_metrics WHERE collected_at > $1",
+                &[&restarted_at],
+            )
+            .unwrap()
+            .get(0);
+        (n > 0).then_some(())
+    });
+}

@@ -453,3 +453,42 @@ fn events_from_every_database_reach_the_audit_log_with_their_database() {
         "recorded with the database it happened in"
     );
 }
+
+/// Switched off, the hooks capture nothing and the policy lets a weak password in; switched on
+/// again in a session (a superuser may), the same cluster captures, so the "nothing" is the
+/// switches' doing. Events are written in the order captured: once an application event
+/// logged after the rest is in the log, whatever was captured before it is too.
+#[test]
+fn switched_off_nothing_is_captured_and_weak_passwords_pass() {
+    let cluster = secure_cluster(&[
+        "admin_toolkit.audit_ddl = off",
+        "admin_toolkit.audit_logins = off",
+        "admin_toolkit.password_policy = off",
+    ]);
+    let mut db = cluster.connect("postgres");
+    db.batch_execute(
+        "CREATE TABLE quiet_t (id int); GRANT SELECT ON quiet_t TO PUBLIC; \
+         CREATE ROLE weakling LOGIN PASSWORD 'abc'",
+    )
+    .expect("the policy is off: a weak password is accepted");
+    assert!(cluster.connect_as("postgres", "weakling", "wrong").is_err());
+    cluster
+        .connect_as("postgres", "weakling", "abc")
+        .expect("its password works");
+    db.batch_execute("SELECT admin_toolkit.log_security_event('MARKER_OFF')")
+        .unwrap();
+    wait_for_audit(&mut db, "operation_type = 'MARKER_OFF'", 1);
+    assert_eq!(
+        audit_count(
+            &mut db,
+            "object_name = 'quiet_t' OR username = 'weakling' OR query_text LIKE '%weakling%'"
+        ),
+        0
+    );
+    // On again, for this session only: the same statements are captured.
+    db.batch_execute(
+        "SET admin_toolkit.audit_ddl = on; CREATE TABLE loud_t (id int); GRANT SELECT ON loud_t TO PUBLIC",
+    )
+    .unwrap();
+    wait_for_audit(&mut db, "object_name = 'loud_t'", 2);
+}
