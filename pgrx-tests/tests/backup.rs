@@ -577,3 +577,86 @@ fn wal_archive_and_scheduled_backups_run_by_themselves() {
     };
     assert_eq!(status, "completed");
 }
+
+/// A backup job stopped from outside: terminated (SIGTERM, as at a server shutdown) it records
+/// 'failed' with why and removes its partial files; killed outright (SIGKILL: the postmaster
+/// restarts every process) the worker's upkeep marks it failed as interrupted and removes them.
+/// The archive is held (unwritable) so that each backup is still running when stopped.
+#[test]
+fn a_terminated_or_killed_backup_job_is_recorded_failed_and_cleaned_up() {
+    let Setup {
+        cluster,
+        mut db,
+        store,
+    } = setup();
+    let wal = store.path().join("wal");
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let location = store.path().join("stopped").display().to_string();
+    let id = schedule(&mut db, "full", &location, 1);
+    let start = |db: &mut Client| -> (i64, i32) {
+        let backup: i64 = db
+            .query_one("SELECT admin_toolkit.execute_backup($1)", &[&id])
+            .unwrap()
+            .get(0);
+        wait_for("the copy to start", || {
+            db.query_opt(
+                "SELECT (metadata->>'pid')::int FROM admin_toolkit.backup_history \
+                  WHERE backup_id = $1 AND start_lsn IS NOT NULL",
+                &[&backup],
+            )
+            .unwrap()
+            .map(|r| (backup, r.get(0)))
+        })
+    };
+
+    let (terminated, pid) = start(&mut db);
+    db.execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    let o = wait_for("the terminated backup recorded", || {
+        let o = outcome(&mut db, terminated);
+        (o.status != "running").then_some(o)
+    });
+    assert_eq!(o.status, "failed");
+    assert!(
+        o.error.as_deref().unwrap_or("").contains("server shutdown"),
+        "{:?}",
+        o.error
+    );
+    assert!(!Path::new(&o.path).exists(), "partial files removed");
+
+    let (killed, pid) = start(&mut db);
+    let out = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // The postmaster ends every session and restarts: each look connects afresh.
+    drop(db);
+    let (status, error, path) = wait_for("the killed backup marked by the worker", || {
+        let mut db =
+            postgres::Client::connect(&cluster.conninfo("postgres"), postgres::NoTls).ok()?;
+        let r = db
+            .query_one(
+                "SELECT status, error_message, backup_path FROM admin_toolkit.backup_history WHERE backup_id = $1",
+                &[&killed],
+            )
+            .ok()?;
+        let status: String = r.get(0);
+        (status != "running")
+            .then(|| (status, r.get::<_, Option<String>>(1), r.get::<_, String>(2)))
+    });
+    let o = Outcome {
+        status,
+        error,
+        size: None,
+        path,
+        kind: String::new(),
+    };
+    assert_eq!(o.status, "failed");
+    assert!(
+        o.error.as_deref().unwrap_or("").contains("interrupted"),
+        "{:?}",
+        o.error
+    );
+    assert!(!Path::new(&o.path).exists(), "partial files removed");
+}
