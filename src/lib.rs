@@ -34,7 +34,7 @@ pub(crate) fn worker_duties() -> Vec<Box<dyn worker::duty::Duty>> {
         Box::new(copy_guard::CopyGuard::default()),
         Box::new(ScheduleDuty::new(
             "maintenance jobs",
-            maintenance::runs::deactivate_orphaned_schedules,
+            maintenance::runs::upkeep_maintenance,
             maintenance::runs::start_due_jobs,
         )),
         Box::new(ScheduleDuty::new(

@@ -335,3 +335,70 @@ fn lock_timeout_option_applies_to_the_run() {
         row.get::<_, String>(1)
     );
 }
+
+/// A maintenance job stopped from outside while its command waits (a session holds the table's
+/// lock, so the VACUUM is still running when it is stopped): the run is recorded as an error
+/// saying so, and the schedule stays usable.
+#[test]
+fn a_terminated_maintenance_job_records_its_run_as_an_error() {
+    let (cluster, mut db) = setup();
+    let id = schedule(&mut db, "vacuum", Some("Large Table"), "0 3 * * *", "{}");
+    let mut holder = cluster.connect("postgres");
+    holder
+        .batch_execute("BEGIN; LOCK TABLE public.\"Large Table\" IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let conninfo = cluster.conninfo("postgres");
+    let caller = std::thread::spawn(move || {
+        let mut db = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap();
+        db.query_one(
+            "SELECT status FROM admin_toolkit.execute_maintenance($1)",
+            &[&id],
+        )
+        .map(|r| r.get::<_, String>(0))
+    });
+    let pid: i32 = wait_for("the VACUUM waiting for the lock", || {
+        db.query_opt(
+            "SELECT (r.details->>'pid')::int FROM admin_toolkit.maintenance_runs r \
+               JOIN pg_stat_activity a ON a.pid = (r.details->>'pid')::int \
+              WHERE r.schedule_id = $1 AND r.status = 'running' AND a.wait_event_type = 'Lock'",
+            &[&id],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+    });
+    db.execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    // The job ends at once (FATAL, as any backend terminated); the caller sees its run as it
+    // stands then, and the worker's upkeep, each minute, marks it.
+    let status = caller.join().unwrap().unwrap();
+    assert!(matches!(status.as_str(), "running" | "error"), "{status}");
+    let (status, error): (String, Option<String>) = wait_for_within(
+        "the run marked by the worker's upkeep",
+        Duration::from_secs(60) + PATIENCE,
+        || {
+            let r = db
+            .query_one(
+                "SELECT status, error_message FROM admin_toolkit.maintenance_runs WHERE schedule_id = $1",
+                &[&id],
+            )
+            .unwrap();
+            let status: String = r.get(0);
+            (status != "running").then(|| (status, r.get(1)))
+        },
+    );
+    assert_eq!(status, "error");
+    let error = error.unwrap_or_default();
+    assert!(
+        error.contains("terminat") || error.contains("interrupted"),
+        "{error}"
+    );
+    holder.batch_execute("ROLLBACK").unwrap();
+    let again: String = db
+        .query_one(
+            "SELECT status FROM admin_toolkit.execute_maintenance($1)",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(again, "success");
+}

@@ -49,7 +49,7 @@ impl Duty for PartitionUpkeep {
                     if i == 0 {
                         let retention = settings::MAINTENANCE_HISTORY_DAYS.get();
                         if let Some(Err(e)) = run_step("maintenance history upkeep", || {
-                            super::runs::upkeep_runs(retention)
+                            super::runs::forget_old_runs(retention)
                         }) {
                             log!("admin_toolkit worker: step \"maintenance history upkeep\" failed: {e}");
                         }

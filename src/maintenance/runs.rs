@@ -162,7 +162,7 @@ pub fn run(schedule_id: i32, run_id: i64) {
 
 /// Deactivates active schedules whose database no longer exists, with a note saying so: they
 /// would otherwise fail at every due time.
-pub fn deactivate_orphaned_schedules() -> spi::Result<()> {
+fn deactivate_orphaned_schedules() -> spi::Result<()> {
     let gone: Vec<(i32, String)> = Spi::connect_mut(|c| {
         c.update(
             "UPDATE admin_toolkit.maintenance_schedules s SET is_active = false, \
@@ -223,10 +223,18 @@ pub fn start_due_jobs() -> spi::Result<usize> {
     })
 }
 
-/// Marks runs whose job worker is gone (server shutdown, crash, cancellation) as interrupted,
-/// and deletes runs older than the retention.
-pub fn upkeep_runs(retention_days: i32) -> spi::Result<()> {
-    MAINTENANCE.sweep_vanished("job worker")?;
+/// The scheduler's upkeep, each minute before due jobs start: runs whose job worker is gone
+/// (terminated, crashed, server shutdown) are marked as interrupted errors, and schedules of
+/// databases that no longer exist are deactivated.
+pub fn upkeep_maintenance() -> spi::Result<()> {
+    for run_id in MAINTENANCE.sweep_vanished("job worker")? {
+        log!("admin_toolkit worker: maintenance run {run_id} was interrupted; marked as an error");
+    }
+    deactivate_orphaned_schedules()
+}
+
+/// Deletes runs older than the retention (with the hourly upkeep of the logs).
+pub fn forget_old_runs(retention_days: i32) -> spi::Result<()> {
     Spi::run_with_args(
         "DELETE FROM admin_toolkit.maintenance_runs WHERE started_at < now() - make_interval(days => $1)",
         &[retention_days.into()],
