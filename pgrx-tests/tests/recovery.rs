@@ -204,6 +204,21 @@ fn point_in_time_recovery_end_to_end() {
     drop(r);
     drop(restored);
 
+    // to a WAL position: what committed before it, nothing after
+    insert(&mut db, 601, 700);
+    let lsn: String = db
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .unwrap()
+        .get(0);
+    insert(&mut db, 701, 800);
+    archive_now(&mut db);
+    let restored = restore_and_start(&incr_path, &archive, &["--target-lsn", &lsn]);
+    let mut r = restored.connect("postgres");
+    assert_eq!(count(&mut r, "SELECT count(*) FROM t"), 700);
+    assert_eq!(count(&mut r, "SELECT max(id)::bigint FROM t"), 700);
+    drop(r);
+    drop(restored);
+
     // a missing segment: named by validate and plan, restore refuses
     let first = &segments[0];
     let stored = archive.join(format!("{first}.zst"));
