@@ -78,12 +78,10 @@ fn insert(db: &mut Client, from: i32, to: i32) {
     .unwrap();
 }
 
+/// A schedule run only by hand here (daily at 03:00: a schedule due every few minutes would
+/// start backups of its own in the middle of a test).
 fn schedule(db: &mut Client, kind: &str, location: &str) -> i32 {
-    BackupSchedule {
-        expression: "*/5 * * * *",
-        ..BackupSchedule::new(kind, location)
-    }
-    .insert(db)
+    BackupSchedule::new(kind, location).insert(db)
 }
 
 fn run(db: &mut Client, schedule_id: i32) -> (i64, String, Option<String>, Option<i64>) {
@@ -142,12 +140,12 @@ fn wal_archived_to_s3_plans_validates_and_recovers_a_second_server() {
     let wal_schedule = schedule(&mut db, "wal_archive", WAL);
     let full_schedule = schedule(&mut db, "full", &store.join("backups"));
     insert(&mut db, 1, 100);
-    let (_, status, error, _) = run(&mut db, full_schedule);
+    let (full, status, error, _) = run(&mut db, full_schedule);
     assert_eq!(status, "completed", "{error:?}");
     let full_path: String = db
         .query_one(
-            "SELECT backup_path FROM admin_toolkit.backup_history WHERE backup_type = 'full'",
-            &[],
+            "SELECT backup_path FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&full],
         )
         .unwrap()
         .get(0);
@@ -194,9 +192,8 @@ fn wal_archived_to_s3_plans_validates_and_recovers_a_second_server() {
     let point: i32 = db
         .query_one(
             "INSERT INTO admin_toolkit.recovery_points (recovery_name, recovery_time, base_backup_id, required_wal_files) \
-             SELECT 'target', $1::text::timestamptz, backup_id, $2 FROM admin_toolkit.backup_history WHERE backup_type = 'full' \
-             RETURNING recovery_id",
-            &[&target, &segments],
+             VALUES ('target', $1::text::timestamptz, $3, $2) RETURNING recovery_id",
+            &[&target, &segments, &full],
         )
         .unwrap()
         .get(0);
