@@ -429,11 +429,13 @@ fn worker_comes_back_after_a_crash_and_stops_promptly() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let mut db = wait_for("a connection after crash recovery", || {
-        cluster_connect_retry(&cluster)
-    });
-    wait_for("a worker after crash recovery", || {
-        worker_pid(&mut db, "admin_toolkit worker").filter(|p| *p != pid)
+    // Each look connects afresh: a session opened before the postmaster has noticed the crash
+    // is ended with the rest.
+    let mut db = wait_for("a worker after crash recovery", || {
+        let mut db = cluster_connect_retry(&cluster)?;
+        worker_pid(&mut db, "admin_toolkit worker")
+            .filter(|p| *p != pid)
+            .map(|_| db)
     });
     // The new worker works: it collects metrics (every second here) after the crash.
     let recovered_at: std::time::SystemTime = db.query_one("SELECT now()", &[]).unwrap().get(0);
