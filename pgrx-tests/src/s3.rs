@@ -1,6 +1,6 @@
 //! A real S3-compatible server for the tests: moto's standalone server (installed by
-//! scripts/prereqs.sh), started on 127.0.0.1 on a port it picks and reports, stopped when dropped. Not a mock of
-//! our own client: the requests are real HTTP, signed as for AWS.
+//! scripts/prereqs.sh), started on 127.0.0.1 on a port it picks and reports, stopped when
+//! dropped. Not a mock of our own client: the requests are real HTTP, signed as for AWS.
 
 use admin_toolkit_core::storage::{S3Settings, S3Storage};
 use std::net::TcpStream;
@@ -108,6 +108,51 @@ fn make_certificates(dir: &std::path::Path) -> (String, String, String) {
     (ca, cert, key)
 }
 
+/// The port a server `name` says it listens on, in a line of `lines` with `marker` before
+/// its URL; fails at once, with what it said, if the child exits first.
+fn port_said(
+    child: &mut Child,
+    lines: &std::sync::mpsc::Receiver<String>,
+    marker: &str,
+    name: &str,
+) -> u16 {
+    let mut said = Vec::new();
+    let started = Instant::now();
+    loop {
+        match lines.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                let clean: String = line.chars().filter(|c| !c.is_control()).collect();
+                if let Some(port) = clean
+                    .split(marker)
+                    .nth(1)
+                    .and_then(|url| url.trim().rsplit(':').next())
+                    .and_then(|p| {
+                        p.trim_end_matches(|c: char| !c.is_ascii_digit())
+                            .parse::<u16>()
+                            .ok()
+                    })
+                {
+                    return port;
+                }
+                said.push(clean);
+            }
+            Err(_) => {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!(
+                        "{name} exited ({status}) before listening:\n{}",
+                        said.join("\n")
+                    );
+                }
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{name} did not say where it listens:\n{}",
+            said.join("\n")
+        );
+    }
+}
+
 impl S3Server {
     pub fn start() -> S3Server {
         S3Server::launch(&[], None)
@@ -142,41 +187,7 @@ impl S3Server {
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", path.display()));
         let lines = crate::child_lines(child.stdout.take().unwrap());
-        let mut said = Vec::new();
-        let started = Instant::now();
-        let port = loop {
-            match lines.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    let clean: String = line.chars().filter(|c| !c.is_control()).collect();
-                    if let Some(port) = clean
-                        .split("server is running at ")
-                        .nth(1)
-                        .and_then(|url| url.trim().rsplit(':').next())
-                        .and_then(|p| {
-                            p.trim_end_matches(|c: char| !c.is_ascii_digit())
-                                .parse::<u16>()
-                                .ok()
-                        })
-                    {
-                        break port;
-                    }
-                    said.push(clean);
-                }
-                Err(_) => {
-                    if let Some(status) = child.try_wait().unwrap() {
-                        panic!(
-                            "s3s-fs exited ({status}) before listening:\n{}",
-                            said.join("\n")
-                        );
-                    }
-                }
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "s3s-fs did not say where it listens:\n{}",
-                said.join("\n")
-            );
-        };
+        let port = port_said(&mut child, &lines, "server is running at ", "s3s-fs");
         S3Server {
             port,
             child,
@@ -202,36 +213,8 @@ impl S3Server {
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", path.display()));
         let lines = crate::child_lines(child.stderr.take().unwrap());
-        let mut said = Vec::new();
+        let port = port_said(&mut child, &lines, "Running on ", "moto_server");
         let started = Instant::now();
-        let port = loop {
-            match lines.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    if let Some(port) = line
-                        .split("Running on ")
-                        .nth(1)
-                        .and_then(|url| url.trim().rsplit(':').next())
-                        .and_then(|p| p.parse::<u16>().ok())
-                    {
-                        break port;
-                    }
-                    said.push(line);
-                }
-                Err(_) => {
-                    if let Some(status) = child.try_wait().unwrap() {
-                        panic!(
-                            "moto_server exited ({status}) before listening:\n{}",
-                            said.join("\n")
-                        );
-                    }
-                }
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "moto_server did not say where it listens:\n{}",
-                said.join("\n")
-            );
-        };
         let server = S3Server {
             port,
             child,

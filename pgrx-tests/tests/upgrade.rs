@@ -103,14 +103,20 @@ const KEPT: [&str; 8] = [
     "metric_definitions",
 ];
 
+/// The filter to the rows users own: built-in rules and metrics come with each version (0.3.0
+/// adds the restore drills').
+fn users_rows(table: &str) -> &'static str {
+    if ["alert_rules", "metric_definitions"].contains(&table) {
+        " WHERE NOT builtin"
+    } else {
+        ""
+    }
+}
+
 fn kept_rows(db: &mut Client) -> Vec<(String, Vec<serde_json::Value>)> {
     KEPT.iter()
         .map(|t| {
-            let own = if ["alert_rules", "metric_definitions"].contains(t) {
-                " WHERE NOT builtin"
-            } else {
-                ""
-            };
+            let own = users_rows(t);
             let rows = db
                 .query(
                     &format!("SELECT to_jsonb(t)::text FROM admin_toolkit.{t} t{own}"),
@@ -129,13 +135,7 @@ fn row_counts(db: &mut Client) -> Vec<(String, i64)> {
     TABLES
         .iter()
         .map(|t| {
-            // Built-in rules and metrics come with each version (0.3.0 adds the restore
-            // drills'): the rows users own are the ones that must all be kept.
-            let own = if ["alert_rules", "metric_definitions"].contains(t) {
-                " WHERE NOT builtin"
-            } else {
-                ""
-            };
+            let own = users_rows(t);
             (
                 t.to_string(),
                 count(db, &format!("SELECT count(*) FROM admin_toolkit.{t}{own}")),
