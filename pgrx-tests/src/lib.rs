@@ -38,13 +38,27 @@ pub fn bindir() -> PathBuf {
 
 /// Runs a server program as the postgres OS user (directly when not root) and returns its output.
 pub fn run_as_postgres(program: &str, args: &[&str]) -> Output {
+    run_as_postgres_with(&[], program, args)
+}
+
+/// [`run_as_postgres`] with `environment` added to the program's environment.
+pub fn run_as_postgres_with(
+    environment: &[(String, String)],
+    program: &str,
+    args: &[&str],
+) -> Output {
     let exe = bindir().join(program);
     let mut cmd = if is_root() {
+        // sudo resets the environment: env(1) sets it again on the other side.
         let mut c = Command::new("sudo");
-        c.args(["-n", "-u", "postgres", "--"]).arg(&exe);
+        c.args(["-n", "-u", "postgres", "--", "env"]);
+        c.args(environment.iter().map(|(k, v)| format!("{k}={v}")));
+        c.arg(&exe);
         c
     } else {
-        Command::new(&exe)
+        let mut c = Command::new(&exe);
+        c.envs(environment.iter().map(|(k, v)| (k, v)));
+        c
     };
     cmd.args(args)
         .current_dir("/")
@@ -220,6 +234,9 @@ pub struct ClusterOptions {
     /// TCP connections authenticate with scram-sha-256 (the superuser's password is
     /// [`SUPERUSER_PASSWORD`]); otherwise they are trusted.
     pub scram: bool,
+    /// Environment variables of the server (every process it starts inherits them), e.g.
+    /// `AWS_ACCESS_KEY_ID`.
+    pub environment: Vec<(String, String)>,
 }
 
 impl ClusterOptions {
@@ -235,12 +252,20 @@ impl ClusterOptions {
         }
     }
 
+    /// The worker and launcher also log each pass (log_min_messages = debug1), for
+    /// [`Cluster::wait_for_passes`].
+    pub fn logging_passes(mut self) -> ClusterOptions {
+        self.settings.push("log_min_messages = debug1".into());
+        self
+    }
+
     /// A cluster without admin_toolkit in shared_preload_libraries.
     pub fn not_preloaded() -> ClusterOptions {
         ClusterOptions {
             preload: false,
             settings: vec![],
             scram: false,
+            environment: vec![],
         }
     }
 }
@@ -254,6 +279,7 @@ impl Default for ClusterOptions {
             preload: true,
             settings: vec!["admin_toolkit.collection_interval = 1".into()],
             scram: false,
+            environment: vec![],
         }
     }
 }
@@ -263,6 +289,7 @@ pub struct Cluster {
     pub port: u16,
     scratch: ScratchDir,
     running: bool,
+    environment: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -307,7 +334,7 @@ impl Cluster {
             conf.push("shared_preload_libraries = 'admin_toolkit'".into());
         }
         conf.extend(options.settings);
-        Cluster::launch(scratch, port, &conf)
+        Cluster::launch(scratch, port, &conf, options.environment)
     }
 
     /// A cluster over an existing data directory (e.g. one made by pg_basebackup), on a new port.
@@ -321,16 +348,22 @@ impl Cluster {
         conf.extend_from_slice(extra);
         // After what a restore wrote into postgresql.auto.conf, so that these settings win.
         Cluster::append_conf_to(&scratch.join("data"), "postgresql.auto.conf", &conf);
-        Cluster::launch(scratch, port, &[])
+        Cluster::launch(scratch, port, &[], vec![])
     }
 
     /// Appends `conf` to the data directory's postgresql.conf and starts the server.
-    fn launch(scratch: ScratchDir, port: u16, conf: &[String]) -> Cluster {
+    fn launch(
+        scratch: ScratchDir,
+        port: u16,
+        conf: &[String],
+        environment: Vec<(String, String)>,
+    ) -> Cluster {
         Cluster::append_conf(&scratch.join("data"), conf);
         let mut cluster = Cluster {
             port,
             scratch,
             running: false,
+            environment,
         };
         cluster.start_server();
         cluster
@@ -368,7 +401,8 @@ impl Cluster {
 
     fn start_server(&mut self) {
         check(
-            run_as_postgres(
+            run_as_postgres_with(
+                &self.environment,
                 "pg_ctl",
                 &[
                     "-D",
@@ -417,6 +451,44 @@ impl Cluster {
         self.stop_within(Duration::from_secs(60));
         offline();
         self.start_server();
+    }
+
+    /// Waits until `line` has been logged `passes` more times than so far: the pass that was
+    /// under way when this was called may be one of them, so ask for two to see one whole pass
+    /// begin and end. For "nothing happens twice": wait for the pass that would have done it,
+    /// then look. The lines of [`duty_done`] need [`ClusterOptions::logging_passes`].
+    pub fn wait_for_passes(&self, line: &str, passes: usize) {
+        self.wait_for_log_count(line, self.log_count(line) + passes);
+    }
+
+    /// How many times the server has logged `line` so far.
+    pub fn log_count(&self, line: &str) -> usize {
+        occurrences(&self.server_log(), line)
+    }
+
+    /// Waits until the server has logged `line` at least `n` times in all.
+    pub fn wait_for_log_count(&self, line: &str, n: usize) {
+        wait_for(&format!("\"{line}\" logged {n} times"), || {
+            (self.log_count(line) >= n).then_some(())
+        });
+    }
+
+    /// Reloads the configuration and waits until a new session sees `name` set to `setting`
+    /// (`None`: back to its built-in default), as a new job worker will.
+    pub fn reload_until(&self, name: &str, setting: Option<&str>) {
+        let mut db = self.connect("postgres");
+        db.batch_execute("SELECT pg_reload_conf()").unwrap();
+        wait_for(&format!("{name} = {setting:?} after the reload"), || {
+            let mut fresh = self.connect("postgres");
+            let row = fresh
+                .query_one(
+                    "SELECT setting, boot_val FROM pg_settings WHERE name = $1",
+                    &[&name],
+                )
+                .unwrap();
+            let (now, default): (String, String) = (row.get(0), row.get(1));
+            (now == setting.unwrap_or(&default)).then_some(())
+        });
     }
 
     /// Everything the server has logged so far.
@@ -528,6 +600,11 @@ pub fn wait_for_within<T>(
         assert!(start.elapsed() < patience, "timed out waiting for {what}");
         sleep(Duration::from_millis(200));
     }
+}
+
+/// The line the database worker logs at debug1 when a pass of the duty `name` is over.
+pub fn duty_done(name: &str) -> String {
+    format!("admin_toolkit worker: duty \"{name}\" done")
 }
 
 /// Count returned by a `SELECT count(*) ...` query.

@@ -1,7 +1,7 @@
 //! Configuration changes against a real server: applied for real through a job worker,
 //! recorded, restart-only changes marked applied after the restart, external changes detected.
 
-use admin_toolkit_it::{count, wait_for, Cluster};
+use admin_toolkit_it::{count, duty_done, wait_for, Cluster, ClusterOptions};
 use postgres::error::SqlState;
 
 /// changed_by, old_value, new_value, requires_restart, applied
@@ -20,7 +20,7 @@ fn history(db: &mut postgres::Client, name: &str) -> Vec<HistoryRow> {
 }
 
 fn started() -> (Cluster, postgres::Client) {
-    let cluster = Cluster::start();
+    let cluster = Cluster::start_with(ClusterOptions::default().logging_passes());
     let mut db = cluster.connect("postgres");
     db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
     // The worker's first look only takes the snapshot later changes are compared with.
@@ -37,6 +37,9 @@ fn started() -> (Cluster, postgres::Client) {
 #[test]
 fn a_tracked_change_is_applied_for_real_and_recorded() {
     let (cluster, mut db) = started();
+    let drift = duty_done("configuration drift");
+    cluster.wait_for_log_count(&drift, 1);
+    let drift_passes = cluster.log_count(&drift);
     let id: i64 = db
         .query_one(
             "SELECT admin_toolkit.track_config_change('log_min_duration_statement', '1000', 'Enable slow query logging')",
@@ -62,7 +65,8 @@ fn a_tracked_change_is_applied_for_real_and_recorded() {
     assert_eq!(row.get::<_, String>(2), "postgres");
     assert_eq!(row.get::<_, String>(3), "Enable slow query logging");
     assert!(!row.get::<_, bool>(4) && row.get::<_, bool>(5));
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // The worker looks for changes made by other means after the reload: once it has.
+    cluster.wait_for_log_count(&drift, drift_passes + 1);
     assert_eq!(
         history(&mut db, "log_min_duration_statement").len(),
         1,

@@ -309,11 +309,6 @@ fn a_clean_drill_of_a_chain_records_the_rows_at_the_target() {
     assert!(!cluster.server_log().contains("terminated by signal"));
 }
 
-fn set_and_reload(db: &mut Client, statement: &str) {
-    db.batch_execute(statement).unwrap();
-    db.batch_execute("SELECT pg_reload_conf()").unwrap();
-}
-
 /// Sets the key of item `item` (an int4 B-tree leaf tuple) on block `block` of a relation file
 /// to `value`: the index's order is broken, its page header is intact.
 fn corrupt_btree_key(file: &Path, block: usize, item: usize, value: i32) {
@@ -344,11 +339,9 @@ fn each_fault_fails_the_drill_with_its_reason() {
 
     // too little free space: refused with the figures, before anything is restored
     let (b1, _) = full_backup(&mut db, &store, "full");
-    set_and_reload(
-        &mut db,
-        "ALTER SYSTEM SET admin_toolkit.drill_space_margin = 2000000000",
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    db.batch_execute("ALTER SYSTEM SET admin_toolkit.drill_space_margin = 2000000000")
+        .unwrap();
+    cluster.reload_until("admin_toolkit.drill_space_margin", Some("2000000000"));
     let (id, d) = drill(&mut db, Some(b1), None);
     assert_eq!(d.status, "failed");
     let why = d.reason.unwrap();
@@ -358,11 +351,9 @@ fn each_fault_fails_the_drill_with_its_reason() {
         "{why}"
     );
     assert!(!scratch_of(&store, id).exists());
-    set_and_reload(
-        &mut db,
-        "ALTER SYSTEM RESET admin_toolkit.drill_space_margin",
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    db.batch_execute("ALTER SYSTEM RESET admin_toolkit.drill_space_margin")
+        .unwrap();
+    cluster.reload_until("admin_toolkit.drill_space_margin", None);
 
     // an index page corrupted in the source before the backup: amcheck names the index
     drop(db);
@@ -511,7 +502,9 @@ fn cancelled_or_dead_drills_leave_no_server_and_no_directory() {
     let store = ScratchDir::new("admin_toolkit_drill_cancel_");
     let mut cluster = cluster(&store);
     let mut db = cluster.connect("postgres");
-    set_and_reload(&mut db, "ALTER SYSTEM SET recovery_min_apply_delay = '1h'");
+    db.batch_execute("ALTER SYSTEM SET recovery_min_apply_delay = '1h'")
+        .unwrap();
+    cluster.reload_until("recovery_min_apply_delay", Some("3600000"));
     db.batch_execute("CREATE TABLE t (id int)").unwrap();
     full_backup(&mut db, &store, "full");
     db.batch_execute("INSERT INTO t VALUES (1)").unwrap();

@@ -82,12 +82,13 @@ fn waits_quietly_for_its_database_and_the_extension() {
         settings: vec![
             "admin_toolkit.collection_interval = 1".into(),
             "admin_toolkit.database = 'later_db'".into(),
+            "log_min_messages = debug1".into(),
         ],
         ..ClusterOptions::default()
     });
     let mut db = cluster.connect("postgres");
-    // Several launcher polls (5 s each) pass without the database.
-    std::thread::sleep(Duration::from_secs(11));
+    // Two more launcher polls (5 s each) pass without the database: said once.
+    cluster.wait_for_passes("admin_toolkit launcher: still no database \"later_db\"", 2);
     let log = cluster.server_log();
     assert_eq!(
         occurrences(&log, "database \"later_db\" does not exist; waiting"),
@@ -101,7 +102,7 @@ fn waits_quietly_for_its_database_and_the_extension() {
     wait_for("worker in later_db", || {
         worker_pid(&mut later, "admin_toolkit worker")
     });
-    std::thread::sleep(Duration::from_secs(3)); // several 1 s ticks without the extension
+    cluster.wait_for_passes("admin_toolkit worker: still no extension", 3);
     let log = cluster.server_log();
     assert_eq!(
         occurrences(&log, "waiting for CREATE EXTENSION admin_toolkit"),

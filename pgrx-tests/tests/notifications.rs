@@ -6,7 +6,7 @@
 
 use admin_toolkit_it::receiver::{HttpReceiver, PlainAuthSmtp, Received, ReservedPort, SmtpSink};
 use admin_toolkit_it::{
-    count, wait_for, wait_for_todays_partition, Cluster, ClusterOptions, ScratchDir,
+    count, duty_done, wait_for, wait_for_todays_partition, Cluster, ClusterOptions, ScratchDir,
 };
 use postgres::Client;
 use std::os::unix::fs::PermissionsExt;
@@ -21,7 +21,8 @@ fn cluster_with_secrets(scratch: &ScratchDir, secrets: &str, extra: &[&str]) -> 
     let file = scratch.join("notification.secrets");
     std::fs::write(&file, secrets).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut options = ClusterOptions::default();
+    // Passes logged: "nothing delivered twice" waits for the passes that would have.
+    let mut options = ClusterOptions::default().logging_passes();
     options.settings.extend([
         format!("admin_toolkit.notification_secrets_file = '{file}'"),
         "admin_toolkit.notification_max_retry_interval = 1".to_string(),
@@ -207,7 +208,14 @@ fn a_firing_alert_reaches_every_kind_of_channel_and_its_resolve_follows() {
     wait_for("the resolve e-mail", || {
         (smtp.messages().len() >= 2).then_some(())
     });
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for("the eight events recorded as delivered", || {
+        (count(
+            &mut db,
+            "SELECT count(*) FROM admin_toolkit.alert_deliveries WHERE status = 'delivered' AND channel_name <> 'hung'",
+        ) == 8)
+            .then_some(())
+    });
+    cluster.wait_for_passes(&duty_done("alerting"), 2);
     assert_eq!(pagerduty.requests().len(), 2, "nothing delivered twice");
     assert_eq!(slack.requests().len(), 2);
     assert_eq!(webhook.requests().len(), 2);
@@ -290,7 +298,14 @@ fn a_receiver_that_is_down_gets_each_event_once_when_it_is_back() {
     let got = wait_requests(&receiver, 2, "both events once the receiver is back");
     assert_eq!(got[0].json()["event"], "fired", "the trigger first");
     assert_eq!(got[1].json()["event"], "resolved");
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for("both recorded as delivered", || {
+        (count(
+            &mut db,
+            "SELECT count(*) FROM admin_toolkit.alert_deliveries WHERE status <> 'delivered'",
+        ) == 0)
+            .then_some(())
+    });
+    cluster.wait_for_passes(&duty_done("alerting"), 2);
     assert_eq!(receiver.requests().len(), 2, "each event exactly once");
     assert_eq!(
         count(

@@ -45,7 +45,14 @@ fn standby_makes_no_writes_and_resumes_after_promotion() {
         "pg_basebackup: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let standby = Cluster::from_data_dir(scratch, &["hot_standby = on".to_string()]);
+    let standby = Cluster::from_data_dir(
+        scratch,
+        // Passes logged: the worker's standby ticks are waited for, not slept through.
+        &[
+            "hot_standby = on".into(),
+            "log_min_messages = debug1".into(),
+        ],
+    );
     let mut replica = standby.connect("postgres");
     let in_recovery: bool = replica
         .query_one("SELECT pg_is_in_recovery()", &[])
@@ -68,8 +75,8 @@ fn standby_makes_no_writes_and_resumes_after_promotion() {
             .contains("hot standby; making no writes")
             .then_some(())
     });
-    // A few more 1 s ticks: still no errors (a write on a standby would raise one).
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Three more ticks: still no errors (a write on a standby would raise one).
+    standby.wait_for_passes("admin_toolkit worker: still a hot standby", 3);
     let log = standby.server_log();
     assert_eq!(
         log.matches("hot standby; making no writes").count(),

@@ -175,6 +175,8 @@ pub extern "C-unwind" fn admin_toolkit_launcher_main(_arg: pg_sys::Datum) {
                          (set admin_toolkit.database to choose another)"
                     );
                     said_waiting = true;
+                } else {
+                    debug1!("admin_toolkit launcher: still no database \"{database}\"");
                 }
             } else {
                 said_waiting = false;
