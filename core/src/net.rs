@@ -40,6 +40,12 @@ pub enum Reach {
 /// Resolves `host:port` within `deadline`, keeping only the addresses `reach` allows. An
 /// answer with none left is an error naming the host, never the whole URL.
 pub fn resolve(netloc: &str, deadline: Duration, reach: Reach) -> io::Result<Vec<SocketAddr>> {
+    if let Some(port) = loopback_name_port(netloc) {
+        return Ok(vec![
+            SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+        ]);
+    }
     let (sender, receiver) = mpsc::channel();
     let name = netloc.to_string();
     std::thread::Builder::new()
@@ -78,6 +84,17 @@ pub fn resolve(netloc: &str, deadline: Duration, reach: Reach) -> io::Result<Vec
     Ok(allowed)
 }
 
+/// The port of `name.localhost:port`: names under `localhost.` are the loopback interface
+/// (RFC 6761 6.3), whatever the system resolver says of them (glibc's `files dns` knows only
+/// `localhost` itself). What a virtual-host-style S3 endpoint on this machine needs:
+/// `bucket.localhost`.
+fn loopback_name_port(netloc: &str) -> Option<u16> {
+    let (host, port) = netloc.rsplit_once(':')?;
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let under_localhost = host == "localhost" || host.ends_with(".localhost");
+    under_localhost.then(|| port.parse().ok()).flatten()
+}
+
 fn host_of(netloc: &str) -> &str {
     netloc.rsplit_once(':').map_or(netloc, |(host, _port)| host)
 }
@@ -85,6 +102,26 @@ fn host_of(netloc: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_under_localhost_are_the_loopback_interface() {
+        for name in [
+            "bucket.localhost:9000",
+            "localhost:9000",
+            "A.B.LocalHost.:9000",
+        ] {
+            let found = resolve(name, Duration::from_secs(1), Reach::NotLinkLocal).unwrap();
+            assert!(!found.is_empty(), "{name}");
+            assert!(
+                found
+                    .iter()
+                    .all(|a| a.ip().is_loopback() && a.port() == 9000),
+                "{name}: {found:?}"
+            );
+        }
+        assert_eq!(loopback_name_port("localhost.example.com:80"), None);
+        assert_eq!(loopback_name_port("notlocalhost:80"), None);
+    }
 
     #[test]
     fn metadata_and_link_local_addresses_are_recognised() {

@@ -116,6 +116,16 @@ fn port_said(
     marker: &str,
     name: &str,
 ) -> u16 {
+    port_said_or_exit(child, lines, marker, name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`port_said`], with the child's exit before it listened (a port taken) as an error.
+fn port_said_or_exit(
+    child: &mut Child,
+    lines: &std::sync::mpsc::Receiver<String>,
+    marker: &str,
+    name: &str,
+) -> Result<u16, String> {
     let mut said = Vec::new();
     let started = Instant::now();
     loop {
@@ -132,16 +142,16 @@ fn port_said(
                             .ok()
                     })
                 {
-                    return port;
+                    return Ok(port);
                 }
                 said.push(clean);
             }
             Err(_) => {
                 if let Some(status) = child.try_wait().unwrap() {
-                    panic!(
+                    return Err(format!(
                         "{name} exited ({status}) before listening:\n{}",
                         said.join("\n")
-                    );
+                    ));
                 }
             }
         }
@@ -169,6 +179,26 @@ impl S3Server {
     /// wrong signature or key fails here as it would there. It stores objects as files in a
     /// directory of its own and says where it listens ("server is running at …").
     pub fn start_signing() -> S3Server {
+        S3Server::spawn_s3s_fs(0, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`S3Server::start_signing`], also serving buckets virtual-host style at
+    /// `<bucket>.localhost:<port>` (see [`S3Server::virtual_host_settings`]). s3s-fs matches
+    /// the Host header, port included, so the port is chosen first: if another process takes
+    /// it meanwhile, s3s-fs exits at once and another port is tried.
+    pub fn start_signing_virtual_host() -> S3Server {
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let port = crate::free_port();
+            match S3Server::spawn_s3s_fs(port, Some(&format!("localhost:{port}"))) {
+                Ok(server) => return server,
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!("s3s-fs did not start: {failures:?}");
+    }
+
+    fn spawn_s3s_fs(port: u16, domain: Option<&str>) -> Result<S3Server, String> {
         let path = s3s_fs_path();
         assert!(
             path.exists(),
@@ -176,9 +206,14 @@ impl S3Server {
             path.display()
         );
         let root = tempfile::tempdir().unwrap();
-        let mut child = Command::new(&path)
-            .args(["--host", "127.0.0.1", "--port", "0"])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+        let mut command = Command::new(&path);
+        command
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY]);
+        if let Some(domain) = domain {
+            command.args(["--domain", domain]);
+        }
+        let mut child = command
             .arg(root.path())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -187,13 +222,13 @@ impl S3Server {
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", path.display()));
         let lines = crate::child_lines(child.stdout.take().unwrap());
-        let port = port_said(&mut child, &lines, "server is running at ", "s3s-fs");
-        S3Server {
+        let port = port_said_or_exit(&mut child, &lines, "server is running at ", "s3s-fs")?;
+        Ok(S3Server {
             port,
             child,
             ca_file: None,
             _root: Some(root),
-        }
+        })
     }
 
     fn launch(extra: &[&str], ca_file: Option<String>) -> S3Server {
@@ -251,6 +286,23 @@ impl S3Server {
             ca_file: self.ca_file.clone().unwrap_or_default(),
             timeout_seconds: 0,
         }
+    }
+
+    /// Settings addressing buckets virtual-host style, as AWS does by default: requests go to
+    /// `http://<bucket>.localhost:<port>` (names under localhost are the loopback interface).
+    /// Only [`S3Server::start_signing_virtual_host`] serves them.
+    pub fn virtual_host_settings(&self, credentials_file: &str) -> S3Settings {
+        S3Settings {
+            endpoint: format!("http://localhost:{}", self.port),
+            force_path_style: false,
+            ..self.settings(credentials_file)
+        }
+    }
+
+    /// Writes the test credentials as an AWS shared-credentials file at `path`; returns it.
+    pub fn write_credentials(path: &str) -> String {
+        std::fs::write(path, S3Server::credentials_text()).unwrap();
+        path.to_string()
     }
 
     /// The AWS shared-credentials file text for the test credentials.

@@ -9,8 +9,7 @@ use admin_toolkit_it::ScratchDir;
 fn s3_storage_passes_the_shared_suite() {
     let server = S3Server::start();
     let scratch = ScratchDir::new("admin_toolkit_s3_");
-    let credentials = scratch.join("credentials");
-    std::fs::write(&credentials, S3Server::credentials_text()).unwrap();
+    let credentials = S3Server::write_credentials(&scratch.join("credentials"));
     let settings = server.settings(&credentials);
     server.create_bucket(&settings, "suite-bucket");
     let Location::S3 { bucket, prefix } =
@@ -30,8 +29,7 @@ fn s3_storage_passes_the_shared_suite() {
 fn unreachable_or_unconfigured_s3_fails_clearly_and_keeps_secrets_out_of_messages() {
     let server = S3Server::start();
     let scratch = ScratchDir::new("admin_toolkit_s3_");
-    let credentials = scratch.join("credentials");
-    std::fs::write(&credentials, S3Server::credentials_text()).unwrap();
+    let credentials = S3Server::write_credentials(&scratch.join("credentials"));
     let mut settings = server.settings(&credentials);
     server.create_bucket(&settings, "b-1");
     // a missing bucket
@@ -65,8 +63,7 @@ fn unreachable_or_unconfigured_s3_fails_clearly_and_keeps_secrets_out_of_message
 fn s3_over_tls_with_a_private_ca_passes_the_suite_and_refuses_an_untrusted_server() {
     let scratch = ScratchDir::new("admin_toolkit_s3tls_");
     let server = S3Server::start_tls(scratch.path());
-    let credentials = scratch.join("credentials");
-    std::fs::write(&credentials, S3Server::credentials_text()).unwrap();
+    let credentials = S3Server::write_credentials(&scratch.join("credentials"));
     let settings = server.settings(&credentials);
     assert!(settings.endpoint.starts_with("https://"));
     server.create_bucket(&settings, "tls-bucket");
@@ -90,8 +87,7 @@ fn s3_over_tls_with_a_private_ca_passes_the_suite_and_refuses_an_untrusted_serve
 fn unfinished_uploads_of_a_dead_writer_are_aborted_under_their_prefix_only() {
     let server = S3Server::start();
     let scratch = ScratchDir::new("admin_toolkit_s3_");
-    let credentials = scratch.join("credentials");
-    std::fs::write(&credentials, S3Server::credentials_text()).unwrap();
+    let credentials = S3Server::write_credentials(&scratch.join("credentials"));
     let settings = server.settings(&credentials);
     server.create_bucket(&settings, "uploads");
     let dead = S3Storage::open("uploads", "pg/backup_1/", &settings).unwrap();
@@ -117,8 +113,7 @@ fn unfinished_uploads_of_a_dead_writer_are_aborted_under_their_prefix_only() {
 fn the_suite_passes_on_a_server_that_checks_signatures() {
     let server = S3Server::start_signing();
     let scratch = ScratchDir::new("admin_toolkit_s3s_");
-    let credentials = scratch.join("credentials");
-    std::fs::write(&credentials, S3Server::credentials_text()).unwrap();
+    let credentials = S3Server::write_credentials(&scratch.join("credentials"));
     let settings = server.settings(&credentials);
     server.create_bucket(&settings, "signed-bucket");
     let storage = S3Storage::open("signed-bucket", "some/prefix/", &settings).unwrap();
@@ -131,14 +126,28 @@ fn the_suite_passes_on_a_server_that_checks_signatures() {
     );
 }
 
+/// Buckets addressed virtual-host style (`bucket.localhost`), AWS's default: the suite passes
+/// and boto3, addressing the same bucket path style, reads what was stored.
+#[test]
+fn the_suite_passes_with_virtual_host_style_addressing() {
+    let server = S3Server::start_signing_virtual_host();
+    let scratch = ScratchDir::new("admin_toolkit_s3vh_");
+    let credentials = S3Server::write_credentials(&scratch.join("credentials"));
+    server.create_bucket(&server.settings(&credentials), "hosted-bucket");
+    let settings = server.virtual_host_settings(&credentials);
+    let storage = S3Storage::open("hosted-bucket", "vh/", &settings).unwrap();
+    suite::run(&storage);
+    storage.put_new("proof", b"virtual host").unwrap();
+    assert_eq!(server.object("hosted-bucket", "vh/proof"), b"virtual host");
+}
+
 /// A wrong secret, or a key the server does not know, is refused as AWS refuses it, with a
 /// message that names the refusal and holds no secret.
 #[test]
 fn wrong_credentials_are_refused_by_a_server_that_checks_signatures() {
     let server = S3Server::start_signing();
     let scratch = ScratchDir::new("admin_toolkit_s3s_");
-    let good = scratch.join("good");
-    std::fs::write(&good, S3Server::credentials_text()).unwrap();
+    let good = S3Server::write_credentials(&scratch.join("good"));
     server.create_bucket(&server.settings(&good), "signed-bucket");
     for (name, key, secret, expected) in [
         (

@@ -13,8 +13,7 @@ use std::time::Duration;
 fn a_trickling_object_store_stalls_neither_the_archiver_nor_the_audit_queue_nor_shutdown() {
     let slow = TricklingServer::start();
     let scratch = ScratchDir::new("admin_toolkit_slow_s3_");
-    let credentials = scratch.join("credentials");
-    std::fs::write(&credentials, S3Server::credentials_text()).unwrap();
+    let credentials = S3Server::write_credentials(&scratch.join("credentials"));
     let mut options = ClusterOptions::default();
     options.settings.extend([
         "archive_mode = on".to_string(),

@@ -568,6 +568,38 @@ mod tests {
         );
     }
 
+    /// Another writer stores the object between our look and our conditional PUT: the server
+    /// answers 412 (AWS) or 409 (a concurrent conditional write); the object is then read and
+    /// compared, never overwritten.
+    #[test]
+    fn a_conditional_write_losing_the_race_compares_and_never_overwrites() {
+        const ABSENT: &[u8] =
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        const THEIRS_SAME: &[u8] =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nours";
+        const THEIRS_OTHER: &[u8] =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\ntheirs";
+        for lost in [
+            &b"HTTP/1.1 412 Precondition Failed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                [..],
+            &b"HTTP/1.1 409 Conflict\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"[..],
+        ] {
+            let (url, seen) = scripted(vec![ABSENT, lost, THEIRS_SAME]);
+            let outcome = storage(url).put_new("x.zst", b"ours").unwrap();
+            assert!(matches!(outcome, PutOutcome::AlreadyPresent));
+            assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+            let (url, seen) = scripted(vec![ABSENT, lost, THEIRS_OTHER]);
+            let err = storage(url).put_new("x.zst", b"ours").unwrap_err();
+            assert!(matches!(err, StorageError::Conflict(_)), "{err}");
+            assert_eq!(
+                seen.load(std::sync::atomic::Ordering::SeqCst),
+                3,
+                "no second PUT"
+            );
+        }
+    }
+
     #[test]
     fn credentials_files_are_read_by_profile() {
         let text = "# comment\n[default]\naws_access_key_id = AKIA1\naws_secret_access_key=s1\n\n[backup]\naws_access_key_id=AKIA2\naws_secret_access_key = s2\naws_session_token = t2\n";
