@@ -158,7 +158,17 @@ fn send_http(delivery: &Delivery, secrets: &Secrets, policy: Policy) -> Attempt 
         }
     }
     match request.send_string(&body) {
-        Ok(response) => Ok(Some(response.status())),
+        Ok(response) if (200..300).contains(&response.status()) => Ok(Some(response.status())),
+        // Redirects are not followed (the body, signed, goes only where the channel says), so
+        // a 3xx is an attempt that did not deliver.
+        Ok(response) => {
+            let code = response.status();
+            let to = response.header("Location").unwrap_or("nowhere").to_string();
+            Err((
+                Some(code),
+                format!("HTTP {code} from the receiver (redirects to {to} are not followed)"),
+            ))
+        }
         Err(ureq::Error::Status(code, response)) => {
             let text: String = response
                 .into_string()
@@ -330,6 +340,43 @@ mod tests {
         );
         assert!(kept.starts_with("bad key [redacted] for [redacted] x"));
         assert!(kept.chars().count() <= ANSWER_KEPT + 100);
+    }
+
+    /// A receiver answering 3xx has not taken the alert: the attempt fails with its status, and
+    /// the address it points to never receives the (signed) body.
+    #[test]
+    fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
+        use std::io::{Read, Write};
+        let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        elsewhere.set_nonblocking(true).unwrap();
+        let to = elsewhere.local_addr().unwrap().port();
+        let receiver = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = receiver.local_addr().unwrap().port();
+        let answering = std::thread::spawn(move || {
+            let (mut stream, _) = receiver.accept().unwrap();
+            let mut request = [0u8; 8192];
+            let _ = stream.read(&mut request);
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{to}/hook\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            stream.write_all(answer.as_bytes()).unwrap();
+        });
+        let d = delivery(
+            ChannelKind::Webhook,
+            Some(&format!("http://127.0.0.1:{port}/hook")),
+            serde_json::json!({}),
+        );
+        let policy = Policy {
+            timeout: Duration::from_secs(5),
+            reach: Reach::NotLinkLocal,
+        };
+        let outcome = send(&d, &Secrets::default(), policy);
+        answering.join().unwrap();
+        assert!(!outcome.delivered);
+        assert_eq!(outcome.status, Some(307));
+        let error = outcome.error.unwrap();
+        assert!(error.contains("HTTP 307"), "{error}");
+        assert!(elsewhere.accept().is_err(), "the redirect was followed");
     }
 
     #[test]
