@@ -351,6 +351,32 @@ impl Cluster {
         Cluster::launch(scratch, port, &[], vec![])
     }
 
+    /// A streaming hot standby of `primary` (pg_basebackup -R), started with `extra` settings;
+    /// it keeps the primary's postgresql.conf (archiving included), as a failover target does.
+    pub fn standby_of(primary: &Cluster, extra: &[String]) -> Cluster {
+        let scratch = ScratchDir::new("admin_toolkit_standby_");
+        let data = scratch.join("data");
+        let port = primary.port.to_string();
+        let args = [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-D",
+            &data,
+            "-R",
+            "-X",
+            "stream",
+            "--no-sync",
+        ];
+        check(run_as_postgres("pg_basebackup", &args), "pg_basebackup");
+        let mut conf = vec!["hot_standby = on".to_string()];
+        conf.extend_from_slice(extra);
+        Cluster::from_data_dir(scratch, &conf)
+    }
+
     /// Appends `conf` to the data directory's postgresql.conf and starts the server.
     fn launch(
         scratch: ScratchDir,

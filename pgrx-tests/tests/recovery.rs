@@ -399,3 +399,62 @@ fn a_restored_directory_starts_with_pg_ctl_alone_beside_its_original() {
         admin_toolkit_it::run_as_postgres("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
     assert!(stopped.status.success(), "{}", text(&stopped));
 }
+
+/// A failover between the backup and the target: the standby, promoted, continues on timeline
+/// 2 and archives into the same archive (the history file, the old timeline's partial
+/// segment). A restore of the timeline-1 backup to a time on timeline 2 follows the switch and
+/// has exactly the rows committed before the target, those written after the failover too.
+#[test]
+fn recovery_follows_a_timeline_switch_to_a_target_after_it() {
+    let (_store, archive, location, mut primary, mut db) =
+        archiving_cluster("admin_toolkit_timeline_");
+    let full_schedule = schedule(&mut db, "full", &location);
+    insert(&mut db, 1, 100);
+    let (_, full_path) = backup(&mut db, full_schedule);
+    let standby = Cluster::standby_of(&primary, &[]);
+    insert(&mut db, 101, 200);
+    let flushed: String = db
+        .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+        .unwrap()
+        .get(0);
+    let mut replica = standby.connect("postgres");
+    wait_for("the standby to replay the primary's last rows", || {
+        replica
+            .query_one(
+                "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                &[&flushed],
+            )
+            .unwrap()
+            .get::<_, bool>(0)
+            .then_some(())
+    });
+    drop(db);
+    primary.stop_within(std::time::Duration::from_secs(60));
+    replica.batch_execute("SELECT pg_promote()").unwrap();
+    wait_for("the promotion", || {
+        (!replica
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .unwrap()
+            .get::<_, bool>(0))
+        .then_some(())
+    });
+    // The checkpoint after a promotion comes later; the WAL being written names the timeline.
+    let segment: String = replica
+        .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
+        .unwrap()
+        .get(0);
+    assert!(segment.starts_with("00000002"), "promoted: {segment}");
+    insert(&mut replica, 201, 300);
+    let target: String = replica
+        .query_one("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'", &[])
+        .unwrap()
+        .get(0);
+    insert(&mut replica, 301, 400);
+    archive_now(&mut replica);
+    assert!(archive.join("00000002.history.zst").exists());
+
+    let restored = restore_and_start(&full_path, &archive, &["--target-time", &target]);
+    let mut r = restored.connect("postgres");
+    assert_eq!(count(&mut r, "SELECT count(*) FROM t"), 300);
+    assert_eq!(count(&mut r, "SELECT max(id)::bigint FROM t"), 300);
+}

@@ -537,7 +537,11 @@ fn a_full_audit_queue_keeps_the_first_events_and_counts_every_dropped_one() {
         .unwrap();
     let (kept, first, last): (i64, i32, i32) = (row.get(0), row.get(1), row.get(2));
     assert_eq!(kept + dropped, SENT, "kept {kept}, dropped {dropped}");
-    assert_eq!((first, i64::from(last)), (1, kept), "the first ones are kept");
+    assert_eq!(
+        (first, i64::from(last)),
+        (1, kept),
+        "the first ones are kept"
+    );
     // The two sessions' logins may still be queued ahead of the flood.
     assert!(
         kept >= CAPACITY - 2,

@@ -1,6 +1,6 @@
 //! On a hot standby the worker runs but writes nothing; after promotion it resumes.
 
-use admin_toolkit_it::{run_as_postgres, wait_for, Cluster, ScratchDir};
+use admin_toolkit_it::{wait_for, Cluster};
 
 fn log_lines_of_ours_with_errors(log: &str) -> Vec<String> {
     log.lines()
@@ -20,39 +20,8 @@ fn standby_makes_no_writes_and_resumes_after_promotion() {
     let mut db = primary.connect("postgres");
     db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
 
-    let scratch = ScratchDir::new("admin_toolkit_standby_");
-    let data = scratch.join("data");
-    let port = primary.port.to_string();
-    let out = run_as_postgres(
-        "pg_basebackup",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-D",
-            &data,
-            "-R",
-            "-X",
-            "stream",
-            "--no-sync",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "pg_basebackup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let standby = Cluster::from_data_dir(
-        scratch,
-        // Passes logged: the worker's standby ticks are waited for, not slept through.
-        &[
-            "hot_standby = on".into(),
-            "log_min_messages = debug1".into(),
-        ],
-    );
+    // Passes logged: the worker's standby ticks are waited for, not slept through.
+    let standby = Cluster::standby_of(&primary, &["log_min_messages = debug1".into()]);
     let mut replica = standby.connect("postgres");
     let in_recovery: bool = replica
         .query_one("SELECT pg_is_in_recovery()", &[])
