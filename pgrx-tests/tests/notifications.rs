@@ -472,3 +472,47 @@ fn a_delivery_failing_past_the_give_up_time_is_marked_failed_and_left() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// admin_toolkit.notification_allow_link_local: off (the default), a link-local target (where
+/// cloud metadata services answer) is refused before any connection; switched on, it is tried
+/// like any other address (here nothing answers there, so the attempt fails to connect).
+#[test]
+fn a_link_local_target_is_refused_unless_allowed() {
+    let scratch = ScratchDir::new("admin_toolkit_notify_");
+    let cluster = cluster_with_secrets(&scratch, "", &["admin_toolkit.notification_timeout = 2"]);
+    let mut db = cluster.connect("postgres");
+    db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+    wait_for_todays_partition(&mut db);
+    db.batch_execute(
+        "INSERT INTO admin_toolkit.alert_channels (channel_name, kind, target, options) \
+         VALUES ('meta', 'webhook', 'http://169.254.169.254/latest/meta-data/', '{}')",
+    )
+    .unwrap();
+    rule_on(&mut db, &["meta"]);
+    set_orders(&mut db, 11);
+    let last_error = |db: &mut Client| -> Option<String> {
+        db.query_opt(
+            "SELECT error FROM admin_toolkit.alert_delivery_attempts ORDER BY attempt_id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .and_then(|r| r.get(0))
+    };
+    let refused = wait_for("a refused attempt", || last_error(&mut db));
+    assert!(refused.contains("link-local"), "{refused}");
+
+    db.batch_execute("ALTER SYSTEM SET admin_toolkit.notification_allow_link_local = on")
+        .unwrap();
+    cluster.reload_until("admin_toolkit.notification_allow_link_local", Some("on"));
+    // Whatever is (or is not) at that address, the attempt is no longer refused.
+    wait_for("an attempt made, not refused", || {
+        last_error(&mut db).filter(|e| !e.contains("link-local"))
+    });
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM admin_toolkit.alert_deliveries WHERE status = 'delivered'"
+        ),
+        0
+    );
+}

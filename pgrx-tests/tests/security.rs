@@ -464,6 +464,7 @@ fn switched_off_nothing_is_captured_and_weak_passwords_pass() {
         "admin_toolkit.audit_ddl = off",
         "admin_toolkit.audit_logins = off",
         "admin_toolkit.password_policy = off",
+        "admin_toolkit.audit_reads = off",
     ]);
     let mut db = cluster.connect("postgres");
     db.batch_execute(
@@ -472,9 +473,10 @@ fn switched_off_nothing_is_captured_and_weak_passwords_pass() {
     )
     .expect("the policy is off: a weak password is accepted");
     assert!(cluster.connect_as("postgres", "weakling", "wrong").is_err());
-    cluster
+    let mut weakling = cluster
         .connect_as("postgres", "weakling", "abc")
         .expect("its password works");
+    weakling.batch_execute("SELECT * FROM quiet_t").unwrap();
     db.batch_execute("SELECT admin_toolkit.log_security_event('MARKER_OFF')")
         .unwrap();
     wait_for_audit(&mut db, "operation_type = 'MARKER_OFF'", 1);
@@ -485,12 +487,20 @@ fn switched_off_nothing_is_captured_and_weak_passwords_pass() {
         ),
         0
     );
-    // On again, for this session only: the same statements are captured.
+    // On again, for this session only: the same statements are captured, and a read counted
+    // (summarised with whatever reads were counted before it: none of quiet_t).
     db.batch_execute(
-        "SET admin_toolkit.audit_ddl = on; CREATE TABLE loud_t (id int); GRANT SELECT ON loud_t TO PUBLIC",
+        "SET admin_toolkit.audit_ddl = on; CREATE TABLE loud_t (id int); GRANT SELECT ON loud_t TO PUBLIC; \
+         SET admin_toolkit.audit_reads = on; SELECT * FROM loud_t",
     )
     .unwrap();
     wait_for_audit(&mut db, "object_name = 'loud_t'", 2);
+    wait_for_audit(
+        &mut db,
+        "object_name = 'loud_t' AND operation_type = 'SELECT'",
+        1,
+    );
+    assert_eq!(audit_count(&mut db, "object_name = 'quiet_t'"), 0);
 }
 
 /// A full queue drops new events and counts them: with the worker held off (the log locked),

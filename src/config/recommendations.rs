@@ -183,6 +183,21 @@ mod tests {
         assert_eq!(ssd, Ok(Some("1.1".into())));
     }
 
+    #[pg_test]
+    fn workload_changes_the_advice() {
+        let max_wal = || {
+            Spi::get_one::<String>(
+                "SELECT recommended_value FROM admin_toolkit.get_config_recommendations() \
+                 WHERE parameter_name = 'max_wal_size'",
+            )
+        };
+        // The test server's max_wal_size is PostgreSQL's 1GB: both are advised.
+        Spi::run("SET admin_toolkit.workload = 'oltp'").unwrap();
+        assert_eq!(max_wal(), Ok(Some("8GB".into())));
+        Spi::run("SET admin_toolkit.workload = 'dw'").unwrap();
+        assert_eq!(max_wal(), Ok(Some("16GB".into())));
+    }
+
     #[pg_test(error = "invalid value for parameter \"admin_toolkit.workload\": \"batch\"")]
     fn unknown_workload_is_refused() {
         Spi::run("SET admin_toolkit.workload = 'batch'").unwrap();

@@ -5,6 +5,9 @@ pub mod api;
 pub mod audit;
 pub mod password_policy;
 
+#[cfg(any(test, feature = "pg_test"))]
+mod sql_tests;
+
 /// Installs the hooks: the password check always (it only concerns this process until the
 /// library is preloaded), the audit capture and its shared memory only when preloading.
 pub fn install(preloading: bool) {
