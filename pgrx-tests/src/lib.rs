@@ -425,9 +425,13 @@ impl Cluster {
         self.scratch.join("server.log")
     }
 
+    /// Starts the server. Its port was free when chosen, but another process may have taken it
+    /// since (ports are picked, then bound by the server): then the server says so and exits,
+    /// and it is started again on another port.
     fn start_server(&mut self) {
-        check(
-            run_as_postgres_with(
+        for _ in 0..5 {
+            let logged_before = fs::metadata(self.log_path()).map_or(0, |m| m.len() as usize);
+            let output = run_as_postgres_with(
                 &self.environment,
                 "pg_ctl",
                 &[
@@ -440,10 +444,23 @@ impl Cluster {
                     "60",
                     "start",
                 ],
-            ),
-            "pg_ctl start",
-        );
-        self.running = true;
+            );
+            let log = self.server_log();
+            let port_taken = !output.status.success()
+                && log
+                    .get(logged_before..)
+                    .is_some_and(|new| new.contains("Address already in use"));
+            if !port_taken {
+                check(output, "pg_ctl start");
+                self.running = true;
+                return;
+            }
+            self.port = free_port();
+            // postgresql.auto.conf is read last: this line wins over every earlier one.
+            let line = format!("port = {}", self.port);
+            Cluster::append_conf_to(&self.data_dir(), "postgresql.auto.conf", &[line]);
+        }
+        panic!("pg_ctl start: five ports in a row were taken:\n{}", self.server_log());
     }
 
     /// Stops the server (fast shutdown). Fails the test if it does not stop within `timeout`.

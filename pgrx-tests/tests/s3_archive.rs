@@ -558,27 +558,46 @@ fn a_cancelled_upload_leaves_no_manifest_and_retention_deletes_backup_objects() 
         .iter()
         .map(|r| r.get(0))
         .collect();
-    // Large enough that the upload is still running when it is cancelled.
-    db.batch_execute("CREATE TABLE big AS SELECT g, md5(g::text) || md5((g + 1)::text) AS x FROM generate_series(1, 3000000) g; CHECKPOINT")
+    // More than one 16 MiB part at compression level 0: the pack goes up as a multipart upload.
+    db.batch_execute("CREATE TABLE big AS SELECT g, md5(g::text) AS x FROM generate_series(1, 300000) g; CHECKPOINT")
         .unwrap();
     db.execute(
         "UPDATE admin_toolkit.backup_schedules SET compression_level = 0 WHERE schedule_id = $1",
         &[&ids[0]],
     )
     .unwrap();
+    // The backup is held where it waits for its last WAL segment: the archive is pointed at a
+    // bucket that does not exist, so its pack is stored and its manifest is not, whatever the
+    // machine's speed.
+    db.batch_execute(
+        "ALTER SYSTEM SET admin_toolkit.archive_location = 's3://no-such-bucket/wal/'",
+    )
+    .unwrap();
+    _cluster.reload_until(
+        "admin_toolkit.archive_location",
+        Some("s3://no-such-bucket/wal/"),
+    );
     let id: i64 = db
         .query_one("SELECT admin_toolkit.execute_backup($1, false)", &[&ids[0]])
         .unwrap()
         .get(0);
-    wait_for("the upload to start", || {
-        (count(&mut db, &format!("SELECT count(*) FROM admin_toolkit.backup_history WHERE backup_id = {id} AND start_lsn IS NOT NULL")) == 1)
-            .then_some(())
+    // Listed with boto3, not with the client under test.
+    let stored = wait_for("the pack stored, the manifest not", || {
+        let objects = _server.objects("mycompany-backups", "postgresql/full/");
+        objects
+            .iter()
+            .any(|n| n.ends_with("data.pack"))
+            .then_some(objects)
     });
+    assert!(
+        !stored.iter().any(|n| n.ends_with("backup.manifest")),
+        "{stored:?}"
+    );
     db.batch_execute(&format!(
         "SELECT pg_cancel_backend((metadata->>'pid')::int) FROM admin_toolkit.backup_history WHERE backup_id = {id}"
     ))
     .unwrap();
-    wait_for("the cancellation", || {
+    let status = wait_for("the cancellation", || {
         let status: String = db
             .query_one(
                 "SELECT status FROM admin_toolkit.backup_history WHERE backup_id = $1",
@@ -588,26 +607,19 @@ fn a_cancelled_upload_leaves_no_manifest_and_retention_deletes_backup_objects() 
             .get(0);
         (status != "running").then_some(status)
     });
-    let settings = s3_settings(&endpoint, &credentials);
-    let full = S3Storage::open("mycompany-backups", "postgresql/full/", &settings).unwrap();
-    // Listed with boto3, not with the client under test.
+    assert_eq!(status, "cancelled");
     let left = _server.objects("mycompany-backups", "postgresql/full/");
-    assert!(
-        !left.iter().any(|n| n.ends_with("backup.manifest")),
-        "{left:?}"
-    );
     assert!(
         left.is_empty(),
         "nothing of the cancelled backup is left: {left:?}"
     );
-    let status: String = db
-        .query_one(
-            "SELECT status FROM admin_toolkit.backup_history WHERE backup_id = $1",
-            &[&id],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(status, "cancelled");
+    db.batch_execute(&format!(
+        "ALTER SYSTEM SET admin_toolkit.archive_location = '{WAL}'"
+    ))
+    .unwrap();
+    _cluster.reload_until("admin_toolkit.archive_location", Some(WAL));
+    let settings = s3_settings(&endpoint, &credentials);
+    let full = S3Storage::open("mycompany-backups", "postgresql/full/", &settings).unwrap();
 
     // Two completed backups; the older one expires and its objects (only those) are deleted.
     db.execute(
