@@ -460,7 +460,10 @@ impl Cluster {
             let line = format!("port = {}", self.port);
             Cluster::append_conf_to(&self.data_dir(), "postgresql.auto.conf", &[line]);
         }
-        panic!("pg_ctl start: five ports in a row were taken:\n{}", self.server_log());
+        panic!(
+            "pg_ctl start: five ports in a row were taken:\n{}",
+            self.server_log()
+        );
     }
 
     /// Stops the server (fast shutdown). Fails the test if it does not stop within `timeout`.
@@ -532,6 +535,31 @@ impl Cluster {
             let (now, default): (String, String) = (row.get(0), row.get(1));
             (now == setting.unwrap_or(&default)).then_some(())
         });
+    }
+
+    /// Fails the test if a server process died of a signal (a crash: the postmaster then
+    /// restarts every process), with the log.
+    pub fn assert_no_crash(&self) {
+        let log = self.server_log();
+        assert!(!log.contains("terminated by signal"), "{log}");
+    }
+
+    /// The toolkit's failures in the server log: its lines with an ERROR or FATAL, a step
+    /// failed and retried, or one of its processes exiting with an error code.
+    pub fn our_failures(&self) -> Vec<String> {
+        self.server_log()
+            .lines()
+            .filter(|l| {
+                (l.contains("\"admin_toolkit")
+                    && l.contains("exited with exit code")
+                    && !l.ends_with("exit code 0"))
+                    || (l.contains("admin_toolkit")
+                        && (l.contains("FATAL")
+                            || l.contains("ERROR")
+                            || l.contains("failed and will be retried")))
+            })
+            .map(str::to_string)
+            .collect()
     }
 
     /// Everything the server has logged so far.
@@ -643,6 +671,16 @@ pub fn wait_for_within<T>(
         assert!(start.elapsed() < patience, "timed out waiting for {what}");
         sleep(Duration::from_millis(200));
     }
+}
+
+/// Waits until the server `db` is connected to has left recovery (promoted).
+pub fn wait_until_promoted(db: &mut Client) {
+    wait_for("promotion", || {
+        (!db.query_one("SELECT pg_is_in_recovery()", &[])
+            .unwrap()
+            .get::<_, bool>(0))
+        .then_some(())
+    });
 }
 
 /// The line the database worker logs at debug1 when a pass of the duty `name` is over.

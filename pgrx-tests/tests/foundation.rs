@@ -64,15 +64,7 @@ fn worker_runs_and_keeps_partitions() {
     wait_for("worker after restart", || {
         worker_pid(&mut db, "admin_toolkit worker")
     });
-    let log = cluster.server_log();
-    // log_line_prefix names the backend type of each line.
-    let failures: Vec<&str> = log
-        .lines()
-        .filter(|l| {
-            (l.contains("\"admin_toolkit") && l.contains("exited with exit code"))
-                || (l.contains("admin_toolkit") && (l.contains("FATAL") || l.contains("ERROR")))
-        })
-        .collect();
+    let failures = cluster.our_failures();
     assert!(failures.is_empty(), "{failures:?}");
 }
 

@@ -5,7 +5,8 @@
 
 use admin_toolkit_it::fixtures::{output_text as text, run_backup, BackupSchedule};
 use admin_toolkit_it::{
-    archive_now, count, run_cli_as_postgres, wait_for, Cluster, ClusterOptions, ScratchDir,
+    archive_now, count, run_cli_as_postgres, wait_for, wait_until_promoted, Cluster,
+    ClusterOptions, ScratchDir,
 };
 use postgres::Client;
 use std::path::Path;
@@ -62,12 +63,7 @@ fn restore_and_start(backup: &str, archive: &Path, target: &[&str]) -> Cluster {
     assert!(Path::new(&data).join("recovery.signal").exists());
     let cluster = Cluster::from_data_dir(scratch, &["archive_mode = off".into()]);
     let mut db = cluster.connect("postgres");
-    wait_for("promotion", || {
-        (!db.query_one("SELECT pg_is_in_recovery()", &[])
-            .unwrap()
-            .get::<_, bool>(0))
-        .then_some(())
-    });
+    wait_until_promoted(&mut db);
     cluster
 }
 
@@ -431,13 +427,7 @@ fn recovery_follows_a_timeline_switch_to_a_target_after_it() {
     drop(db);
     primary.stop_within(std::time::Duration::from_secs(60));
     replica.batch_execute("SELECT pg_promote()").unwrap();
-    wait_for("the promotion", || {
-        (!replica
-            .query_one("SELECT pg_is_in_recovery()", &[])
-            .unwrap()
-            .get::<_, bool>(0))
-        .then_some(())
-    });
+    wait_until_promoted(&mut replica);
     // The checkpoint after a promotion comes later; the WAL being written names the timeline.
     let segment: String = replica
         .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])

@@ -8,8 +8,8 @@ use admin_toolkit_core::storage::{S3Storage, Storage};
 use admin_toolkit_it::fixtures::{output_text as text, run_backup, BackupSchedule};
 use admin_toolkit_it::s3::S3Server;
 use admin_toolkit_it::{
-    count, drill_settings, run_cli_as_postgres, wait_for, write_key, Cluster, ClusterOptions,
-    ScratchDir,
+    count, drill_settings, run_cli_as_postgres, wait_for, wait_until_promoted, write_key, Cluster,
+    ClusterOptions, ScratchDir,
 };
 use postgres::Client;
 use std::path::Path;
@@ -114,15 +114,6 @@ fn cli_s3_flags(endpoint: &str, credentials: &str) -> Vec<String> {
         "--s3-path-style=on".to_string(),
         format!("--s3-credentials-file={credentials}"),
     ]
-}
-
-fn wait_until_promoted(db: &mut Client) {
-    wait_for("promotion", || {
-        (!db.query_one("SELECT pg_is_in_recovery()", &[])
-            .unwrap()
-            .get::<_, bool>(0))
-        .then_some(())
-    });
 }
 
 #[test]

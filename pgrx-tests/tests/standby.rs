@@ -2,18 +2,6 @@
 
 use admin_toolkit_it::{wait_for, Cluster};
 
-fn log_lines_of_ours_with_errors(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| {
-            l.contains("admin_toolkit")
-                && (l.contains("ERROR")
-                    || l.contains("FATAL")
-                    || l.contains("failed and will be retried"))
-        })
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
 fn standby_makes_no_writes_and_resumes_after_promotion() {
     let primary = Cluster::start();
@@ -52,7 +40,7 @@ fn standby_makes_no_writes_and_resumes_after_promotion() {
         1,
         "{log}"
     );
-    assert!(log_lines_of_ours_with_errors(&log).is_empty(), "{log}");
+    assert!(standby.our_failures().is_empty(), "{log}");
 
     replica.batch_execute("SELECT pg_promote()").unwrap();
     wait_for("worker resumes after promotion", || {
@@ -61,5 +49,6 @@ fn standby_makes_no_writes_and_resumes_after_promotion() {
             .contains("server promoted; resuming work")
             .then_some(())
     });
-    assert!(log_lines_of_ours_with_errors(&standby.server_log()).is_empty());
+    let failures = standby.our_failures();
+    assert!(failures.is_empty(), "{failures:?}");
 }

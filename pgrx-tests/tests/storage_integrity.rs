@@ -8,8 +8,8 @@
 
 use admin_toolkit_it::fixtures::{output_text as text, run_backup, BackupSchedule};
 use admin_toolkit_it::{
-    archive_now, drill_settings, run_cli_as_postgres, run_cli_as_postgres_in, wait_for, write_key,
-    Cluster, ClusterOptions, ScratchDir,
+    archive_now, drill_settings, run_cli_as_postgres, run_cli_as_postgres_in, wait_for,
+    wait_until_promoted, write_key, Cluster, ClusterOptions, ScratchDir,
 };
 use postgres::Client;
 use std::path::{Path, PathBuf};
@@ -246,13 +246,7 @@ fn an_archive_belongs_to_one_cluster_and_a_restored_copy_archives_nothing_into_i
     assert!(text(&out).contains("archiving is off"), "{}", text(&out));
     let copy = Cluster::from_data_dir(scratch, &[]);
     let mut copy_db = copy.connect("postgres");
-    wait_for("the copy's promotion", || {
-        (!copy_db
-            .query_one("SELECT pg_is_in_recovery()", &[])
-            .unwrap()
-            .get::<_, bool>(0))
-        .then_some(())
-    });
+    wait_until_promoted(&mut copy_db);
     let mode: String = copy_db.query_one("SHOW archive_mode", &[]).unwrap().get(0);
     assert_eq!(mode, "off");
     copy_db.batch_execute("SELECT pg_switch_wal()").unwrap();
