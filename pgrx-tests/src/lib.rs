@@ -277,7 +277,12 @@ impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
             preload: true,
-            settings: vec!["admin_toolkit.collection_interval = 1".into()],
+            // Collections, and looks for due schedules (next_run set by hand) and dead jobs'
+            // runs, every second: tests wait for seconds, not minutes.
+            settings: vec![
+                "admin_toolkit.collection_interval = 1".into(),
+                "admin_toolkit.schedule_check_interval = 1".into(),
+            ],
             scram: false,
             environment: vec![],
         }

@@ -3,9 +3,8 @@
 //! deactivated with a note and the worker carries on.
 
 use admin_toolkit_it::fixtures::MaintenanceSchedule;
-use admin_toolkit_it::{wait_for, Cluster, ClusterOptions, PATIENCE};
+use admin_toolkit_it::{wait_for, Cluster, ClusterOptions};
 use postgres::Client;
-use std::time::{Duration, Instant};
 
 fn schedule(db: &mut Client, kind: &str, database: &str, table: Option<&str>, owner: &str) -> i32 {
     MaintenanceSchedule {
@@ -112,8 +111,7 @@ fn maintenance_runs_in_the_database_its_schedule_names() {
         &[&vacuum],
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(150);
-    loop {
+    wait_for("the scheduled run", || {
         let runs: i64 = db
             .query_one(
                 "SELECT count(*) FROM admin_toolkit.maintenance_runs \
@@ -122,15 +120,8 @@ fn maintenance_runs_in_the_database_its_schedule_names() {
             )
             .unwrap()
             .get(0);
-        if runs == 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the scheduled run did not happen"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        (runs == 2).then_some(())
+    });
 
     // A dropped database: its schedules become inactive with a note; the worker keeps running.
     drop(second);
@@ -142,20 +133,15 @@ fn maintenance_runs_in_the_database_its_schedule_names() {
         &[&orphan],
     )
     .unwrap();
-    let deadline = Instant::now() + PATIENCE + Duration::from_secs(90);
-    let note: String = loop {
+    let note = wait_for("the schedule deactivated", || {
         let r = db
             .query_one(
                 "SELECT is_active, note FROM admin_toolkit.maintenance_schedules WHERE schedule_id = $1",
                 &[&orphan],
             )
             .unwrap();
-        if !r.get::<_, bool>(0) {
-            break r.get::<_, Option<String>>(1).unwrap_or_default();
-        }
-        assert!(Instant::now() < deadline, "the schedule stayed active");
-        std::thread::sleep(Duration::from_millis(500));
-    };
+        (!r.get::<_, bool>(0)).then(|| r.get::<_, Option<String>>(1).unwrap_or_default())
+    });
     assert!(note.contains("database third no longer exists"), "{note}");
     let worker: i64 = db
         .query_one(

@@ -6,7 +6,8 @@
 
 use admin_toolkit_it::fixtures::{run_backup, BackupSchedule};
 use admin_toolkit_it::{
-    archive_now, count, drill_settings, wait_for, Cluster, ClusterOptions, ScratchDir, PATIENCE,
+    archive_now, count, drill_settings, wait_for, wait_for_within, Cluster, ClusterOptions,
+    ScratchDir, PATIENCE,
 };
 use postgres::{Client, NoTls};
 use serde_json::Value;
@@ -257,20 +258,15 @@ fn a_clean_drill_of_a_chain_records_the_rows_at_the_target() {
         &[&schedule, &not_super],
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(150);
-    let scheduled = loop {
-        let row = db
-            .query_opt(
-                "SELECT drill_id FROM admin_toolkit.restore_drills WHERE schedule_id = $1 AND status <> 'running'",
-                &[&schedule],
-            )
-            .unwrap();
-        if let Some(row) = row {
-            break row.get::<_, i64>(0);
-        }
-        assert!(Instant::now() < deadline, "the scheduled drill did not run");
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    // Started within a second (schedule_check_interval), then the drill itself.
+    let scheduled = wait_for_within("the scheduled drill", PATIENCE * 2, || {
+        db.query_opt(
+            "SELECT drill_id FROM admin_toolkit.restore_drills WHERE schedule_id = $1 AND status <> 'running'",
+            &[&schedule],
+        )
+        .unwrap()
+        .map(|row| row.get::<_, i64>(0))
+    });
     let d = drilled(&mut db, scheduled);
     assert_eq!(d.status, "passed", "{:?}", d.reason);
     assert_eq!(rows_in(&d.checks, "postgres", "public.t"), Some(3000));

@@ -4,6 +4,7 @@
 use admin_toolkit_core::chrono::{DateTime, Utc};
 use admin_toolkit_core::cron::CronSchedule;
 use pgrx::prelude::*;
+use std::time::{Duration, Instant};
 
 /// Starts every active schedule of `table` (maintenance_schedules, backup_schedules) whose
 /// next_run has come, through `start` (given the schedule and its owner), and moves its
@@ -84,6 +85,8 @@ pub struct ScheduleDuty {
     start_due: StartDue,
     /// The minute (Unix time / 60) this kind was last looked at with success.
     checked_minute: Option<u64>,
+    /// When it was last looked at (admin_toolkit.schedule_check_interval).
+    checked_at: Option<Instant>,
     /// The minute a shortage of worker slots was last logged.
     deferred_logged_minute: Option<u64>,
 }
@@ -95,6 +98,7 @@ impl ScheduleDuty {
             upkeep,
             start_due,
             checked_minute: None,
+            checked_at: None,
             deferred_logged_minute: None,
         }
     }
@@ -106,10 +110,30 @@ impl crate::worker::duty::Duty for ScheduleDuty {
     }
 
     fn due(&mut self, context: &crate::worker::duty::Context) -> bool {
-        self.checked_minute != Some(context.minute)
+        let check_due = self
+            .checked_at
+            .is_none_or(|at| at.elapsed() >= crate::settings::schedule_check_interval());
+        self.checked_minute != Some(context.minute) || check_due
+    }
+
+    /// Until the next whole minute (schedules fall on them), or sooner as the check interval
+    /// says.
+    fn wait(&self) -> Option<Duration> {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let to_next_minute = Duration::from_secs(60).saturating_sub(Duration::from_millis(
+            (since_epoch.as_millis() % 60_000) as u64,
+        ));
+        let interval = crate::settings::schedule_check_interval();
+        let to_next_check = self
+            .checked_at
+            .map_or(Duration::ZERO, |at| interval.saturating_sub(at.elapsed()));
+        Some(to_next_minute.min(to_next_check))
     }
 
     fn run(&mut self, context: &mut crate::worker::duty::Context) {
+        self.checked_at = Some(Instant::now());
         if context.held.is_some() {
             self.checked_minute = Some(context.minute);
             return;

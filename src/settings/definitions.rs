@@ -11,11 +11,12 @@ use super::{
     NOTIFICATION_SECRETS_FILE, NOTIFICATION_TIMEOUT, PARTITION_PREMAKE_DAYS,
     PASSWORD_ALLOW_PREHASHED, PASSWORD_MIN_LENGTH, PASSWORD_POLICY, PRIVILEGE_CHANGE_THRESHOLD,
     READ_COUNT_THRESHOLD, S3_CA_FILE, S3_CREDENTIALS_FILE, S3_ENDPOINT, S3_FORCE_PATH_STYLE,
-    S3_REGION, S3_TIMEOUT, STORAGE_TYPE, TIMEZONE, WAL_REPLAY_MB_PER_S, WORKLOAD,
+    S3_REGION, S3_TIMEOUT, SCHEDULE_CHECK_INTERVAL, STORAGE_TYPE, TIMEZONE, WAL_REPLAY_MB_PER_S,
+    WORKLOAD,
 };
 
 /// Every setting, in the README's order.
-pub static DEFINITIONS: [Definition; 42] = [
+pub static DEFINITIONS: [Definition; 43] = [
     Definition {
         name: c"admin_toolkit.database",
         context: Context::Postmaster,
@@ -98,6 +99,15 @@ pub static DEFINITIONS: [Definition; 42] = [
         long: c"",
         value: Value::Integer { setting: &COLLECTION_INTERVAL, min: 0, max: 86_400, unit: Unit::Seconds },
         readme: "seconds between metric collections; `0` disables collection (partition upkeep still runs)",
+    },
+    Definition {
+        name: c"admin_toolkit.schedule_check_interval",
+        context: Context::Sighup,
+        superuser_only: false,
+        short: c"Seconds between the worker's looks for due scheduled jobs and interrupted runs.",
+        long: c"Schedules fall on whole minutes and are looked at in each new minute whatever this is; a shorter interval starts a schedule whose next_run was set by hand, and marks a run whose job died, sooner.",
+        value: Value::Integer { setting: &SCHEDULE_CHECK_INTERVAL, min: 1, max: 60, unit: Unit::Seconds },
+        readme: "seconds between the worker's looks for due scheduled jobs (backups, maintenance, drills) and for runs whose job died; schedules fall on whole minutes and are looked at in each new minute anyway, so a shorter interval only starts a `next_run` set by hand sooner (e.g. `UPDATE … SET next_run = now()`)",
     },
     Definition {
         name: c"admin_toolkit.database_facts_interval",

@@ -35,6 +35,8 @@ pub static METRICS_TABLE_SERIES: GucSetting<i32> = GucSetting::<i32>::new(50);
 pub static COLLECTION_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
 /// Seconds between two collections of every database's maintenance facts; 0 turns them off.
 pub static DATABASE_FACTS_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(300);
+/// Seconds between the worker's looks for due scheduled jobs and interrupted runs.
+pub static SCHEDULE_CHECK_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
 /// Days of metrics kept; older daily partitions are dropped.
 pub static METRICS_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
 /// Days of audit events kept; older daily partitions are dropped.
@@ -344,6 +346,13 @@ pub fn collection_interval() -> Option<std::time::Duration> {
         0 => None,
         seconds => Some(std::time::Duration::from_secs(u64::from(seconds))),
     }
+}
+
+/// How often the worker looks for due scheduled jobs and interrupted runs.
+pub fn schedule_check_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(u64::from(
+        non_negative(&SCHEDULE_CHECK_INTERVAL).clamp(1, 60),
+    ))
 }
 
 pub fn non_negative(setting: &GucSetting<i32>) -> u32 {
