@@ -242,14 +242,13 @@ pub struct ClusterOptions {
 impl ClusterOptions {
     /// Preloaded, with WAL archived by admin_toolkit's archive module into `archive`.
     pub fn archiving_to(archive: &Path) -> ClusterOptions {
-        ClusterOptions {
-            settings: vec![
-                "archive_mode = on".into(),
-                "archive_library = 'admin_toolkit'".into(),
-                format!("admin_toolkit.archive_location = '{}'", archive.display()),
-            ],
-            ..ClusterOptions::default()
-        }
+        let mut options = ClusterOptions::default();
+        options.settings.extend([
+            "archive_mode = on".into(),
+            "archive_library = 'admin_toolkit'".into(),
+            format!("admin_toolkit.archive_location = '{}'", archive.display()),
+        ]);
+        options
     }
 
     /// The worker and launcher also log each pass (log_min_messages = debug1), for
@@ -396,7 +395,7 @@ impl Cluster {
             running: false,
             environment,
         };
-        cluster.start_server();
+        cluster.start_server(true);
         cluster
     }
 
@@ -431,9 +430,10 @@ impl Cluster {
     }
 
     /// Starts the server. Its port was free when chosen, but another process may have taken it
-    /// since (ports are picked, then bound by the server): then the server says so and exits,
-    /// and it is started again on another port.
-    fn start_server(&mut self) {
+    /// since (ports are picked, then bound by the server): at a first start the server says so
+    /// and exits, and it is started again on another port. A restart keeps its port (standbys
+    /// and connection strings may name it) and fails if it was taken.
+    fn start_server(&mut self, first_start: bool) {
         for _ in 0..5 {
             let logged_before = fs::metadata(self.log_path()).map_or(0, |m| m.len() as usize);
             let output = run_as_postgres_with(
@@ -450,11 +450,11 @@ impl Cluster {
                     "start",
                 ],
             );
-            let log = self.server_log();
-            let port_taken = !output.status.success()
-                && log
-                    .get(logged_before..)
-                    .is_some_and(|new| new.contains("Address already in use"));
+            let logged = fs::read(self.log_path()).unwrap_or_default();
+            let port_taken = first_start
+                && !output.status.success()
+                && String::from_utf8_lossy(logged.get(logged_before..).unwrap_or_default())
+                    .contains("Address already in use");
             if !port_taken {
                 check(output, "pg_ctl start");
                 self.running = true;
@@ -501,7 +501,7 @@ impl Cluster {
     pub fn restart_with(&mut self, offline: impl FnOnce()) {
         self.stop_within(Duration::from_secs(60));
         offline();
-        self.start_server();
+        self.start_server(false);
     }
 
     /// Waits until `line` has been logged `passes` more times than so far: the pass that was
@@ -537,8 +537,8 @@ impl Cluster {
                     &[&name],
                 )
                 .unwrap();
-            let (now, default): (String, String) = (row.get(0), row.get(1));
-            (now == setting.unwrap_or(&default)).then_some(())
+            let (now, default): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+            (now.as_deref() == setting.or(default.as_deref())).then_some(())
         });
     }
 

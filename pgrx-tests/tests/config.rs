@@ -67,6 +67,9 @@ fn a_tracked_change_is_applied_for_real_and_recorded() {
     assert!(!row.get::<_, bool>(4) && row.get::<_, bool>(5));
     // The worker looks for changes made by other means after the reload: once it has.
     cluster.wait_for_log_count(&drift, drift_passes + 1);
+    // A pass is logged done even when its step failed (and then runs again): none did.
+    let failures = cluster.our_failures();
+    assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(
         history(&mut db, "log_min_duration_statement").len(),
         1,

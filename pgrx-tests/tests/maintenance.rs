@@ -369,7 +369,7 @@ fn a_terminated_maintenance_job_records_its_run_as_an_error() {
     db.execute("SELECT pg_terminate_backend($1)", &[&pid])
         .unwrap();
     // The job ends at once (FATAL, as any backend terminated); the caller sees its run as it
-    // stands then, and the worker's upkeep, each minute, marks it.
+    // stands then, and the worker's upkeep, at its next look, marks it.
     let status = caller.join().unwrap().unwrap();
     assert!(matches!(status.as_str(), "running" | "error"), "{status}");
     let (status, error): (String, Option<String>) = wait_for(

@@ -568,6 +568,12 @@ fn a_cancelled_upload_leaves_no_manifest_and_retention_deletes_backup_objects() 
         "admin_toolkit.archive_location",
         Some("s3://no-such-bucket/wal/"),
     );
+    // The archiver has taken the new location once it fails on a segment switched after it.
+    let failed = count(&mut db, "SELECT failed_count FROM pg_stat_archiver");
+    db.batch_execute("SELECT pg_switch_wal()").unwrap();
+    wait_for("the archiver to fail on the missing bucket", || {
+        (count(&mut db, "SELECT failed_count FROM pg_stat_archiver") > failed).then_some(())
+    });
     let id: i64 = db
         .query_one("SELECT admin_toolkit.execute_backup($1, false)", &[&ids[0]])
         .unwrap()

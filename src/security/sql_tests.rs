@@ -6,13 +6,15 @@ mod tests {
 
     /// How many events detect_suspicious_activity() reports of `kind` for `user`.
     fn reported(kind: &str, user: &str) -> Option<i64> {
-        Spi::get_one_with_args::<i64>(
+        match Spi::get_one_with_args::<i64>(
             "SELECT event_count FROM admin_toolkit.detect_suspicious_activity() \
               WHERE alert_type = $1 AND username = $2",
             &[kind.into(), user.into()],
-        )
-        .ok()
-        .flatten()
+        ) {
+            Ok(count) => count,
+            Err(pgrx::spi::SpiError::InvalidPosition) => None,
+            Err(e) => panic!("detect_suspicious_activity(): {e}"),
+        }
     }
 
     fn audit(user: &str, operation: &str, object: &str, success: bool) {
