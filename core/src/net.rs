@@ -40,12 +40,22 @@ pub enum Reach {
 /// Resolves `host:port` within `deadline`, keeping only the addresses `reach` allows. An
 /// answer with none left is an error naming the host, never the whole URL.
 pub fn resolve(netloc: &str, deadline: Duration, reach: Reach) -> io::Result<Vec<SocketAddr>> {
-    if let Some(port) = loopback_name_port(netloc) {
-        return Ok(vec![
+    let Some(port) = loopback_name_port(netloc) else {
+        return allowed(netloc, system_resolve(netloc, deadline)?, reach);
+    };
+    // A name under localhost: what /etc/hosts says of it (a container's name, say), else the
+    // loopback interface. Not worth a long wait for DNS, which should not answer for it.
+    match system_resolve(netloc, deadline.min(Duration::from_secs(2))) {
+        Ok(found) if !found.is_empty() => allowed(netloc, found, reach),
+        _ => Ok(vec![
             SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
-        ]);
+        ]),
     }
+}
+
+/// The system resolver's answer for `netloc`, given up after `deadline`.
+fn system_resolve(netloc: &str, deadline: Duration) -> io::Result<Vec<SocketAddr>> {
     let (sender, receiver) = mpsc::channel();
     let name = netloc.to_string();
     std::thread::Builder::new()
@@ -54,19 +64,21 @@ pub fn resolve(netloc: &str, deadline: Duration, reach: Reach) -> io::Result<Vec
             let answer = name.to_socket_addrs().map(Iterator::collect::<Vec<_>>);
             let _caller_gave_up = sender.send(answer);
         })?;
-    let found = match receiver.recv_timeout(deadline) {
-        Ok(answer) => answer?,
-        Err(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "resolving \"{}\" took longer than {} s",
-                    host_of(netloc),
-                    deadline.as_secs_f64()
-                ),
-            ))
-        }
-    };
+    match receiver.recv_timeout(deadline) {
+        Ok(answer) => answer,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "resolving \"{}\" took longer than {} s",
+                host_of(netloc),
+                deadline.as_secs_f64()
+            ),
+        )),
+    }
+}
+
+/// The addresses of `found` that `reach` allows; none left is an error naming the host.
+fn allowed(netloc: &str, found: Vec<SocketAddr>, reach: Reach) -> io::Result<Vec<SocketAddr>> {
     let allowed: Vec<SocketAddr> = found
         .iter()
         .copied()
@@ -85,9 +97,8 @@ pub fn resolve(netloc: &str, deadline: Duration, reach: Reach) -> io::Result<Vec
 }
 
 /// The port of `name.localhost:port`: names under `localhost.` are the loopback interface
-/// (RFC 6761 6.3), whatever the system resolver says of them (glibc's `files dns` knows only
-/// `localhost` itself). What a virtual-host-style S3 endpoint on this machine needs:
-/// `bucket.localhost`.
+/// (RFC 6761 6.3) unless the system says otherwise (glibc's `files dns` knows only `localhost`
+/// itself). What a virtual-host-style S3 endpoint on this machine needs: `bucket.localhost`.
 fn loopback_name_port(netloc: &str) -> Option<u16> {
     let (host, port) = netloc.rsplit_once(':')?;
     let host = host.trim_end_matches('.').to_ascii_lowercase();

@@ -107,7 +107,7 @@ pub static DEFINITIONS: [Definition; 43] = [
         short: c"Seconds between the worker's looks for due scheduled jobs and interrupted runs.",
         long: c"Schedules fall on whole minutes and are looked at in each new minute whatever this is; a shorter interval starts a schedule whose next_run was set by hand, and marks a run whose job died, sooner.",
         value: Value::Integer { setting: &SCHEDULE_CHECK_INTERVAL, min: 1, max: 60, unit: Unit::Seconds },
-        readme: "seconds between the worker's looks for due scheduled jobs (backups, maintenance, drills) and for runs whose job died; schedules fall on whole minutes and are looked at in each new minute anyway, so a shorter interval only starts a `next_run` set by hand sooner (e.g. `UPDATE … SET next_run = now()`)",
+        readme: "seconds between the worker's looks for due scheduled jobs (backups, maintenance, drills) and for runs whose job died; schedules fall on whole minutes and are looked at in each new minute anyway, so a shorter interval starts a `next_run` set by hand sooner (e.g. `UPDATE … SET next_run = now()`) and marks a dead job's run sooner",
     },
     Definition {
         name: c"admin_toolkit.database_facts_interval",
