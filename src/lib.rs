@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 
 mod backup;
 mod build_info;
+mod compat;
 mod config;
 mod copy_guard;
 mod environment;

@@ -1,4 +1,4 @@
-//! admin_toolkit as a PostgreSQL 15 archive module (`archive_library = 'admin_toolkit'`): each
+//! admin_toolkit as a PostgreSQL archive module (`archive_library = 'admin_toolkit'`): each
 //! WAL file is stored compressed with checksums in `admin_toolkit.archive_location` (a local
 //! directory or s3://bucket/prefix), durably, never overwriting different content, in an
 //! archive that belongs to this cluster alone (its marker names the system identifier). Any failure returns false, so the archiver keeps the
@@ -9,28 +9,14 @@ use crate::settings;
 use admin_toolkit_core::storage::{PutOutcome, Storage};
 use admin_toolkit_core::wal::{archive_wal, claim_archive};
 use pgrx::prelude::*;
-use std::ffi::{c_char, CStr};
+use std::ffi::CStr;
 use std::path::Path;
 use std::sync::Mutex;
 
-/// Called by the archiver when it loads the library.
-///
-/// # Safety
-/// Called by PostgreSQL with a valid callbacks struct.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn _PG_archive_module_init(
-    callbacks: *mut pg_sys::ArchiveModuleCallbacks,
-) {
-    unsafe {
-        (*callbacks).check_configured_cb = Some(check_configured);
-        (*callbacks).archive_file_cb = Some(archive_file);
-        (*callbacks).shutdown_cb = None;
-    }
-}
+crate::archive_module_entry_point!(configured, archive_file);
 
-#[pg_guard]
-unsafe extern "C-unwind" fn check_configured() -> bool {
+/// Whether the archive module can work: `archive_location` is set.
+fn configured() -> bool {
     settings::archive_location().is_some()
 }
 
@@ -74,15 +60,10 @@ fn claim(storage: &dyn Storage, system: &str, location: &str) -> Result<(), Stri
     Ok(())
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn archive_file(file: *const c_char, path: *const c_char) -> bool {
-    // SAFETY: the archiver passes NUL-terminated names.
-    let (name, path) = unsafe {
-        (
-            CStr::from_ptr(file).to_string_lossy(),
-            CStr::from_ptr(path).to_string_lossy(),
-        )
-    };
+/// Archives WAL file `name` (at `path`): true once it is stored, or was already with the same
+/// content; false (with a WARNING) and the archiver tries again later.
+fn archive_file(name: &CStr, path: &CStr) -> bool {
+    let (name, path) = (name.to_string_lossy(), path.to_string_lossy());
     match archive(&name, &path) {
         Ok(PutOutcome::Stored) => true,
         Ok(PutOutcome::AlreadyPresent) => {

@@ -68,12 +68,16 @@ pub(super) fn observed() -> spi::Result<Observed> {
     Spi::connect(|c| {
         let r = c
             .select(
-                "SELECT (SELECT sum(temp_files) FROM pg_catalog.pg_stat_database)::bigint, \
-                        (SELECT sum(temp_bytes) FROM pg_catalog.pg_stat_database)::bigint, \
-                        checkpoints_req, checkpoints_timed, \
-                        (SELECT 100.0 * blks_hit / nullif(blks_hit + blks_read, 0) FROM pg_catalog.pg_stat_database \
-                          WHERE datname = current_database())::float8 \
-                   FROM pg_catalog.pg_stat_bgwriter",
+                concat!(
+                    "SELECT (SELECT sum(temp_files) FROM pg_catalog.pg_stat_database)::bigint, \
+                            (SELECT sum(temp_bytes) FROM pg_catalog.pg_stat_database)::bigint, \
+                            c.requested, c.timed, \
+                            (SELECT 100.0 * blks_hit / nullif(blks_hit + blks_read, 0) FROM pg_catalog.pg_stat_database \
+                              WHERE datname = current_database())::float8 \
+                       FROM ",
+                    crate::checkpoint_counts!(),
+                    " c"
+                ),
                 Some(1),
                 &[],
             )?

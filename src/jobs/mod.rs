@@ -136,7 +136,7 @@ fn begin() -> Option<JobDescriptor> {
     // SIGTERM cancels the running command at once (VACUUM checks for interrupts), as it does
     // for a client backend; the run is then marked interrupted by the worker's upkeep.
     unsafe {
-        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(job_sigterm));
+        crate::compat::process::set_signal_handler(pg_sys::SIGTERM as i32, Some(job_sigterm));
         pg_sys::BackgroundWorkerUnblockSignals();
     }
     let extra = BackgroundWorker::get_extra().to_string();

@@ -169,25 +169,21 @@ fn table_statistics(relation: &mut Relation) {
     if !matches!(relation.kind, 'r' | 'm' | 'i') {
         return;
     }
-    // SAFETY: in a transaction; the entry (or NULL) lives in the statistics snapshot of this
-    // transaction, and is only read here.
-    let entry =
-        unsafe { pg_sys::pgstat_fetch_stat_tabentry(pg_sys::Oid::from(relation.oid)).as_ref() };
-    let entry = entry.copied().unwrap_or_default();
+    let entry = crate::compat::stats::relation_stats(pg_sys::Oid::from(relation.oid));
     let time = |t: pg_sys::TimestampTz| (t != 0).then_some(t);
     if relation.kind == 'i' {
         relation.counters = [
-            Some(entry.numscans),
+            Some(entry.scans),
             Some(entry.tuples_returned),
             Some(entry.tuples_fetched),
         ];
     } else {
-        relation.counters = [Some(entry.n_live_tuples), Some(entry.n_dead_tuples), None];
+        relation.counters = [Some(entry.live_tuples), Some(entry.dead_tuples), None];
         relation.times = [
-            time(entry.vacuum_timestamp),
-            time(entry.autovac_vacuum_timestamp),
-            time(entry.analyze_timestamp),
-            time(entry.autovac_analyze_timestamp),
+            time(entry.last_vacuum),
+            time(entry.last_autovacuum),
+            time(entry.last_analyze),
+            time(entry.last_autoanalyze),
         ];
     }
 }

@@ -88,7 +88,8 @@ const COUNTER_NAMES: [&str; 10] = [
     "wal_bytes",
     "archive_failed_count",
 ];
-const COUNTERS: &str = "
+const COUNTERS: &str = concat!(
+    "
 SELECT extract(epoch FROM pg_catalog.clock_timestamp())::float8,
   (SELECT sum(xact_commit) FROM pg_catalog.pg_stat_database)::float8,
   (SELECT sum(xact_rollback) FROM pg_catalog.pg_stat_database)::float8,
@@ -96,10 +97,15 @@ SELECT extract(epoch FROM pg_catalog.clock_timestamp())::float8,
   (SELECT sum(temp_bytes) FROM pg_catalog.pg_stat_database)::float8,
   (SELECT blks_hit FROM pg_catalog.pg_stat_database WHERE datname = pg_catalog.current_database())::float8,
   (SELECT blks_read FROM pg_catalog.pg_stat_database WHERE datname = pg_catalog.current_database())::float8,
-  (SELECT checkpoints_req FROM pg_catalog.pg_stat_bgwriter)::float8,
-  (SELECT checkpoints_timed FROM pg_catalog.pg_stat_bgwriter)::float8,
+  (SELECT requested FROM ",
+    crate::checkpoint_counts!(),
+    " c)::float8,
+  (SELECT timed FROM ",
+    crate::checkpoint_counts!(),
+    " c)::float8,
   (SELECT wal_bytes FROM pg_catalog.pg_stat_wal)::float8,
-  (SELECT failed_count FROM pg_catalog.pg_stat_archiver)::float8";
+  (SELECT failed_count FROM pg_catalog.pg_stat_archiver)::float8"
+);
 
 fn json_text(text: Option<String>) -> Value {
     text.and_then(|t| serde_json::from_str(&t).ok())

@@ -249,12 +249,6 @@ pub fn register(preloading: bool) {
     reserve_prefix();
 }
 
-#[cfg(any(feature = "pg13", feature = "pg14"))]
-fn reserve_prefix() {
-    unsafe { pgrx::pg_sys::EmitWarningsOnPlaceholders(c"admin_toolkit".as_ptr()) }
-}
-
-#[cfg(not(any(feature = "pg13", feature = "pg14")))]
 fn reserve_prefix() {
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"admin_toolkit".as_ptr()) }
 }

@@ -68,15 +68,7 @@ pub unsafe fn execute(sql: &str) {
             pg_sys::PortalSetResultFormat(portal, 1, &mut text_format);
             let receiver = pg_sys::CreateDestReceiver(pg_sys::CommandDest::DestNone);
             let mut completion: pg_sys::QueryCompletion = std::mem::zeroed();
-            pg_sys::PortalRun(
-                portal,
-                i64::MAX,
-                count == 1,
-                true,
-                receiver,
-                receiver,
-                &mut completion,
-            );
+            crate::compat::portal::run_to_completion(portal, count == 1, receiver, &mut completion);
             if let Some(destroy) = (*receiver).rDestroy {
                 destroy(receiver);
             }

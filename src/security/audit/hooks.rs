@@ -117,7 +117,8 @@ unsafe extern "C-unwind" fn process_utility(
     // and not the statements of an extension's script: its CREATE/ALTER EXTENSION is.
     let audited = settings::AUDIT_DDL.get()
         && queue::available()
-        && unsafe { !pg_sys::IsBackgroundWorker && !pg_sys::creating_extension }
+        && !crate::compat::process::is_background_worker()
+        && unsafe { !pg_sys::creating_extension }
         && unsafe { pg_sys::GetCommandLogLevel((*pstmt).utilityStmt) }
             == pg_sys::LogStmtLevel::LOGSTMT_DDL;
     if !audited {
@@ -158,12 +159,13 @@ unsafe extern "C-unwind" fn client_authentication(port: *mut pg_sys::libpq::be::
         if !settings::AUDIT_LOGINS.get() || !queue::available() || port.is_null() {
             return;
         }
-        let mut event = session_event((*port).user_name, (*port).database_name);
-        event.client_ip.set_cstr((*port).remote_host);
-        event.application.set_cstr((*port).application_name);
+        let names = crate::compat::client_port::client_port(port);
+        let mut event = session_event(names.user_name, names.database_name);
+        event.client_ip.set_cstr(names.remote_host);
+        event.application.set_cstr(names.application_name);
         event.operation.set(b"LOGIN");
         event.object_type.set(b"database");
-        event.object.set_cstr((*port).database_name);
+        event.object.set_cstr(names.database_name);
         event.success = status == pg_sys::STATUS_OK as i32;
         if !event.success {
             event.error.set(b"authentication failed");
@@ -184,7 +186,7 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
         }
         if !settings::AUDIT_READS.get()
             || !queue::available()
-            || pg_sys::IsBackgroundWorker
+            || crate::compat::process::is_background_worker()
             || eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0
         {
             return;
@@ -199,7 +201,9 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
             let rte = pg_sys::list_nth(rtable, i).cast::<pg_sys::RangeTblEntry>();
             let relkind = (*rte).relkind as u8;
             if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION
-                && (*rte).requiredPerms & pg_sys::ACL_SELECT as pg_sys::AclMode != 0
+                && crate::compat::executor::required_permissions((*query_desc).plannedstmt, rte)
+                    & pg_sys::ACL_SELECT as pg_sys::AclMode
+                    != 0
                 && u32::from((*rte).relid) >= pg_sys::FirstNormalObjectId
                 && (relkind == pg_sys::RELKIND_RELATION
                     || relkind == pg_sys::RELKIND_PARTITIONED_TABLE)

@@ -1,0 +1,14 @@
+//! What each PostgreSQL major calls things: the one place where the supported servers (15, 16,
+//! 17, 18) differ for the toolkit, one module per concern, so that no feature carries a `cfg`.
+//! Each function here means the same on every major; its comment says what differs.
+
+#[cfg(not(any(feature = "pg15", feature = "pg16", feature = "pg17", feature = "pg18")))]
+compile_error!("admin_toolkit supports PostgreSQL 15, 16, 17 and 18: build with one of the features pg15, pg16, pg17, pg18");
+
+pub mod archive_module;
+pub mod client_port;
+pub mod executor;
+pub mod portal;
+pub mod process;
+pub mod session;
+pub mod stats;
