@@ -108,9 +108,40 @@ pub fn weakening(name: &str, current: &str, new: &str) -> Option<String> {
         .then(|| format!("setting {name} to off: {lost}"))
 }
 
+/// Why setting `name` to `new` would stop WAL archiving because the other archiver setting is
+/// set too (`archive_command` beside `archive_library`): PostgreSQL 16 and later refuse to
+/// archive at all with both, 15 silently ignores archive_command. `None` when it would not.
+pub fn archiver_conflict(
+    name: &str,
+    new: &str,
+    archive_command: &str,
+    archive_library: &str,
+) -> Option<String> {
+    let (other, other_value) = match name.trim().to_ascii_lowercase().as_str() {
+        "archive_command" => ("archive_library", archive_library),
+        "archive_library" => ("archive_command", archive_command),
+        _ => return None,
+    };
+    (!new.trim().is_empty() && !other_value.trim().is_empty()).then(|| {
+        format!(
+            "{other} is set ('{other_value}'): with both archive_command and archive_library set, \
+             PostgreSQL 16 and later stop archiving and 15 ignores archive_command"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_archiver_at_a_time() {
+        assert!(archiver_conflict("archive_command", "/bin/true", "", "admin_toolkit").is_some());
+        assert!(archiver_conflict("ARCHIVE_LIBRARY", "x", "cp %p /a/%f", "").is_some());
+        assert!(archiver_conflict("archive_command", "", "", "admin_toolkit").is_none());
+        assert!(archiver_conflict("archive_command", "/bin/true", "", "").is_none());
+        assert!(archiver_conflict("work_mem", "8MB", "a", "b").is_none());
+    }
 
     #[test]
     fn library_lists_are_split_as_postgresql_does() {

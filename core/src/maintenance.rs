@@ -175,6 +175,33 @@ pub fn waits_for_older_snapshots(kind: MaintenanceType, options: &MaintenanceOpt
     kind == MaintenanceType::Reindex && options.concurrent
 }
 
+/// Whether a warning from VACUUM, ANALYZE or CLUSTER says a relation was skipped because the
+/// role may not maintain it: PostgreSQL 15 words it `skipping "t" --- only table or database
+/// owner can vacuum it`, 16 and later `permission denied to vacuum "t", skipping it`.
+pub fn is_permission_skip(warning: &str) -> bool {
+    warning.starts_with("skipping \"")
+        || (warning.starts_with("permission denied to ") && warning.ends_with("skipping it"))
+}
+
+/// The run's error when relations it names were skipped for want of rights (the warnings
+/// [`is_permission_skip`] recognises), `None` when none were.
+pub fn permission_skip_error<'a>(warnings: impl IntoIterator<Item = &'a String>) -> Option<String> {
+    let skipped: Vec<&str> = warnings
+        .into_iter()
+        .map(String::as_str)
+        .filter(|w| is_permission_skip(w))
+        .collect();
+    if skipped.is_empty() {
+        return None;
+    }
+    let joined = skipped.join("; ");
+    Some(if joined.starts_with("permission denied") {
+        joined
+    } else {
+        format!("permission denied: {joined}")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,5 +346,22 @@ mod tests {
         for bad in ["", "s", "5 s", "5s; DROP", "-1", "5sec"] {
             assert!(!valid_timeout(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn permission_skips_are_recognised_in_every_majors_words() {
+        let old = "skipping \"secret\" --- only table or database owner can vacuum it".to_string();
+        let new = "permission denied to vacuum \"secret\", skipping it".to_string();
+        let other = "skipping vacuum of \"t\" --- lock not available".to_string();
+        assert!(is_permission_skip(&old) && is_permission_skip(&new));
+        assert!(!is_permission_skip("permission denied to analyze \"t\""));
+        assert_eq!(
+            permission_skip_error([&old]).as_deref(),
+            Some("permission denied: skipping \"secret\" --- only table or database owner can vacuum it")
+        );
+        assert_eq!(permission_skip_error([&new]), Some(new.clone()));
+        assert_eq!(permission_skip_error(std::iter::empty::<&String>()), None);
+        // SKIP_LOCKED's skip is not for want of rights.
+        assert!(!is_permission_skip(&other));
     }
 }

@@ -154,8 +154,14 @@ fn every_function_by_every_role_does_no_more_than_the_role_could_by_hand() {
     // dave (PUBLIC).
     let matrix: Vec<(String, [Expect; 4])> = vec![
         (
-            "SELECT admin_toolkit.track_config_change('archive_command', '/bin/true', 'r')".into(),
+            "SELECT admin_toolkit.track_config_change('archive_cleanup_command', '/bin/true', 'r')".into(),
             [Allowed, Refused("42501"), Refused("42501"), Refused("42501")],
+        ),
+        // With archive_library = 'admin_toolkit', archive_command beside it would stop
+        // archiving (16+): refused for everyone, the superuser included.
+        (
+            "SELECT admin_toolkit.track_config_change('archive_command', '/bin/true', 'r')".into(),
+            [Refused("22023"), Refused("42501"), Refused("42501"), Refused("42501")],
         ),
         (
             "SELECT admin_toolkit.track_config_change('work_mem', '8MB', 'r')".into(),

@@ -43,6 +43,16 @@ fn track_config_change(
             .raise();
     }
     let weakened = check_privilege(name, value);
+    if let Some(conflict) = admin_toolkit_core::config_guard::archiver_conflict(
+        name,
+        value,
+        &current_value("archive_command").unwrap_or_default(),
+        &current_value("archive_library").unwrap_or_default(),
+    ) {
+        ToolkitError::invalid_parameter(format!("{name} cannot be set: {conflict}"))
+            .with_hint("Set the other one to '' first (archive_library = '' stops admin_toolkit's archiving).")
+            .raise();
+    }
     // PostgreSQL 15's ALTER SYSTEM writes an empty quoted list as one empty element ('""'):
     // for shared_preload_libraries, a library named "" and a server that does not start.
     if flags_of(name) & pg_sys::GUC_LIST_QUOTE as i32 != 0

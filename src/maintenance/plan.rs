@@ -5,8 +5,8 @@
 
 use crate::transaction::top_level;
 use admin_toolkit_core::maintenance::{
-    build_command, qualified, quote_ident, valid_timeout, MaintenanceOptions, MaintenanceType,
-    Target,
+    build_command, permission_skip_error, qualified, quote_ident, valid_timeout,
+    MaintenanceOptions, MaintenanceType, Target,
 };
 use pgrx::prelude::*;
 use serde_json::{json, Value};
@@ -289,19 +289,8 @@ pub(super) fn execute(plan: &Plan) -> (Option<String>, Vec<String>) {
             break;
         }
     }
-    let skipped: Vec<&String> = warnings
-        .iter()
-        .filter(|w| w.starts_with("skipping"))
-        .collect();
-    if error.is_none() && plan.names_relations && !skipped.is_empty() {
-        error = Some(format!(
-            "permission denied: {}",
-            skipped
-                .iter()
-                .map(|w| w.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
-        ));
+    if error.is_none() && plan.names_relations {
+        error = permission_skip_error(&warnings);
     }
     (error, warnings)
 }
