@@ -2,7 +2,7 @@
 
 use crate::args::{RecoveryTarget, RestoreArgs, VerifyArgs, WalGetArgs};
 use admin_toolkit_core::backup::default_threads;
-use admin_toolkit_core::backup::manifest::Manifest;
+use admin_toolkit_core::backup::manifest::{data_dir_major, Manifest};
 use admin_toolkit_core::backup::read::verify as verify_backup;
 use admin_toolkit_core::backup::recovery_conf::{
     write_missing_configuration, write_recovery_settings, RecoverySettings,
@@ -261,14 +261,21 @@ fn say_how_to_start(r: &RestoreArgs) {
     if !r.keep_archiving {
         eprintln!("archiving is off in the restored configuration (archive_mode = 'off'): this copy archives nothing into the original's archive; --keep-archiving keeps it");
     }
+    // A data directory starts only under its own major's server: name it, with PGDG's path.
+    let pg_ctl = match data_dir_major(&r.target_dir) {
+        Ok(major) => {
+            format!("PostgreSQL {major}'s pg_ctl (/usr/lib/postgresql/{major}/bin/pg_ctl)")
+        }
+        Err(_) => "pg_ctl".to_string(),
+    };
     if r.keep_network {
         eprintln!(
-            "start the server on it to recover: pg_ctl -D {} start",
+            "start the server on it to recover with {pg_ctl}: pg_ctl -D {} start",
             r.target_dir.display()
         );
     } else {
         eprintln!(
-            "start the server on it to recover: pg_ctl -D {0} start; it listens on no TCP address, only on its socket in {0} (psql -h {0}); --keep-network keeps the backup's network settings",
+            "start the server on it to recover with {pg_ctl}: pg_ctl -D {0} start; it listens on no TCP address, only on its socket in {0} (psql -h {0}); --keep-network keeps the backup's network settings",
             r.target_dir.display()
         );
     }

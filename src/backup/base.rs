@@ -277,6 +277,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         files: copied.files,
         backup_label: label_file,
         tablespace_map: map_file.unwrap_or_default(),
+        server_major: Some(crate::compat::server_major()),
     };
     let manifest_bytes = store
         .store_manifest(&manifest, key.as_ref())
@@ -295,6 +296,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         "threads": options.threads,
         "note": note,
         "archive_waited": wait,
+        "server_major": crate::compat::server_major(),
     });
     record_completed(backup_id, &manifest, stored, started, facts);
     Ok(())

@@ -12,3 +12,9 @@ pub mod portal;
 pub mod process;
 pub mod session;
 pub mod stats;
+
+/// The major version this library was built for and runs in (15…18): the magic block makes
+/// PostgreSQL refuse to load it into any other.
+pub fn server_major() -> u32 {
+    pgrx::pg_sys::PG_VERSION_NUM / 10000
+}

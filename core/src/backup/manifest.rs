@@ -96,6 +96,42 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
     pub backup_label: String,
     pub tablespace_map: String,
+    /// The PostgreSQL major version the backup was taken from (15, 18…); absent in manifests
+    /// written before 0.5.0, whose restored PG_VERSION file says it instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_major: Option<u32>,
+}
+
+/// Refuses restoring a data directory of PostgreSQL `backup_major` to be started by PostgreSQL
+/// `server_major`'s programs: a server starts only a data directory of its own major (pg_upgrade
+/// moves between majors, a restore does not).
+pub fn check_major(
+    backup_id: i64,
+    backup_major: Option<u32>,
+    server_major: u32,
+) -> Result<(), String> {
+    match backup_major {
+        Some(major) if major != server_major => Err(format!(
+            "backup {backup_id} was taken from PostgreSQL {major} and this server is PostgreSQL \
+             {server_major}: a server starts only a data directory of its own major version; \
+             restore it with PostgreSQL {major}'s programs (or upgrade the restored copy with pg_upgrade)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The major version a data directory belongs to, from its PG_VERSION file ("15", "18").
+pub fn data_dir_major(dir: &std::path::Path) -> Result<u32, String> {
+    let path = dir.join("PG_VERSION");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read \"{}\": {e}", path.display()))?;
+    text.trim().parse().map_err(|_| {
+        format!(
+            "\"{}\" does not hold a major version: {:?}",
+            path.display(),
+            text.trim()
+        )
+    })
 }
 
 impl Manifest {

@@ -96,6 +96,7 @@ fn manifest_for(id: i64, dir: &Path, copied: super::copy::Copied) -> Manifest {
         files: copied.files,
         backup_label: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n".into(),
         tablespace_map: String::new(),
+        server_major: Some(15),
     }
     .tap(|m| {
         BackupStore::open(&dir.display().to_string(), &S3Settings::default())
@@ -495,6 +496,7 @@ fn manifest_for_unstored(id: i64, copied: super::copy::Copied) -> Manifest {
         files: copied.files,
         backup_label: String::new(),
         tablespace_map: String::new(),
+        server_major: Some(15),
     }
 }
 

@@ -18,8 +18,8 @@ pub const FIELD_SEPARATOR: char = '\u{1f}';
 
 /// Settings of every session the drill opens, for its startup packet (`options`): they outrank
 /// the restored database and role settings. The superuser's sessions also pin what only a
-/// superuser may set.
-pub fn session_options(superuser: bool) -> String {
+/// superuser may set; a server of `major` 17 or later also has transaction_timeout.
+pub fn session_options(superuser: bool, major: u32) -> String {
     let mut options = vec![
         "search_path=pg_catalog,pg_temp",
         "role=none",
@@ -45,6 +45,9 @@ pub fn session_options(superuser: bool) -> String {
         "exit_on_error=off",
         "client_encoding=UTF8",
     ];
+    if major >= 17 {
+        options.push("transaction_timeout=0");
+    }
     if superuser {
         options.extend([
             "session_preload_libraries=",
@@ -351,17 +354,21 @@ mod tests {
 
     #[test]
     fn sessions_pin_their_settings_above_the_restored_ones() {
-        let reader = session_options(false);
+        let reader = session_options(false, 15);
         assert!(reader.contains("-c search_path=pg_catalog,pg_temp"));
         assert!(reader.contains("-c default_transaction_read_only=off"));
         assert!(
             !reader.contains("session_preload_libraries"),
             "superuser only"
         );
-        let superuser = session_options(true);
+        let superuser = session_options(true, 15);
         assert!(superuser.contains("-c session_preload_libraries= "));
         assert!(
             reader.contains("-c exit_on_error=off") && reader.contains("-c client_encoding=UTF8")
         );
+        // PostgreSQL 15 and 16 do not know transaction_timeout (a session naming it fails).
+        assert!(!reader.contains("transaction_timeout"));
+        assert!(session_options(false, 17).contains("-c transaction_timeout=0"));
+        assert!(session_options(true, 18).contains("-c transaction_timeout=0"));
     }
 }

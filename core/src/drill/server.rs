@@ -4,6 +4,7 @@
 
 use super::checks::session_options;
 use super::{log_reason, server_settings, HBA};
+use crate::backup::manifest::data_dir_major;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -25,6 +26,8 @@ pub struct Throwaway {
     pub port: u16,
     bindir: PathBuf,
     user: String,
+    /// The restored data directory's PostgreSQL major (its sessions' settings depend on it).
+    major: u32,
 }
 
 fn without_pg_environment(cmd: &mut Command) {
@@ -51,6 +54,7 @@ impl Throwaway {
         drill_id: i64,
         user: &str,
     ) -> Result<Throwaway, String> {
+        let major = data_dir_major(data_dir)?;
         let write = |name: &str, text: &str| {
             fs::write(scratch.join(name), text)
                 .map_err(|e| format!("cannot write \"{}\": {e}", scratch.join(name).display()))
@@ -89,6 +93,7 @@ impl Throwaway {
             port,
             bindir: bindir.to_path_buf(),
             user: user.to_string(),
+            major,
         })
     }
 
@@ -152,7 +157,7 @@ impl Throwaway {
             self.port,
             conninfo_escape(user),
             conninfo_escape(database),
-            conninfo_escape(&session_options(superuser)),
+            conninfo_escape(&session_options(superuser, self.major)),
         );
         let mut cmd = Command::new(self.bindir.join("psql"));
         without_pg_environment(&mut cmd);

@@ -9,6 +9,7 @@ use super::phases::{
 use super::{failed, Failure, ONE_AT_A_TIME};
 use crate::jobs::ledger::DRILLS;
 use crate::jobs::{self, RunStatus};
+use admin_toolkit_core::backup::manifest::{check_major, data_dir_major};
 use admin_toolkit_core::chrono::{DateTime, Utc};
 use admin_toolkit_core::drill::scratch_name;
 use admin_toolkit_core::storage::Location;
@@ -210,6 +211,9 @@ pub(super) fn drill(
     // The program recovery runs comes first: without it, restoring would be wasted work.
     check_program(&crate::settings::cli_path()).map_err(failed)?;
     let manifest = load_manifest(start)?;
+    // This server's programs start the restored copy: only a backup of this major can work.
+    let major = crate::compat::server_major();
+    check_major(start.backup_id, manifest.server_major, major).map_err(failed)?;
     m.backup_ids = manifest.chain.iter().map(|l| l.backup_id).collect();
     record_progress(drill_id, m);
     // The WAL it needs must all be in the archive: a gap is named before anything is restored.
@@ -219,6 +223,9 @@ pub(super) fn drill(
 
     let restore_started = Instant::now();
     let restored = restore_backup(start, &manifest, &data)?;
+    // Manifests written before 0.5.0 do not name their major: the restored files do.
+    let restored_major = data_dir_major(&data).map_err(failed)?;
+    check_major(start.backup_id, Some(restored_major), major).map_err(failed)?;
     m.restored_bytes = Some(restored.bytes);
     m.restore_seconds = Some(restore_started.elapsed().as_secs_f64());
     record_progress(drill_id, m);
