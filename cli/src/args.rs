@@ -251,6 +251,22 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// `admin-toolkit --version` names the release it belongs to: the extension's version (the
+    /// root package's), which the packages carry too.
+    #[test]
+    fn the_version_is_the_extensions() {
+        let extension = include_str!("../../Cargo.toml")
+            .lines()
+            .find_map(|l| l.strip_prefix("version = \""))
+            .and_then(|v| v.strip_suffix('"'))
+            .expect("the extension's version");
+        assert_eq!(
+            Cli::command().get_version(),
+            Some(extension),
+            "cli/Cargo.toml's version is not the extension's"
+        );
+    }
+
     #[test]
     fn parses_commands_and_refuses_mistakes() {
         let Command::Restore(r) = parse(&[

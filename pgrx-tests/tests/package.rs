@@ -7,11 +7,13 @@
 //! whatever happens, so the tests after this one run against the same build.
 
 use admin_toolkit_it::installed::Displaced;
-use admin_toolkit_it::Cluster;
+use admin_toolkit_it::{extension_version, server_major, Cluster, ClusterOptions, ScratchDir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 const PACKAGE: &str = "postgresql-15-admin-toolkit";
+const PROGRAM_PACKAGE: &str = "admin-toolkit";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -32,24 +34,68 @@ fn run(program: &str, args: &[&str]) -> String {
     text
 }
 
-/// The .deb: `$ADMIN_TOOLKIT_DEB` (scripts/test.sh builds it first), else built now by
-/// scripts/package.sh in a target directory of its own (cargo test holds the workspace's lock).
-fn deb() -> PathBuf {
-    if let Some(path) = std::env::var_os("ADMIN_TOOLKIT_DEB") {
-        return PathBuf::from(path);
-    }
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/package.sh"))
-        .env("CARGO_TARGET_DIR", repo().join("target/package"))
-        .output()
-        .expect("run scripts/package.sh");
-    assert!(
-        out.status.success(),
-        "scripts/package.sh failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(stdout.lines().last().expect("the .deb's path").trim())
+/// The directory of the .debs: `$ADMIN_TOOLKIT_DEBS` (scripts/test.sh builds them first: the
+/// admin-toolkit program's and one per PostgreSQL major), else this server's major and the
+/// program's built now by scripts/package.sh in a target directory of its own (cargo test
+/// holds the workspace's lock).
+fn debs() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(path) = std::env::var_os("ADMIN_TOOLKIT_DEBS") {
+            return PathBuf::from(path);
+        }
+        let dir = repo().join("target/package/debian");
+        for what in ["cli".to_string(), server_major().to_string()] {
+            let out = Command::new("bash")
+                .arg(repo().join("scripts/package.sh"))
+                .args([&what, &dir.to_string_lossy().into_owned()])
+                .env("CARGO_TARGET_DIR", repo().join("target/package"))
+                .output()
+                .expect("run scripts/package.sh");
+            assert!(
+                out.status.success(),
+                "scripts/package.sh {what} failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        dir
+    })
+    .clone()
+}
+
+/// The .deb of package `name` in [`debs`] (this version's).
+fn deb(name: &str) -> PathBuf {
+    let prefix = format!("{name}_{}-1_", extension_version());
+    std::fs::read_dir(debs())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with(&prefix))
+        })
+        .unwrap_or_else(|| panic!("no {prefix}*.deb in {}", debs().display()))
+}
+
+/// Every extension package in [`debs`]: (major, .deb).
+fn extension_debs() -> Vec<(u32, PathBuf)> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(debs())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter_map(|p| {
+            let file = p.file_name()?.to_string_lossy().into_owned();
+            let major = file
+                .strip_prefix("postgresql-")?
+                .split('-')
+                .next()?
+                .parse()
+                .ok()?;
+            file.ends_with(".deb").then_some((major, p))
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// Files the package holds (absolute paths), from the .deb itself.
@@ -63,20 +109,28 @@ fn package_files(deb: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+fn control_field(deb: &Path, field: &str) -> String {
+    run("dpkg-deb", &["-f", &deb.to_string_lossy(), field])
+        .trim()
+        .to_string()
+}
+
 /// The files the package replaces, put back after it is removed (or after a failed assertion,
 /// once the package is removed so that dpkg's database does not claim them).
 struct Replaced(Displaced);
 
 impl Drop for Replaced {
     fn drop(&mut self) {
-        let _ignored = Command::new("dpkg").args(["--remove", PACKAGE]).output();
+        let _ignored = Command::new("dpkg")
+            .args(["--remove", PACKAGE, PROGRAM_PACKAGE])
+            .output();
         self.0.put_back();
     }
 }
 
-fn installed_status() -> String {
+fn installed_status(package: &str) -> String {
     let out = Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", PACKAGE])
+        .args(["-W", "-f=${Status}", package])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -88,37 +142,67 @@ fn the_debian_package_installs_creates_the_extension_and_removes_cleanly() {
     if unsafe { libc::geteuid() } != 0 {
         panic!("installing a package needs root (CI runs the tests as root)");
     }
-    let deb = deb();
+    assert_eq!(
+        server_major(),
+        15,
+        "this test installs the package for Debian's own PostgreSQL 15 (PG_BINDIR is another major's)"
+    );
+    let (deb, program_deb) = (deb(PACKAGE), deb(PROGRAM_PACKAGE));
     let files = package_files(&deb);
+    let program_files = package_files(&program_deb);
     for expected in [
         "/usr/lib/postgresql/15/lib/admin_toolkit.so",
         "/usr/share/postgresql/15/extension/admin_toolkit.control",
         "/usr/share/postgresql/15/extension/admin_toolkit--0.1.0--0.2.0.sql",
-        "/usr/bin/admin-toolkit",
-        "/usr/share/bash-completion/completions/admin-toolkit",
     ] {
         assert!(
             files.iter().any(|f| f == Path::new(expected)),
             "{expected} in {files:?}"
         );
     }
-    let _replaced = Replaced(Displaced::save(&files));
+    for expected in [
+        "/usr/bin/admin-toolkit",
+        "/usr/share/bash-completion/completions/admin-toolkit",
+    ] {
+        assert!(
+            program_files.iter().any(|f| f == Path::new(expected)),
+            "{expected} in {program_files:?}"
+        );
+    }
+    let all_files: Vec<PathBuf> = files.iter().chain(&program_files).cloned().collect();
+    let _replaced = Replaced(Displaced::save(&all_files));
 
+    // The extension's package depends on the program's: apt installs both from the two files.
     let deb_arg = deb.canonicalize().unwrap().to_string_lossy().into_owned();
+    let program_arg = program_deb
+        .canonicalize()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     run(
         "apt-get",
-        &["install", "-y", "--no-install-recommends", &deb_arg],
+        &[
+            "install",
+            "-y",
+            "--no-install-recommends",
+            &deb_arg,
+            &program_arg,
+        ],
     );
-    assert_eq!(installed_status(), "install ok installed");
+    assert_eq!(installed_status(PACKAGE), "install ok installed");
+    assert_eq!(installed_status(PROGRAM_PACKAGE), "install ok installed");
     let owner = run(
         "dpkg",
         &["-S", "/usr/lib/postgresql/15/lib/admin_toolkit.so"],
     );
     assert!(owner.starts_with(PACKAGE), "{owner}");
+    let owner = run("dpkg", &["-S", "/usr/bin/admin-toolkit"]);
+    assert!(owner.starts_with(&format!("{PROGRAM_PACKAGE}:")), "{owner}");
     let version = run("/usr/bin/admin-toolkit", &["--version"]);
-    assert!(
-        version.starts_with("admin-toolkit "),
-        "the CLI on the PATH: {version}"
+    assert_eq!(
+        version.trim(),
+        format!("admin-toolkit {}", extension_version()),
+        "the program on the PATH says the extension's version"
     );
 
     let mut cluster = Cluster::start();
@@ -156,10 +240,15 @@ fn the_debian_package_installs_creates_the_extension_and_removes_cleanly() {
     std::fs::write(&conf, kept.join("\n") + "\n").unwrap();
     cluster.restart();
 
-    run("apt-get", &["remove", "-y", PACKAGE]);
-    let status = installed_status();
-    assert!(!status.starts_with("install"), "after removal: {status}");
-    for f in &files {
+    run("apt-get", &["remove", "-y", PACKAGE, PROGRAM_PACKAGE]);
+    for package in [PACKAGE, PROGRAM_PACKAGE] {
+        let status = installed_status(package);
+        assert!(
+            !status.starts_with("install"),
+            "{package} after removal: {status}"
+        );
+    }
+    for f in &all_files {
         assert!(!f.exists(), "{} left behind by apt-get remove", f.display());
     }
     // The server starts without the package.
@@ -167,4 +256,98 @@ fn the_debian_package_installs_creates_the_extension_and_removes_cleanly() {
     let mut db = cluster.connect("postgres");
     let one: i32 = db.query_one("SELECT 1", &[]).unwrap().get(0);
     assert_eq!(one, 1);
+}
+
+/// Each major's package, as far as it can be checked without installing it: PGDG's layout for its
+/// major, dependencies on that server and on the program's package, no file another package
+/// holds (so majors install side by side); the library from this server's major's package loads
+/// into this server, and another major's is refused by PostgreSQL (the README tells which
+/// package each of its messages means).
+#[test]
+fn every_majors_package_has_its_layout_and_its_library_loads_into_its_server() {
+    let major = server_major();
+    let version = extension_version();
+    let packages = extension_debs();
+    assert!(
+        packages.iter().any(|(m, _)| *m == major),
+        "no package for PostgreSQL {major} in {}",
+        debs().display()
+    );
+    let program_files = package_files(&deb(PROGRAM_PACKAGE));
+    let mut seen: Vec<PathBuf> = program_files.clone();
+    let unpacked = ScratchDir::new("admin_toolkit_it_debs_");
+    let mut libraries = Vec::new();
+    for (m, deb) in &packages {
+        let files = package_files(deb);
+        let lib = PathBuf::from(format!("/usr/lib/postgresql/{m}/lib/admin_toolkit.so"));
+        for expected in [
+            lib.clone(),
+            PathBuf::from(format!(
+                "/usr/share/postgresql/{m}/extension/admin_toolkit.control"
+            )),
+            PathBuf::from(format!(
+                "/usr/share/postgresql/{m}/extension/admin_toolkit--{version}.sql"
+            )),
+            PathBuf::from(format!(
+                "/usr/share/postgresql/{m}/extension/admin_toolkit--0.4.0--0.5.0.sql"
+            )),
+        ] {
+            assert!(
+                files.contains(&expected),
+                "{} in {files:?}",
+                expected.display()
+            );
+        }
+        for f in &files {
+            let s = f.to_string_lossy();
+            assert!(
+                s.starts_with(&format!("/usr/lib/postgresql/{m}/"))
+                    || s.starts_with(&format!("/usr/share/postgresql/{m}/"))
+                    || s.starts_with(&format!("/usr/share/doc/postgresql-{m}-admin-toolkit/")),
+                "{s}: outside PostgreSQL {m}'s directories"
+            );
+            assert!(!seen.contains(f), "{s} is in two packages");
+        }
+        seen.extend(files);
+        let depends = control_field(deb, "Depends");
+        assert!(
+            depends.contains(&format!("postgresql-{m},"))
+                && depends.contains(&format!("admin-toolkit (= {version}-1)")),
+            "{}: Depends: {depends}",
+            deb.display()
+        );
+        let into = unpacked.path().join(m.to_string());
+        run(
+            "dpkg-deb",
+            &["-x", &deb.to_string_lossy(), &into.to_string_lossy()],
+        );
+        libraries.push((*m, into.join(lib.strip_prefix("/").unwrap())));
+    }
+    run("chmod", &["-R", "a+rX", &unpacked.path().to_string_lossy()]);
+
+    let cluster = Cluster::start_with(ClusterOptions::not_preloaded());
+    let mut db = cluster.connect("postgres");
+    for (m, library) in &libraries {
+        let loaded = db.batch_execute(&format!("LOAD '{}'", library.display()));
+        if *m == major {
+            loaded.unwrap_or_else(|e| panic!("PostgreSQL {major}'s package's library: {e:?}"));
+        } else {
+            // PostgreSQL refuses it before any of its code runs: the dynamic loader finds
+            // symbols this server does not have (15 -> 18: pqsignal, renamed in 18), or else the
+            // magic block's version check does. The message names the file, and the README
+            // says which package that means.
+            let e = loaded.expect_err("another major's library is refused");
+            let db_error = e.as_db_error().expect("a server error");
+            let detail = db_error.detail().unwrap_or_default();
+            let message = db_error.message();
+            assert!(
+                message.contains(&library.display().to_string())
+                    && (message.contains("undefined symbol")
+                        || (message.contains("incompatible library")
+                            && detail.contains(&format!("Server is version {major}"))
+                            && detail.contains(&format!("library is version {m}")))),
+                "{db_error:?}"
+            );
+        }
+    }
 }
