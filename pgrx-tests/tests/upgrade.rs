@@ -3,11 +3,15 @@
 //! while its worker runs; then this checkout's build replaces its files, the server restarts on
 //! the new library, and ALTER EXTENSION UPDATE runs while the new worker is already at work. The
 //! result equals a fresh install object for object, every row is kept, the worker carries on.
-//! Released upgrade scripts are never edited.
+//! On a later major (0.1.0 was built for 15 only), 0.1.0's schema is created from its script
+//! with this build's library and updated by the same scripts. Released upgrade scripts are never
+//! edited.
 
 use admin_toolkit_core::storage::sha256_hex;
 use admin_toolkit_it::installed::{install_tree, tree_files, Displaced};
-use admin_toolkit_it::{count, wait_for, wait_for_todays_partition, Cluster};
+use admin_toolkit_it::{
+    count, extension_version, pg_config, server_major, wait_for, wait_for_todays_partition, Cluster,
+};
 use postgres::Client;
 use std::path::{Path, PathBuf};
 
@@ -15,19 +19,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join(name)
-}
-
-/// The extension's version: the root package's, which pgrx makes the default_version.
-fn extension_version() -> String {
-    let manifest =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
-            .unwrap();
-    manifest
-        .lines()
-        .find_map(|l| l.strip_prefix("version = \""))
-        .and_then(|v| v.strip_suffix('"'))
-        .expect("version in Cargo.toml")
-        .to_string()
 }
 
 fn installed_version(db: &mut Client) -> String {
@@ -154,26 +145,47 @@ fn an_installed_0_1_0_updates_in_place_keeping_every_row_while_the_worker_runs()
             .any(|f| f.ends_with("admin_toolkit--0.1.0.sql")),
         "{files:?}"
     );
-    let mut this_build = Displaced::save(&files);
-    install_tree(&release);
+    // 0.1.0 was built for PostgreSQL 15 only (its sources do not compile for 16 and later).
+    // On 15 its own library runs first; on a later major, its SQL script is created with this
+    // build's library (which still has every C function 0.1.0 declares) and the same scripts
+    // update it: what the upgrade path runs on that major.
+    let its_own_library = server_major() == 15;
+    let script = "admin_toolkit--0.1.0.sql";
+    let (mut this_build, create) = if its_own_library {
+        let saved = Displaced::save(&files);
+        install_tree(&release);
+        (saved, "CREATE EXTENSION admin_toolkit")
+    } else {
+        let source = files
+            .iter()
+            .find(|f| f.ends_with(script))
+            .map(|f| release.join(f.strip_prefix("/").unwrap()))
+            .unwrap();
+        let into = pg_config("--sharedir").join("extension").join(script);
+        let saved = Displaced::save(std::slice::from_ref(&into));
+        std::fs::copy(&source, &into).unwrap();
+        (saved, "CREATE EXTENSION admin_toolkit VERSION '0.1.0'")
+    };
     let mut cluster = Cluster::start();
     let mut db = cluster.connect("postgres");
-    db.batch_execute("CREATE EXTENSION admin_toolkit").unwrap();
+    db.batch_execute(create).unwrap();
     let version = installed_version(&mut db);
     assert_eq!(version, "0.1.0");
-    // The library loaded is 0.1.0's: it has no build_info (added in 0.2.0).
-    let old_library = db.batch_execute(
-        "CREATE FUNCTION pg_temp.bi() RETURNS TABLE (a text, b text, c text, d text) \
-         LANGUAGE c AS '$libdir/admin_toolkit', 'build_info_wrapper'",
-    );
-    let missing = old_library
-        .expect_err("0.1.0's library has no build_info_wrapper")
-        .as_db_error()
-        .map(|e| (e.code().code().to_string(), e.message().to_string()));
-    assert!(
-        matches!(&missing, Some((code, message)) if code == "42883" && message.contains("build_info_wrapper")),
-        "{missing:?}"
-    );
+    if its_own_library {
+        // The library loaded is 0.1.0's: it has no build_info (added in 0.2.0).
+        let old_library = db.batch_execute(
+            "CREATE FUNCTION pg_temp.bi() RETURNS TABLE (a text, b text, c text, d text) \
+             LANGUAGE c AS '$libdir/admin_toolkit', 'build_info_wrapper'",
+        );
+        let missing = old_library
+            .expect_err("0.1.0's library has no build_info_wrapper")
+            .as_db_error()
+            .map(|e| (e.code().code().to_string(), e.message().to_string()));
+        assert!(
+            matches!(&missing, Some((code, message)) if code == "42883" && message.contains("build_info_wrapper")),
+            "{missing:?}"
+        );
+    }
     // Rows go into partitions the worker made, not into one it is making.
     wait_for_todays_partition(&mut db);
     wait_for("tomorrow's audit partition", || {
@@ -202,13 +214,15 @@ fn an_installed_0_1_0_updates_in_place_keeping_every_row_while_the_worker_runs()
                   (now() - interval '40 days', 'u', 'postgres', 'LOGIN', false);",
     )
     .unwrap();
-    wait_for("metrics collected by the 0.1.0 schema's worker", || {
-        (count(
-            &mut db,
-            "SELECT count(*) FROM admin_toolkit.performance_metrics",
-        ) > 0)
-            .then_some(())
-    });
+    if its_own_library {
+        wait_for("metrics collected by the 0.1.0 schema's worker", || {
+            (count(
+                &mut db,
+                "SELECT count(*) FROM admin_toolkit.performance_metrics",
+            ) > 0)
+                .then_some(())
+        });
+    }
     // Let the worker keep running: updating must not wait for it nor break it.
     let before = row_counts(&mut db);
     let kept_before = kept_rows(&mut db);
@@ -220,16 +234,18 @@ fn an_installed_0_1_0_updates_in_place_keeping_every_row_while_the_worker_runs()
     // The new build's files, and a restart onto its library (with 0.1.0's schema, its worker
     // logs and retries the steps that need the new one), then the update while it works.
     this_build.put_back();
-    drop(db);
-    cluster.restart();
-    let mut db = cluster.connect("postgres");
-    wait_for("the new library's worker", || {
-        cluster
-            .server_log()
-            .matches("admin_toolkit worker started in database")
-            .nth(1)
-            .map(|_| ())
-    });
+    if its_own_library {
+        drop(db);
+        cluster.restart();
+        db = cluster.connect("postgres");
+        wait_for("the new library's worker", || {
+            cluster
+                .server_log()
+                .matches("admin_toolkit worker started in database")
+                .nth(1)
+                .map(|_| ())
+        });
+    }
     db.batch_execute("ALTER EXTENSION admin_toolkit UPDATE")
         .unwrap();
     let version = installed_version(&mut db);
