@@ -6,6 +6,8 @@
 #     threads), interleaved over BENCH_ROUNDS rounds;
 #  2. restore throughput: admin-toolkit restore vs extracting pg_basebackup's base.tar.zst;
 #  3. incremental after updating 1 % of rows (a contiguous 1 %, then 1 % spread over the table);
+#     on PostgreSQL 17 and later beside pg_basebackup --incremental (WAL summaries,
+#     summarize_wal = on), each built on the previous backup's manifest;
 #  4. WAL replay of ~1 GB: each restored backup recovers to the end of the archive and promotes
 #     (restore_command: admin-toolkit wal-get, or cp from an uncompressed copy for pg_basebackup);
 #  5. archive module throughput: a backlog of segments archived by admin_toolkit vs
@@ -20,7 +22,8 @@ rm -rf "$store"; mkdir -p "$store"/{ours,theirs,wal,plainwal,restore}
 CLI=$store/admin-toolkit
 cp "$BENCH_ROOT/target/release/admin-toolkit" "$CLI"
 [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$store"
-bench_cluster backup 55436 "shared_preload_libraries = 'admin_toolkit'" "admin_toolkit.collection_interval = 0" \
+summaries=(); [ "$PG_MAJOR" -ge 17 ] && summaries=("summarize_wal = on")
+bench_cluster backup 55436 "${summaries[@]}" "shared_preload_libraries = 'admin_toolkit'" "admin_toolkit.collection_interval = 0" \
     "archive_mode = on" "archive_library = 'admin_toolkit'" "admin_toolkit.archive_location = '$store/wal'" \
     "max_wal_size = 4GB" "checkpoint_timeout = 30min" "shared_buffers = 1GB" "max_wal_senders = 4"
 "$BIN/pgbench" -q -i -s "$scale" -h 127.0.0.1 -p "$BENCH_PORT" -U postgres postgres >/dev/null 2>&1
@@ -96,14 +99,31 @@ record "restore of that full backup ($((restored_bytes / 1000000)) MB restored),
 # 3. incrementals after 1 % of rows changed
 accounts=$((scale * 100000)); one=$((accounts / 100))
 psql_bench -c "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= $one" >/dev/null
+# take_theirs_incremental PREVIOUS NAME: pg_basebackup --incremental on PREVIOUS's manifest,
+# compressed as the full ones; prints "ms bytes".
+take_theirs_incremental() {
+    local dir=$store/theirs/$2 t0 t1
+    psql_bench -c CHECKPOINT >/dev/null
+    t0=$(now_ms)
+    as_pg "$BIN/pg_basebackup" -h 127.0.0.1 -p "$BENCH_PORT" -U postgres -D "$dir" -Ft -Z zstd:3 -X none \
+        --manifest-checksums=SHA256 -c fast --incremental="$1/backup_manifest" 2>/dev/null
+    t1=$(now_ms)
+    echo "$((t1 - t0)) $(du -sb "$dir" | cut -f1)"
+}
 settle
 read -r i1_ms i1_bytes _ < <(take_ours "$incr_id")
+[ "$PG_MAJOR" -ge 17 ] && read -r t1_ms t1_bytes < <(take_theirs_incremental "$theirs" i1)
 psql_bench -c "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 100 = 0" >/dev/null
 settle
 read -r i2_ms i2_bytes _ < <(take_ours "$incr_id")
+[ "$PG_MAJOR" -ge 17 ] && read -r t2_ms t2_bytes < <(take_theirs_incremental "$store/theirs/i1" i2)
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f %%", 100 * a / b }'; }
 record "incremental backup after updating 1 % of pgbench_accounts ($one rows), vs the full backup above" \
     "contiguous 1 % (aid <= $one): ${i1_ms} ms, $((i1_bytes / 1000000)) MB = $(pct "$i1_ms" "$om") of the full's time, $(pct "$i1_bytes" "$ob") of its size; 1 % spread over every page (aid % 100 = 0): ${i2_ms} ms, $((i2_bytes / 1000000)) MB = $(pct "$i2_ms" "$om") time, $(pct "$i2_bytes" "$ob") size"
+if [ "$PG_MAJOR" -ge 17 ]; then
+    record "incremental backups as above vs pg_basebackup --incremental -Ft -Z zstd:3 (WAL summaries), each on the previous backup" \
+        "contiguous 1 %: execute_backup ${i1_ms} ms, $((i1_bytes / 1000)) kB vs pg_basebackup ${t1_ms} ms, $((t1_bytes / 1000)) kB; spread 1 %: execute_backup ${i2_ms} ms, $((i2_bytes / 1000)) kB vs pg_basebackup ${t2_ms} ms, $((t2_bytes / 1000)) kB"
+fi
 
 # 4. WAL replay of ~1 GB from the archive
 start_lsn=$(psql_bench -At -c "SELECT start_lsn FROM admin_toolkit.backup_history WHERE backup_path = '$full_path'")

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Shared helpers of the benchmarks: a scratch PostgreSQL 15 cluster per benchmark (run as the
-# postgres OS user when invoked as root), A/B timing in one psql session, medians, and a dated
+# Shared helpers of the benchmarks: a scratch PostgreSQL cluster per benchmark (run as the
+# postgres OS user when invoked as root) of the server BENCH_PG_CONFIG names (default Debian's 15;
+# e.g. BENCH_PG_CONFIG=$(sed -n 's/^pg18 = "\(.*\)"$/\1/p' ~/.pgrx/config.toml) for 18), A/B timing in one psql session, medians, and a dated
 # row appended to docs/benchmarks.md. Source it; do not run it.
 set -euo pipefail
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN=$(/usr/lib/postgresql/15/bin/pg_config --bindir)
+BENCH_PG_CONFIG=${BENCH_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+BIN=$("$BENCH_PG_CONFIG" --bindir)
+# The server's major version (15, 18…): some comparisons exist only on later majors.
+PG_MAJOR=$("$BIN/postgres" --version | awk '{ print $3 }' | cut -d. -f1)
 SEED_FILE=${SEED_FILE:-$BENCH_ROOT/../shared/seed/000_5bd05ca649ebdeaa.txt}
 RESULTS=$BENCH_ROOT/docs/benchmarks.md
 
@@ -111,5 +115,5 @@ record() {
 # Benchmarks measure the release build: install it unless told the right build is installed.
 if [ -z "${ADMIN_TOOLKIT_BENCH_NO_INSTALL:-}" ]; then
     (cd "$BENCH_ROOT" && PATH="$HOME/.cargo/bin:$PATH" cargo pgrx install --release \
-        --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null)
+        --pg-config "$BENCH_PG_CONFIG" >/dev/null)
 fi
