@@ -45,6 +45,31 @@ settle() {
     last=$(psql_bench -At -c "SELECT pg_walfile_name(pg_switch_wal())")
     until [ "$(psql_bench -At -c "SELECT last_archived_wal >= '$last' FROM pg_stat_archiver")" = t ]; do sleep 0.1; done
 }
+# theirs_tar DIR [pg_basebackup options]: pg_basebackup -Ft of the cluster into DIR/base.tar.zst
+# (zstd level 3): compressed by pg_basebackup itself when built with zstd, else (18.6 from PyPI
+# has neither zstd nor lz4, only gzip) its tar stream on stdout through zstd -3, the same work.
+# The manifest is DIR/backup_manifest, or inside the stream (manifest_of takes it out).
+probe=$(as_pg "$BIN/pg_basebackup" -Z zstd:3 -D /nonexistent -h 127.0.0.1 -p 1 2>&1 || true)
+if [[ "$probe" == *"does not support compression with ZSTD"* ]]; then
+    basebackup_zstd=no
+    echo "bench: this pg_basebackup has no zstd: its tar stream goes through zstd -3; no server-side compression round" >&2
+else
+    basebackup_zstd=yes
+fi
+theirs_tar() {
+    local dir=$1; shift
+    if [ "$basebackup_zstd" = yes ]; then
+        as_pg "$BIN/pg_basebackup" -h 127.0.0.1 -p "$BENCH_PORT" -U postgres -D "$dir" -Ft -Z zstd:3 -X none \
+            --manifest-checksums=SHA256 -c fast "$@" 2>/dev/null
+    else
+        as_pg mkdir -p "$dir"
+        as_pg bash -o pipefail -c '"$0" -h 127.0.0.1 -p "$1" -U postgres -D - -Ft -X none --manifest-checksums=SHA256 -c fast "${@:3}" | zstd -q -3 -o "$2/base.tar.zst"' \
+            "$BIN/pg_basebackup" "$BENCH_PORT" "$dir" "$@" 2>/dev/null
+    fi
+}
+manifest_of() { # DIR -> DIR/backup_manifest exists
+    [ -f "$1/backup_manifest" ] || as_pg bash -o pipefail -c 'zstd -dc "$0/base.tar.zst" | tar -xO backup_manifest >"$0/backup_manifest"' "$1"
+}
 : >"$BENCH_DIR/full"
 for r in $(seq "$rounds"); do
     settle
@@ -53,17 +78,19 @@ for r in $(seq "$rounds"); do
     psql_bench -c CHECKPOINT >/dev/null
     theirs=$store/theirs/r$r
     t0=$(now_ms)
-    as_pg "$BIN/pg_basebackup" -h 127.0.0.1 -p "$BENCH_PORT" -U postgres -D "$theirs" -Ft -Z zstd:3 -X none \
-        --manifest-checksums=SHA256 -c fast 2>/dev/null
+    theirs_tar "$theirs"
     t1=$(now_ms)
     theirs_bytes=$(du -sb "$theirs" | cut -f1)
-    psql_bench -c CHECKPOINT >/dev/null
     server=$store/theirs/s$r
-    t2=$(now_ms)
-    as_pg "$BIN/pg_basebackup" -h 127.0.0.1 -p "$BENCH_PORT" -U postgres -D "$server" -Ft \
-        --compress=server-zstd:level=3,workers=2 -X none --manifest-checksums=SHA256 -c fast 2>/dev/null
-    t3=$(now_ms)
-    server_bytes=$(du -sb "$server" | cut -f1)
+    t2=0; t3=0; server_bytes=0
+    if [ "$basebackup_zstd" = yes ]; then
+        psql_bench -c CHECKPOINT >/dev/null
+        t2=$(now_ms)
+        as_pg "$BIN/pg_basebackup" -h 127.0.0.1 -p "$BENCH_PORT" -U postgres -D "$server" -Ft \
+            --compress=server-zstd:level=3,workers=2 -X none --manifest-checksums=SHA256 -c fast 2>/dev/null
+        t3=$(now_ms)
+        server_bytes=$(du -sb "$server" | cut -f1)
+    fi
     echo "$ours_ms $((t1 - t0)) $ours_bytes $theirs_bytes $((t3 - t2)) $server_bytes" >>"$BENCH_DIR/full"
     rm -rf "$server"
     if [ "$r" -lt "$rounds" ]; then
@@ -74,10 +101,12 @@ done
 full_path=$ours_path
 om=$(column_median "$BENCH_DIR/full" 1); tm=$(column_median "$BENCH_DIR/full" 2)
 ob=$(column_median "$BENCH_DIR/full" 3); tb=$(column_median "$BENCH_DIR/full" 4)
+theirs_how="pg_basebackup -Ft -Z zstd:3"
+[ "$basebackup_zstd" = yes ] || theirs_how="pg_basebackup -Ft -D - piped into zstd -3 (this build has no zstd)"
 record "full backup of a $((db_bytes / 1000000)) MB pgbench database (scale $scale), median of $rounds, interleaved (bench/backup_restore.sh)" \
-    "execute_backup ${om} ms, $((${ob%.*} / 1000000)) MB vs pg_basebackup -Ft -Z zstd:3 ${tm} ms, $((${tb%.*} / 1000000)) MB: time $(awk -v a="$om" -v b="$tm" 'BEGIN { printf "%.2f", a / b }')x, size $(awk -v a="$ob" -v b="$tb" 'BEGIN { printf "%.2f", a / b }')x of pg_basebackup's"
+    "execute_backup ${om} ms, $((${ob%.*} / 1000000)) MB vs $theirs_how ${tm} ms, $((${tb%.*} / 1000000)) MB: time $(awk -v a="$om" -v b="$tm" 'BEGIN { printf "%.2f", a / b }')x, size $(awk -v a="$ob" -v b="$tb" 'BEGIN { printf "%.2f", a / b }')x of pg_basebackup's"
 sm=$(column_median "$BENCH_DIR/full" 5); sb=$(column_median "$BENCH_DIR/full" 6)
-record "full backup of that database vs pg_basebackup with server-side compression, median of $rounds, interleaved" \
+[ "$basebackup_zstd" = yes ] && record "full backup of that database vs pg_basebackup with server-side compression, median of $rounds, interleaved" \
     "execute_backup ${om} ms, $((${ob%.*} / 1000000)) MB vs pg_basebackup --compress=server-zstd:level=3,workers=2 ${sm} ms, $((${sb%.*} / 1000000)) MB: time $(awk -v a="$om" -v b="$sm" 'BEGIN { printf "%.2f", a / b }')x, size $(awk -v a="$ob" -v b="$sb" 'BEGIN { printf "%.2f", a / b }')x"
 
 # 2. restore throughput
@@ -85,7 +114,7 @@ record "full backup of that database vs pg_basebackup with server-side compressi
 for r in $(seq "$rounds"); do
     rm -rf "$store/restore/a" "$store/restore/b"; mkdir -p "$store/restore/b"; chown postgres:postgres "$store/restore/b" 2>/dev/null || true
     sync; t0=$(now_ms)
-    as_pg "$CLI" restore --backup "$full_path" --target-dir "$store/restore/a" 2>/dev/null
+    as_pg "$CLI" restore --backup "$full_path" --target-dir "$store/restore/a" --archive "$store/wal" 2>/dev/null
     sync; t1=$(now_ms)
     as_pg tar -I zstd -xf "$theirs/base.tar.zst" -C "$store/restore/b"
     sync; t2=$(now_ms)
@@ -103,10 +132,10 @@ psql_bench -c "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 
 # compressed as the full ones; prints "ms bytes".
 take_theirs_incremental() {
     local dir=$store/theirs/$2 t0 t1
+    manifest_of "$1"
     psql_bench -c CHECKPOINT >/dev/null
     t0=$(now_ms)
-    as_pg "$BIN/pg_basebackup" -h 127.0.0.1 -p "$BENCH_PORT" -U postgres -D "$dir" -Ft -Z zstd:3 -X none \
-        --manifest-checksums=SHA256 -c fast --incremental="$1/backup_manifest" 2>/dev/null
+    theirs_tar "$dir" --incremental="$1/backup_manifest"
     t1=$(now_ms)
     echo "$((t1 - t0)) $(du -sb "$dir" | cut -f1)"
 }
@@ -121,7 +150,7 @@ pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f %%", 100 * a / b }'; }
 record "incremental backup after updating 1 % of pgbench_accounts ($one rows), vs the full backup above" \
     "contiguous 1 % (aid <= $one): ${i1_ms} ms, $((i1_bytes / 1000000)) MB = $(pct "$i1_ms" "$om") of the full's time, $(pct "$i1_bytes" "$ob") of its size; 1 % spread over every page (aid % 100 = 0): ${i2_ms} ms, $((i2_bytes / 1000000)) MB = $(pct "$i2_ms" "$om") time, $(pct "$i2_bytes" "$ob") size"
 if [ "$PG_MAJOR" -ge 17 ]; then
-    record "incremental backups as above vs pg_basebackup --incremental -Ft -Z zstd:3 (WAL summaries), each on the previous backup" \
+    record "incremental backups as above vs $theirs_how --incremental (WAL summaries), each on the previous backup" \
         "contiguous 1 %: execute_backup ${i1_ms} ms, $((i1_bytes / 1000)) kB vs pg_basebackup ${t1_ms} ms, $((t1_bytes / 1000)) kB; spread 1 %: execute_backup ${i2_ms} ms, $((i2_bytes / 1000)) kB vs pg_basebackup ${t2_ms} ms, $((t2_bytes / 1000)) kB"
 fi
 

@@ -87,7 +87,7 @@ for r in $(seq "$rounds"); do
     rm -rf "$store/restore/ours" "$store/restore/theirs"
     mkdir -p "$store/restore/theirs"; [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$store/restore"
     t0=$(now_ms)
-    as_pg "$CLI" restore --backup "$full_path" --target-dir "$store/restore/ours" --s3-endpoint "https://127.0.0.1:$s3_port" \
+    as_pg "$CLI" restore --backup "$full_path" --target-dir "$store/restore/ours" --archive s3://bench/ours/wal/ --s3-endpoint "https://127.0.0.1:$s3_port" \
         --s3-path-style on --s3-credentials-file "$store/credentials" --s3-ca-file "$c/ca.pem" >/dev/null 2>&1 \
         || { echo "our restore failed" >&2; exit 1; }
     t1=$(now_ms)
