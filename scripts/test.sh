@@ -96,6 +96,7 @@ NEEDS_CONTRIB=(a_restart_only_change_becomes_applied_after_the_restart
     slow_queries_without_pg_stat_statements_is_a_clear_55000 views_and_query_metric_with_pg_stat_statements
     encrypted_backups_and_wal_on_s3_need_their_key_and_hold_no_plaintext)
 # 15 last: the release build for Debian's server is what this script leaves installed.
+failed_majors=()
 for major in $(printf '%s\n' $BUILD_MAJORS $FULL_MAJORS | sort -rn); do
     pg_config=$(pg_config_of "$major")
     skip=()
@@ -108,12 +109,17 @@ for major in $(printf '%s\n' $BUILD_MAJORS $FULL_MAJORS | sort -rn); do
         step "client tests against real PostgreSQL $major clusters"
     fi
     [ "$major" = 15 ] || cargo pgrx install --release --pg-config "$pg_config"
+    # A failing major does not stop the others: every major is tested, the run fails at the end.
     PG_BINDIR=$("$pg_config" --bindir) \
         cargo test --locked --no-fail-fast -p admin_toolkit_it --tests -- \
-        --test-threads="${ADMIN_TOOLKIT_TEST_THREADS:-4}" "${skip[@]}"
+        --test-threads="${ADMIN_TOOLKIT_TEST_THREADS:-4}" "${skip[@]}" || failed_majors+=("$major")
 done
 rm -rf "$ADMIN_TOOLKIT_DEBS"
 echo
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?/) p += $i; if ($(i+1) ~ /^failed;?/) f += $i } }
      END { printf "admin_toolkit: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
+if [ ${#failed_majors[@]} -gt 0 ]; then
+    echo "admin_toolkit: client tests failed on PostgreSQL ${failed_majors[*]}" >&2
+    exit 1
+fi

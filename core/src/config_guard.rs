@@ -122,7 +122,8 @@ pub fn archiver_conflict(
         "archive_library" => ("archive_command", archive_command),
         _ => return None,
     };
-    (!new.trim().is_empty() && !other_value.trim().is_empty()).then(|| {
+    // PostgreSQL's own test: any non-empty value counts, blanks included.
+    (!new.is_empty() && !other_value.is_empty()).then(|| {
         format!(
             "{other} is set ('{other_value}'): with both archive_command and archive_library set, \
              PostgreSQL 16 and later stop archiving and 15 ignores archive_command"
@@ -140,6 +141,7 @@ mod tests {
         assert!(archiver_conflict("ARCHIVE_LIBRARY", "x", "cp %p /a/%f", "").is_some());
         assert!(archiver_conflict("archive_command", "", "", "admin_toolkit").is_none());
         assert!(archiver_conflict("archive_command", "/bin/true", "", "").is_none());
+        assert!(archiver_conflict("archive_command", " ", "", "admin_toolkit").is_some());
         assert!(archiver_conflict("work_mem", "8MB", "a", "b").is_none());
     }
 

@@ -177,9 +177,10 @@ pub fn waits_for_older_snapshots(kind: MaintenanceType, options: &MaintenanceOpt
 
 /// Whether a warning from VACUUM, ANALYZE or CLUSTER says a relation was skipped because the
 /// role may not maintain it: PostgreSQL 15 words it `skipping "t" --- only table or database
-/// owner can vacuum it`, 16 and later `permission denied to vacuum "t", skipping it`.
+/// owner can vacuum it` (or `--- only superuser ...`), 16 and later `permission denied to vacuum
+/// "t", skipping it`. Not `skipping "v" --- cannot vacuum non-tables ...`: no right is missing.
 pub fn is_permission_skip(warning: &str) -> bool {
-    warning.starts_with("skipping \"")
+    (warning.starts_with("skipping \"") && warning.contains("\" --- only "))
         || (warning.starts_with("permission denied to ") && warning.ends_with("skipping it"))
 }
 
@@ -361,7 +362,10 @@ mod tests {
         );
         assert_eq!(permission_skip_error([&new]), Some(new.clone()));
         assert_eq!(permission_skip_error(std::iter::empty::<&String>()), None);
-        // SKIP_LOCKED's skip is not for want of rights.
+        // SKIP_LOCKED's skip, or a view's, is not for want of rights.
         assert!(!is_permission_skip(&other));
+        assert!(!is_permission_skip(
+            "skipping \"v\" --- cannot vacuum non-tables or special system tables"
+        ));
     }
 }

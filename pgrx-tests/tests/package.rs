@@ -65,7 +65,7 @@ fn debs() -> PathBuf {
 
 /// The .deb of package `name` in [`debs`] (this version's).
 fn deb(name: &str) -> PathBuf {
-    let prefix = format!("{name}_{}-1_", extension_version());
+    let prefix = format!("{name}_{}-", extension_version());
     std::fs::read_dir(debs())
         .unwrap()
         .flatten()
@@ -85,13 +85,15 @@ fn extension_debs() -> Vec<(u32, PathBuf)> {
         .map(|e| e.path())
         .filter_map(|p| {
             let file = p.file_name()?.to_string_lossy().into_owned();
-            let major = file
+            let major: u32 = file
                 .strip_prefix("postgresql-")?
                 .split('-')
                 .next()?
                 .parse()
                 .ok()?;
-            file.ends_with(".deb").then_some((major, p))
+            // This version's only: an older build's .deb may be left in the directory.
+            let this_version = format!("postgresql-{major}-admin-toolkit_{}-", extension_version());
+            (file.starts_with(&this_version) && file.ends_with(".deb")).then_some((major, p))
         })
         .collect();
     found.sort();
@@ -167,6 +169,13 @@ fn the_debian_package_installs_creates_the_extension_and_removes_cleanly() {
         assert!(
             program_files.iter().any(|f| f == Path::new(expected)),
             "{expected} in {program_files:?}"
+        );
+    }
+    // 0.5.0-1's postgresql-15-admin-toolkit held the program itself: apt may upgrade from it.
+    for field in ["Replaces", "Breaks"] {
+        assert_eq!(
+            control_field(&program_deb, field),
+            "postgresql-15-admin-toolkit (<< 0.5.0-2)"
         );
     }
     let all_files: Vec<PathBuf> = files.iter().chain(&program_files).cloned().collect();
@@ -312,7 +321,7 @@ fn every_majors_package_has_its_layout_and_its_library_loads_into_its_server() {
         let depends = control_field(deb, "Depends");
         assert!(
             depends.contains(&format!("postgresql-{m},"))
-                && depends.contains(&format!("admin-toolkit (= {version}-1)")),
+                && depends.contains(&format!("admin-toolkit (= {version}-")),
             "{}: Depends: {depends}",
             deb.display()
         );
