@@ -52,7 +52,7 @@ Version: $version-$revision
 Architecture: $arch
 Maintainer: admin_toolkit developers <admin-toolkit@localhost>
 Depends: $depends
-$relationsSection: database
+${relations}Section: database
 Priority: optional
 Installed-Size: $size_kb
 Homepage: https://localhost/admin_toolkit
