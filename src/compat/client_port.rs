@@ -11,57 +11,49 @@ pub struct ClientPort {
     pub remote_host: *const c_char,
 }
 
+/// The layout of `Port` as this major's server has it.
+#[cfg(not(feature = "pg17"))]
+type PortLayout = pg_sys::libpq::be::Port;
+
+/// pgrx 0.18.1's `Port` for 17 still has `canAcceptConnections`, which 17 removed: every later
+/// field would be read 8 bytes off. This is 17's `Port` (libpq/libpq-be.h) up to
+/// `application_name`.
+#[cfg(feature = "pg17")]
+#[allow(dead_code)] // The layout of a C struct: only some fields are read.
+#[repr(C)]
+struct PortLayout {
+    sock: i32,
+    noblock: bool,
+    proto: u32,
+    laddr: SockAddr,
+    raddr: SockAddr,
+    remote_host: *mut c_char,
+    remote_hostname: *mut c_char,
+    remote_hostname_resolv: i32,
+    remote_hostname_errcode: i32,
+    remote_port: *mut c_char,
+    database_name: *mut c_char,
+    user_name: *mut c_char,
+    cmdline_options: *mut c_char,
+    guc_options: *mut pg_sys::List,
+    application_name: *mut c_char,
+}
+
+/// `SockAddr`: a `sockaddr_storage` (128 bytes, 8-aligned) and its length.
+#[cfg(feature = "pg17")]
+#[allow(dead_code)] // The layout of a C struct: only some fields are read.
+#[repr(C)]
+struct SockAddr {
+    addr: [u64; 16],
+    salen: u32,
+}
+
 /// The names of connection `port`.
 ///
 /// # Safety
 /// `port` is the `Port` PostgreSQL passed to the client-authentication hook.
-#[cfg(not(feature = "pg17"))]
 pub unsafe fn client_port(port: *const pg_sys::libpq::be::Port) -> ClientPort {
-    unsafe {
-        ClientPort {
-            user_name: (*port).user_name,
-            database_name: (*port).database_name,
-            application_name: (*port).application_name,
-            remote_host: (*port).remote_host,
-        }
-    }
-}
-
-/// The names of connection `port`. pgrx 0.18.1's `Port` for 17 still has
-/// `canAcceptConnections`, which 17 removed: every later field would be read 8 bytes off. This
-/// is 17's `Port` (libpq/libpq-be.h) up to `application_name`.
-///
-/// # Safety
-/// `port` is the `Port` PostgreSQL passed to the client-authentication hook.
-#[cfg(feature = "pg17")]
-pub unsafe fn client_port(port: *const pg_sys::libpq::be::Port) -> ClientPort {
-    /// `SockAddr`: a `sockaddr_storage` (128 bytes, 8-aligned) and its length.
-    #[allow(dead_code)] // The layout of a C struct: only some fields are read.
-    #[repr(C)]
-    struct SockAddr {
-        addr: [u64; 16],
-        salen: u32,
-    }
-    #[allow(dead_code)] // The layout of a C struct: only some fields are read.
-    #[repr(C)]
-    struct Port17 {
-        sock: i32,
-        noblock: bool,
-        proto: u32,
-        laddr: SockAddr,
-        raddr: SockAddr,
-        remote_host: *mut c_char,
-        remote_hostname: *mut c_char,
-        remote_hostname_resolv: i32,
-        remote_hostname_errcode: i32,
-        remote_port: *mut c_char,
-        database_name: *mut c_char,
-        user_name: *mut c_char,
-        cmdline_options: *mut c_char,
-        guc_options: *mut pg_sys::List,
-        application_name: *mut c_char,
-    }
-    let port = port.cast::<Port17>();
+    let port = port.cast::<PortLayout>();
     unsafe {
         ClientPort {
             user_name: (*port).user_name,
