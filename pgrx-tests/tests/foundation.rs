@@ -171,6 +171,15 @@ fn create_drop_cascade_create_again_is_clean() {
     wait_for("partitions after re-creation", || {
         (count(&mut db, PARTITIONS_OF_METRICS) >= 4).then_some(())
     });
+    // Dropped and created again in one transaction, the extension is never missing when the
+    // worker looks: it must still see a new extension and make its partitions again.
+    db.batch_execute(
+        "BEGIN; DROP EXTENSION admin_toolkit CASCADE; CREATE EXTENSION admin_toolkit; COMMIT",
+    )
+    .unwrap();
+    wait_for("partitions after re-creation in one transaction", || {
+        (count(&mut db, PARTITIONS_OF_METRICS) >= 4).then_some(())
+    });
 }
 
 #[test]

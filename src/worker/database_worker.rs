@@ -17,6 +17,9 @@ const IDLE_TICK: Duration = Duration::from_secs(60);
 struct WorkerState {
     said_no_extension: bool,
     said_standby: bool,
+    /// The extension's OID when last seen: a new one means it was dropped and created again
+    /// between two looks, and every duty starts over (partitions, caches of the old objects).
+    extension_oid: pg_sys::Oid,
     /// Whether the last tick got past the extension and standby checks.
     working: bool,
     context: Context,
@@ -47,11 +50,11 @@ impl WorkerState {
     }
 }
 
-/// Whether the extension exists here: a catalog index lookup, no SQL to parse, since it runs
-/// every tick.
-fn extension_installed() -> bool {
+/// The extension's OID here, `InvalidOid` when it is not installed: a catalog index lookup, no
+/// SQL to parse, since it runs every tick.
+fn extension_oid() -> pg_sys::Oid {
     // SAFETY: called inside a transaction (run_step).
-    unsafe { pg_sys::get_extension_oid(c"admin_toolkit".as_ptr(), true) != pg_sys::InvalidOid }
+    unsafe { pg_sys::get_extension_oid(c"admin_toolkit".as_ptr(), true) }
 }
 
 fn now_secs() -> u64 {
@@ -63,7 +66,8 @@ fn now_secs() -> u64 {
 
 /// Whether the extension is there and the server writable, logging each change once.
 fn can_work(state: &mut WorkerState) -> bool {
-    if !run_step("extension check", extension_installed).unwrap_or(false) {
+    let oid = run_step("extension check", extension_oid).unwrap_or(pg_sys::InvalidOid);
+    if oid == pg_sys::InvalidOid {
         if !state.said_no_extension {
             log!(
                 "admin_toolkit worker: extension admin_toolkit is not installed in database \"{}\"; \
@@ -80,7 +84,11 @@ fn can_work(state: &mut WorkerState) -> bool {
     if state.said_no_extension {
         log!("admin_toolkit worker: extension found; starting work");
         state.said_no_extension = false;
+    } else if state.extension_oid != oid && state.extension_oid != pg_sys::InvalidOid {
+        log!("admin_toolkit worker: extension admin_toolkit was created again; starting over");
+        state.restart_duties();
     }
+    state.extension_oid = oid;
     // SAFETY: reads a shared-memory flag of the startup process.
     if unsafe { pg_sys::RecoveryInProgress() } {
         if !state.said_standby {
@@ -158,6 +166,7 @@ pub extern "C-unwind" fn admin_toolkit_worker_main(_arg: pg_sys::Datum) {
     let mut state = WorkerState {
         said_no_extension: false,
         said_standby: false,
+        extension_oid: pg_sys::InvalidOid,
         working: false,
         context: Context::default(),
         duties: crate::worker_duties(),
