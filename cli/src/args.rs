@@ -155,6 +155,18 @@ fn non_empty(text: &str) -> Result<String, String> {
     }
 }
 
+/// `OLD=NEW`, both absolute (pg_basebackup's `--tablespace-mapping`).
+fn tablespace_mapping(text: &str) -> Result<(PathBuf, PathBuf), String> {
+    let (old, new) = text
+        .split_once('=')
+        .ok_or("give OLD=NEW: the tablespace's location in the backup, and where to put it")?;
+    let (old, new) = (PathBuf::from(old), PathBuf::from(new));
+    if !old.is_absolute() || !new.is_absolute() {
+        return Err("OLD and NEW must both be absolute paths".into());
+    }
+    Ok((old, new))
+}
+
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The backup: backup_history.backup_path, a directory or an s3:// location
@@ -163,6 +175,11 @@ pub struct RestoreArgs {
     /// Where to restore; must be missing or empty
     #[arg(long, value_name = "DIR")]
     pub target_dir: PathBuf,
+    /// Restore the tablespace that was at OLD into NEW (missing or empty) instead; repeat for
+    /// each. Without it, a tablespace goes back to its original location, which must then be
+    /// missing or empty
+    #[arg(long, value_name = "OLD=NEW", value_parser = tablespace_mapping)]
+    pub tablespace_mapping: Vec<(PathBuf, PathBuf)>,
     /// The WAL archive (admin_toolkit.archive_location: a directory or s3://bucket/prefix);
     /// checked before restoring, and written into restore_command with the S3 options.
     /// Required: a base backup becomes consistent only with the WAL archived while it ran
@@ -276,6 +293,9 @@ mod tests {
             "--target-dir=/t",
             "--target-time",
             "2026-11-24 10:00:00+00",
+            "--tablespace-mapping=/srv/ts1=/t/ts1",
+            "--tablespace-mapping",
+            "/srv/ts2=/t/ts2",
         ])
         .unwrap()
         .command
@@ -290,6 +310,10 @@ mod tests {
                 r.threads
             ),
             ("/b", std::path::Path::new("/t"), None, None)
+        );
+        assert_eq!(
+            r.tablespace_mapping,
+            [("/srv/ts1", "/t/ts1"), ("/srv/ts2", "/t/ts2")].map(|(o, n)| (o.into(), n.into()))
         );
         assert_eq!(
             r.target_time.map(RecoveryTarget::Time),
@@ -357,6 +381,24 @@ mod tests {
                 ValueValidation,
             ),
             (&["frobnicate"], InvalidSubcommand),
+            (
+                &[
+                    "restore",
+                    "--backup=/b",
+                    "--target-dir=/t",
+                    "--tablespace-mapping=/a",
+                ],
+                ValueValidation,
+            ),
+            (
+                &[
+                    "restore",
+                    "--backup=/b",
+                    "--target-dir=/t",
+                    "--tablespace-mapping=a=/b",
+                ],
+                ValueValidation,
+            ),
         ] {
             let e = parse(bad).expect_err(&format!("{bad:?}"));
             assert_eq!(e.kind(), kind, "{bad:?}: {e}");

@@ -7,7 +7,9 @@ use admin_toolkit_core::backup::read::verify as verify_backup;
 use admin_toolkit_core::backup::recovery_conf::{
     write_missing_configuration, write_recovery_settings, RecoverySettings,
 };
-use admin_toolkit_core::backup::restore::{is_empty_target, restore as restore_backup};
+use admin_toolkit_core::backup::restore::{
+    is_empty_target, place_tablespaces, restore as restore_backup, undo_placements,
+};
 use admin_toolkit_core::backup::store::BackupStore;
 use admin_toolkit_core::chrono::DateTime;
 use admin_toolkit_core::copy_guard::HELD_MARKER;
@@ -103,6 +105,7 @@ fn restore_into_target(r: &RestoreArgs) -> Result<(), String> {
     let manifest = BackupStore::open(&r.backup, &s3)
         .and_then(|s| s.load_manifest(&keys, &r.storage.expected()))?;
     check_target_dir(r)?;
+    let tablespaces = place_tablespaces(&manifest, &r.tablespace_mapping)?;
     let (recovery_target, target) = recovery_target(r)?;
     // A local archive is named by its absolute path in restore_command.
     let archive = r
@@ -119,6 +122,7 @@ fn restore_into_target(r: &RestoreArgs) -> Result<(), String> {
     let restored = restore_backup(
         &manifest,
         &r.target_dir,
+        &tablespaces,
         threads,
         &s3,
         &keys,
@@ -134,6 +138,7 @@ fn restore_into_target(r: &RestoreArgs) -> Result<(), String> {
     let seconds = started.elapsed().as_secs_f64();
     configure_restored(r, recovery_target.as_ref(), &archive).inspect_err(|_| {
         undo(&r.target_dir, existed);
+        undo_placements(&tablespaces);
     })?;
     eprintln!(
         "restored backup {} ({} files, {} MB) into \"{}\" in {seconds:.1} s ({:.0} MB/s)",
@@ -143,6 +148,14 @@ fn restore_into_target(r: &RestoreArgs) -> Result<(), String> {
         r.target_dir.display(),
         restored.bytes as f64 / 1e6 / seconds.max(1e-6)
     );
+    for placed in &tablespaces {
+        eprintln!(
+            "tablespace {} restored into \"{}\" (linked from pg_tblspc/{})",
+            placed.oid,
+            placed.directory.display(),
+            placed.oid
+        );
+    }
     say_how_to_start(r);
     Ok(())
 }

@@ -10,7 +10,7 @@ use crate::transaction::step::try_transaction;
 use admin_toolkit_core::backup::copy::{copy_data_directory, CopyOptions, DEFAULT_CHUNK_SIZE};
 use admin_toolkit_core::backup::default_threads;
 use admin_toolkit_core::backup::label::parse_backup_label;
-use admin_toolkit_core::backup::manifest::{ChainLink, Manifest, FORMAT};
+use admin_toolkit_core::backup::manifest::{format_for, ChainLink, Manifest};
 use admin_toolkit_core::backup::store::{remove_backup, BackupStore, Expected};
 use admin_toolkit_core::chrono::Utc;
 use admin_toolkit_core::lsn::{segment_file_name, Lsn};
@@ -210,6 +210,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         compression_level: schedule.compression_level,
         threads: default_threads(),
         key: key.clone(),
+        tablespace_directory: crate::compat::tablespace_directory(),
     };
     let link = ChainLink {
         backup_id,
@@ -259,7 +260,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         wait_for_archive(last).map_err(|e| cleanup(dir, e))?;
     }
     let manifest = Manifest {
-        format: FORMAT,
+        format: format_for(&copied.tablespaces),
         backup_id,
         kind: kind.clone(),
         system_identifier: system_id.clone(),
@@ -278,6 +279,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         backup_label: label_file,
         tablespace_map: map_file.unwrap_or_default(),
         server_major: Some(crate::compat::server_major()),
+        tablespaces: copied.tablespaces,
     };
     let manifest_bytes = store
         .store_manifest(&manifest, key.as_ref())
@@ -294,6 +296,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         "files_referenced": copied.files_referenced,
         "parent_backup_id": previous.as_ref().map(|p| p.backup_id),
         "threads": options.threads,
+        "tablespaces": manifest.tablespaces.len(),
         "note": note,
         "archive_waited": wait,
         "server_major": crate::compat::server_major(),

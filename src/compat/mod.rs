@@ -18,3 +18,9 @@ pub mod stats;
 pub fn server_major() -> u32 {
     pgrx::pg_sys::PG_VERSION_NUM / 10000
 }
+
+/// This server's directory inside each tablespace location, `PG_<major>_<catalog version>`
+/// (PostgreSQL's TABLESPACE_VERSION_DIRECTORY): pg_upgrade leaves the old major's beside it.
+pub fn tablespace_directory() -> String {
+    format!("PG_{}_{}", server_major(), pgrx::pg_sys::CATALOG_VERSION_NO)
+}

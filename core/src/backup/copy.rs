@@ -5,7 +5,7 @@
 use super::layout::{
     empties_directory, has_wal_logged_pages, is_temporary, skips_file, unlogged_relations,
 };
-use super::manifest::{file_digest, ChainLink, Chunk, FileEntry, Manifest};
+use super::manifest::{file_digest, ChainLink, Chunk, FileEntry, Manifest, Tablespace};
 use super::parallel;
 use crate::crypto::Key;
 use crate::storage::{sha256_hex, ObjectWriter};
@@ -30,6 +30,9 @@ pub struct CopyOptions {
     pub threads: usize,
     /// Encrypts every stored chunk (AES-256-GCM, the chunk's SHA-256 as associated data).
     pub key: Option<Key>,
+    /// This server's directory in a tablespace, `PG_<major>_<catalog version>`: the only one
+    /// copied (a location may also hold another major's, left by pg_upgrade).
+    pub tablespace_directory: String,
 }
 
 /// What was copied: everything the manifest needs besides the server's facts.
@@ -40,9 +43,13 @@ pub struct Copied {
     pub files_read: u64,
     pub files_referenced: u64,
     pub pack_bytes: u64,
+    pub tablespaces: Vec<Tablespace>,
 }
 
-struct Walk {
+struct Walk<'a> {
+    /// See `CopyOptions::tablespace_directory`.
+    tablespace_directory: &'a str,
+    tablespaces: Vec<Tablespace>,
     directories: Vec<String>,
     /// Relative path, full path, and whether its pages carry WAL-maintained LSNs.
     files: Vec<(String, PathBuf, bool)>,
@@ -56,7 +63,7 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-fn walk(root: &Path, relative: &str, out: &mut Walk) -> Result<(), String> {
+fn walk(root: &Path, relative: &str, out: &mut Walk<'_>) -> Result<(), String> {
     let dir = if relative.is_empty() {
         root.to_path_buf()
     } else {
@@ -80,9 +87,8 @@ fn walk(root: &Path, relative: &str, out: &mut Walk) -> Result<(), String> {
             continue;
         };
         if relative == "pg_tblspc" && kind.is_symlink() {
-            return Err(format!(
-                "tablespace pg_tblspc/{name} is outside the data directory: backups of clusters with tablespaces are not supported yet"
-            ));
+            walk_tablespace(root, name, out)?;
+            continue;
         }
         if kind.is_dir() || (kind.is_symlink() && path == "pg_wal") {
             if is_temporary(name) {
@@ -101,6 +107,40 @@ fn walk(root: &Path, relative: &str, out: &mut Walk) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A tablespace, linked from `pg_tblspc/<name>`: its location is recorded and this server's
+/// directory in it copied under `pg_tblspc/<name>/`, through the link.
+fn walk_tablespace(root: &Path, name: &str, out: &mut Walk<'_>) -> Result<(), String> {
+    let link = format!("pg_tblspc/{name}");
+    let location = match fs::read_link(root.join(&link)) {
+        Ok(location) => location,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()), // dropped meanwhile
+        Err(e) => return Err(format!("cannot read the link {link}: {e}")),
+    };
+    let tablespace = Tablespace {
+        oid: name.to_string(),
+        location: location.to_string_lossy().into_owned(),
+    };
+    if !name.bytes().all(|b| b.is_ascii_digit()) || !location.is_absolute() {
+        return Err(format!(
+            "{link} (to \"{}\") is not a tablespace PostgreSQL made: refusing to back it up",
+            tablespace.location
+        ));
+    }
+    out.tablespaces.push(tablespace);
+    out.directories.push(link.clone());
+    let version_directory = format!("{link}/{}", out.tablespace_directory);
+    match fs::metadata(root.join(&version_directory)) {
+        Ok(meta) if meta.is_dir() => {
+            out.directories.push(version_directory.clone());
+            walk(root, &version_directory, out)
+        }
+        // Dropped during the backup: WAL replay removes it again.
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Ok(_) => Err(format!("{version_directory} is not a directory")),
+        Err(e) => Err(format!("cannot read {version_directory}: {e}")),
+    }
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.
@@ -140,6 +180,8 @@ pub fn copy_data_directory(
     check: &mut dyn FnMut(u64) -> Result<(), String>,
 ) -> Result<Copied, String> {
     let mut tree = Walk {
+        tablespace_directory: &options.tablespace_directory,
+        tablespaces: Vec::new(),
         directories: Vec::new(),
         files: Vec::new(),
     };
@@ -217,6 +259,7 @@ pub fn copy_data_directory(
         files_read,
         files_referenced,
         pack_bytes: copy.pack_offset,
+        tablespaces: tree.tablespaces,
     })
 }
 

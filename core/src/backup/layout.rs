@@ -56,6 +56,16 @@ fn is_temporary_relation(name: &str) -> bool {
         })
 }
 
+/// Whether a directory holds relation files: `global`, `base/<database>`, and a database's
+/// directory in a tablespace, `pg_tblspc/<oid>/PG_<major>_<catalog version>/<database>`.
+fn is_database_directory(directory: &str) -> bool {
+    if directory == "global" || directory.starts_with("base/") {
+        return true;
+    }
+    let parts: Vec<&str> = directory.split('/').collect();
+    parts.len() == 4 && parts[0] == "pg_tblspc" && parts[2].starts_with("PG_")
+}
+
 /// Whether file `name` in directory `directory` (relative, '/'-separated, "" for the top) is
 /// left out. `unlogged` lists the relfilenodes of this directory that have an init fork.
 pub fn skips_file(directory: &str, name: &str, unlogged: &[String]) -> bool {
@@ -65,8 +75,7 @@ pub fn skips_file(directory: &str, name: &str, unlogged: &[String]) -> bool {
     if directory.is_empty() && EXCLUDED_FILES.contains(&name) {
         return true;
     }
-    let in_database = directory == "global" || directory.starts_with("base/");
-    if !in_database {
+    if !is_database_directory(directory) {
         return false;
     }
     if is_temporary_relation(name) {
@@ -81,7 +90,7 @@ pub fn skips_file(directory: &str, name: &str, unlogged: &[String]) -> bool {
 /// Whether a file holds relation pages whose LSNs are kept by WAL (main fork and visibility
 /// map; not the free space map, which is updated without WAL, nor init forks).
 pub fn has_wal_logged_pages(directory: &str, name: &str) -> bool {
-    (directory == "global" || directory.starts_with("base/"))
+    is_database_directory(directory)
         && relfilenode(name).is_some()
         && !name.contains("_fsm")
         && !name.contains("_init")
@@ -113,6 +122,15 @@ mod tests {
         assert!(!skips_file("base/5", "16384", &[]));
         assert!(!skips_file("", "postgresql.conf", &[]));
         assert!(!skips_file("pg_xact", "0000", &[]));
+        let in_tablespace = "pg_tblspc/16400/PG_15_202209061/5";
+        assert!(skips_file(in_tablespace, "t3_16384", &[]));
+        assert!(has_wal_logged_pages(in_tablespace, "16384"));
+        assert!(!has_wal_logged_pages(in_tablespace, "16384_fsm"));
+        assert!(!has_wal_logged_pages(
+            "pg_tblspc/16400/PG_15_202209061",
+            "16384"
+        ));
+        assert!(skips_file(in_tablespace, "16384", &["16384".into()]));
     }
 
     #[test]

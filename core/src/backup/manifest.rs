@@ -11,6 +11,45 @@ pub const PACK_FILE: &str = "data.pack";
 /// Created first in every backup directory: cleanup only deletes directories that carry it.
 pub const MARKER_FILE: &str = ".admin_toolkit_backup";
 pub const FORMAT: u32 = 1;
+/// The format of a manifest that holds tablespaces: earlier readers, which know no tablespaces,
+/// would restore their files as plain directories inside the data directory, so they must
+/// refuse it.
+pub const FORMAT_WITH_TABLESPACES: u32 = 2;
+
+/// The manifest format for a backup with these tablespaces.
+pub fn format_for(tablespaces: &[Tablespace]) -> u32 {
+    if tablespaces.is_empty() {
+        FORMAT
+    } else {
+        FORMAT_WITH_TABLESPACES
+    }
+}
+
+/// A tablespace of the backed-up cluster: its files are in the manifest under
+/// `pg_tblspc/<oid>/`, and a restore puts them in a directory of their own with a link there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tablespace {
+    /// The tablespace's OID, the name of its link in pg_tblspc.
+    pub oid: String,
+    /// Where the link led on the backed-up server (an absolute path).
+    pub location: String,
+}
+
+impl Tablespace {
+    /// Refuses what no server writes: an OID that is not a number, a relative location.
+    fn check(&self) -> Result<(), String> {
+        if self.oid.is_empty() || !self.oid.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("tablespace OID \"{}\" is not a number", self.oid));
+        }
+        if !std::path::Path::new(&self.location).is_absolute() {
+            return Err(format!(
+                "tablespace {} has location \"{}\", which is not an absolute path",
+                self.oid, self.location
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// A backup this one stores chunks in; link 0 is the backup itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +139,9 @@ pub struct Manifest {
     /// written before 0.5.0, whose restored PG_VERSION file says it instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_major: Option<u32>,
+    /// The cluster's tablespaces outside the data directory (none in format 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tablespaces: Vec<Tablespace>,
 }
 
 /// Refuses restoring a data directory of PostgreSQL `backup_major` to be started by PostgreSQL
@@ -162,11 +204,16 @@ impl Manifest {
     pub fn parse(bytes: &[u8], shown: &str) -> Result<Manifest, String> {
         let manifest: Manifest = serde_json::from_slice(bytes)
             .map_err(|e| format!("\"{shown}\" is not a valid manifest: {e}"))?;
-        if manifest.format != FORMAT {
+        if manifest.format != format_for(&manifest.tablespaces) {
             return Err(format!(
-                "\"{shown}\" has manifest format {}, this version reads {FORMAT}",
+                "\"{shown}\" has manifest format {}, this version reads {FORMAT} and {FORMAT_WITH_TABLESPACES} (with tablespaces)",
                 manifest.format
             ));
+        }
+        for tablespace in &manifest.tablespaces {
+            tablespace
+                .check()
+                .map_err(|e| format!("\"{shown}\" is not a valid manifest: {e}"))?;
         }
         Ok(manifest)
     }

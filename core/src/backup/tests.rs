@@ -1,7 +1,7 @@
 //! Round trips through the backup format: full, incremental, verify, restore, corruption.
 
 use super::copy::{copy_data_directory, CopyOptions};
-use super::manifest::{ChainLink, Manifest, FORMAT, PACK_FILE};
+use super::manifest::{format_for, ChainLink, Manifest, PACK_FILE};
 use super::read::verify as verify_with;
 use super::restore::restore as restore_with;
 use super::store::{remove_backup_directory, BackupStore, Expected, Sealing};
@@ -9,6 +9,8 @@ use crate::crypto::{Key, KeyDir};
 use crate::storage::{Location, S3Settings};
 use std::fs;
 use std::path::Path;
+
+const TABLESPACE_DIRECTORY: &str = "PG_15_202209061";
 
 fn verify(
     m: &Manifest,
@@ -33,6 +35,7 @@ fn restore(
     restore_with(
         m,
         target,
+        &[],
         threads,
         &S3Settings::default(),
         &KeyDir::default(),
@@ -73,7 +76,7 @@ fn sample_data_dir(root: &Path) {
 
 fn manifest_for(id: i64, dir: &Path, copied: super::copy::Copied) -> Manifest {
     Manifest {
-        format: FORMAT,
+        format: format_for(&copied.tablespaces),
         backup_id: id,
         kind: if copied.chain.len() > 1 {
             "incremental"
@@ -97,6 +100,7 @@ fn manifest_for(id: i64, dir: &Path, copied: super::copy::Copied) -> Manifest {
         backup_label: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n".into(),
         tablespace_map: String::new(),
         server_major: Some(15),
+        tablespaces: copied.tablespaces,
     }
     .tap(|m| {
         BackupStore::open(&dir.display().to_string(), &S3Settings::default())
@@ -122,6 +126,7 @@ fn take(id: i64, data: &Path, dir: &Path, previous: Option<&Manifest>) -> Manife
         compression_level: 3,
         threads: 2,
         key: None,
+        tablespace_directory: TABLESPACE_DIRECTORY.into(),
     };
     let link = ChainLink {
         backup_id: id,
@@ -204,6 +209,7 @@ fn full_and_incremental_round_trip() {
     let err = restore_with(
         &full,
         &tmp.path().join("r4"),
+        &[],
         2,
         &S3Settings::default(),
         &KeyDir::default(),
@@ -323,6 +329,7 @@ fn encrypted_backups_restore_with_their_keys_and_never_hold_plaintext() {
             compression_level: 3,
             threads: 2,
             key: Some(key.clone()),
+            tablespace_directory: TABLESPACE_DIRECTORY.into(),
         };
         let link = ChainLink {
             backup_id: id,
@@ -441,7 +448,7 @@ fn encrypted_backups_restore_with_their_keys_and_never_hold_plaintext() {
     assert!(err.contains("not of this cluster"), "{err}");
     assert_eq!(store.load_manifest(&keys, &as_row(2, "k2")).unwrap(), incr);
     let target = tmp.path().join("restored");
-    restore_with(&incr, &target, 2, &s3, &keys, &mut |_, _| Ok(())).unwrap();
+    restore_with(&incr, &target, &[], 2, &s3, &keys, &mut |_, _| Ok(())).unwrap();
     assert_eq!(
         fs::read(target.join("base/5/16400")).unwrap(),
         fs::read(data.join("base/5/16400")).unwrap()
@@ -450,6 +457,7 @@ fn encrypted_backups_restore_with_their_keys_and_never_hold_plaintext() {
     let err = restore_with(
         &incr,
         &tmp.path().join("r2"),
+        &[],
         2,
         &s3,
         &KeyDir::default(),
@@ -478,7 +486,7 @@ fn encrypted_backups_restore_with_their_keys_and_never_hold_plaintext() {
 
 fn manifest_for_unstored(id: i64, copied: super::copy::Copied) -> Manifest {
     Manifest {
-        format: FORMAT,
+        format: format_for(&copied.tablespaces),
         backup_id: id,
         kind: "full".into(),
         system_identifier: "1".into(),
@@ -497,6 +505,7 @@ fn manifest_for_unstored(id: i64, copied: super::copy::Copied) -> Manifest {
         backup_label: String::new(),
         tablespace_map: String::new(),
         server_major: Some(15),
+        tablespaces: copied.tablespaces,
     }
 }
 
@@ -542,4 +551,134 @@ fn a_file_rewritten_within_its_mtime_tick_is_read_again() {
         .files
         .iter()
         .any(|f| f.path == "postgresql.conf" && f.chunks.iter().all(|c| c.link == 1)));
+}
+
+/// A tablespace linked from pg_tblspc is backed up through its link (only this server's
+/// version directory, not another major's beside it), and restored into a directory of its
+/// own, original or mapped, with the link made again; directories that are not empty, unknown
+/// mappings and nested places are refused before anything is written.
+#[test]
+fn tablespaces_are_backed_up_through_their_links_and_restored_where_placed() {
+    use super::restore::{place_tablespaces, place_tablespaces_under};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    sample_data_dir(&data);
+    let location = tmp.path().join("ts1");
+    write(
+        &location,
+        &format!("{TABLESPACE_DIRECTORY}/5/16600"),
+        &[7u8; 20_000],
+    );
+    write(
+        &location,
+        &format!("{TABLESPACE_DIRECTORY}/5/16601"),
+        b"unlogged",
+    );
+    write(
+        &location,
+        &format!("{TABLESPACE_DIRECTORY}/5/16601_init"),
+        b"init",
+    );
+    write(
+        &location,
+        &format!("{TABLESPACE_DIRECTORY}/5/16602"),
+        b"logged",
+    );
+    write(
+        &location,
+        &format!("{TABLESPACE_DIRECTORY}/5/t4_16700"),
+        b"temp",
+    );
+    write(&location, "PG_14_202107181/5/16384", b"another major's");
+    std::os::unix::fs::symlink(&location, data.join("pg_tblspc/16400")).unwrap();
+    let full = take(1, &data, &tmp.path().join("b1"), None);
+    assert_eq!(full.format, 2);
+    assert_eq!(full.tablespaces.len(), 1);
+    assert_eq!(full.tablespaces[0].oid, "16400");
+    assert_eq!(Path::new(&full.tablespaces[0].location), location);
+    let in_tablespace: Vec<&str> = full
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .filter(|p| p.starts_with("pg_tblspc/"))
+        .collect();
+    let prefix = format!("pg_tblspc/16400/{TABLESPACE_DIRECTORY}/5");
+    assert_eq!(
+        in_tablespace,
+        [
+            format!("{prefix}/16600"),
+            format!("{prefix}/16601_init"),
+            format!("{prefix}/16602"),
+        ]
+    );
+    // an incremental references the unchanged tablespace files
+    let incr = take(2, &data, &tmp.path().join("b2"), Some(&full));
+    assert_eq!(incr.stored_bytes_here(), 0);
+    assert_eq!(
+        load(&tmp.path().join("b2")).unwrap().tablespaces,
+        full.tablespaces
+    );
+
+    let s3 = S3Settings::default();
+    let keys = KeyDir::default();
+    let restore_placed = |target: &Path, placements: &[super::restore::Placement]| {
+        restore_with(&incr, target, placements, 2, &s3, &keys, &mut |_, _| Ok(()))
+    };
+    // at the original location, which is not empty: refused, nothing written
+    let original = place_tablespaces(&incr, &[]).unwrap();
+    assert_eq!(original[0].directory, location);
+    let err = restore_placed(&tmp.path().join("r1"), &original).unwrap_err();
+    assert!(
+        err.contains("not empty") && err.contains("--tablespace-mapping"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("r1").exists());
+    // a mapping that names no tablespace of the backup is refused
+    let err = place_tablespaces(&incr, &[(tmp.path().join("nowhere"), tmp.path().join("x"))])
+        .unwrap_err();
+    assert!(err.contains("no tablespace of backup 2"), "{err}");
+    // mapped into the target itself: refused
+    let nested = place_tablespaces(&incr, &[(location.clone(), tmp.path().join("r1/ts"))]).unwrap();
+    let err = restore_placed(&tmp.path().join("r1"), &nested).unwrap_err();
+    assert!(err.contains("inside one another"), "{err}");
+    // mapped: restored there, linked from pg_tblspc
+    let moved = tmp.path().join("moved/ts1");
+    let mapped = place_tablespaces(&incr, &[(location.clone(), moved.clone())]).unwrap();
+    assert!(mapped[0].created);
+    let target = tmp.path().join("r2");
+    restore_placed(&target, &mapped).unwrap();
+    assert_eq!(
+        fs::read_link(target.join("pg_tblspc/16400")).unwrap(),
+        moved
+    );
+    assert_eq!(
+        fs::read(moved.join(format!("{TABLESPACE_DIRECTORY}/5/16600"))).unwrap(),
+        vec![7u8; 20_000]
+    );
+    assert!(!moved.join("PG_14_202107181").exists());
+    assert!(!moved
+        .join(format!("{TABLESPACE_DIRECTORY}/5/16601"))
+        .exists());
+    assert!(!target.join("tablespace_map").exists());
+    // a drill's places: under its scratch directory; a failed restore removes what it wrote
+    let scratch = tmp.path().join("scratch/tablespaces");
+    let under = place_tablespaces_under(&incr, &scratch);
+    assert_eq!(under[0].directory, scratch.join("16400"));
+    fs::remove_file(tmp.path().join("b1").join(PACK_FILE)).unwrap();
+    let err = restore_placed(&tmp.path().join("r3"), &under).unwrap_err();
+    assert!(err.contains("backup 1"), "{err}");
+    restore_with(
+        &full,
+        &tmp.path().join("r4"),
+        &under,
+        2,
+        &s3,
+        &keys,
+        &mut |_, _| Err("cancelled".into()),
+    )
+    .unwrap_err();
+    assert!(
+        !scratch.join("16400").exists(),
+        "a failed restore leaves its tablespace directory"
+    );
 }

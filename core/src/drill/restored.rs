@@ -12,8 +12,8 @@ pub const SET_ASIDE_AUTO_CONF: &str = "postgresql.auto.conf.restored";
 ///   libraries, archiving, log directories…) is set aside, so the server reads only the
 ///   settings the drill gives it and the recovery settings written next;
 /// - a standby.signal, which would keep the server a standby forever, is removed;
-/// - a tablespace_map or a pg_tblspc link that leads outside `scratch` is refused (backups
-///   of clusters with tablespaces are not taken, so a restored backup has none).
+/// - a tablespace_map or a pg_tblspc link that leads outside `scratch` is refused (a restore
+///   writes no tablespace_map, and links each tablespace to its place in `scratch`).
 pub fn neutralise(data: &Path, scratch: &Path) -> Result<(), String> {
     let auto = data.join("postgresql.auto.conf");
     if auto.exists() {

@@ -11,7 +11,7 @@ use admin_toolkit_core::backup::manifest::Manifest;
 use admin_toolkit_core::backup::recovery_conf::{
     write_recovery_settings, RecoverySettings, RecoveryTarget,
 };
-use admin_toolkit_core::backup::restore::{restore, Restored};
+use admin_toolkit_core::backup::restore::{place_tablespaces_under, restore, Restored};
 use admin_toolkit_core::backup::store::BackupStore;
 use admin_toolkit_core::chrono::DateTime;
 use admin_toolkit_core::drill::server::{Stopped, Throwaway};
@@ -188,9 +188,12 @@ pub(super) fn restore_backup(
     data: &Path,
 ) -> Result<Restored, Failure> {
     let mut stop = None;
+    // Every tablespace goes into the scratch directory, never to production's locations.
+    let tablespaces = place_tablespaces_under(manifest, &start.scratch.join("tablespaces"));
     let restored = restore(
         manifest,
         data,
+        &tablespaces,
         default_threads(),
         &crate::settings::s3(),
         &crate::settings::key_dir(),
