@@ -2,7 +2,7 @@
 //! `admin-toolkit restore --tablespace-mapping` puts each in a new place and the copy recovers
 //! to a time with exactly the source's rows then; without a mapping, the original locations
 //! (in use) are refused; a drill of the chain passes and writes nothing into production's
-//! tablespaces.
+//! tablespaces, and a drill is refused once a tablespace was created after its backup.
 
 use admin_toolkit_it::fixtures::{output_text as text, run_backup, BackupSchedule};
 use admin_toolkit_it::{
@@ -53,6 +53,24 @@ fn contents(postgres: &mut Client, other: &mut Client) -> Vec<(String, i64, Stri
         digest(postgres, "plain"),
         digest(other, "b"),
     ]
+}
+
+/// Runs a drill to `target` and waits: its status, reason and checks.
+fn run_drill(db: &mut Client, target: &str) -> (String, Option<String>, String) {
+    let id: i64 = db
+        .query_one(
+            "SELECT admin_toolkit.run_restore_drill(NULL, $1::text::timestamptz, true)",
+            &[&target],
+        )
+        .unwrap()
+        .get(0);
+    let r = db
+        .query_one(
+            "SELECT status, failure_reason, checks::text FROM admin_toolkit.restore_drills WHERE drill_id = $1",
+            &[&id],
+        )
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2))
 }
 
 /// The files under a directory, recursively.
@@ -208,22 +226,7 @@ fn a_cluster_with_two_tablespaces_is_backed_up_restored_elsewhere_and_drilled() 
 
     // A drill restores the chain into its scratch directory and writes nothing into ts1/ts2.
     let before = (files_under(Path::new(&ts1)), files_under(Path::new(&ts2)));
-    let drill: (String, Option<String>, String) = {
-        let id: i64 = db
-            .query_one(
-                "SELECT admin_toolkit.run_restore_drill(NULL, $1::text::timestamptz, true)",
-                &[&target],
-            )
-            .unwrap()
-            .get(0);
-        let r = db
-            .query_one(
-                "SELECT status, failure_reason, checks::text FROM admin_toolkit.restore_drills WHERE drill_id = $1",
-                &[&id],
-            )
-            .unwrap();
-        (r.get(0), r.get(1), r.get(2))
-    };
+    let drill = run_drill(&mut db, &target);
     assert_eq!(drill.0, "passed", "{:?}", drill.1);
     let checks: serde_json::Value = serde_json::from_str(&drill.2).unwrap();
     let rows = |database: &str, table: &str| {
@@ -240,5 +243,20 @@ fn a_cluster_with_two_tablespaces_is_backed_up_restored_elsewhere_and_drilled() 
         (files_under(Path::new(&ts1)), files_under(Path::new(&ts2))),
         before,
         "the drill wrote into production's tablespaces"
+    );
+    // A tablespace created since the backup: replaying its creation would link the drill's
+    // server to its live location, so the drill refuses before restoring anything.
+    let ts3 = store.join("ts3");
+    let out = run_as_postgres_in(Path::new("/usr/bin"), &[], "mkdir", &[ts3.as_str()]);
+    assert!(out.status.success(), "{}", text(&out));
+    db.batch_execute(&format!("CREATE TABLESPACE ts3 LOCATION '{ts3}'"))
+        .unwrap();
+    archive_now(&mut db);
+    let (status, reason, _) = run_drill(&mut db, &target);
+    assert_eq!(status, "failed");
+    let reason = reason.unwrap_or_default();
+    assert!(
+        reason.contains("was created after backup") && reason.contains(&ts3),
+        "{reason}"
     );
 }

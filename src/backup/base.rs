@@ -200,7 +200,12 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
     };
     let started = Instant::now();
     let started_at = Utc::now();
-    let (system_id, segment_size, archive_mode) = server_facts()?;
+    let ServerFacts {
+        system_identifier: system_id,
+        segment_size,
+        archive_mode,
+        tablespace_directory,
+    } = server_facts()?;
     let key_id = key.as_ref().map(|k| k.id.as_str());
     let (kind, previous, note) = parent(schedule, backup_id, &system_id, dir, key_id)?;
     let store = BackupStore::create(dir, &s3).map_err(failed)?;
@@ -210,7 +215,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         compression_level: schedule.compression_level,
         threads: default_threads(),
         key: key.clone(),
-        tablespace_directory: crate::compat::tablespace_directory(),
+        tablespace_directory,
     };
     let link = ChainLink {
         backup_id,
@@ -355,24 +360,39 @@ fn cleanup(dir: &Location, (status, message): Failure) -> Failure {
 }
 
 /// The server's system identifier, WAL segment size and archive_mode; refused on a standby.
-fn server_facts() -> Result<(String, u64, String), Failure> {
-    let facts = jobs::bookkeeping(|| -> spi::Result<(String, u64, String)> {
+/// What a backup needs to know of the server.
+struct ServerFacts {
+    system_identifier: String,
+    segment_size: u64,
+    archive_mode: String,
+    /// This server's directory in each tablespace (`compat::tablespace_directory`).
+    tablespace_directory: String,
+}
+
+fn server_facts() -> Result<ServerFacts, Failure> {
+    let facts = jobs::bookkeeping(|| -> spi::Result<ServerFacts> {
+        let mut facts = ServerFacts {
+            system_identifier: String::new(),
+            segment_size: 0,
+            archive_mode: String::new(),
+            tablespace_directory: String::new(),
+        };
         if unsafe { pg_sys::RecoveryInProgress() } {
-            return Ok((String::new(), 0, String::new()));
+            return Ok(facts);
         }
-        let system: i64 =
-            Spi::get_one("SELECT system_identifier FROM pg_catalog.pg_control_system()")?
-                .unwrap_or(0);
-        let archive_mode: String =
+        let (system, catalog_version) = Spi::get_two::<i64, i32>(
+            "SELECT system_identifier, catalog_version_no FROM pg_catalog.pg_control_system()",
+        )?;
+        facts.system_identifier = system.unwrap_or(0).to_string();
+        facts.tablespace_directory =
+            crate::compat::tablespace_directory(catalog_version.unwrap_or(0));
+        facts.archive_mode =
             Spi::get_one("SELECT pg_catalog.current_setting('archive_mode')")?.unwrap_or_default();
-        Ok((
-            system.to_string(),
-            schedule::wal_segment_size()?,
-            archive_mode,
-        ))
+        facts.segment_size = schedule::wal_segment_size()?;
+        Ok(facts)
     })
     .map_err(failed)?;
-    if facts.0.is_empty() {
+    if facts.system_identifier.is_empty() {
         return Err(failed(
             "the server is in recovery: base backups are taken on the primary",
         ));

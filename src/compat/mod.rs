@@ -20,7 +20,9 @@ pub fn server_major() -> u32 {
 }
 
 /// This server's directory inside each tablespace location, `PG_<major>_<catalog version>`
-/// (PostgreSQL's TABLESPACE_VERSION_DIRECTORY): pg_upgrade leaves the old major's beside it.
-pub fn tablespace_directory() -> String {
-    format!("PG_{}_{}", server_major(), pgrx::pg_sys::CATALOG_VERSION_NO)
+/// (PostgreSQL's TABLESPACE_VERSION_DIRECTORY; pg_upgrade leaves the old major's beside it),
+/// from the catalog version the running server's control file holds
+/// (`pg_control_system().catalog_version_no`), not the headers this library was built with.
+pub fn tablespace_directory(catalog_version: i32) -> String {
+    format!("PG_{}_{catalog_version}", server_major())
 }

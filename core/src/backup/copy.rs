@@ -129,15 +129,23 @@ fn walk_tablespace(root: &Path, name: &str, out: &mut Walk<'_>) -> Result<(), St
         ));
     }
     out.tablespaces.push(tablespace);
-    out.directories.push(link.clone());
     let version_directory = format!("{link}/{}", out.tablespace_directory);
     match fs::metadata(root.join(&version_directory)) {
         Ok(meta) if meta.is_dir() => {
+            out.directories.push(link.clone());
             out.directories.push(version_directory.clone());
             walk(root, &version_directory, out)
         }
-        // Dropped during the backup: WAL replay removes it again.
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        // Dropped during the backup (its link goes last): WAL replay removes it again. A
+        // tablespace still linked without this server's directory is not one to skip quietly.
+        Err(e) if e.kind() == ErrorKind::NotFound => match fs::symlink_metadata(root.join(&link)) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            _ => Err(format!(
+                "tablespace {link} (\"{}\") has no directory {} for this server",
+                location.display(),
+                out.tablespace_directory
+            )),
+        },
         Ok(_) => Err(format!("{version_directory} is not a directory")),
         Err(e) => Err(format!("cannot read {version_directory}: {e}")),
     }

@@ -177,6 +177,30 @@ pub fn data_dir_major(dir: &std::path::Path) -> Result<u32, String> {
 }
 
 impl Manifest {
+    /// Whether a path of the manifest lands where a server's files are: a tablespace's
+    /// files only inside a `PG_<major>_<catalog version>` directory, so that a tablespace
+    /// location (restored outside the target) receives nothing else.
+    fn in_its_place(&self, path: &str) -> bool {
+        let mut parts = path.split('/');
+        let (Some("pg_tblspc"), Some(oid)) = (parts.next(), parts.next()) else {
+            return true;
+        };
+        if !self.tablespaces.iter().any(|t| t.oid == oid) {
+            return true; // an in-place tablespace: a directory inside the target
+        }
+        match parts.next() {
+            None => true,
+            Some(version) => version
+                .strip_prefix("PG_")
+                .and_then(|v| v.split_once('_'))
+                .is_some_and(|(major, catalog)| {
+                    [major, catalog]
+                        .iter()
+                        .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                }),
+        }
+    }
+
     pub fn original_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
@@ -214,6 +238,17 @@ impl Manifest {
             tablespace
                 .check()
                 .map_err(|e| format!("\"{shown}\" is not a valid manifest: {e}"))?;
+        }
+        let paths = manifest
+            .directories
+            .iter()
+            .chain(manifest.files.iter().map(|f| &f.path));
+        for path in paths {
+            if !manifest.in_its_place(path) {
+                return Err(format!(
+                    "\"{shown}\" is not a valid manifest: \"{path}\" is in a tablespace but not in a server's directory there (PG_<major>_<catalog version>)"
+                ));
+            }
         }
         Ok(manifest)
     }

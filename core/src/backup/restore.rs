@@ -28,7 +28,7 @@ pub struct Placement {
 
 impl Placement {
     fn new(oid: &str, directory: PathBuf) -> Placement {
-        let created = !directory.exists();
+        let created = matches!(fs::symlink_metadata(&directory), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
         Placement {
             oid: oid.to_string(),
             directory,
@@ -115,9 +115,18 @@ fn check_placements(
                 manifest.backup_id, placement.oid
             ));
         }
-        if !dir.is_absolute() {
+        let plain = dir
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        if !dir.is_absolute() || !plain {
             return Err(format!(
-                "tablespace directory \"{}\" is not an absolute path",
+                "tablespace directory \"{}\" is not an absolute path without \"..\"",
+                dir.display()
+            ));
+        }
+        if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(format!(
+                "tablespace directory \"{}\" is a symbolic link: give the directory it leads to",
                 dir.display()
             ));
         }

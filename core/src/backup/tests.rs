@@ -660,6 +660,26 @@ fn tablespaces_are_backed_up_through_their_links_and_restored_where_placed() {
         .join(format!("{TABLESPACE_DIRECTORY}/5/16601"))
         .exists());
     assert!(!target.join("tablespace_map").exists());
+    // a placement through a symbolic link, or with "..", is refused
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(tmp.path().join("elsewhere"), &link).unwrap();
+    for odd in [link.clone(), tmp.path().join("moved/../r2")] {
+        let placed = place_tablespaces(&incr, &[(location.clone(), odd.clone())]).unwrap();
+        let err = restore_placed(&tmp.path().join("r5"), &placed).unwrap_err();
+        assert!(
+            err.contains("symbolic link") || err.contains("without \"..\""),
+            "{err}"
+        );
+    }
+    assert!(
+        fs::symlink_metadata(&link).is_ok(),
+        "a refused placement is left alone"
+    );
+    // a manifest whose tablespace files are not in a server's directory there is refused
+    let mut forged = incr.clone();
+    forged.files[0].path = "pg_tblspc/16400/authorized_keys".into();
+    let err = Manifest::parse(&serde_json::to_vec(&forged).unwrap(), "forged").unwrap_err();
+    assert!(err.contains("authorized_keys"), "{err}");
     // a drill's places: under its scratch directory; a failed restore removes what it wrote
     let scratch = tmp.path().join("scratch/tablespaces");
     let under = place_tablespaces_under(&incr, &scratch);

@@ -1,6 +1,7 @@
 //! A restored data directory is hostile input: before a drill starts a server on it, what in it
 //! could make that server act outside the drill's scratch directory is set aside or refused.
 
+use crate::backup::manifest::Tablespace;
 use std::fs;
 use std::path::Path;
 
@@ -55,6 +56,26 @@ pub fn neutralise(data: &Path, scratch: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses a drill of backup `backup_id` when the live server has a tablespace the backup
+/// lacks (`live`: OID and location of each): it was created after the backup started, and
+/// replaying its CREATE TABLESPACE links the drill's server to that live location — PostgreSQL
+/// replays a tablespace's creation at the location it was created with, which no setting moves.
+pub fn check_live_tablespaces(
+    backup_id: i64,
+    backed_up: &[Tablespace],
+    live: &[(String, String)],
+) -> Result<(), String> {
+    match live
+        .iter()
+        .find(|(oid, _)| !backed_up.iter().any(|t| t.oid == *oid))
+    {
+        Some((oid, location)) => Err(format!(
+            "tablespace {oid} (\"{location}\") was created after backup {backup_id} started: replaying its creation would make the drill's server write into that live location; take a new backup and drill that one"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Whether `path` is an absolute path under `scratch` that no `..` leads out of.
 fn inside(path: &Path, scratch: &Path) -> bool {
     path.starts_with(scratch)
@@ -105,5 +126,22 @@ mod tests {
         std::os::unix::fs::symlink("/etc", data.join("pg_tblspc/16385")).unwrap();
         let why = neutralise(&data, scratch.path()).unwrap_err();
         assert!(why.contains("pg_tblspc/16385"), "{why}");
+    }
+
+    #[test]
+    fn a_tablespace_created_after_the_backup_refuses_the_drill() {
+        let backed_up = [Tablespace {
+            oid: "16400".into(),
+            location: "/srv/ts1".into(),
+        }];
+        let live = |oids: &[&str]| -> Vec<(String, String)> {
+            oids.iter()
+                .map(|o| (o.to_string(), format!("/srv/{o}")))
+                .collect()
+        };
+        check_live_tablespaces(7, &backed_up, &live(&["16400"])).unwrap();
+        check_live_tablespaces(7, &backed_up, &[]).unwrap(); // dropped since: replay drops it
+        let why = check_live_tablespaces(7, &backed_up, &live(&["16400", "16500"])).unwrap_err();
+        assert!(why.contains("16500") && why.contains("backup 7"), "{why}");
     }
 }

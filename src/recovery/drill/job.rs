@@ -11,11 +11,29 @@ use crate::jobs::ledger::DRILLS;
 use crate::jobs::{self, RunStatus};
 use admin_toolkit_core::backup::manifest::{check_major, data_dir_major};
 use admin_toolkit_core::chrono::{DateTime, Utc};
+use admin_toolkit_core::drill::restored::check_live_tablespaces;
 use admin_toolkit_core::drill::scratch_name;
 use admin_toolkit_core::storage::Location;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+
+/// The OID and location of each tablespace of this server outside the data directory.
+fn live_tablespaces() -> Result<Vec<(String, String)>, Failure> {
+    jobs::bookkeeping(|| {
+        Spi::connect(|c| {
+            c.select(
+                "SELECT oid::text, pg_catalog.pg_tablespace_location(oid) FROM pg_catalog.pg_tablespace \
+                  WHERE pg_catalog.pg_tablespace_location(oid) OPERATOR(pg_catalog.<>) ''",
+                None,
+                &[],
+            )?
+            .map(|r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default())))
+            .collect::<spi::Result<Vec<_>>>()
+        })
+    })
+    .map_err(failed)
+}
 
 /// Whether `program` (admin_toolkit.cli_path) is an executable file, which the drill's
 /// restore_command runs.
@@ -214,6 +232,8 @@ pub(super) fn drill(
     // This server's programs start the restored copy: only a backup of this major can work.
     let major = crate::compat::server_major();
     check_major(start.backup_id, manifest.server_major, major).map_err(failed)?;
+    check_live_tablespaces(start.backup_id, &manifest.tablespaces, &live_tablespaces()?)
+        .map_err(failed)?;
     m.backup_ids = manifest.chain.iter().map(|l| l.backup_id).collect();
     record_progress(drill_id, m);
     // The WAL it needs must all be in the archive: a gap is named before anything is restored.
