@@ -224,6 +224,14 @@ pub struct WalGetArgs {
     /// Where to write it (%p)
     #[arg(value_name = "DESTINATION")]
     pub destination: PathBuf,
+    /// Segments to keep fetched ahead, several at a time, in a spool beside the data directory
+    /// (`<data directory>.wal-prefetch`, removed when recovery ends); 0: none
+    #[arg(long, value_name = "N", default_value_t = admin_toolkit_core::wal_prefetch::DEFAULT_PREFETCH,
+          value_parser = clap::value_parser!(u8).range(0..=64))]
+    pub prefetch: u8,
+    /// The prefetcher that wal-get starts (internal)
+    #[arg(long, hide = true)]
+    pub prefetch_worker: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,6 @@
 //! The commands: restore, wal-get, verify.
 
-use crate::args::{RecoveryTarget, RestoreArgs, VerifyArgs, WalGetArgs};
+use crate::args::{RecoveryTarget, RestoreArgs, VerifyArgs};
 use admin_toolkit_core::backup::default_threads;
 use admin_toolkit_core::backup::manifest::{data_dir_major, Manifest};
 use admin_toolkit_core::backup::read::verify as verify_backup;
@@ -16,15 +16,14 @@ use admin_toolkit_core::copy_guard::HELD_MARKER;
 use admin_toolkit_core::crypto::KeyDir;
 use admin_toolkit_core::lsn::Lsn;
 use admin_toolkit_core::recovery::{plan_segments, Archive, BackupPosition, Target};
-use admin_toolkit_core::storage::{self, Location, S3Settings, Storage, StorageError};
-use admin_toolkit_core::wal::{archive_owner, data_object, is_wal_file_name, restore_wal};
+use admin_toolkit_core::storage::{self, Location, S3Settings, StorageError};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-fn fail(message: impl std::fmt::Display) -> ExitCode {
+pub fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("admin-toolkit: {message}");
     ExitCode::from(1)
 }
@@ -329,114 +328,13 @@ fn recovery_settings(
 }
 
 /// The archive location, a local one made absolute.
-fn archive_location(text: &str) -> Result<Location, String> {
+pub fn archive_location(text: &str) -> Result<Location, String> {
     match Location::parse(text) {
         Ok(location) => Ok(location),
         Err(StorageError::InvalidLocation(_)) if !text.contains("://") => std::path::absolute(text)
             .map(Location::Local)
             .map_err(|e| format!("cannot resolve --archive: {e}")),
         Err(e) => Err(e.to_string()),
-    }
-}
-
-pub fn wal_get(w: &WalGetArgs) -> ExitCode {
-    let (s3, keys) = (w.storage.s3(), w.storage.keys());
-    if !is_wal_file_name(&w.file) {
-        return fail(format!("\"{}\" is not a WAL file name", w.file));
-    }
-    let location = Location::parse(&w.archive)
-        .or_else(|e| archive_location(&w.archive).map_err(|_| e.to_string()));
-    // A local archive that is not there is a mistyped path or an unmounted disk, never the
-    // end of the WAL: recovery must stop (and nothing is created in its place).
-    if let Ok(Location::Local(dir)) = &location {
-        if !dir.is_dir() {
-            eprintln!(
-                "admin-toolkit: the archive \"{}\" does not exist",
-                dir.display()
-            );
-            return ExitCode::from(126);
-        }
-    }
-    let opened = location.and_then(|l| storage::open(&l, &s3).map_err(|e| e.to_string()));
-    let storage: Box<dyn Storage> = match opened {
-        Ok(s) => s,
-        // Not "missing": an unusable archive must stop recovery, not end it early.
-        Err(e) => {
-            eprintln!("admin-toolkit: cannot open the archive: {e}");
-            return ExitCode::from(126);
-        }
-    };
-    let system = match archive_of_this_cluster(storage.as_ref()) {
-        Ok(system) => system,
-        Err(e) => {
-            eprintln!("admin-toolkit: {e}");
-            return ExitCode::from(126);
-        }
-    };
-    match storage.exists(&data_object(&w.file)) {
-        Ok(true) => {}
-        Ok(false) => {
-            // The normal end of archived WAL during recovery: exit 1, quietly enough.
-            eprintln!("admin-toolkit: {} is not in the archive", w.file);
-            return ExitCode::from(1);
-        }
-        Err(e) => {
-            eprintln!("admin-toolkit: cannot reach the archive: {e}");
-            return ExitCode::from(126);
-        }
-    }
-    let bytes = match restore_wal(
-        storage.as_ref(),
-        system.as_deref(),
-        &w.file,
-        &keys,
-        w.storage.require_encryption,
-    ) {
-        Ok(b) => b,
-        Err(e) => {
-            // Above 125: PostgreSQL stops recovery instead of taking this for the end of WAL.
-            eprintln!("admin-toolkit: archived {} is damaged: {e}", w.file);
-            return ExitCode::from(126);
-        }
-    };
-    let written = std::fs::File::create(&w.destination)
-        .and_then(|mut f| f.write_all(&bytes).and_then(|_| f.sync_all()));
-    match written {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!(
-                "admin-toolkit: cannot write \"{}\": {e}",
-                w.destination.display()
-            );
-            ExitCode::from(126)
-        }
-    }
-}
-
-/// Refuses an archive that belongs to another cluster than the one recovering: wal-get runs
-/// in the data directory (PostgreSQL runs restore_command there), whose global/pg_control
-/// starts with the cluster's system identifier. An archive without a marker, or a directory
-/// without a control file, is not checked. Gives the cluster's system identifier (from the
-/// control file, else the marker), which sealed WAL is bound to.
-fn archive_of_this_cluster(storage: &dyn Storage) -> Result<Option<String>, String> {
-    let here = std::fs::read("global/pg_control").ok().and_then(|control| {
-        let bytes: [u8; 8] = control.get(..8)?.try_into().ok()?;
-        Some(u64::from_ne_bytes(bytes).to_string())
-    });
-    let Some(owner) =
-        archive_owner(storage).map_err(|e| format!("cannot reach the archive: {e}"))?
-    else {
-        return Ok(here);
-    };
-    let Some(here) = here else {
-        return Ok(Some(owner));
-    };
-    if owner == here {
-        Ok(Some(here))
-    } else {
-        Err(format!(
-            "the archive belongs to cluster {owner}, not to the one recovering here ({here}): refused"
-        ))
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+mod wal_get;
 
 use args::{Cli, Command};
 use clap::{CommandFactory, Parser};
@@ -14,7 +15,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Restore(r) => commands::restore(r),
-        Command::WalGet(w) => commands::wal_get(w),
+        Command::WalGet(w) => wal_get::wal_get(w),
         Command::Verify(v) => commands::verify(v),
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -27,6 +27,7 @@ pub mod runs;
 pub mod storage;
 pub mod tuning;
 pub mod wal;
+pub mod wal_prefetch;
 
 /// Re-exported so that callers share one date type with this crate.
 pub use chrono;

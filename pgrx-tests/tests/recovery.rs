@@ -5,8 +5,8 @@
 
 use admin_toolkit_it::fixtures::{output_text as text, run_backup, BackupSchedule};
 use admin_toolkit_it::{
-    archive_now, count, run_cli_as_postgres, wait_for, wait_until_promoted, Cluster,
-    ClusterOptions, ScratchDir,
+    archive_now, count, run_cli_as_postgres, run_cli_as_postgres_in, wait_for, wait_until_promoted,
+    Cluster, ClusterOptions, ScratchDir,
 };
 use postgres::Client;
 use std::path::Path;
@@ -447,4 +447,101 @@ fn recovery_follows_a_timeline_switch_to_a_target_after_it() {
     let mut r = restored.connect("postgres");
     assert_eq!(count(&mut r, "SELECT count(*) FROM t"), 300);
     assert_eq!(count(&mut r, "SELECT max(id)::bigint FROM t"), 300);
+}
+
+/// `wal-get` keeps the next segments fetched in a spool beside the data directory: the next
+/// call is served from there (even once the archive lost the file), and the spool goes away
+/// when the directory leaves recovery. `--prefetch 0` makes none.
+#[test]
+fn wal_get_serves_the_next_segments_from_its_spool_and_removes_it_after_recovery() {
+    let (store, archive, _location, cluster, mut db) = archiving_cluster("admin_toolkit_prefetch_");
+    for i in 0..12 {
+        insert(&mut db, i * 10, i * 10 + 9);
+        db.batch_execute("SELECT pg_switch_wal()").unwrap();
+    }
+    archive_now(&mut db);
+    let mut segments: Vec<String> = std::fs::read_dir(&archive)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".zst")
+                .filter(|n| n.len() == 24)
+                .map(str::to_string)
+        })
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 10, "{segments:?}");
+    let (first, next) = (&segments[0], &segments[1]);
+    let archive_text = archive.display().to_string();
+    // A data directory in recovery, as far as wal-get looks: the cluster's control file, a
+    // recovery.signal.
+    let data = store.path().join("copy");
+    std::fs::create_dir_all(data.join("global")).unwrap();
+    std::fs::copy(
+        Path::new(&cluster.data_dir()).join("global/pg_control"),
+        data.join("global/pg_control"),
+    )
+    .unwrap();
+    std::fs::write(data.join("recovery.signal"), "").unwrap();
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let spool = store.path().join("copy.wal-prefetch");
+    let expected_next = store.path().join("expected");
+    let out = run_cli_as_postgres_in(
+        store.path(),
+        &[
+            "wal-get",
+            "--prefetch=0",
+            "--archive",
+            &archive_text,
+            next,
+            "expected",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !spool.exists(),
+        "--prefetch 0 (and no data directory) makes no spool"
+    );
+
+    let out = run_cli_as_postgres_in(
+        &data,
+        &["wal-get", "--archive", &archive_text, first, "RECOVERYXLOG"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    for segment in &segments[1..9] {
+        wait_for(&format!("{segment} in the spool"), || {
+            spool.join(segment).is_file().then_some(())
+        });
+    }
+    assert!(
+        !spool.join(&segments[9]).exists(),
+        "the spool holds 8 segments ahead"
+    );
+    // served from the spool: the archive no longer holds it
+    std::fs::remove_file(archive.join(format!("{next}.zst"))).unwrap();
+    let out = run_cli_as_postgres_in(
+        &data,
+        &["wal-get", "--archive", &archive_text, next, "RECOVERYXLOG"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(data.join("RECOVERYXLOG")).unwrap(),
+        std::fs::read(&expected_next).unwrap()
+    );
+    assert!(!spool.join(next).exists());
+    // the window moves on with the position
+    wait_for("the window after the second segment", || {
+        spool.join(&segments[9]).is_file().then_some(())
+    });
+    // recovery over: the prefetcher removes the spool
+    std::fs::remove_file(data.join("recovery.signal")).unwrap();
+    wait_for("the spool removed after recovery", || {
+        (!spool.exists()).then_some(())
+    });
 }
