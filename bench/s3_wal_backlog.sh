@@ -3,12 +3,13 @@
 # pgBackRest in one run on one cluster: archiving is held back (a failing archiver) while
 # BENCH_SEGMENTS segments of real WAL are written, then switched on, and the time until the
 # archiver has caught up is measured, interleaved over BENCH_ROUNDS rounds:
-#   admin_toolkit's archive module (zstd 3, SHA-256, conditional PUT, one segment at a time, as
-#   every PostgreSQL 15 archive module) vs archive_command 'pgbackrest archive-push %p'
-#   (zst 3, synchronous: PostgreSQL runs one command per segment).
+#   admin_toolkit's archive module (zstd 3, SHA-256, conditional PUT) uploading the next ready
+#   segments ahead (admin_toolkit.archive_parallelism = 4, the default), the same one segment
+#   at a time (= 1, as before #28), and archive_command 'pgbackrest archive-push %p' at its best
+#   settings for this job (zst 3, archive-async=y with a spool path, process-max=2).
 source "$(dirname "$0")/lib.sh"
 rounds=${BENCH_ROUNDS:-2}
-segments=${BENCH_SEGMENTS:-32}
+segments=${BENCH_SEGMENTS:-64}
 store=/tmp/admin_toolkit_bench_s3wal_store
 rm -rf "$store"; mkdir -p "$store"
 source "$(dirname "$0")/s3_lib.sh"
@@ -19,6 +20,7 @@ bench_cluster s3wal 55438 "shared_preload_libraries = 'admin_toolkit'" "admin_to
     "admin_toolkit.archive_location = 's3://bench/ours/wal/'" "max_wal_size = 8GB" "checkpoint_timeout = 30min"
 trap stop_all EXIT
 pgbackrest_config
+mkdir -p "$store/pgbr/spool"; [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$store/pgbr"
 pgbr stanza-create >/dev/null
 psql_bench -c "CREATE TABLE filler (x text)" >/dev/null
 # backlog N: N segments of real WAL written while archiving fails; prints the last one.
@@ -47,12 +49,15 @@ hold() { # back to a failing archiver
 : >"$BENCH_DIR/wal"
 for r in $(seq "$rounds"); do
     hold; last=$(backlog "$segments")
-    ours=$(catch_up "$last" "archive_library = 'admin_toolkit'")
+    ahead=$(catch_up "$last" "admin_toolkit.archive_parallelism = 4" "archive_library = 'admin_toolkit'")
     hold; last=$(backlog "$segments")
-    theirs=$(catch_up "$last" "archive_library = ''" "archive_command = 'pgbackrest --config=$store/pgbackrest.conf --stanza=bench archive-push %p'")
-    echo "$ours $theirs" >>"$BENCH_DIR/wal"
+    serial=$(catch_up "$last" "admin_toolkit.archive_parallelism = 1" "archive_library = 'admin_toolkit'")
+    hold; last=$(backlog "$segments")
+    theirs=$(catch_up "$last" "archive_library = ''" "archive_command = 'pgbackrest --config=$store/pgbackrest.conf --stanza=bench --archive-async --spool-path=$store/pgbr/spool archive-push %p'")
+    echo "$ahead $serial $theirs" | tee -a "$BENCH_DIR/wal"
 done
-om=$(column_median "$BENCH_DIR/wal" 1); tm=$(column_median "$BENCH_DIR/wal" 2)
+am=$(column_median "$BENCH_DIR/wal" 1); sm=$(column_median "$BENCH_DIR/wal" 2); tm=$(column_median "$BENCH_DIR/wal" 3)
 ours_bytes=$(s3_bytes ours/wal/); theirs_bytes=$(s3_bytes pgbackrest/archive/)
+per_s() { awk -v n="$segments" -v t="$1" 'BEGIN { printf "%.1f", n / t * 1000 }'; }
 record "WAL archiving to S3 (moto over TLS, 127.0.0.1): a backlog of $segments segments (16 MB) once archiving is switched on, median of $rounds, interleaved (bench/s3_wal_backlog.sh)" \
-    "admin_toolkit archive module ${om} ms = $(awk -v n="$segments" -v t="$om" 'BEGIN { printf "%.1f", n / t * 1000 }') segments/s vs pgbackrest archive-push ${tm} ms = $(awk -v n="$segments" -v t="$tm" 'BEGIN { printf "%.1f", n / t * 1000 }') segments/s; stored $((ours_bytes / 1000000)) MB vs $((theirs_bytes / 1000000)) MB for the same $((rounds * segments)) segments each"
+    "admin_toolkit archive module, 4 uploads ahead ${am} ms = $(per_s "$am") segments/s vs one at a time ${sm} ms = $(per_s "$sm") segments/s ($(awk -v a="$sm" -v b="$am" 'BEGIN { printf "%.2f", a / b }')x) vs pgbackrest archive-push archive-async=y process-max=2 ${tm} ms = $(per_s "$tm") segments/s; stored $((ours_bytes / 1000000)) MB vs $((theirs_bytes / 1000000)) MB for $((rounds * segments * 2)) and $((rounds * segments)) segments"

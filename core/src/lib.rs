@@ -28,6 +28,7 @@ pub mod storage;
 pub mod tuning;
 pub mod wal;
 pub mod wal_prefetch;
+pub mod wal_push;
 
 /// Re-exported so that callers share one date type with this crate.
 pub use chrono;

@@ -1,17 +1,22 @@
 //! admin_toolkit as a PostgreSQL archive module (`archive_library = 'admin_toolkit'`): each
 //! WAL file is stored compressed with checksums in `admin_toolkit.archive_location` (a local
 //! directory or s3://bucket/prefix), durably, never overwriting different content, in an
-//! archive that belongs to this cluster alone (its marker names the system identifier). Any failure returns false, so the archiver keeps the
-//! file and retries: no WAL is lost. The stored files' modification times are their archive
-//! times, for recovery planning.
+//! archive that belongs to this cluster alone (its marker names the system identifier). Any
+//! failure returns false, so the archiver keeps the file and retries: no WAL is lost. The
+//! stored files' modification times are their archive times, for recovery planning. The next
+//! ready files are uploaded ahead, `admin_toolkit.archive_parallelism` at once
+//! (`core::wal_push`).
 
 use crate::settings;
+use admin_toolkit_core::crypto::KeyDir;
 use admin_toolkit_core::storage::{PutOutcome, Storage};
 use admin_toolkit_core::wal::{archive_wal, claim_archive};
+use admin_toolkit_core::wal_push::{ready_files, AheadPusher, Push};
 use pgrx::prelude::*;
 use std::ffi::CStr;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 crate::archive_module_entry_point!(configured, archive_file);
 
@@ -20,7 +25,31 @@ fn configured() -> bool {
     settings::archive_location().is_some()
 }
 
-fn archive(name: &str, path: &str) -> Result<PutOutcome, String> {
+/// Where and how this archiver stores WAL under the settings in force: one storage client
+/// per process (kept while the settings stay and for at most `STORAGE_KEPT`, so that rotated
+/// credentials are read again), shared with the uploads ahead.
+struct Target {
+    storage: Arc<dyn Storage>,
+    system: String,
+    key_id: Option<String>,
+    /// The settings the storage and the uploads ahead were made under.
+    fingerprint: String,
+}
+
+/// How long the archiver keeps one storage client.
+const STORAGE_KEPT: Duration = Duration::from_secs(300);
+
+/// The storage client kept: the settings it was made under, when, and the client.
+struct KeptStorage {
+    made_for: String,
+    made_at: Instant,
+    storage: Arc<dyn Storage>,
+}
+
+static STORAGE: Mutex<Option<KeptStorage>> = Mutex::new(None);
+static PUSHER: Mutex<Option<AheadPusher>> = Mutex::new(None);
+
+fn target() -> Result<Target, String> {
     let location = super::locations::archive_location()
         .ok_or("admin_toolkit.archive_location is not set")??;
     // SAFETY: DataDir is set for the life of the process.
@@ -30,20 +59,117 @@ fn archive(name: &str, path: &str) -> Result<PutOutcome, String> {
     if location.overlaps(Path::new(&data_dir)) {
         return Err("admin_toolkit.archive_location must be outside the data directory".into());
     }
-    let storage = super::locations::open(&location)?;
     let system = super::locations::system_identifier();
-    claim(storage.as_ref(), &system, &location.display())?;
-    let contents = std::fs::read(path).map_err(|e| format!("cannot read \"{path}\": {e}"))?;
     let key_id = settings::archive_encryption_key_id();
-    archive_wal(
-        storage.as_ref(),
-        &system,
-        name,
-        &contents,
-        &settings::key_dir(),
-        key_id.as_deref(),
-    )
-    .map_err(|e| e.to_string())
+    let s3 = settings::s3();
+    let fingerprint = format!(
+        "{}|{key_id:?}|{}|{}|{}|{}",
+        location.display(),
+        s3.endpoint,
+        s3.region,
+        s3.credentials_file,
+        settings::key_dir()
+            .0
+            .map(|d| d.display().to_string())
+            .unwrap_or_default()
+    );
+    let mut cached = STORAGE.lock().unwrap_or_else(|p| p.into_inner());
+    let storage = match &*cached {
+        Some(kept) if kept.made_for == fingerprint && kept.made_at.elapsed() < STORAGE_KEPT => {
+            Arc::clone(&kept.storage)
+        }
+        _ => {
+            let storage: Arc<dyn Storage> = Arc::from(super::locations::open(&location)?);
+            *cached = Some(KeptStorage {
+                made_for: fingerprint.clone(),
+                made_at: Instant::now(),
+                storage: Arc::clone(&storage),
+            });
+            storage
+        }
+    };
+    claim(storage.as_ref(), &system, &location.display())?;
+    Ok(Target {
+        storage,
+        system,
+        key_id,
+        fingerprint,
+    })
+}
+
+impl Target {
+    /// Stores WAL file `name` from `path`.
+    fn store(&self, name: &str, path: &str) -> Result<PutOutcome, String> {
+        let keys = settings::key_dir();
+        store_with(
+            &self.storage,
+            &self.system,
+            self.key_id.as_deref(),
+            &keys,
+            name,
+            path,
+        )
+    }
+
+    /// The upload of a file ahead: the same as `store`, on a thread of the pusher.
+    fn push(&self) -> Arc<Push> {
+        let (storage, system, key_id) = (
+            Arc::clone(&self.storage),
+            self.system.clone(),
+            self.key_id.clone(),
+        );
+        let keys = settings::key_dir();
+        Arc::new(move |name: &str| {
+            store_with(
+                &storage,
+                &system,
+                key_id.as_deref(),
+                &keys,
+                name,
+                &format!("pg_wal/{name}"),
+            )
+        })
+    }
+}
+
+fn store_with(
+    storage: &Arc<dyn Storage>,
+    system: &str,
+    key_id: Option<&str>,
+    keys: &KeyDir,
+    name: &str,
+    path: &str,
+) -> Result<PutOutcome, String> {
+    let contents = std::fs::read(path).map_err(|e| format!("cannot read \"{path}\": {e}"))?;
+    archive_wal(storage.as_ref(), system, name, &contents, keys, key_id).map_err(|e| e.to_string())
+}
+
+/// Archives `name`: from an upload started ahead under the same settings when there is one
+/// (waiting for it if it runs), else here; first starts uploads of the next ready files.
+fn archive(name: &str, path: &str) -> Result<PutOutcome, String> {
+    let target = target()?;
+    let parallelism = settings::archive_parallelism();
+    if parallelism > 1 {
+        let mut pusher = PUSHER.lock().unwrap_or_else(|p| p.into_inner());
+        let pusher = pusher.get_or_insert_with(AheadPusher::default);
+        // The archiver runs in the data directory.
+        let ready = ready_files(Path::new("pg_wal/archive_status"));
+        pusher.start_ahead(
+            name,
+            &ready,
+            parallelism,
+            &target.fingerprint,
+            &target.push(),
+        );
+        match pusher.take(name, &target.fingerprint) {
+            Some(Ok(outcome)) => return Ok(outcome),
+            Some(Err(e)) => debug1!(
+                "admin_toolkit archive: the upload of {name} ahead failed ({e}); archiving it now"
+            ),
+            None => {}
+        }
+    }
+    target.store(name, path)
 }
 
 /// The archive location this archiver has claimed for its cluster (see

@@ -143,11 +143,14 @@ const BACKUP_FRESHNESS: &str = "SELECT s.schedule_id::text, s.backup_type, \
 const BACKUPS_BY_STATUS: &str =
     "SELECT status, count(*)::float8 FROM admin_toolkit.backup_history GROUP BY 1 ORDER BY 1";
 
-const ARCHIVER: &str = "SELECT (SELECT count(*) FROM pg_catalog.pg_ls_archive_statusdir() WHERE name LIKE '%.ready')::float8, \
+const ARCHIVER: &str = "SELECT r.ready::float8, \
     archived_count::float8, failed_count::float8, \
     extract(epoch FROM last_archived_time)::float8, \
-    extract(epoch FROM last_failed_time)::float8 \
-    FROM pg_catalog.pg_stat_archiver";
+    extract(epoch FROM last_failed_time)::float8, \
+    coalesce(extract(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) r.oldest), 0)::float8 \
+    FROM pg_catalog.pg_stat_archiver, \
+    (SELECT count(*) AS ready, min(modification) AS oldest FROM pg_catalog.pg_ls_archive_statusdir() \
+      WHERE name OPERATOR(pg_catalog.~~) '%.ready') r";
 
 const ALERT_STATES: &str = "SELECT r.rule_name, r.severity, \
     EXISTS (SELECT 1 FROM admin_toolkit.alert_events e \
@@ -297,6 +300,12 @@ fn wal_archive() -> spi::Result<Vec<Family>> {
                 Kind::Gauge,
                 "WAL segments ready for archiving and not archived yet (archive lag)",
                 r.get::<f64>(1)?.unwrap_or(0.0),
+            ),
+            Family::single(
+                "admin_toolkit_wal_oldest_ready_age_seconds",
+                Kind::Gauge,
+                "How long the oldest WAL file waiting for the archiver has waited (archive lag in seconds; 0 when none waits)",
+                r.get::<f64>(6)?.unwrap_or(0.0),
             ),
             Family::single(
                 "admin_toolkit_wal_archived_total",

@@ -71,6 +71,8 @@ pub static WORKLOAD: GucSetting<WorkloadType> =
 
 /// Days of maintenance_runs history kept.
 pub static MAINTENANCE_HISTORY_DAYS: GucSetting<i32> = GucSetting::<i32>::new(90);
+/// WAL files the archive module uploads at once, ahead of the archiver's calls (1: one at a time).
+pub static ARCHIVE_PARALLELISM: GucSetting<i32> = GucSetting::<i32>::new(4);
 /// WAL replay speed that plan_recovery's estimate assumes, in MB/s (measured: docs/benchmarks.md).
 pub static WAL_REPLAY_MB_PER_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 /// Daily partitions made ahead of today.
@@ -291,6 +293,12 @@ pub fn key_dir() -> admin_toolkit_core::crypto::KeyDir {
 }
 
 /// The key id WAL is archived with, when set.
+pub fn archive_parallelism() -> usize {
+    usize::try_from(ARCHIVE_PARALLELISM.get())
+        .unwrap_or(1)
+        .max(1)
+}
+
 pub fn archive_encryption_key_id() -> Option<String> {
     Some(text(&ARCHIVE_ENCRYPTION_KEY_ID)).filter(|id| !id.is_empty())
 }
