@@ -113,43 +113,60 @@ pub fn archive_wal(
     }
     let sha = sha256_hex(contents);
     let (data, sum) = (data_object(name), checksum_object(name));
-    if storage.exists(&data)? {
-        let stored = storage.get(&data)?;
-        let sealed = sealed_key_id(&stored).is_some();
-        let stored_sha = match (sealed, storage.get(&sum)) {
-            (false, Ok(bytes)) => String::from_utf8_lossy(&bytes).trim().to_string(),
-            _ => sha256_hex(&decompress(&open(
-                storage,
-                Some(system_identifier),
-                name,
-                keys,
-                stored,
-            )?)?),
-        };
-        if stored_sha != sha {
-            return Err(StorageError::Conflict(format!(
-                "WAL file {name} is already archived with different content; refusing to overwrite it"
-            )));
-        }
-        if !sealed {
-            storage.put_new(&sum, format!("{sha}\n").as_bytes())?;
-        }
-        return Ok(PutOutcome::AlreadyPresent);
-    }
+    // Written first, checked after: the conditional write never replaces anything, and the
+    // common case (a new file) costs no request beyond it.
     let compressed = compress(contents, WAL_COMPRESSION_LEVEL)?;
-    match key_id {
+    let stored = match key_id {
         Some(id) => {
             let key = keys.load(id).map_err(StorageError::Io)?;
-            let sealed = seal_object(&key, &bound_to(system_identifier, name), &compressed)
-                .map_err(StorageError::Io)?;
-            storage.put_new(&data, &sealed)?;
+            seal_object(&key, &bound_to(system_identifier, name), &compressed)
+                .map_err(StorageError::Io)?
         }
-        None => {
-            storage.put_new(&data, &compressed)?;
-            storage.put_new(&sum, format!("{sha}\n").as_bytes())?;
+        None => compressed,
+    };
+    let outcome = match storage.put_new(&data, &stored) {
+        Ok(outcome) => outcome,
+        // Sealed again (a new nonce), or compressed by another zstd: the same WAL if the
+        // stored copy opens to the same bytes.
+        Err(StorageError::Conflict(_)) => {
+            same_as_stored(storage, system_identifier, name, keys, &sha)?;
+            PutOutcome::AlreadyPresent
         }
+        Err(e) => return Err(e),
+    };
+    if key_id.is_none() {
+        storage.put_new(&sum, format!("{sha}\n").as_bytes())?;
     }
-    Ok(PutOutcome::Stored)
+    Ok(outcome)
+}
+
+/// Whether the stored copy of `name` holds WAL with SHA-256 `sha`; a conflict otherwise.
+fn same_as_stored(
+    storage: &dyn Storage,
+    system_identifier: &str,
+    name: &str,
+    keys: &KeyDir,
+    sha: &str,
+) -> Result<(), StorageError> {
+    let data = data_object(name);
+    let stored = storage.get(&data)?;
+    let sealed = sealed_key_id(&stored).is_some();
+    let stored_sha = match (sealed, storage.get(&checksum_object(name))) {
+        (false, Ok(bytes)) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        _ => sha256_hex(&decompress(&open(
+            storage,
+            Some(system_identifier),
+            name,
+            keys,
+            stored,
+        )?)?),
+    };
+    if stored_sha != sha {
+        return Err(StorageError::Conflict(format!(
+            "WAL file {name} is already archived with different content; refusing to overwrite it"
+        )));
+    }
+    Ok(())
 }
 
 /// The compressed bytes of archived WAL file `name` from its stored `bytes`, decrypted when
