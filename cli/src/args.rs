@@ -172,9 +172,14 @@ pub struct RestoreArgs {
     /// The backup: backup_history.backup_path, a directory or an s3:// location
     #[arg(long, value_name = "BACKUP_PATH", value_parser = non_empty)]
     pub backup: String,
-    /// Where to restore; must be missing or empty
+    /// Where to restore; must be missing or empty (unless --delta)
     #[arg(long, value_name = "DIR")]
     pub target_dir: PathBuf,
+    /// The target directory holds a stopped copy of the same cluster (a standby to rebuild, an
+    /// earlier restore): rewrite only the chunks whose checksums differ from the backup's,
+    /// and remove what the backup does not have
+    #[arg(long, conflicts_with = "tablespace_mapping")]
+    pub delta: bool,
     /// Restore the tablespace that was at OLD into NEW (missing or empty) instead; repeat for
     /// each. Without it, a tablespace goes back to its original location, which must then be
     /// missing or empty

@@ -2,6 +2,7 @@
 
 use crate::args::{RecoveryTarget, RestoreArgs, VerifyArgs};
 use admin_toolkit_core::backup::default_threads;
+use admin_toolkit_core::backup::delta::restore_delta;
 use admin_toolkit_core::backup::manifest::{data_dir_major, Manifest};
 use admin_toolkit_core::backup::read::verify as verify_backup;
 use admin_toolkit_core::backup::recovery_conf::{
@@ -26,6 +27,16 @@ use std::time::Instant;
 pub fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("admin-toolkit: {message}");
     ExitCode::from(1)
+}
+
+/// A progress display as the restore functions take it: shown, never asking them to stop.
+fn never_stopping(
+    mut show: Box<dyn FnMut(u64, u64)>,
+) -> impl FnMut(u64, u64) -> Result<(), String> {
+    move |done, total| {
+        show(done, total);
+        Ok(())
+    }
 }
 
 /// Progress of a long operation on stderr: a bar when stderr is a terminal, otherwise a plain
@@ -117,7 +128,9 @@ fn restore_into_target(r: &RestoreArgs) -> Result<(), String> {
     let existed = r.target_dir.exists();
     let started = Instant::now();
     let threads = r.threads.map_or_else(default_threads, usize::from);
-    let mut show = progress("restoring");
+    if r.delta {
+        return delta_into_target(r, &manifest, recovery_target.as_ref(), &archive, threads);
+    }
     let restored = restore_backup(
         &manifest,
         &r.target_dir,
@@ -125,10 +138,7 @@ fn restore_into_target(r: &RestoreArgs) -> Result<(), String> {
         threads,
         &s3,
         &keys,
-        &mut |done, total| {
-            show(done, total);
-            Ok(())
-        },
+        &mut never_stopping(progress("restoring")),
     )
     .map_err(|e| {
         undo(&r.target_dir, existed);
@@ -159,10 +169,50 @@ fn restore_into_target(r: &RestoreArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The target directory must be empty (or absent), and short enough for the socket the
-/// restored server makes in it (108 bytes with "/.s.PGSQL.<port>") unless --keep-network.
+/// `restore --delta`: the copy in the target directory brought to the backup, then configured
+/// as a plain restore is. A failure leaves the directory partly rewritten: run it again.
+fn delta_into_target(
+    r: &RestoreArgs,
+    manifest: &Manifest,
+    recovery_target: Option<&RecoveryTarget>,
+    archive: &Location,
+    threads: usize,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let (s3, keys) = (r.storage.s3(), r.storage.keys());
+    let done = restore_delta(
+        manifest,
+        &r.target_dir,
+        threads,
+        &s3,
+        &keys,
+        &mut never_stopping(progress("checking and rewriting")),
+    )
+    .map_err(|e| {
+        format!("delta restore stopped: {e} (the directory may be partly rewritten: run it again)")
+    })?;
+    configure_restored(r, recovery_target, archive)?;
+    eprintln!(
+        "brought \"{}\" to backup {} in {:.1} s: {} of {} files rewritten ({} chunks, {} MB written), {} MB checked, {} files or directories removed",
+        r.target_dir.display(),
+        manifest.backup_id,
+        started.elapsed().as_secs_f64(),
+        done.files_written,
+        done.files,
+        done.chunks_written,
+        done.bytes_written / 1_000_000,
+        done.bytes_checked / 1_000_000,
+        done.removed
+    );
+    say_how_to_start(r);
+    Ok(())
+}
+
+/// The target directory must be empty (or absent; with --delta, a copy of the cluster), and
+/// short enough for the socket the restored server makes in it (108 bytes with
+/// "/.s.PGSQL.<port>") unless --keep-network.
 fn check_target_dir(r: &RestoreArgs) -> Result<(), String> {
-    if !is_empty_target(&r.target_dir)? {
+    if !r.delta && !is_empty_target(&r.target_dir)? {
         return Err(format!(
             "target directory \"{}\" is not empty; refusing to restore into it",
             r.target_dir.display()

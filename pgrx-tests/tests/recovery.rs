@@ -545,3 +545,89 @@ fn wal_get_serves_the_next_segments_from_its_spool_and_removes_it_after_recovery
         (!spool.exists()).then_some(())
     });
 }
+
+/// `restore --delta` brings a copy that diverged after its recovery (rows written, a table
+/// created, a new timeline) back to the backup: only what differs is rewritten, and the copy
+/// recovers again to exactly the rows of the target.
+#[test]
+fn a_delta_restore_brings_a_diverged_copy_back_to_the_target() {
+    let (store, archive, location, _cluster, mut db) = archiving_cluster("admin_toolkit_delta_");
+    let full_schedule = schedule(&mut db, "full", &location);
+    insert(&mut db, 1, 500);
+    let (_, full_path) = backup(&mut db, full_schedule);
+    insert(&mut db, 501, 700);
+    let target: String = db
+        .query_one("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'", &[])
+        .unwrap()
+        .get(0);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    insert(&mut db, 701, 900);
+    archive_now(&mut db);
+
+    let copy = ScratchDir::new("admin_toolkit_delta_copy_");
+    let data = copy.join("data");
+    let archive_text = archive.display().to_string();
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--backup",
+            &full_path,
+            "--target-dir",
+            &data,
+            "--archive",
+            &archive_text,
+            "--target-time",
+            &target,
+        ];
+        args.extend_from_slice(extra);
+        let out = cli(&args);
+        assert!(out.status.success(), "restore failed: {}", text(&out));
+        text(&out)
+    };
+    let pg_ctl = |action: &[&str]| {
+        let log = copy.join("server.log");
+        let mut args = vec!["-D", data.as_str(), "-l", log.as_str(), "-w"];
+        args.extend_from_slice(action);
+        let out = admin_toolkit_it::run_as_postgres("pg_ctl", &args);
+        assert!(out.status.success(), "pg_ctl {action:?}: {}", text(&out));
+    };
+    let connect = || {
+        postgres::Config::new()
+            .host_path(&data)
+            .port(5432)
+            .user("postgres")
+            .dbname("postgres")
+            .connect(postgres::NoTls)
+            .unwrap()
+    };
+    restore(&[]);
+    pg_ctl(&["start"]);
+    let mut copy_db = connect();
+    wait_until_promoted(&mut copy_db);
+    assert_eq!(count(&mut copy_db, "SELECT count(*) FROM t"), 700);
+    copy_db
+        .batch_execute("INSERT INTO t SELECT generate_series(5000, 9000); CREATE TABLE junk (x int); CHECKPOINT")
+        .unwrap();
+    drop(copy_db);
+    pg_ctl(&["-m", "fast", "stop"]);
+
+    let said = restore(&["--delta"]);
+    assert!(
+        said.contains("files rewritten") && said.contains("removed"),
+        "{said}"
+    );
+    pg_ctl(&["start"]);
+    let mut copy_db = connect();
+    wait_until_promoted(&mut copy_db);
+    assert_eq!(count(&mut copy_db, "SELECT count(*) FROM t"), 700);
+    assert_eq!(
+        count(
+            &mut copy_db,
+            "SELECT count(*) FROM pg_class WHERE relname = 'junk'"
+        ),
+        0
+    );
+    drop(copy_db);
+    pg_ctl(&["-m", "fast", "stop"]);
+    drop(store);
+}

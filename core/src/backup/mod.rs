@@ -2,6 +2,7 @@
 //! references, verification, restore and retention.
 
 pub mod copy;
+pub mod delta;
 pub mod label;
 pub mod layout;
 pub mod manifest;

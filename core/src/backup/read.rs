@@ -171,6 +171,21 @@ fn decode(stored: Vec<u8>, chunk: &Chunk) -> Result<Vec<u8>, String> {
 
 const BATCH_CHUNKS: usize = 64;
 
+/// Chunk `index` of `entry`, checked against its SHA-256 (and the entry against its chunks).
+pub fn read_chunk(entry: &FileEntry, index: usize, packs: &Packs) -> Result<Vec<u8>, String> {
+    if file_digest(entry.chunks.iter().map(|c| c.sha256.as_str())) != entry.sha256 {
+        return Err("the file's checksum does not match its chunks' checksums".into());
+    }
+    let chunk = entry
+        .chunks
+        .get(index)
+        .ok_or_else(|| format!("{} has no chunk {index}", entry.path))?;
+    packs
+        .stored(chunk)
+        .and_then(|s| decode(s, chunk))
+        .map_err(|e| format!("chunk {index}: {e}"))
+}
+
 /// Reads every chunk of `entry` in order, checked, passing each to `sink`. An error names the
 /// chunk and what is wrong with it.
 pub fn read_file(

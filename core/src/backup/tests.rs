@@ -702,3 +702,74 @@ fn tablespaces_are_backed_up_through_their_links_and_restored_where_placed() {
         "a failed restore leaves its tablespace directory"
     );
 }
+
+/// A delta restore over a copy that diverged rewrites only the chunks that differ, writes what
+/// is missing, removes what the backup lacks, and ends equal to the backup; a second one
+/// writes nothing. Another cluster's directory, a running server's, and backups with
+/// tablespaces are refused.
+#[test]
+fn a_delta_restore_rewrites_only_what_differs_and_removes_the_rest() {
+    use super::delta::restore_delta;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    sample_data_dir(&data);
+    let control = |id: u64| [id.to_ne_bytes().to_vec(), vec![0u8; 100]].concat();
+    fs::write(data.join("global/pg_control"), control(1)).unwrap();
+    let full = take(1, &data, &tmp.path().join("b1"), None);
+    let copy = tmp.path().join("copy");
+    restore(&full, &copy, 2, &mut |_, _| {}).unwrap();
+    let (s3, keys) = (S3Settings::default(), KeyDir::default());
+    let delta = |m: &Manifest| restore_delta(m, &copy, 2, &s3, &keys, &mut |_, _| Ok(()));
+
+    let mut table = fs::read(copy.join("base/5/16384")).unwrap();
+    table[100_000] ^= 0xff;
+    table.truncate(300_000);
+    fs::write(copy.join("base/5/16384"), &table).unwrap();
+    fs::remove_file(copy.join("postgresql.conf")).unwrap();
+    write(&copy, "base/5/99999", b"a relation the backup lacks");
+    write(&copy, "base/77/1", b"a database the backup lacks");
+    write(&copy, "pg_wal/000000010000000000000009", b"stale WAL");
+    std::os::unix::fs::symlink("/etc", copy.join("pg_tblspc/16400")).unwrap();
+    let report = delta(&full).unwrap();
+    // 16384: the changed chunk and those cut off; postgresql.conf: its one chunk
+    let table_chunks = 3_000_000u64.div_ceil(64 * 1024);
+    let rewritten = 1 + (table_chunks - 300_000 / (64 * 1024)) + 1;
+    assert_eq!(report.chunks_written, rewritten, "{report:?}");
+    assert_eq!((report.files_written, report.removed), (2, 4), "{report:?}");
+    for f in &full.files {
+        assert_eq!(
+            fs::read(copy.join(&f.path)).unwrap(),
+            fs::read(data.join(&f.path)).unwrap(),
+            "{}",
+            f.path
+        );
+    }
+    for gone in [
+        "base/5/99999",
+        "base/77",
+        "pg_wal/000000010000000000000009",
+        "pg_tblspc/16400",
+    ] {
+        assert!(fs::symlink_metadata(copy.join(gone)).is_err(), "{gone}");
+    }
+    assert!(copy.join("backup_label").is_file() && copy.join("pg_wal").is_dir());
+    let again = delta(&full).unwrap();
+    assert_eq!(
+        (again.chunks_written, again.files_written, again.removed),
+        (0, 0, 0)
+    );
+
+    fs::write(copy.join("postmaster.pid"), "123").unwrap();
+    assert!(delta(&full).unwrap_err().contains("postmaster.pid"));
+    fs::remove_file(copy.join("postmaster.pid")).unwrap();
+    fs::write(copy.join("global/pg_control"), control(2)).unwrap();
+    assert!(delta(&full).unwrap_err().contains("copy of cluster 2"));
+    let mut with_tablespace = full.clone();
+    with_tablespace
+        .tablespaces
+        .push(super::manifest::Tablespace {
+            oid: "16400".into(),
+            location: "/srv/ts".into(),
+        });
+    assert!(delta(&with_tablespace).unwrap_err().contains("tablespaces"));
+}
