@@ -100,3 +100,34 @@ restored=$(du -sb "$store/restore/ours" | cut -f1)
 om=$(column_median "$BENCH_DIR/restore" 1); tm=$(column_median "$BENCH_DIR/restore" 2)
 record "restore of that full backup from S3 ($((restored / 1000000)) MB restored), median of $rounds, interleaved" \
     "admin-toolkit restore (every chunk checked, fsynced) ${om} ms vs pgbackrest restore ${tm} ms: time $(awk -v a="$om" -v b="$tm" 'BEGIN { printf "%.2f", a / b }')x"
+
+# 4. Delta restore: each tool's restored copy diverged by 1 % (a contiguous 1 % of
+#    pgbench_accounts' blocks overwritten, a relation file removed, a stray file added), then
+#    brought back to the same full backup: admin-toolkit restore --delta vs pgbackrest restore
+#    --delta (both compare checksums), interleaved.
+accounts_file=$(psql_bench -At -c "SELECT pg_relation_filepath('pgbench_accounts')")
+branches_file=$(psql_bench -At -c "SELECT pg_relation_filepath('pgbench_branches')")
+their_label=$(pgbr info --output=json | "$venv/bin/python" -c 'import json,sys; print([b for b in json.load(sys.stdin)[0]["backup"] if b["type"] == "full"][-1]["label"])')
+diverge() { # DIR
+    local blocks
+    blocks=$(( $(stat -c %s "$1/$accounts_file") / 8192 ))
+    as_pg dd if=/dev/urandom of="$1/$accounts_file" bs=8192 count=$((blocks / 100)) conv=notrunc status=none
+    as_pg rm -f "$1/$branches_file"
+    echo stray | as_pg tee "$1/base/stray_file" >/dev/null
+}
+: >"$BENCH_DIR/delta"
+for r in $(seq "$rounds"); do
+    diverge "$store/restore/ours"; diverge "$store/restore/theirs"
+    t0=$(now_ms)
+    as_pg "$CLI" restore --delta --backup "$full_path" --target-dir "$store/restore/ours" --archive s3://bench/ours/wal/ --s3-endpoint "https://127.0.0.1:$s3_port" \
+        --s3-path-style on --s3-credentials-file "$store/credentials" --s3-ca-file "$c/ca.pem" >"$BENCH_DIR/delta.out" 2>&1 \
+        || { echo "our delta restore failed: $(cat "$BENCH_DIR/delta.out")" >&2; exit 1; }
+    t1=$(now_ms)
+    pgbr restore --delta --set="$their_label" --pg1-path="$store/restore/theirs" --type=none >/dev/null
+    t2=$(now_ms)
+    echo "$((t1 - t0)) $((t2 - t1))" >>"$BENCH_DIR/delta"
+done
+[ ! -e "$store/restore/ours/base/stray_file" ] && [ -e "$store/restore/ours/$branches_file" ] || { echo "our delta restore left the divergence" >&2; exit 1; }
+dm=$(column_median "$BENCH_DIR/delta" 1); dtm=$(column_median "$BENCH_DIR/delta" 2)
+record "delta restore from S3 of a restored copy diverged by 1 % (a contiguous 1 % of pgbench_accounts overwritten, a relation file removed, a stray file), back to that full backup, median of $rounds, interleaved" \
+    "admin-toolkit restore --delta ${dm} ms = $(awk -v a="$dm" -v b="$om" 'BEGIN { printf "%.0f %%", a / b * 100 }') of its full restore ($(grep '^brought' "$BENCH_DIR/delta.out" | sed 's/.* in [0-9.]* s: //')) vs pgbackrest restore --delta ${dtm} ms = $(awk -v a="$dtm" -v b="$tm" 'BEGIN { printf "%.0f %%", a / b * 100 }') of its full restore"
