@@ -68,7 +68,7 @@ full_path=$ours_path
 om=$(column_median "$BENCH_DIR/full" 1); tm=$(column_median "$BENCH_DIR/full" 2)
 ob=$(column_median "$BENCH_DIR/full" 3); tb=$(column_median "$BENCH_DIR/full" 4)
 record "full backup to S3 (moto over TLS, 127.0.0.1) of a $((db_bytes / 1000000)) MB pgbench database (scale $scale), median of $rounds, interleaved (bench/s3_backup.sh)" \
-    "execute_backup to s3:// ${om} ms, $((${ob%.*} / 1000000)) MB vs pgBackRest 2.45 (process-max=2, zst 3, archive-check=n) ${tm} ms, $((${tb%.*} / 1000000)) MB: time $(awk -v a="$om" -v b="$tm" 'BEGIN { printf "%.2f", a / b }')x, size $(awk -v a="$ob" -v b="$tb" 'BEGIN { printf "%.2f", a / b }')x of pgBackRest's"
+    "execute_backup to s3:// ${om} ms, $((${ob%.*} / 1000000)) MB vs pgBackRest 2.45 (process-max=2, repo1-bundle=y, zst 3, archive-check=n) ${tm} ms, $((${tb%.*} / 1000000)) MB: time $(awk -v a="$om" -v b="$tm" 'BEGIN { printf "%.2f", a / b }')x, size $(awk -v a="$ob" -v b="$tb" 'BEGIN { printf "%.2f", a / b }')x of pgBackRest's"
 
 # Incremental after a contiguous 1 % update: each tool's incremental on its own latest full.
 one=$((scale * 1000))

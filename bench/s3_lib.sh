@@ -92,6 +92,7 @@ repo1-s3-key-secret=$s3_secret
 repo1-s3-uri-style=path
 repo1-storage-verify-tls=n
 process-max=2
+repo1-bundle=y
 compress-type=zst
 compress-level=3
 start-fast=y
