@@ -94,7 +94,8 @@ NEEDS_CONTRIB=(a_restart_only_change_becomes_applied_after_the_restart
     each_fault_fails_the_drill_with_its_reason a_clean_drill_of_a_chain_records_the_rows_at_the_target
     a_hostile_restored_catalog_never_steers_a_drill_and_cannot_fail_it
     slow_queries_without_pg_stat_statements_is_a_clear_55000 views_and_query_metric_with_pg_stat_statements
-    encrypted_backups_and_wal_on_s3_need_their_key_and_hold_no_plaintext)
+    encrypted_backups_and_wal_on_s3_need_their_key_and_hold_no_plaintext
+    a_cluster_with_two_tablespaces_is_backed_up_restored_elsewhere_and_drilled)
 # 15 last: the release build for Debian's server is what this script leaves installed.
 failed_majors=()
 for major in $(printf '%s\n' $BUILD_MAJORS $FULL_MAJORS | sort -rn); do

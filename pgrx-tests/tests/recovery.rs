@@ -459,6 +459,8 @@ fn wal_get_serves_the_next_segments_from_its_spool_and_removes_it_after_recovery
         insert(&mut db, i * 10, i * 10 + 9);
         db.batch_execute("SELECT pg_switch_wal()").unwrap();
     }
+    // Something after the last switch: archive_now switches again and waits for that segment.
+    insert(&mut db, 1000, 1000);
     archive_now(&mut db);
     let mut segments: Vec<String> = std::fs::read_dir(&archive)
         .unwrap()
