@@ -76,8 +76,20 @@ fn prefetch_spool(w: &WalGetArgs) -> Option<Spool> {
         return None;
     }
     let data_dir = std::env::current_dir().ok()?;
-    let system_identifier = system_identifier_here()?;
-    Spool::open_for(&spool_of(&data_dir)?, &system_identifier).ok()
+    Spool::open_for(&spool_of(&data_dir)?, &source(w)?).ok()
+}
+
+/// What this wal-get fetches for: the cluster, and the archive, S3 settings, keys and checks
+/// it fetches with. Segments spooled under another source are not taken (`Spool::open_for`).
+fn source(w: &WalGetArgs) -> Option<String> {
+    Some(format!(
+        "{}|{}|{:?}|{:?}|{}",
+        system_identifier_here()?,
+        w.archive,
+        w.storage.s3(),
+        w.storage.keys().0,
+        w.storage.require_encryption
+    ))
 }
 
 /// The system identifier of the data directory wal-get runs in: the first 8 bytes of its
@@ -224,7 +236,9 @@ fn prefetch(w: &WalGetArgs, spool: Spool) -> ExitCode {
         |name: &str| fetch(storage.as_ref(), system.as_deref(), w, name).map_err(|Failure(_, e)| e);
     let threads = usize::from(w.prefetch).min(MOST_PARALLEL_FETCHES);
     let (mut last_position, mut moved_at) = (None, Instant::now());
-    while recovering() {
+    // A spool emptied and made again for another source is another prefetcher's.
+    let mine = spool.source();
+    while recovering() && spool.still_there() && spool.source() == mine {
         let (Some(position), Some(segment_size)) = (spool.position(), spool.segment_size()) else {
             break;
         };
@@ -241,7 +255,7 @@ fn prefetch(w: &WalGetArgs, spool: Spool) -> ExitCode {
             Filled::Failed(_) => break,
         }
     }
-    if !recovering() {
+    if !recovering() && spool.still_there() {
         spool.remove();
     }
     ExitCode::SUCCESS

@@ -11,7 +11,7 @@
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::lsn::{parse_segment_file_name, segment_file_name};
@@ -22,8 +22,11 @@ pub const DEFAULT_PREFETCH: u8 = 8;
 const POSITION_FILE: &str = "position";
 /// The size of the segments, learnt from the first one fetched.
 const SEGMENT_SIZE_FILE: &str = "segment_size";
-/// The system identifier of the cluster whose WAL the spool holds.
-const CLUSTER_FILE: &str = "cluster";
+/// What the spooled WAL was fetched for: the cluster and the archive, keys and checks of the
+/// wal-get that made the spool (`open_for`).
+const SOURCE_FILE: &str = "source";
+/// Temporary files of a prefetcher that died are removed after this long.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(120);
 /// Held (flock) by the one prefetcher of a spool.
 pub const LOCK_FILE: &str = "prefetch.lock";
 
@@ -49,26 +52,40 @@ pub fn window(name: &str, segment_size: u64, n: u8) -> Vec<String> {
         .collect()
 }
 
-/// A spool directory (mode 0700).
+/// A spool directory (mode 0700, owned by this user).
 pub struct Spool {
     dir: PathBuf,
+    /// Device and inode of the directory when opened: a spool removed and made again (by a
+    /// wal-get of other settings) is another spool, which this one's prefetcher leaves alone.
+    identity: (u64, u64),
 }
 
 impl Spool {
-    /// The spool of cluster `system_identifier`: one left by another cluster's recovery into
-    /// the same path (a data directory restored again from another backup) is emptied first,
-    /// since its segments, under the same names, are another cluster's WAL.
-    pub fn open_for(dir: &Path, system_identifier: &str) -> Result<Spool, String> {
+    /// The spool for WAL fetched as `source` says (the cluster's system identifier and the
+    /// archive, key directory and checks of the wal-get): one left by another recovery into
+    /// the same path, or filled under other settings, is emptied first, since its segments,
+    /// under the same names, may be another cluster's WAL or WAL this call would refuse.
+    pub fn open_for(dir: &Path, source: &str) -> Result<Spool, String> {
         let spool = Spool::open(dir)?;
-        let cluster = dir.join(CLUSTER_FILE);
-        if fs::read_to_string(&cluster).ok().as_deref() != Some(system_identifier) {
-            spool.remove();
-            let spool = Spool::open(dir)?;
-            fs::write(&cluster, system_identifier)
-                .map_err(|e| format!("cannot write \"{}\": {e}", cluster.display()))?;
+        if spool.source().as_deref() == Some(source) {
             return Ok(spool);
         }
+        spool.remove();
+        let spool = Spool::open(dir)?;
+        let file = dir.join(SOURCE_FILE);
+        fs::write(&file, source)
+            .map_err(|e| format!("cannot write \"{}\": {e}", file.display()))?;
         Ok(spool)
+    }
+
+    /// What the spooled WAL was fetched for (`open_for`).
+    pub fn source(&self) -> Option<String> {
+        fs::read_to_string(self.dir.join(SOURCE_FILE)).ok()
+    }
+
+    /// Whether the directory is still the one opened (not removed, nor made again).
+    pub fn still_there(&self) -> bool {
+        fs::symlink_metadata(&self.dir).is_ok_and(|m| (m.dev(), m.ino()) == self.identity)
     }
 
     pub fn open(dir: &Path) -> Result<Spool, String> {
@@ -78,14 +95,17 @@ impl Spool {
             .create(dir)
             .map_err(|e| format!("cannot create the spool \"{}\": {e}", dir.display()))?;
         let meta = fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
-        if !meta.is_dir() || meta.permissions().mode() & 0o077 != 0 {
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if !meta.is_dir() || meta.permissions().mode() & 0o077 != 0 || meta.uid() != me {
             return Err(format!(
-                "\"{}\" is not a private directory: not used as a spool",
+                "\"{}\" is not a private directory of this user: not used as a spool",
                 dir.display()
             ));
         }
         Ok(Spool {
             dir: dir.to_path_buf(),
+            identity: (meta.dev(), meta.ino()),
         })
     }
 
@@ -93,9 +113,18 @@ impl Spool {
         &self.dir
     }
 
-    /// Moves segment `name` from the spool to `destination`; false when it is not there.
+    /// Moves segment `name` from the spool to `destination`; false when it is not there (or
+    /// is not a whole segment of the recorded size: then it is dropped, and fetched again).
     pub fn take(&self, name: &str, destination: &Path) -> Result<bool, String> {
         let held = self.dir.join(name);
+        match (fs::metadata(&held), self.segment_size()) {
+            (Ok(meta), Some(size)) if meta.len() == size => {}
+            (Ok(_), _) => {
+                let _ = fs::remove_file(&held);
+                return Ok(false);
+            }
+            (Err(_), _) => return Ok(false),
+        }
         match fs::rename(&held, destination) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
@@ -115,11 +144,15 @@ impl Spool {
         self.dir.join(name).is_file()
     }
 
-    /// Stores a fetched segment whole: written under a temporary name, then renamed.
+    /// Stores a fetched segment whole and durably: written under a temporary name of this
+    /// process, fsynced, then renamed.
     pub fn put(&self, name: &str, bytes: &[u8]) -> Result<(), String> {
-        let temporary = self.dir.join(format!("{name}.tmp"));
-        File::create(&temporary)
-            .and_then(|mut f| f.write_all(bytes))
+        let temporary = self.dir.join(format!("{name}.{}.tmp", std::process::id()));
+        File::options()
+            .write(true)
+            .create_new(true)
+            .open(&temporary)
+            .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
             .and_then(|_| fs::rename(&temporary, self.dir.join(name)))
             .map_err(|e| {
                 let _ = fs::remove_file(&temporary);
@@ -170,9 +203,19 @@ impl Spool {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let segment = name.strip_suffix(".tmp").unwrap_or(&name);
-            let is_spooled = segment.len() == 24 && segment.bytes().all(|b| b.is_ascii_hexdigit());
-            if is_spooled && (name.ends_with(".tmp") || !keep.contains(&name)) {
+            let segment = name.split('.').next().unwrap_or_default();
+            if segment.len() != 24 || !segment.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let stale = if name.ends_with(".tmp") {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or_default() > STALE_TEMPORARY)
+            } else {
+                !keep.contains(&name)
+            };
+            if stale {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -285,12 +328,15 @@ mod tests {
             .lock()
             .unwrap()
             .contains(&"000000010000000000000011".to_string()));
-        // taken: moved into place, gone from the spool
+        // taken only whole (the recorded segment size): moved into place, gone from the spool
         let destination = tmp.path().join("RECOVERYXLOG");
-        assert!(spool
-            .take("000000010000000000000011", &destination)
-            .unwrap());
-        assert_eq!(fs::read(&destination).unwrap(), b"000000010000000000000011");
+        let segment = "000000010000000000000011";
+        spool.set_segment_size(1 << 20).unwrap();
+        assert!(!spool.take(segment, &destination).unwrap());
+        assert!(!spool.holds(segment), "a partial segment is dropped");
+        spool.put(segment, &[7u8; 1 << 20]).unwrap();
+        assert!(spool.take(segment, &destination).unwrap());
+        assert_eq!(fs::read(&destination).unwrap(), vec![7u8; 1 << 20]);
         assert!(!spool
             .take("000000010000000000000011", &destination)
             .unwrap());
@@ -299,14 +345,22 @@ mod tests {
         assert!(
             matches!(fill(&spool, &names[2..], 2, &failing), Filled::Failed(e) if e.contains("timeout"))
         );
-        // what falls out of the window, and half-written files, are removed
-        fs::write(spool.path().join("000000010000000000000014.tmp"), b"half").unwrap();
+        // what falls out of the window, and half-written files of a dead prefetcher, are removed
+        let half = spool.path().join("000000010000000000000014.999.tmp");
+        fs::write(&half, b"half").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+        File::options()
+            .write(true)
+            .open(&half)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         spool.set_position("000000010000000000000012").unwrap();
         assert_eq!(spool.position().unwrap(), "000000010000000000000012");
-        assert_eq!(spool.segment_size(), None);
         assert!(spool.set_segment_size(1000).is_err());
         spool.set_segment_size(SEG16).unwrap();
         assert_eq!(spool.segment_size(), Some(SEG16));
+        spool.set_segment_size(1 << 20).unwrap();
         spool.forget_outside(&window("000000010000000000000012", SEG16, 4));
         let left: Vec<String> = fs::read_dir(spool.path())
             .unwrap()

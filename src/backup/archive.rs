@@ -61,17 +61,12 @@ fn target() -> Result<Target, String> {
     }
     let system = super::locations::system_identifier();
     let key_id = settings::archive_encryption_key_id();
-    let s3 = settings::s3();
+    // Every setting the storage client and the stored bytes depend on.
     let fingerprint = format!(
-        "{}|{key_id:?}|{}|{}|{}|{}",
+        "{}|{key_id:?}|{:?}|{:?}",
         location.display(),
-        s3.endpoint,
-        s3.region,
-        s3.credentials_file,
-        settings::key_dir()
-            .0
-            .map(|d| d.display().to_string())
-            .unwrap_or_default()
+        settings::s3(),
+        settings::key_dir().0
     );
     let mut cached = STORAGE.lock().unwrap_or_else(|p| p.into_inner());
     let storage = match &*cached {
@@ -149,18 +144,22 @@ fn store_with(
 fn archive(name: &str, path: &str) -> Result<PutOutcome, String> {
     let target = target()?;
     let parallelism = settings::archive_parallelism();
-    if parallelism > 1 {
-        let mut pusher = PUSHER.lock().unwrap_or_else(|p| p.into_inner());
+    let mut pusher = PUSHER.lock().unwrap_or_else(|p| p.into_inner());
+    if parallelism > 1 || pusher.is_some() {
         let pusher = pusher.get_or_insert_with(AheadPusher::default);
-        // The archiver runs in the data directory.
-        let ready = ready_files(Path::new("pg_wal/archive_status"));
-        pusher.start_ahead(
-            name,
-            &ready,
-            parallelism,
-            &target.fingerprint,
-            &target.push(),
-        );
+        if parallelism > 1 {
+            // The archiver runs in the data directory.
+            let ready = ready_files(Path::new("pg_wal/archive_status"));
+            pusher.start_ahead(
+                name,
+                &ready,
+                parallelism,
+                &target.fingerprint,
+                &target.push(),
+            );
+        }
+        // Also after archive_parallelism went down to 1: an upload still running for this
+        // file is waited for, not raced.
         match pusher.take(name, &target.fingerprint) {
             Some(Ok(outcome)) => return Ok(outcome),
             Some(Err(e)) => debug1!(

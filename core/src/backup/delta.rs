@@ -7,13 +7,20 @@
 use super::manifest::Manifest;
 use super::parallel;
 use super::read::{read_chunk, Packs};
-use super::restore::{inside, write_small};
+use super::restore::{inside, sync_dir, write_label_and_sync, write_small};
 use crate::crypto::KeyDir;
 use crate::storage::{sha256_hex, S3Settings};
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// Written first (with the cluster's system identifier) and removed last: while it is there,
+/// the directory is half rewritten and has no global/pg_control, so no server starts on it,
+/// and a delta restore run again still knows whose copy it is.
+pub const IN_PROGRESS: &str = "admin_toolkit.delta_restore";
+/// Written last: a server starts only once everything else is in place.
+const CONTROL_FILE: &str = "global/pg_control";
 
 /// What a delta restore did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -53,6 +60,19 @@ pub fn restore_delta(
     if let Some(problem) = packs.missing().into_iter().next() {
         return Err(problem);
     }
+    write_small(
+        &target.join(IN_PROGRESS),
+        manifest.system_identifier.as_bytes(),
+    )?;
+    sync_dir(target)?;
+    for unstartable in [CONTROL_FILE, "backup_label"] {
+        match fs::remove_file(target.join(unstartable)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("cannot remove {unstartable}: {e}"))
+            }
+            _ => {}
+        }
+    }
     let files = manifest
         .files
         .iter()
@@ -69,28 +89,27 @@ pub fn restore_delta(
     };
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true).mode(0o700);
-    for dir in &directories {
+    for dir in directories.iter().chain([&target.to_path_buf()]) {
         builder
             .create(dir)
+            .and_then(|_| fs::set_permissions(dir, fs::Permissions::from_mode(0o700)))
             .map_err(|e| format!("cannot create \"{}\": {e}", dir.display()))?;
     }
     let total = manifest.original_bytes();
-    for (entry, path) in manifest.files.iter().zip(&files) {
+    // pg_control last.
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| manifest.files[i].path == CONTROL_FILE);
+    for (entry, path) in order.iter().map(|&i| (&manifest.files[i], &files[i])) {
         let written = bring_file(entry, path, &packs, threads, &mut done)
             .map_err(|e| format!("{}: {e}", entry.path))?;
         done.files += 1;
         done.files_written += u64::from(written);
         progress(done.bytes_checked, total)?;
     }
-    write_small(
-        &target.join("backup_label"),
-        manifest.backup_label.as_bytes(),
-    )?;
-    for dir in directories.iter().rev().chain([&target.to_path_buf()]) {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| format!("cannot fsync \"{}\": {e}", dir.display()))?;
-    }
+    write_label_and_sync(manifest, target, &directories)?;
+    fs::remove_file(target.join(IN_PROGRESS))
+        .map_err(|e| format!("cannot remove {IN_PROGRESS}: {e}"))?;
+    sync_dir(target)?;
     Ok(done)
 }
 
@@ -107,7 +126,13 @@ fn check_target(manifest: &Manifest, target: &Path) -> Result<(), String> {
             target.display()
         ));
     }
-    match system_identifier_of(target) {
+    // An interrupted delta restore removed pg_control; its marker says whose copy it is.
+    let here = system_identifier_of(target).or_else(|| {
+        fs::read_to_string(target.join(IN_PROGRESS))
+            .ok()
+            .map(|s| s.trim().to_string())
+    });
+    match here {
         Some(id) if id == manifest.system_identifier => Ok(()),
         Some(id) => Err(format!(
             "\"{}\" is a copy of cluster {id}, and backup {} is of cluster {}: a delta restore only rewrites a copy of the same cluster",
@@ -141,8 +166,7 @@ fn remove_unlisted(manifest: &Manifest, target: &Path) -> Result<u64, String> {
             let kind = entry
                 .file_type()
                 .map_err(|e| format!("cannot read \"{path}\": {e}"))?;
-            // Rewritten last from the manifest.
-            if path == "backup_label" {
+            if path == IN_PROGRESS {
                 continue;
             }
             let (listed, is_dir) = if kind.is_dir() {
@@ -177,6 +201,11 @@ fn bring_file(
     threads: usize,
     done: &mut DeltaRestored,
 ) -> Result<bool, String> {
+    // A file linked elsewhere too (a copy made with cp -al or rsync --link-dest) is written
+    // anew, never through the link.
+    if fs::symlink_metadata(path).is_ok_and(|m| m.nlink() > 1) {
+        fs::remove_file(path).map_err(|e| format!("cannot unlink: {e}"))?;
+    }
     let file = OpenOptions::new()
         .read(true)
         .write(true)

@@ -214,7 +214,25 @@ pub fn is_empty_target(dir: &Path) -> Result<bool, String> {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), String> {
+/// The last steps of a restore: `backup_label`, then every directory fsynced, deepest first.
+pub(super) fn write_label_and_sync(
+    manifest: &Manifest,
+    target: &Path,
+    directories: &[PathBuf],
+) -> Result<(), String> {
+    if !manifest.backup_label.is_empty() {
+        write_small(
+            &target.join("backup_label"),
+            manifest.backup_label.as_bytes(),
+        )?;
+    }
+    for dir in directories.iter().rev() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+pub(super) fn sync_dir(dir: &Path) -> Result<(), String> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("cannot fsync \"{}\": {e}", dir.display()))
@@ -310,15 +328,7 @@ fn write_backup(
             .map_err(|e| format!("cannot write \"{}\": {e}", path.display()))?;
         files += 1;
     }
-    if !manifest.backup_label.is_empty() {
-        write_small(
-            &target.join("backup_label"),
-            manifest.backup_label.as_bytes(),
-        )?;
-    }
-    for dir in directories.iter().rev() {
-        sync_dir(dir)?;
-    }
+    write_label_and_sync(manifest, target, &directories)?;
     for placement in placements {
         sync_dir(&placement.directory)?;
     }

@@ -731,11 +731,12 @@ fn a_delta_restore_rewrites_only_what_differs_and_removes_the_rest() {
     write(&copy, "pg_wal/000000010000000000000009", b"stale WAL");
     std::os::unix::fs::symlink("/etc", copy.join("pg_tblspc/16400")).unwrap();
     let report = delta(&full).unwrap();
-    // 16384: the changed chunk and those cut off; postgresql.conf: its one chunk
+    // 16384: the changed chunk and those cut off; postgresql.conf: its one chunk; pg_control,
+    // removed first and written last, so that no server starts on a half-rewritten copy
     let table_chunks = 3_000_000u64.div_ceil(64 * 1024);
-    let rewritten = 1 + (table_chunks - 300_000 / (64 * 1024)) + 1;
+    let rewritten = 1 + (table_chunks - 300_000 / (64 * 1024)) + 1 + 1;
     assert_eq!(report.chunks_written, rewritten, "{report:?}");
-    assert_eq!((report.files_written, report.removed), (2, 4), "{report:?}");
+    assert_eq!((report.files_written, report.removed), (3, 4), "{report:?}");
     for f in &full.files {
         assert_eq!(
             fs::read(copy.join(&f.path)).unwrap(),
@@ -756,7 +757,32 @@ fn a_delta_restore_rewrites_only_what_differs_and_removes_the_rest() {
     let again = delta(&full).unwrap();
     assert_eq!(
         (again.chunks_written, again.files_written, again.removed),
-        (0, 0, 0)
+        (1, 1, 0),
+        "only pg_control, which is always written last"
+    );
+
+    // an interrupted delta restore leaves no pg_control (no server starts on it) and its
+    // marker; run again, it finishes
+    fs::remove_file(copy.join("global/pg_control")).unwrap();
+    fs::write(copy.join(super::delta::IN_PROGRESS), "1").unwrap();
+    delta(&full).unwrap();
+    assert!(!copy.join(super::delta::IN_PROGRESS).exists());
+    assert_eq!(
+        fs::read(copy.join("global/pg_control")).unwrap(),
+        control(1)
+    );
+    // a file hard-linked elsewhere is written anew, not through the link
+    let linked = tmp.path().join("linked");
+    fs::hard_link(copy.join("postgresql.conf"), &linked).unwrap();
+    fs::write(&linked, b"changed through the other link").unwrap();
+    delta(&full).unwrap();
+    assert_eq!(
+        fs::read(&linked).unwrap(),
+        b"changed through the other link"
+    );
+    assert_eq!(
+        fs::read(copy.join("postgresql.conf")).unwrap(),
+        fs::read(data.join("postgresql.conf")).unwrap()
     );
 
     fs::write(copy.join("postmaster.pid"), "123").unwrap();
