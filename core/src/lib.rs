@@ -25,6 +25,7 @@ pub mod prometheus;
 pub mod recovery;
 pub mod runs;
 pub mod storage;
+pub mod threads;
 pub mod tuning;
 pub mod wal;
 pub mod wal_prefetch;

@@ -58,12 +58,14 @@ pub fn resolve(netloc: &str, deadline: Duration, reach: Reach) -> io::Result<Vec
 fn system_resolve(netloc: &str, deadline: Duration) -> io::Result<Vec<SocketAddr>> {
     let (sender, receiver) = mpsc::channel();
     let name = netloc.to_string();
-    std::thread::Builder::new()
-        .name("resolve".into())
-        .spawn(move || {
-            let answer = name.to_socket_addrs().map(Iterator::collect::<Vec<_>>);
-            let _caller_gave_up = sender.send(answer);
-        })?;
+    crate::threads::with_signals_blocked(|| {
+        std::thread::Builder::new()
+            .name("resolve".into())
+            .spawn(move || {
+                let answer = name.to_socket_addrs().map(Iterator::collect::<Vec<_>>);
+                let _caller_gave_up = sender.send(answer);
+            })
+    })?;
     match receiver.recv_timeout(deadline) {
         Ok(answer) => answer,
         Err(_) => Err(io::Error::new(

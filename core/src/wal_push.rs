@@ -100,23 +100,15 @@ impl AheadPusher {
     }
 }
 
-/// A thread with every signal blocked (it inherits the mask it is created with): the process's
-/// signal handlers are PostgreSQL's, and must run on its own thread only.
+/// A thread with every signal blocked (`crate::threads`).
 fn spawn_without_signals(
     f: impl FnOnce() -> Outcome + Send + 'static,
 ) -> std::io::Result<JoinHandle<Outcome>> {
-    // SAFETY: sigset_t is plain data, filled by sigfillset; the mask is restored right after.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut before: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut before);
-        let spawned = std::thread::Builder::new()
+    crate::threads::with_signals_blocked(|| {
+        std::thread::Builder::new()
             .name("wal ahead".into())
-            .spawn(f);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
-        spawned
-    }
+            .spawn(f)
+    })
 }
 
 /// The WAL files waiting for the archiver, in order: names of `<file>.ready` in

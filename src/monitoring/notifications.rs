@@ -11,6 +11,7 @@ use admin_toolkit_core::net::Reach;
 use admin_toolkit_core::notify::{
     retry_delay, send, Action, Channel, ChannelKind, Delivery, Notice, Outcome, Policy, Secrets,
 };
+use admin_toolkit_core::threads::with_signals_blocked;
 use pgrx::prelude::*;
 use pgrx::spi::SpiHeapTupleData;
 use std::collections::HashSet;
@@ -133,9 +134,11 @@ impl Deliverer {
             let sender = self.sender.clone();
             let secrets = secrets.clone();
             let started_micros = now_micros();
-            let spawned = std::thread::Builder::new()
-                .name(format!("delivery {}", delivery.delivery_id))
-                .spawn(move || {
+            let builder =
+                std::thread::Builder::new().name(format!("delivery {}", delivery.delivery_id));
+            // Signals stay on the worker's own thread (admin_toolkit_core::threads).
+            let spawned = with_signals_blocked(|| {
+                builder.spawn(move || {
                     let outcome = match &secrets {
                         Ok(secrets) => send(&delivery, secrets, policy),
                         Err(e) => Outcome {
@@ -151,7 +154,8 @@ impl Deliverer {
                         started_micros,
                         outcome,
                     });
-                });
+                })
+            });
             if let Err(e) = spawned {
                 log!("admin_toolkit worker: cannot start a delivery thread: {e}");
                 self.in_flight.clear();

@@ -9,13 +9,16 @@ pub fn map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + 
     }
     let per = items.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(per)
-            .map(|part| {
-                let f = &f;
-                scope.spawn(move || part.iter().map(f).collect::<Vec<R>>())
-            })
-            .collect();
+        // Signals stay on the calling thread (PostgreSQL's handlers run there only).
+        let handles: Vec<_> = crate::threads::with_signals_blocked(|| {
+            items
+                .chunks(per)
+                .map(|part| {
+                    let f = &f;
+                    scope.spawn(move || part.iter().map(f).collect::<Vec<R>>())
+                })
+                .collect()
+        });
         handles
             .into_iter()
             .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))

@@ -71,11 +71,14 @@ impl S3Writer {
         })?;
         let client = Arc::clone(&self.client);
         let key = self.key.clone();
-        self.in_flight.push_back(std::thread::spawn(move || {
-            client
-                .upload_part(&key, &upload_id, number, &bytes)
-                .map(|etag| (number, etag))
-        }));
+        let upload = crate::threads::with_signals_blocked(|| {
+            std::thread::spawn(move || {
+                client
+                    .upload_part(&key, &upload_id, number, &bytes)
+                    .map(|etag| (number, etag))
+            })
+        });
+        self.in_flight.push_back(upload);
         Ok(())
     }
 }
