@@ -4,6 +4,7 @@
 
 use crate::args::WalGetArgs;
 use crate::commands::archive_location;
+use admin_toolkit_core::backup::delta::system_identifier_of;
 use admin_toolkit_core::storage::{self, Location, Storage};
 use admin_toolkit_core::wal::{archive_owner, data_object, is_wal_file_name, restore_wal};
 use admin_toolkit_core::wal_prefetch::{fill, spool_of, window, Filled, Spool, LOCK_FILE};
@@ -92,12 +93,10 @@ fn source(w: &WalGetArgs) -> Option<String> {
     ))
 }
 
-/// The system identifier of the data directory wal-get runs in: the first 8 bytes of its
-/// global/pg_control.
+/// The system identifier of the data directory wal-get runs in (PostgreSQL runs
+/// restore_command there).
 fn system_identifier_here() -> Option<String> {
-    let control = std::fs::read("global/pg_control").ok()?;
-    let bytes: [u8; 8] = control.get(..8)?.try_into().ok()?;
-    Some(u64::from_ne_bytes(bytes).to_string())
+    system_identifier_of(Path::new("."))
 }
 
 fn open_archive(w: &WalGetArgs) -> Result<(Box<dyn Storage>, Option<String>), Failure> {

@@ -160,11 +160,15 @@ impl Spool {
             })
     }
 
+    /// Replaces the small file `name` whole: written under a temporary name, then renamed.
+    fn replace(&self, name: &str, text: &str) -> std::io::Result<()> {
+        let temporary = self.dir.join(format!("{name}.tmp"));
+        fs::write(&temporary, text).and_then(|_| fs::rename(&temporary, self.dir.join(name)))
+    }
+
     /// Records the segment recovery asked for last.
     pub fn set_position(&self, name: &str) -> Result<(), String> {
-        let temporary = self.dir.join(format!("{POSITION_FILE}.tmp"));
-        fs::write(&temporary, name)
-            .and_then(|_| fs::rename(&temporary, self.dir.join(POSITION_FILE)))
+        self.replace(POSITION_FILE, name)
             .map_err(|e| format!("cannot write the spool's position: {e}"))
     }
 
@@ -182,9 +186,7 @@ impl Spool {
         if self.segment_size() == Some(bytes) {
             return Ok(());
         }
-        let temporary = self.dir.join(format!("{SEGMENT_SIZE_FILE}.tmp"));
-        fs::write(&temporary, bytes.to_string())
-            .and_then(|_| fs::rename(&temporary, self.dir.join(SEGMENT_SIZE_FILE)))
+        self.replace(SEGMENT_SIZE_FILE, &bytes.to_string())
             .map_err(|e| format!("cannot write the spool's segment size: {e}"))
     }
 

@@ -38,7 +38,7 @@ pub struct DeltaRestored {
 }
 
 /// The system identifier of the data directory `dir` (global/pg_control's first 8 bytes).
-fn system_identifier_of(dir: &Path) -> Option<String> {
+pub fn system_identifier_of(dir: &Path) -> Option<String> {
     let control = fs::read(dir.join("global/pg_control")).ok()?;
     let bytes: [u8; 8] = control.get(..8)?.try_into().ok()?;
     Some(u64::from_ne_bytes(bytes).to_string())
