@@ -28,6 +28,7 @@ pub mod storage;
 pub mod threads;
 pub mod tuning;
 pub mod wal;
+pub mod wal_blocks;
 pub mod wal_prefetch;
 pub mod wal_push;
 

@@ -103,6 +103,33 @@ pub fn run_backup(db: &mut Client, schedule_id: i32) -> i64 {
     .get(0)
 }
 
+/// A backup run to completion (the test fails on any other outcome, with its error).
+pub struct CompletedBackup {
+    pub id: i64,
+    pub path: String,
+    /// backup_history.metadata: the facts the run recorded.
+    pub metadata: serde_json::Value,
+}
+
+/// Runs backup schedule `schedule_id` now and checks that it completed.
+pub fn completed_backup(db: &mut Client, schedule_id: i32) -> CompletedBackup {
+    let id = run_backup(db, schedule_id);
+    let r = db
+        .query_one(
+            "SELECT status, backup_path, metadata::text, error_message \
+               FROM admin_toolkit.backup_history WHERE backup_id = $1",
+            &[&id],
+        )
+        .unwrap();
+    let status: String = r.get(0);
+    assert_eq!(status, "completed", "{:?}", r.get::<_, Option<String>>(3));
+    CompletedBackup {
+        id,
+        path: r.get(1),
+        metadata: serde_json::from_str(&r.get::<_, String>(2)).unwrap(),
+    }
+}
+
 /// A program's standard output and error, as text.
 pub fn output_text(o: &Output) -> String {
     format!(

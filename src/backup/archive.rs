@@ -9,8 +9,10 @@
 
 use crate::settings;
 use admin_toolkit_core::crypto::KeyDir;
+use admin_toolkit_core::lsn::parse_segment_file_name;
 use admin_toolkit_core::storage::{PutOutcome, Storage};
 use admin_toolkit_core::wal::{archive_wal, claim_archive};
+use admin_toolkit_core::wal_blocks::map::{map_segment, write_map, MAP_DIRECTORY};
 use admin_toolkit_core::wal_push::{ready_files, AheadPusher, Push};
 use pgrx::prelude::*;
 use std::ffi::CStr;
@@ -189,7 +191,11 @@ fn claim(storage: &dyn Storage, system: &str, location: &str) -> Result<(), Stri
 /// content; false (with a WARNING) and the archiver tries again later.
 fn archive_file(name: &CStr, path: &CStr) -> bool {
     let (name, path) = (name.to_string_lossy(), path.to_string_lossy());
-    match archive(&name, &path) {
+    let archived = archive(&name, &path);
+    if archived.is_ok() {
+        write_block_map(&name, &path);
+    }
+    match archived {
         Ok(PutOutcome::Stored) => true,
         Ok(PutOutcome::AlreadyPresent) => {
             log!("admin_toolkit archive: {name} was already archived with identical content");
@@ -200,5 +206,28 @@ fn archive_file(name: &CStr, path: &CStr) -> bool {
             warning!("admin_toolkit archive: could not archive {name}: {message}");
             false
         }
+    }
+}
+
+/// Writes the block map of segment `name` (`core::wal_blocks::map`) once it is archived,
+/// while maps are kept (their directory exists: the first base backup makes it). A map that
+/// cannot be made only costs the next incremental a whole comparison, which its record
+/// states: a WARNING, and the segment still counts as archived.
+fn write_block_map(name: &str, path: &str) {
+    let directory = Path::new(MAP_DIRECTORY);
+    // SAFETY: set at startup, read-only after.
+    let segment_size = unsafe { pg_sys::wal_segment_size } as u64;
+    let Some((_, segment)) = parse_segment_file_name(name, segment_size) else {
+        return; // a history or backup file
+    };
+    if !directory.is_dir() || directory.join(name).exists() {
+        return;
+    }
+    let written = std::fs::read(path)
+        .map_err(|e| format!("cannot read \"{path}\": {e}"))
+        .and_then(|bytes| map_segment(&bytes, segment * segment_size))
+        .and_then(|map| write_map(directory, name, &map));
+    if let Err(e) = written {
+        warning!("admin_toolkit archive: no block map for {name}: {e}");
     }
 }

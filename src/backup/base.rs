@@ -12,9 +12,12 @@ use admin_toolkit_core::backup::default_threads;
 use admin_toolkit_core::backup::label::parse_backup_label;
 use admin_toolkit_core::backup::manifest::{format_for, ChainLink, Manifest};
 use admin_toolkit_core::backup::store::{remove_backup, BackupStore, Expected};
+use admin_toolkit_core::backup::tracking::changes_since;
 use admin_toolkit_core::chrono::Utc;
 use admin_toolkit_core::lsn::{segment_file_name, Lsn};
 use admin_toolkit_core::storage::Location;
+use admin_toolkit_core::wal_blocks::map::{prune_maps, MAP_DIRECTORY};
+use admin_toolkit_core::wal_blocks::ChangedBlocks;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -205,17 +208,23 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         segment_size,
         archive_mode,
         tablespace_directory,
+        blocks_per_segment,
     } = server_facts()?;
     let key_id = key.as_ref().map(|k| k.id.as_str());
     let (kind, previous, note) = parent(schedule, backup_id, &system_id, dir, key_id)?;
     let store = BackupStore::create(dir, &s3).map_err(failed)?;
-    start_backup(backup_id, &kind).map_err(|e| cleanup(dir, e))?;
+    start_block_maps();
+    let (start_lsn, timeline) = start_backup(backup_id, &kind).map_err(|e| cleanup(dir, e))?;
+    let (changed_blocks, mut tracking) =
+        changed_blocks(previous.as_ref(), start_lsn, timeline, blocks_per_segment);
     let options = CopyOptions {
         chunk_size: DEFAULT_CHUNK_SIZE,
         compression_level: schedule.compression_level,
         threads: default_threads(),
         key: key.clone(),
         tablespace_directory,
+        changed_blocks,
+        blocks_per_segment,
     };
     let link = ChainLink {
         backup_id,
@@ -290,6 +299,9 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         .store_manifest(&manifest, key.as_ref())
         .map_err(|e| cleanup(dir, failed(e)))?;
     let stored = copied.pack_bytes + manifest_bytes;
+    if tracking["source"] == "wal" {
+        tracking["files_by_block"] = json!(copied.files_by_block);
+    }
     let facts = json!({
         "system_identifier": system_id,
         "timeline": label.timeline,
@@ -299,6 +311,8 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         "checkpoint_lsn": label.checkpoint_lsn.to_string(),
         "files_read": copied.files_read,
         "files_referenced": copied.files_referenced,
+        "bytes_read": copied.bytes_read,
+        "change_tracking": tracking,
         "parent_backup_id": previous.as_ref().map(|p| p.backup_id),
         "threads": options.threads,
         "tablespaces": manifest.tablespaces.len(),
@@ -307,7 +321,40 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         "server_major": crate::compat::server_major(),
     });
     record_completed(backup_id, &manifest, stored, started, facts);
+    keep_block_maps(segment_size);
     Ok(())
+}
+
+/// Block maps are kept from the first base backup's start on: their directory, which the
+/// archive module looks for, is made before pg_backup_start.
+fn start_block_maps() {
+    let directory = data_directory().join(MAP_DIRECTORY);
+    if let Err(e) = std::fs::create_dir_all(&directory) {
+        log!(
+            "admin_toolkit job: block maps: cannot make {}: {e}",
+            directory.display()
+        );
+    }
+}
+
+/// Removes the block maps of segments before every schedule's latest backup: an incremental
+/// reads WAL from its parent's start only.
+fn keep_block_maps(segment_size: u64) {
+    let directory = data_directory().join(MAP_DIRECTORY);
+    let kept = jobs::bookkeeping(|| {
+        Spi::get_one::<String>(
+            "SELECT min(start_lsn)::text FROM (SELECT DISTINCT ON (schedule_id) start_lsn \
+                     FROM admin_toolkit.backup_history WHERE status = 'completed' \
+                     AND start_lsn IS NOT NULL ORDER BY schedule_id, backup_id DESC) latest",
+        )
+    })
+    .and_then(|oldest| match oldest.as_deref().and_then(Lsn::parse) {
+        Some(lsn) => prune_maps(&directory, lsn.segment(segment_size), segment_size),
+        None => Ok(0),
+    });
+    if let Err(e) = kept {
+        log!("admin_toolkit job: block maps: {e}");
+    }
 }
 
 /// Waits until the archiver has stored WAL file `last` (the backup's last segment), as
@@ -367,6 +414,8 @@ struct ServerFacts {
     archive_mode: String,
     /// This server's directory in each tablespace (`compat::tablespace_directory`).
     tablespace_directory: String,
+    /// Blocks per relation segment file; 0 when pages are not of 8 kB (no block tracking).
+    blocks_per_segment: u32,
 }
 
 fn server_facts() -> Result<ServerFacts, Failure> {
@@ -376,6 +425,7 @@ fn server_facts() -> Result<ServerFacts, Failure> {
             segment_size: 0,
             archive_mode: String::new(),
             tablespace_directory: String::new(),
+            blocks_per_segment: 0,
         };
         if unsafe { pg_sys::RecoveryInProgress() } {
             return Ok(facts);
@@ -389,6 +439,12 @@ fn server_facts() -> Result<ServerFacts, Failure> {
         facts.archive_mode =
             Spi::get_one("SELECT pg_catalog.current_setting('archive_mode')")?.unwrap_or_default();
         facts.segment_size = schedule::wal_segment_size()?;
+        let (per_segment, block_size) = Spi::get_two::<i32, i32>(
+            "SELECT blocks_per_segment, database_block_size FROM pg_catalog.pg_control_init()",
+        )?;
+        if block_size == Some(8192) {
+            facts.blocks_per_segment = per_segment.unwrap_or(0).max(0) as u32;
+        }
         Ok(facts)
     })
     .map_err(failed)?;
@@ -429,17 +485,18 @@ fn parent(
     }
 }
 
-/// pg_backup_start, and the backup's start LSN and type recorded.
-fn start_backup(backup_id: i64, kind: &str) -> Result<(), Failure> {
+/// pg_backup_start, and the backup's start LSN and type recorded: the start LSN and its
+/// timeline.
+fn start_backup(backup_id: i64, kind: &str) -> Result<(Lsn, u32), Failure> {
     let label = format!("admin_toolkit backup {backup_id}");
     let start = try_transaction(|| {
-        Spi::get_one_with_args::<String>(
-            "SELECT pg_catalog.pg_backup_start($1, true)::text",
+        Spi::get_two_with_args::<String, String>(
+            "SELECT s::text, pg_catalog.pg_walfile_name(s) FROM pg_catalog.pg_backup_start($1, true) s",
             &[label.as_str().into()],
         )
     });
-    let start_lsn = match start {
-        Ok(Ok(lsn)) => lsn.unwrap_or_default(),
+    let (start_lsn, wal_file) = match start {
+        Ok(Ok((lsn, file))) => (lsn.unwrap_or_default(), file.unwrap_or_default()),
         Ok(Err(e)) => return Err(failed(e.to_string())),
         Err(e) => return Err(failed(e)),
     };
@@ -447,7 +504,47 @@ fn start_backup(backup_id: i64, kind: &str) -> Result<(), Failure> {
         "UPDATE admin_toolkit.backup_history SET start_lsn = $2::pg_lsn, backup_type = $3 WHERE backup_id = $1",
         vec![backup_id.into(), start_lsn.as_str().into(), kind.into()],
     );
-    Ok(())
+    let lsn = Lsn::parse(&start_lsn)
+        .ok_or_else(|| failed(format!("pg_backup_start returned {start_lsn:?}")))?;
+    let timeline = u32::from_str_radix(wal_file.get(..8).unwrap_or(""), 16).unwrap_or(0);
+    Ok((lsn, timeline))
+}
+
+/// What WAL changed since the previous backup started (`core::backup::tracking`), with the
+/// facts to record: how it was learned, or why the backup compares changed files whole.
+fn changed_blocks(
+    previous: Option<&Manifest>,
+    start: Lsn,
+    timeline: u32,
+    blocks_per_segment: u32,
+) -> (Option<ChangedBlocks>, Value) {
+    let Some(previous) = previous else {
+        return (None, Value::Null);
+    };
+    if blocks_per_segment == 0 {
+        let why = "the server's pages are not of 8 kB";
+        return (None, json!({"source": "file comparison", "reason": why}));
+    }
+    let began = Instant::now();
+    let wal_dir = data_directory().join("pg_wal");
+    match changes_since(previous, &wal_dir, start, timeline) {
+        Ok((changes, sources)) => {
+            let facts = json!({
+                "source": "wal",
+                "block_maps": sources.maps,
+                "segments_read": sources.segments,
+                "records": changes.records,
+                "blocks": changes.block_count(),
+                "read_whole": changes.whole_count(),
+                "scan_seconds": (began.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            });
+            (Some(changes), facts)
+        }
+        Err(reason) => {
+            log!("admin_toolkit job: the incremental compares changed files whole: {reason}");
+            (None, json!({"source": "file comparison", "reason": reason}))
+        }
+    }
 }
 
 /// pg_backup_stop, without its own wait for the archiver (which polls once a second: the job

@@ -9,10 +9,11 @@ use super::manifest::{file_digest, ChainLink, Chunk, FileEntry, Manifest, Tables
 use super::parallel;
 use crate::crypto::Key;
 use crate::storage::{sha256_hex, ObjectWriter};
+use crate::wal_blocks::{main_fork_file, ChangedBlocks, RelationChange};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -33,6 +34,12 @@ pub struct CopyOptions {
     /// This server's directory in a tablespace, `PG_<major>_<catalog version>`: the only one
     /// copied (a location may also hold another major's, left by pg_upgrade).
     pub tablespace_directory: String,
+    /// What WAL says changed since the previous backup started: with it, a relation's
+    /// main-fork file is read only in the chunks holding changed blocks (and past its
+    /// previous end).
+    pub changed_blocks: Option<ChangedBlocks>,
+    /// Blocks per relation segment file (RELSEG_SIZE), to place a block in its file.
+    pub blocks_per_segment: u32,
 }
 
 /// What was copied: everything the manifest needs besides the server's facts.
@@ -44,6 +51,10 @@ pub struct Copied {
     pub files_referenced: u64,
     pub pack_bytes: u64,
     pub tablespaces: Vec<Tablespace>,
+    /// Bytes read from files.
+    pub bytes_read: u64,
+    /// Files read only where WAL said they changed.
+    pub files_by_block: u64,
 }
 
 struct Walk<'a> {
@@ -165,6 +176,20 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
+/// Reads at `offset` until `buf` is full or the file ends; returns the bytes read.
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 enum ChunkOutcome {
     Unchanged(Chunk),
     New {
@@ -212,7 +237,14 @@ pub fn copy_data_directory(
             .and_then(|m| crate::lsn::Lsn::parse(&m.start_lsn))
             .map_or(0, |l| l.0),
         processed: 0,
+        bytes_read: 0,
     };
+    // Block maps apply to chunks of the size the previous backup used.
+    let changed_blocks = options
+        .changed_blocks
+        .as_ref()
+        .filter(|_| previous.is_some_and(|m| m.chunk_size == copy.chunk_size as u64));
+    let mut files_by_block = 0u64;
     let referable_before = referable_before(previous);
     let (mut files, mut files_read, mut files_referenced) = (Vec::new(), 0u64, 0u64);
     for (relative, path, paged) in &tree.files {
@@ -242,7 +274,24 @@ pub fn copy_data_directory(
             files.push(entry);
             continue;
         }
-        let Some(chunks) = copy.file(path, before, *paged, check)? else {
+        let sparse = changed_blocks.zip(before).and_then(|(changes, prev)| {
+            chunks_to_read(
+                changes,
+                relative,
+                prev,
+                meta.len(),
+                copy.chunk_size,
+                options,
+            )
+        });
+        let chunks = match (sparse, before) {
+            (Some(read), Some(prev)) => {
+                files_by_block += 1;
+                copy.sparse_file(path, prev, meta.len(), &read, check)?
+            }
+            _ => copy.file(path, before, *paged, check)?,
+        };
+        let Some(chunks) = chunks else {
             continue; // dropped meanwhile
         };
         files_read += 1;
@@ -268,7 +317,51 @@ pub fn copy_data_directory(
         files_referenced,
         pack_bytes: copy.pack_offset,
         tablespaces: tree.tablespaces,
+        bytes_read: copy.bytes_read,
+        files_by_block,
     })
+}
+
+/// Which chunks of a main-fork file must be read, by what WAL says changed in it: those
+/// holding a changed block, and those past the file's previous end or shaped unlike their
+/// previous copy. `None` when the whole file must be read: not a main fork, created or
+/// truncated since (`RelationChange::Whole`), or shorter than before.
+fn chunks_to_read(
+    changes: &ChangedBlocks,
+    relative: &str,
+    prev: &FileEntry,
+    size: u64,
+    chunk_size: usize,
+    options: &CopyOptions,
+) -> Option<Vec<bool>> {
+    let (rel, segment) = main_fork_file(relative)?;
+    let RelationChange::Blocks(blocks) = changes.relation(rel) else {
+        return None;
+    };
+    let chunk_size = chunk_size as u64;
+    if size < prev.size || !chunk_size.is_multiple_of(PAGE_SIZE as u64) {
+        return None;
+    }
+    let mut read: Vec<bool> = (0..size.div_ceil(chunk_size))
+        .map(|i| {
+            let start = i * chunk_size;
+            let len = chunk_size.min(size - start);
+            prev.chunks
+                .get(i as usize)
+                .is_none_or(|c| c.len != len || start + len > prev.size)
+        })
+        .collect();
+    let per_file = u64::from(options.blocks_per_segment);
+    let first = u64::from(segment) * per_file;
+    for block in blocks.into_iter().flatten().map(|&b| u64::from(b)) {
+        if (first..first + per_file).contains(&block) {
+            let chunk = (block - first) * PAGE_SIZE as u64 / chunk_size;
+            if let Some(slot) = read.get_mut(chunk as usize) {
+                *slot = true;
+            }
+        }
+    }
+    Some(read)
 }
 
 /// Files whose modification time (nanoseconds since the epoch) is before this may be
@@ -294,6 +387,7 @@ struct FileCopy<'a> {
     since: u64,
     /// Bytes looked at so far, for the progress check.
     processed: u64,
+    bytes_read: u64,
 }
 
 impl FileCopy<'_> {
@@ -321,6 +415,7 @@ impl FileCopy<'_> {
                 break;
             }
             self.processed += n as u64;
+            self.bytes_read += n as u64;
             let (chunk_size, since, options) = (self.chunk_size, self.since, self.options);
             let first = chunks.len();
             let pieces: Vec<(usize, &[u8])> = self.buf[..n]
@@ -348,6 +443,68 @@ impl FileCopy<'_> {
             if n < self.buf.len() {
                 break;
             }
+        }
+        Ok(Some(chunks))
+    }
+
+    /// Reads the chunks of the file at `path` that `read` marks (of its `size` bytes at the
+    /// walk), stores those that changed, and references the others in `before`; `None` when
+    /// the file was dropped meanwhile. A file that shrank meanwhile ends where it ends now
+    /// (WAL replay truncates it again).
+    fn sparse_file(
+        &mut self,
+        path: &Path,
+        before: &FileEntry,
+        size: u64,
+        read: &[bool],
+        check: &mut dyn FnMut(u64) -> Result<(), String>,
+    ) -> Result<Option<Vec<Chunk>>, String> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot open \"{}\": {e}", path.display())),
+        };
+        let chunk_size = self.chunk_size;
+        let mut chunks: Vec<Chunk> = Vec::with_capacity(read.len());
+        let mut next = 0;
+        while next < read.len() {
+            check(self.processed)?;
+            // The chunks up to the next BATCH_CHUNKS that must be read, read into the buffer.
+            let mut pieces: Vec<(usize, usize, usize)> = Vec::new(); // index, at, length
+            let mut filled = 0;
+            let mut end = next;
+            while end < read.len() && pieces.len() < BATCH_CHUNKS {
+                if read[end] {
+                    let offset = (end * chunk_size) as u64;
+                    let want = chunk_size.min(size.saturating_sub(offset) as usize);
+                    let n = read_full_at(&file, &mut self.buf[filled..filled + want], offset)
+                        .map_err(|e| format!("cannot read \"{}\": {e}", path.display()))?;
+                    pieces.push((end, filled, n));
+                    filled += n;
+                }
+                end += 1;
+            }
+            self.bytes_read += filled as u64;
+            let (level, key) = (self.options.compression_level, self.options.key.as_ref());
+            let buf = &self.buf;
+            let outcomes = parallel::map(&pieces, self.options.threads, |&(index, at, n)| {
+                store_chunk(&buf[at..at + n], before.chunks.get(index), level, key)
+            });
+            let mut outcomes = pieces.iter().map(|p| p.2).zip(outcomes);
+            for (index, &must_read) in read.iter().enumerate().take(end).skip(next) {
+                let outcome = if must_read {
+                    match outcomes.next() {
+                        Some((0, _)) | None => return Ok(Some(chunks)), // shrank meanwhile
+                        Some((_, outcome)) => outcome?,
+                    }
+                } else {
+                    ChunkOutcome::Unchanged(before.chunks[index].clone())
+                };
+                let chunk = self.place(outcome)?;
+                self.processed += chunk.len;
+                chunks.push(chunk);
+            }
+            next = end;
         }
         Ok(Some(chunks))
     }

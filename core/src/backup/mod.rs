@@ -13,6 +13,7 @@ pub mod recovery_conf;
 pub mod restore;
 pub mod retention;
 pub mod store;
+pub mod tracking;
 
 pub use parallel::default_threads;
 

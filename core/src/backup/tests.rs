@@ -7,6 +7,7 @@ use super::restore::restore as restore_with;
 use super::store::{remove_backup_directory, BackupStore, Expected, Sealing};
 use crate::crypto::{Key, KeyDir};
 use crate::storage::{Location, S3Settings};
+use crate::wal_blocks::ChangedBlocks;
 use std::fs;
 use std::path::Path;
 
@@ -119,6 +120,16 @@ trait Tap: Sized {
 impl Tap for Manifest {}
 
 fn take(id: i64, data: &Path, dir: &Path, previous: Option<&Manifest>) -> Manifest {
+    manifest_for(id, dir, take_copied(id, data, dir, previous, None))
+}
+
+fn take_copied(
+    id: i64,
+    data: &Path,
+    dir: &Path,
+    previous: Option<&Manifest>,
+    changed_blocks: Option<ChangedBlocks>,
+) -> super::copy::Copied {
     let store =
         BackupStore::create(&Location::Local(dir.to_path_buf()), &S3Settings::default()).unwrap();
     let options = CopyOptions {
@@ -127,6 +138,8 @@ fn take(id: i64, data: &Path, dir: &Path, previous: Option<&Manifest>) -> Manife
         threads: 2,
         key: None,
         tablespace_directory: TABLESPACE_DIRECTORY.into(),
+        changed_blocks,
+        blocks_per_segment: 131_072,
     };
     let link = ChainLink {
         backup_id: id,
@@ -134,9 +147,7 @@ fn take(id: i64, data: &Path, dir: &Path, previous: Option<&Manifest>) -> Manife
         key_id: None,
     };
     let pack = store.pack_writer().unwrap();
-    let copied =
-        copy_data_directory(data, pack, link, previous, &options, &mut |_| Ok(())).unwrap();
-    manifest_for(id, dir, copied)
+    copy_data_directory(data, pack, link, previous, &options, &mut |_| Ok(())).unwrap()
 }
 
 #[test]
@@ -330,6 +341,8 @@ fn encrypted_backups_restore_with_their_keys_and_never_hold_plaintext() {
             threads: 2,
             key: Some(key.clone()),
             tablespace_directory: TABLESPACE_DIRECTORY.into(),
+            changed_blocks: None,
+            blocks_per_segment: 131_072,
         };
         let link = ChainLink {
             backup_id: id,
@@ -798,4 +811,66 @@ fn a_delta_restore_rewrites_only_what_differs_and_removes_the_rest() {
             location: "/srv/ts".into(),
         });
     assert!(delta(&with_tablespace).unwrap_err().contains("tablespaces"));
+}
+
+#[test]
+fn an_incremental_with_a_block_map_reads_only_the_chunks_wal_names() {
+    use crate::wal_blocks::RelFile;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    sample_data_dir(&data);
+    write(&data, "base/5/16500", &vec![3u8; 200_000]);
+    let full = take(1, &data, &tmp.path().join("b1"), None);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    // Block 20 (chunk 2 of 64 KiB chunks) changed and said so by WAL; block 100 (chunk 12)
+    // changed without WAL (as hint bits may): it is not read. The file grew by 70,000 bytes:
+    // from its old last chunk on, all is read. Relation 16500 was truncated and refilled:
+    // read whole.
+    let path = data.join("base/5/16384");
+    let mut table = fs::read(&path).unwrap();
+    let original_block_100 = table[100 * 8192..101 * 8192].to_vec();
+    table[20 * 8192..21 * 8192].fill(0xAB);
+    table[100 * 8192..101 * 8192].fill(0xCD);
+    table.extend(vec![0xEEu8; 70_000]);
+    fs::write(&path, &table).unwrap();
+    write(&data, "base/5/16500", &vec![4u8; 100_000]);
+    let rel = |relation| RelFile {
+        tablespace: 1663,
+        database: 5,
+        relation,
+    };
+    let mut changed = ChangedBlocks::default();
+    changed.block(rel(16384), 0, 20);
+    changed.block(rel(16384), 0, 20 + 131_072); // another segment file's block
+    changed.rewritten(rel(16500));
+
+    let copied = take_copied(2, &data, &tmp.path().join("b2"), Some(&full), Some(changed));
+    assert_eq!(copied.files_by_block, 1);
+    let old_last_chunk = 3_000_000 / 65_536 * 65_536;
+    let expected_read = 65_536 + (table.len() - old_last_chunk) + 100_000;
+    let other_files: u64 = copied
+        .files
+        .iter()
+        .filter(|f| f.path != "base/5/16384" && f.path != "base/5/16500")
+        .map(|f| f.size)
+        .sum();
+    assert!(
+        copied.bytes_read == expected_read as u64 + other_files,
+        "read {} bytes",
+        copied.bytes_read
+    );
+    let incremental = manifest_for(2, &tmp.path().join("b2"), copied);
+    let target = tmp.path().join("restored");
+    restore(&incremental, &target, 2, &mut |_, _| {}).unwrap();
+    let restored = fs::read(target.join("base/5/16384")).unwrap();
+    table[100 * 8192..101 * 8192].copy_from_slice(&original_block_100);
+    assert!(
+        restored == table,
+        "changed and grown parts restored, the rest referenced"
+    );
+    assert_eq!(
+        fs::read(target.join("base/5/16500")).unwrap(),
+        vec![4u8; 100_000]
+    );
 }

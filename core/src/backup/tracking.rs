@@ -1,0 +1,43 @@
+//! Block change tracking for incrementals: what WAL changed since the previous backup started,
+//! or why that cannot be known (the backup then compares every changed file whole, as before).
+
+use super::manifest::Manifest;
+use crate::lsn::Lsn;
+use crate::wal_blocks::{changes_between, ChangedBlocks, Sources};
+use std::path::Path;
+
+/// The blocks changed from `previous`'s start up to `start` (this backup's start, a record
+/// boundary already flushed), from the block maps and segments in `wal_dir`, and how many of
+/// each were read. A block changed
+/// after `start` needs no copy: WAL replay from `start` restores it.
+pub fn changes_since(
+    previous: &Manifest,
+    wal_dir: &Path,
+    start: Lsn,
+    timeline: u32,
+) -> Result<(ChangedBlocks, Sources), String> {
+    if previous.timeline != timeline {
+        return Err(format!(
+            "the previous backup is of timeline {}, this one of {timeline}",
+            previous.timeline
+        ));
+    }
+    let from = Lsn::parse(&previous.start_lsn).ok_or_else(|| {
+        format!(
+            "the previous backup's start {:?} is not an LSN",
+            previous.start_lsn
+        )
+    })?;
+    if from > start {
+        return Err(format!(
+            "the previous backup starts at {from}, after {start}"
+        ));
+    }
+    changes_between(
+        wal_dir,
+        timeline,
+        from.0,
+        start.0,
+        previous.wal_segment_size,
+    )
+}
