@@ -6,7 +6,8 @@
 #     upload, waits for its last WAL segment in the S3 archive) vs pgbackrest backup --type=full
 #     (repo1-type=s3, process-max=2, compress-type=zst level 3, archive-check=n: it does not
 #     wait for WAL), interleaved over BENCH_ROUNDS rounds; sizes are the objects stored;
-#  2. incremental after updating a contiguous 1 % of pgbench_accounts: ours vs --type=incr;
+#  2. incrementals after updating a contiguous 1 % of pgbench_accounts, then 1 % of its rows at
+#     random: ours vs --type=incr;
 #  3. restore of the full backup from S3 into an empty directory: admin-toolkit restore (every
 #     chunk checked, fsynced) vs pgbackrest restore (delta off, type=none).
 source "$(dirname "$0")/lib.sh"
@@ -70,16 +71,24 @@ ob=$(column_median "$BENCH_DIR/full" 3); tb=$(column_median "$BENCH_DIR/full" 4)
 record "full backup to S3 (moto over TLS, 127.0.0.1) of a $((db_bytes / 1000000)) MB pgbench database (scale $scale), median of $rounds, interleaved (bench/s3_backup.sh)" \
     "execute_backup to s3:// ${om} ms, $((${ob%.*} / 1000000)) MB vs pgBackRest 2.45 (process-max=2, repo1-bundle=y, zst 3, archive-check=n) ${tm} ms, $((${tb%.*} / 1000000)) MB: time $(awk -v a="$om" -v b="$tm" 'BEGIN { printf "%.2f", a / b }')x, size $(awk -v a="$ob" -v b="$tb" 'BEGIN { printf "%.2f", a / b }')x of pgBackRest's"
 
-# Incremental after a contiguous 1 % update: each tool's incremental on its own latest full.
+# Incrementals after a contiguous 1 % update and after 1 % of rows updated at random: each
+# tool's incremental on its own latest backup. Ours reads only the chunks holding blocks its
+# block maps name (metadata.change_tracking); the data read is metadata.bytes_read.
 one=$((scale * 1000))
-psql_bench -c "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= $one" >/dev/null
-settle
-read -r oi_ms oi_bytes oi_path < <(take_ours "$incr_id")
-[ -n "$oi_path" ] || { echo "our incremental failed" >&2; exit 1; }
-psql_bench -c CHECKPOINT >/dev/null
-read -r ti_ms ti_bytes < <(take_theirs incr)
-record "incremental backup to S3 after updating a contiguous 1 % of pgbench_accounts ($one rows)" \
-    "execute_backup ${oi_ms} ms, $((oi_bytes / 1000)) kB vs pgbackrest --type=incr ${ti_ms} ms, $((ti_bytes / 1000)) kB: time $(awk -v a="$oi_ms" -v b="$ti_ms" 'BEGIN { printf "%.2f", a / b }')x"
+full_ms=$om
+incremental() { # label, update
+    psql_bench -c "$2" >/dev/null
+    settle
+    read -r oi_ms oi_bytes oi_path < <(take_ours "$incr_id")
+    [ -n "$oi_path" ] || { echo "our incremental failed" >&2; exit 1; }
+    read -r oi_source oi_read < <(psql_bench -At -F' ' -c "SELECT metadata->'change_tracking'->>'source', metadata->>'bytes_read' FROM admin_toolkit.backup_history WHERE backup_path = '$oi_path'")
+    psql_bench -c CHECKPOINT >/dev/null
+    read -r ti_ms ti_bytes < <(take_theirs incr)
+    record "incremental backup to S3 after $1 of pgbench_accounts" \
+        "execute_backup ${oi_ms} ms = $(awk -v a="$oi_ms" -v b="$full_ms" 'BEGIN { printf "%.1f %%", a / b * 100 }') of its full backup, $((oi_bytes / 1000)) kB stored, $((oi_read / 1000000)) MB read = $(awk -v a="$oi_read" -v b="$db_bytes" 'BEGIN { printf "%.1f %%", a / b * 100 }') of the database (change tracking: $oi_source) vs pgbackrest --type=incr ${ti_ms} ms = $(awk -v a="$ti_ms" -v b="$tm" 'BEGIN { printf "%.1f %%", a / b * 100 }') of its full, $((ti_bytes / 1000)) kB: time $(awk -v a="$oi_ms" -v b="$ti_ms" 'BEGIN { printf "%.2f", a / b }')x"
+}
+incremental "updating a contiguous 1 % ($one rows)" "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= $one"
+incremental "updating 1 % of its rows at random" "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE random() < 0.01"
 
 # Restore of the last full backup from S3, interleaved.
 : >"$BENCH_DIR/restore"

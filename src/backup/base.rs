@@ -337,15 +337,18 @@ fn start_block_maps() {
     }
 }
 
-/// Removes the block maps of segments before every schedule's latest backup: an incremental
-/// reads WAL from its parent's start only.
+/// Removes the block maps of segments before every active schedule's latest backup: an
+/// incremental reads WAL from its parent's start only (a schedule made inactive keeps none
+/// alive; its next incremental compares files whole, and says so).
 fn keep_block_maps(segment_size: u64) {
     let directory = data_directory().join(MAP_DIRECTORY);
     let kept = jobs::bookkeeping(|| {
         Spi::get_one::<String>(
-            "SELECT min(start_lsn)::text FROM (SELECT DISTINCT ON (schedule_id) start_lsn \
-                     FROM admin_toolkit.backup_history WHERE status = 'completed' \
-                     AND start_lsn IS NOT NULL ORDER BY schedule_id, backup_id DESC) latest",
+            "SELECT min(start_lsn)::text FROM (SELECT DISTINCT ON (h.schedule_id) h.start_lsn \
+               FROM admin_toolkit.backup_history h \
+               JOIN admin_toolkit.backup_schedules s ON s.schedule_id = h.schedule_id \
+              WHERE s.is_active AND h.status = 'completed' AND h.start_lsn IS NOT NULL \
+              ORDER BY h.schedule_id, h.backup_id DESC) latest",
         )
     })
     .and_then(|oldest| match oldest.as_deref().and_then(Lsn::parse) {
