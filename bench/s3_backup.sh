@@ -81,11 +81,11 @@ incremental() { # label, update
     settle
     read -r oi_ms oi_bytes oi_path < <(take_ours "$incr_id")
     [ -n "$oi_path" ] || { echo "our incremental failed" >&2; exit 1; }
-    read -r oi_source oi_read < <(psql_bench -At -F' ' -c "SELECT metadata->'change_tracking'->>'source', metadata->>'bytes_read' FROM admin_toolkit.backup_history WHERE backup_path = '$oi_path'")
+    read -r oi_source oi_read oi_phases < <(psql_bench -At -F' ' -c "SELECT metadata->'change_tracking'->>'source', metadata->>'bytes_read', replace(metadata->>'phase_seconds', ' ', '') FROM admin_toolkit.backup_history WHERE backup_path = '$oi_path'")
     psql_bench -c CHECKPOINT >/dev/null
     read -r ti_ms ti_bytes < <(take_theirs incr)
     record "incremental backup to S3 after $1 of pgbench_accounts" \
-        "execute_backup ${oi_ms} ms = $(awk -v a="$oi_ms" -v b="$full_ms" 'BEGIN { printf "%.1f %%", a / b * 100 }') of its full backup, $((oi_bytes / 1000)) kB stored, $((oi_read / 1000000)) MB read = $(awk -v a="$oi_read" -v b="$db_bytes" 'BEGIN { printf "%.1f %%", a / b * 100 }') of the database (change tracking: $oi_source) vs pgbackrest --type=incr ${ti_ms} ms = $(awk -v a="$ti_ms" -v b="$tm" 'BEGIN { printf "%.1f %%", a / b * 100 }') of its full, $((ti_bytes / 1000)) kB: time $(awk -v a="$oi_ms" -v b="$ti_ms" 'BEGIN { printf "%.2f", a / b }')x"
+        "execute_backup ${oi_ms} ms = $(awk -v a="$oi_ms" -v b="$full_ms" 'BEGIN { printf "%.1f %%", a / b * 100 }') of its full backup, $((oi_bytes / 1000)) kB stored, $((oi_read / 1000000)) MB read = $(awk -v a="$oi_read" -v b="$db_bytes" 'BEGIN { printf "%.1f %%", a / b * 100 }') of the database (change tracking: $oi_source; seconds per step $oi_phases) vs pgbackrest --type=incr ${ti_ms} ms = $(awk -v a="$ti_ms" -v b="$tm" 'BEGIN { printf "%.1f %%", a / b * 100 }') of its full, $((ti_bytes / 1000)) kB: time $(awk -v a="$oi_ms" -v b="$ti_ms" 'BEGIN { printf "%.2f", a / b }')x"
 }
 incremental "updating a contiguous 1 % ($one rows)" "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= $one"
 incremental "updating 1 % of its rows at random" "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE random() < 0.01"

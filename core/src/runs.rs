@@ -73,6 +73,36 @@ impl fmt::Display for RunTable {
     }
 }
 
+/// Seconds spent in each step of a run, in the order taken, for its record.
+pub struct PhaseTimer {
+    last: std::time::Instant,
+    steps: Vec<(&'static str, f64)>,
+}
+
+impl Default for PhaseTimer {
+    fn default() -> Self {
+        PhaseTimer {
+            last: std::time::Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+}
+
+impl PhaseTimer {
+    /// Ends step `name`, begun when the previous one ended (or the timer was made).
+    pub fn mark(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        let seconds = now.duration_since(self.last).as_secs_f64();
+        self.steps.push((name, (seconds * 1000.0).round() / 1000.0));
+        self.last = now;
+    }
+
+    /// The steps and their seconds (to the millisecond).
+    pub fn steps(&self) -> &[(&'static str, f64)] {
+        &self.steps
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,10 +9,9 @@
 
 use crate::settings;
 use admin_toolkit_core::crypto::KeyDir;
-use admin_toolkit_core::lsn::parse_segment_file_name;
 use admin_toolkit_core::storage::{PutOutcome, Storage};
 use admin_toolkit_core::wal::{archive_wal, claim_archive};
-use admin_toolkit_core::wal_blocks::map::{map_segment, write_map, MAP_DIRECTORY};
+use admin_toolkit_core::wal_blocks::map::{map_archived_segment, MAP_DIRECTORY};
 use admin_toolkit_core::wal_push::{ready_files, AheadPusher, Push};
 use pgrx::prelude::*;
 use std::ffi::CStr;
@@ -106,6 +105,7 @@ impl Target {
             name,
             path,
         )
+        .map(|(outcome, _reported_by_archive_file)| outcome)
     }
 
     /// The upload of a file ahead: the same as `store`, on a thread of the pusher.
@@ -125,10 +125,15 @@ impl Target {
                 name,
                 &format!("pg_wal/{name}"),
             )
+            // A map not made here is made again, and a failure reported, by the archiver's
+            // own call for the file (`write_block_map`).
+            .map(|(outcome, _made_again)| outcome)
         })
     }
 }
 
+/// Archives WAL file `name` from `path`, then writes its block map while its bytes are at
+/// hand: the outcome, and the map's.
 fn store_with(
     storage: &Arc<dyn Storage>,
     system: &str,
@@ -136,9 +141,15 @@ fn store_with(
     keys: &KeyDir,
     name: &str,
     path: &str,
-) -> Result<PutOutcome, String> {
+) -> Result<(PutOutcome, Result<bool, String>), String> {
     let contents = std::fs::read(path).map_err(|e| format!("cannot read \"{path}\": {e}"))?;
-    archive_wal(storage.as_ref(), system, name, &contents, keys, key_id).map_err(|e| e.to_string())
+    let outcome = archive_wal(storage.as_ref(), system, name, &contents, keys, key_id)
+        .map_err(|e| e.to_string())?;
+    // SAFETY: set at startup, read-only after (read on the uploads' threads too: a plain
+    // integer, never written again).
+    let segment_size = unsafe { pg_sys::wal_segment_size } as u64;
+    let map = map_archived_segment(Path::new(MAP_DIRECTORY), name, &contents, segment_size);
+    Ok((outcome, map))
 }
 
 /// Archives `name`: from an upload started ahead under the same settings when there is one
@@ -192,7 +203,8 @@ fn claim(storage: &dyn Storage, system: &str, location: &str) -> Result<(), Stri
 fn archive_file(name: &CStr, path: &CStr) -> bool {
     let (name, path) = (name.to_string_lossy(), path.to_string_lossy());
     let archived = archive(&name, &path);
-    if archived.is_ok() {
+    let maps = Path::new(MAP_DIRECTORY);
+    if archived.is_ok() && maps.is_dir() && !maps.join(&*name).exists() {
         write_block_map(&name, &path);
     }
     match archived {
@@ -210,23 +222,17 @@ fn archive_file(name: &CStr, path: &CStr) -> bool {
 }
 
 /// Writes the block map of segment `name` (`core::wal_blocks::map`) once it is archived,
-/// while maps are kept (their directory exists: the first base backup makes it). A map that
-/// cannot be made only costs the next incremental a whole comparison, which its record
-/// states: a WARNING, and the segment still counts as archived.
+/// when the upload that archived it did not (maps are kept while their directory exists: the
+/// first base backup makes it). A map that cannot be made only costs the next incremental a
+/// whole comparison, which its record states: a WARNING, and the segment still counts as
+/// archived.
 fn write_block_map(name: &str, path: &str) {
-    let directory = Path::new(MAP_DIRECTORY);
     // SAFETY: set at startup, read-only after.
     let segment_size = unsafe { pg_sys::wal_segment_size } as u64;
-    let Some((_, segment)) = parse_segment_file_name(name, segment_size) else {
-        return; // a history or backup file
-    };
-    if !directory.is_dir() || directory.join(name).exists() {
-        return;
-    }
+    let directory = Path::new(MAP_DIRECTORY);
     let written = std::fs::read(path)
         .map_err(|e| format!("cannot read \"{path}\": {e}"))
-        .and_then(|bytes| map_segment(&bytes, segment * segment_size))
-        .and_then(|map| write_map(directory, name, &map));
+        .and_then(|bytes| map_archived_segment(directory, name, &bytes, segment_size));
     if let Err(e) = written {
         warning!("admin_toolkit archive: no block map for {name}: {e}");
     }

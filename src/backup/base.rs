@@ -2,6 +2,7 @@
 //! non-exclusive low-level API (pg_backup_start → copy → pg_backup_stop), or for a wal_archive
 //! schedule a WAL switch followed by waiting for the segment to reach the archive.
 
+use super::block_maps::{changed_blocks, keep_block_maps, start_block_maps};
 use super::runs::finish_failed;
 use super::schedule::{self, data_directory, BackupSchedule};
 use crate::jobs::ledger::BACKUPS;
@@ -12,12 +13,10 @@ use admin_toolkit_core::backup::default_threads;
 use admin_toolkit_core::backup::label::parse_backup_label;
 use admin_toolkit_core::backup::manifest::{format_for, ChainLink, Manifest};
 use admin_toolkit_core::backup::store::{remove_backup, BackupStore, Expected};
-use admin_toolkit_core::backup::tracking::changes_since;
 use admin_toolkit_core::chrono::Utc;
 use admin_toolkit_core::lsn::{segment_file_name, Lsn};
+use admin_toolkit_core::runs::PhaseTimer;
 use admin_toolkit_core::storage::Location;
-use admin_toolkit_core::wal_blocks::map::{prune_maps, MAP_DIRECTORY};
-use admin_toolkit_core::wal_blocks::ChangedBlocks;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -203,6 +202,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
     };
     let started = Instant::now();
     let started_at = Utc::now();
+    let mut phases = PhaseTimer::default();
     let ServerFacts {
         system_identifier: system_id,
         segment_size,
@@ -214,9 +214,12 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
     let (kind, previous, note) = parent(schedule, backup_id, &system_id, dir, key_id)?;
     let store = BackupStore::create(dir, &s3).map_err(failed)?;
     start_block_maps();
+    phases.mark("prepare");
     let (start_lsn, timeline) = start_backup(backup_id, &kind).map_err(|e| cleanup(dir, e))?;
+    phases.mark("start");
     let (changed_blocks, mut tracking) =
         changed_blocks(previous.as_ref(), start_lsn, timeline, blocks_per_segment);
+    phases.mark("change_tracking");
     let options = CopyOptions {
         chunk_size: DEFAULT_CHUNK_SIZE,
         compression_level: schedule.compression_level,
@@ -248,6 +251,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
             },
         )
     });
+    phases.mark("copy");
     let status = interrupted.map_or(RunStatus::Failed, |(status, _)| status);
     let shutting_down = interrupted.is_some_and(|(_, why)| why == SHUTDOWN);
     // Always stop the backup; the job waits for the last segment itself (wait_for_archive).
@@ -265,6 +269,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         }
     };
     let (end_lsn, label_file, map_file) = stop.map_err(|e| cleanup(dir, e))?;
+    phases.mark("stop");
     let label = parse_backup_label(&label_file).map_err(|e| cleanup(dir, failed(e)))?;
     // The backup ends in the segment holding the byte before its end LSN.
     let end_segment =
@@ -273,6 +278,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
     if let (true, Some(last)) = (wait, &end_wal) {
         wait_for_archive(last).map_err(|e| cleanup(dir, e))?;
     }
+    phases.mark("archive_wait");
     let manifest = Manifest {
         format: format_for(&copied.tablespaces),
         backup_id,
@@ -298,6 +304,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
     let manifest_bytes = store
         .store_manifest(&manifest, key.as_ref())
         .map_err(|e| cleanup(dir, failed(e)))?;
+    phases.mark("manifest");
     let stored = copied.pack_bytes + manifest_bytes;
     if tracking["source"] == "wal" {
         tracking["files_by_block"] = json!(copied.files_by_block);
@@ -313,6 +320,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         "files_referenced": copied.files_referenced,
         "bytes_read": copied.bytes_read,
         "change_tracking": tracking,
+        "phase_seconds": phases.steps().iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "parent_backup_id": previous.as_ref().map(|p| p.backup_id),
         "threads": options.threads,
         "tablespaces": manifest.tablespaces.len(),
@@ -323,41 +331,6 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
     record_completed(backup_id, &manifest, stored, started, facts);
     keep_block_maps(segment_size);
     Ok(())
-}
-
-/// Block maps are kept from the first base backup's start on: their directory, which the
-/// archive module looks for, is made before pg_backup_start.
-fn start_block_maps() {
-    let directory = data_directory().join(MAP_DIRECTORY);
-    if let Err(e) = std::fs::create_dir_all(&directory) {
-        log!(
-            "admin_toolkit job: block maps: cannot make {}: {e}",
-            directory.display()
-        );
-    }
-}
-
-/// Removes the block maps of segments before every active schedule's latest backup: an
-/// incremental reads WAL from its parent's start only (a schedule made inactive keeps none
-/// alive; its next incremental compares files whole, and says so).
-fn keep_block_maps(segment_size: u64) {
-    let directory = data_directory().join(MAP_DIRECTORY);
-    let kept = jobs::bookkeeping(|| {
-        Spi::get_one::<String>(
-            "SELECT min(start_lsn)::text FROM (SELECT DISTINCT ON (h.schedule_id) h.start_lsn \
-               FROM admin_toolkit.backup_history h \
-               JOIN admin_toolkit.backup_schedules s ON s.schedule_id = h.schedule_id \
-              WHERE s.is_active AND h.status = 'completed' AND h.start_lsn IS NOT NULL \
-              ORDER BY h.schedule_id, h.backup_id DESC) latest",
-        )
-    })
-    .and_then(|oldest| match oldest.as_deref().and_then(Lsn::parse) {
-        Some(lsn) => prune_maps(&directory, lsn.segment(segment_size), segment_size),
-        None => Ok(0),
-    });
-    if let Err(e) = kept {
-        log!("admin_toolkit job: block maps: {e}");
-    }
 }
 
 /// Waits until the archiver has stored WAL file `last` (the backup's last segment), as
@@ -511,43 +484,6 @@ fn start_backup(backup_id: i64, kind: &str) -> Result<(Lsn, u32), Failure> {
         .ok_or_else(|| failed(format!("pg_backup_start returned {start_lsn:?}")))?;
     let timeline = u32::from_str_radix(wal_file.get(..8).unwrap_or(""), 16).unwrap_or(0);
     Ok((lsn, timeline))
-}
-
-/// What WAL changed since the previous backup started (`core::backup::tracking`), with the
-/// facts to record: how it was learned, or why the backup compares changed files whole.
-fn changed_blocks(
-    previous: Option<&Manifest>,
-    start: Lsn,
-    timeline: u32,
-    blocks_per_segment: u32,
-) -> (Option<ChangedBlocks>, Value) {
-    let Some(previous) = previous else {
-        return (None, Value::Null);
-    };
-    if blocks_per_segment == 0 {
-        let why = "the server's pages are not of 8 kB";
-        return (None, json!({"source": "file comparison", "reason": why}));
-    }
-    let began = Instant::now();
-    let wal_dir = data_directory().join("pg_wal");
-    match changes_since(previous, &wal_dir, start, timeline) {
-        Ok((changes, sources)) => {
-            let facts = json!({
-                "source": "wal",
-                "block_maps": sources.maps,
-                "segments_read": sources.segments,
-                "records": changes.records,
-                "blocks": changes.block_count(),
-                "read_whole": changes.whole_count(),
-                "scan_seconds": (began.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-            });
-            (Some(changes), facts)
-        }
-        Err(reason) => {
-            log!("admin_toolkit job: the incremental compares changed files whole: {reason}");
-            (None, json!({"source": "file comparison", "reason": reason}))
-        }
-    }
 }
 
 /// pg_backup_stop, without its own wait for the archiver (which polls once a second: the job

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod archive;
 pub mod base;
+mod block_maps;
 pub mod duty;
 pub(crate) mod locations;
 pub mod retention;

@@ -211,6 +211,24 @@ pub fn write_map(directory: &Path, name: &str, map: &SegmentMap) -> Result<(), S
         })
 }
 
+/// Writes the map of WAL file `name` (`contents`) into `directory` when it is a segment, maps
+/// are kept (the directory exists) and it has none yet; whether one was written.
+pub fn map_archived_segment(
+    directory: &Path,
+    name: &str,
+    contents: &[u8],
+    segment_size: u64,
+) -> Result<bool, String> {
+    let Some((_, segment)) = crate::lsn::parse_segment_file_name(name, segment_size) else {
+        return Ok(false); // a history or backup file
+    };
+    if !directory.is_dir() || directory.join(name).exists() {
+        return Ok(false);
+    }
+    let map = map_segment(contents, segment * segment_size)?;
+    write_map(directory, name, &map).map(|()| true)
+}
+
 /// The map of segment `name` in `directory`, `None` when there is none.
 pub fn read_map(directory: &Path, name: &str) -> Result<Option<SegmentMap>, String> {
     match std::fs::read(directory.join(name)) {
