@@ -49,6 +49,7 @@ hold() { # back to a failing archiver
     psql_bench -c "ALTER SYSTEM SET archive_library = ''" -c "ALTER SYSTEM SET archive_command = 'false'" -c "SELECT pg_reload_conf()" >/dev/null
     sleep 1
 }
+if [ "$rounds" -gt 0 ]; then
 : >"$BENCH_DIR/wal"
 for r in $(seq "$rounds"); do
     hold; last=$(backlog "$segments")
@@ -64,6 +65,7 @@ ours_bytes=$(s3_bytes ours/wal/); theirs_bytes=$(s3_bytes pgbackrest/archive/)
 per_s() { awk -v n="$segments" -v t="$1" 'BEGIN { printf "%.1f", n / t * 1000 }'; }
 record "WAL archiving to S3 (moto over TLS, 127.0.0.1): a backlog of $segments segments (16 MB) once archiving is switched on, median of $rounds, interleaved (bench/s3_wal_backlog.sh)" \
     "admin_toolkit archive module, 4 uploads ahead ${am} ms = $(per_s "$am") segments/s vs one at a time ${sm} ms = $(per_s "$sm") segments/s ($(awk -v a="$sm" -v b="$am" 'BEGIN { printf "%.2f", a / b }')x) vs pgbackrest archive-push archive-async=y process-max=2 ${tm} ms = $(per_s "$tm") segments/s; stored $((ours_bytes / 1000000)) MB vs $((theirs_bytes / 1000000)) MB for $((rounds * segments * 2)) and $((rounds * segments)) segments"
+fi # BENCH_ROUNDS=0: the sustained load only
 
 # Under a sustained load: pgbench (2 clients) writing WAL for BENCH_LOAD_SECONDS while each
 # archiver at its best settings for the job archives; the archive lag (segments waiting with
@@ -72,6 +74,7 @@ load_seconds=${BENCH_LOAD_SECONDS:-30}
 echo "INSERT INTO filler SELECT md5(random()::text) FROM generate_series(1, 2000);" >"$store/load.sql"
 [ "$(id -u)" = 0 ] && chown postgres "$store/load.sql"
 lag_sample="SELECT count(*), coalesce(extract(epoch FROM now() - min(modification)), 0)::numeric(10,2) FROM pg_ls_archive_statusdir() WHERE name ~ '^[0-9A-F]{24}[.]ready\$'"
+segment_now="SELECT (pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') / (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'))::bigint"
 percentile() { # FILE COLUMN P
     sort -n -k"$2" "$1" | awk -v c="$2" -v p="$3" '{ v[NR] = $c } END { i = int(NR * p / 100 + 0.999); if (i < 1) i = 1; print v[i] }'
 }
@@ -80,7 +83,7 @@ sustained() { # NAME SETTINGS... -> "segments p50 p99 p99_seconds"
     for s in "$@"; do psql_bench -c "ALTER SYSTEM SET $s" >/dev/null; done
     psql_bench -c "SELECT pg_reload_conf()" >/dev/null
     until [ "$(psql_bench -At -c "$lag_sample" | cut -d'|' -f1)" = 0 ]; do sleep 0.1; done
-    first=$(psql_bench -At -c "SELECT ('x' || lpad(substr(pg_walfile_name(pg_current_wal_lsn()), 9), 16, '0'))::bit(64)::bigint")
+    first=$(psql_bench -At -c "$segment_now")
     : >"$BENCH_DIR/lag_$name"
     as_pg "$BIN/pgbench" -n -f "$store/load.sql" -c 2 -T "$load_seconds" -h 127.0.0.1 -p "$BENCH_PORT" -U postgres postgres >/dev/null 2>&1 &
     local load=$!
@@ -89,7 +92,7 @@ sustained() { # NAME SETTINGS... -> "segments p50 p99 p99_seconds"
         sleep 0.25
     done
     wait "$load"
-    end=$(psql_bench -At -c "SELECT ('x' || lpad(substr(pg_walfile_name(pg_current_wal_lsn()), 9), 16, '0'))::bit(64)::bigint")
+    end=$(psql_bench -At -c "$segment_now")
     echo "$(( (end - first) )) $(percentile "$BENCH_DIR/lag_$name" 1 50) $(percentile "$BENCH_DIR/lag_$name" 1 99) $(percentile "$BENCH_DIR/lag_$name" 2 99)"
 }
 read -r os o50 o99 o99s < <(sustained ours "archive_command = ''" "admin_toolkit.archive_parallelism = 4" "archive_library = 'admin_toolkit'")

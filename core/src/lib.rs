@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod backup;
+pub mod codec;
 pub mod config_guard;
 pub mod copy_guard;
 pub mod counters;

@@ -2,8 +2,9 @@
 //! a content checksum, plus a SHA-256 sidecar — so that archiving the same segment twice
 //! succeeds and archiving different content under a stored name fails.
 
-use crate::crypto::{open_object, seal_object, sealed_key_id, KeyDir};
-use crate::storage::{compress, decompress, sha256_hex, PutOutcome, Storage, StorageError};
+use crate::codec::{Codec, Compression, Encoded, Sealing};
+use crate::crypto::{open_object, sealed_key_id, KeyDir};
+use crate::storage::{decompress, sha256_hex, PutOutcome, Storage, StorageError};
 
 /// A segment (24 hex digits), a timeline history file, a backup history file or a partial
 /// segment, as PostgreSQL names them.
@@ -111,19 +112,28 @@ pub fn archive_wal(
             "\"{name}\" is not a WAL file name"
         )));
     }
-    let sha = sha256_hex(contents);
     let (data, sum) = (data_object(name), checksum_object(name));
+    let key = match key_id {
+        Some(id) => Some(keys.load(id).map_err(StorageError::Io)?),
+        None => None,
+    };
+    let codec = Codec {
+        compression: Compression::Frame(WAL_COMPRESSION_LEVEL),
+        sealing: match &key {
+            Some(key) => Sealing::Object {
+                key,
+                aad: bound_to(system_identifier, name),
+            },
+            None => Sealing::None,
+        },
+    };
     // Written first, checked after: the conditional write never replaces anything, and the
     // common case (a new file) costs no request beyond it.
-    let compressed = compress(contents, WAL_COMPRESSION_LEVEL)?;
-    let stored = match key_id {
-        Some(id) => {
-            let key = keys.load(id).map_err(StorageError::Io)?;
-            seal_object(&key, &bound_to(system_identifier, name), &compressed)
-                .map_err(StorageError::Io)?
-        }
-        None => compressed,
-    };
+    let Encoded {
+        stored,
+        sha256: sha,
+        ..
+    } = codec.encode(contents).map_err(StorageError::Io)?;
     let outcome = match storage.put_new(&data, &stored) {
         Ok(outcome) => outcome,
         // Sealed again (a new nonce), or compressed by another zstd: the same WAL if the
@@ -230,7 +240,8 @@ pub fn restore_wal(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{LocalStorage, Location};
+    use crate::crypto::seal_object;
+    use crate::storage::{compress, LocalStorage, Location};
 
     const SYS: &str = "7311111111111111111";
 

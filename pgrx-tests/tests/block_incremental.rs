@@ -1,8 +1,9 @@
 //! Block-level incrementals against a real server: after a full backup, incrementals read only
 //! the blocks WAL names (the backup's record says so), read whole what WAL cannot vouch for
-//! (relations truncated, rewritten, created anew, a new database), and a chain of full + two
-//! incrementals recovered to a named point equals the source there: every table's rows, every
-//! page's checksum (pg_checksums), and amcheck where the server has it.
+//! (relations truncated, rewritten, created anew, a new database), compare files whole when
+//! the block maps are gone, and a chain of full + three incrementals recovered to a named
+//! point equals the source there: every table's rows, every page's checksum (pg_checksums),
+//! and amcheck where the server has it.
 
 use admin_toolkit_it::fixtures::{completed_backup, output_text as text, BackupSchedule};
 use admin_toolkit_it::{
@@ -71,7 +72,7 @@ fn block_incrementals_read_what_changed_and_restore_exactly() {
     db.batch_execute(
         "CREATE EXTENSION admin_toolkit;
          CREATE TABLE hot (id int PRIMARY KEY, v int, pad text);
-         INSERT INTO hot SELECT g, 0, repeat('x', 200) FROM generate_series(1, 60000) g;
+         INSERT INTO hot SELECT g, 0, repeat('x', 200) FROM generate_series(1, 200000) g;
          CREATE TABLE shrinks (id int, pad text);
          INSERT INTO shrinks SELECT g, repeat('s', 200) FROM generate_series(1, 5000) g;
          CREATE TABLE rewritten (id int, pad text);
@@ -108,6 +109,8 @@ fn block_incrementals_read_what_changed_and_restore_exactly() {
         "UPDATE moved SET pad = repeat('n', 200) WHERE id = 7200",
         "DELETE FROM shrinks WHERE id > 1000",
         "VACUUM shrinks", // truncates its file
+        // and grows it past its old size again: only the truncation says to read it whole
+        "INSERT INTO shrinks SELECT g, repeat('g', 200) FROM generate_series(1, 6000) g",
         "VACUUM FULL rewritten",
         "CLUSTER clustered USING clustered_id",
         "ALTER TABLE made_logged SET LOGGED",
@@ -154,8 +157,26 @@ fn block_incrementals_read_what_changed_and_restore_exactly() {
     third
         .batch_execute("CREATE TABLE t3 AS SELECT generate_series(1, 700) AS id")
         .unwrap();
+    let (_, second_facts) = backup(&mut db, incremental);
+    assert_eq!(tracking(&second_facts)["source"], "wal", "{second_facts}");
+
+    // Without the block maps (and their segments recycled), the next incremental compares
+    // changed files whole, and says why.
+    let maps = Path::new(&data_dir).join("pg_wal/admin_toolkit_blocks");
+    for map in std::fs::read_dir(&maps).unwrap() {
+        std::fs::remove_file(map.unwrap().path()).unwrap();
+    }
+    db.batch_execute("UPDATE hot SET v = 6 WHERE id BETWEEN 20000 AND 20100")
+        .unwrap();
     let (last_path, last) = backup(&mut db, incremental);
-    assert_eq!(tracking(&last)["source"], "wal", "{last}");
+    assert_eq!(tracking(&last)["source"], "file comparison", "{last}");
+    assert!(
+        tracking(&last)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no block map"),
+        "{last}"
+    );
     db.batch_execute("UPDATE hot SET v = 4 WHERE id = 7")
         .unwrap();
     let expected = digests(&mut db);

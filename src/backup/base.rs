@@ -209,6 +209,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         archive_mode,
         tablespace_directory,
         blocks_per_segment,
+        data_checksum_version,
     } = server_facts()?;
     let key_id = key.as_ref().map(|k| k.id.as_str());
     let (kind, previous, note) = parent(schedule, backup_id, &system_id, dir, key_id)?;
@@ -217,8 +218,14 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
     phases.mark("prepare");
     let (start_lsn, timeline) = start_backup(backup_id, &kind).map_err(|e| cleanup(dir, e))?;
     phases.mark("start");
-    let (changed_blocks, mut tracking) =
-        changed_blocks(previous.as_ref(), start_lsn, timeline, blocks_per_segment);
+    let (changed_blocks, mut tracking) = changed_blocks(
+        previous.as_ref(),
+        start_lsn,
+        timeline,
+        blocks_per_segment,
+        segment_size,
+        data_checksum_version,
+    );
     phases.mark("change_tracking");
     let options = CopyOptions {
         chunk_size: DEFAULT_CHUNK_SIZE,
@@ -228,6 +235,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         tablespace_directory,
         changed_blocks,
         blocks_per_segment,
+        data_checksum_version,
     };
     let link = ChainLink {
         backup_id,
@@ -300,6 +308,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         tablespace_map: map_file.unwrap_or_default(),
         server_major: Some(crate::compat::server_major()),
         tablespaces: copied.tablespaces,
+        data_checksum_version: Some(data_checksum_version),
     };
     let manifest_bytes = store
         .store_manifest(&manifest, key.as_ref())
@@ -390,8 +399,11 @@ struct ServerFacts {
     archive_mode: String,
     /// This server's directory in each tablespace (`compat::tablespace_directory`).
     tablespace_directory: String,
-    /// Blocks per relation segment file; 0 when pages are not of 8 kB (no block tracking).
+    /// Blocks per relation segment file; 0 when pages or WAL pages are not of 8 kB (no block
+    /// tracking).
     blocks_per_segment: u32,
+    /// pg_control's data_checksum_version.
+    data_checksum_version: u32,
 }
 
 fn server_facts() -> Result<ServerFacts, Failure> {
@@ -402,6 +414,7 @@ fn server_facts() -> Result<ServerFacts, Failure> {
             archive_mode: String::new(),
             tablespace_directory: String::new(),
             blocks_per_segment: 0,
+            data_checksum_version: 0,
         };
         if unsafe { pg_sys::RecoveryInProgress() } {
             return Ok(facts);
@@ -415,12 +428,14 @@ fn server_facts() -> Result<ServerFacts, Failure> {
         facts.archive_mode =
             Spi::get_one("SELECT pg_catalog.current_setting('archive_mode')")?.unwrap_or_default();
         facts.segment_size = schedule::wal_segment_size()?;
-        let (per_segment, block_size) = Spi::get_two::<i32, i32>(
-            "SELECT blocks_per_segment, database_block_size FROM pg_catalog.pg_control_init()",
+        let (per_segment, block_size, checksums) = Spi::get_three::<i32, bool, i32>(
+            "SELECT blocks_per_segment, database_block_size = 8192 AND wal_block_size = 8192, \
+                    data_page_checksum_version FROM pg_catalog.pg_control_init()",
         )?;
-        if block_size == Some(8192) {
+        if block_size == Some(true) {
             facts.blocks_per_segment = per_segment.unwrap_or(0).max(0) as u32;
         }
+        facts.data_checksum_version = checksums.unwrap_or(0).max(0) as u32;
         Ok(facts)
     })
     .map_err(failed)?;

@@ -55,17 +55,26 @@ pub(super) fn changed_blocks(
     start: Lsn,
     timeline: u32,
     blocks_per_segment: u32,
+    segment_size: u64,
+    data_checksum_version: u32,
 ) -> (Option<ChangedBlocks>, Value) {
     let Some(previous) = previous else {
         return (None, Value::Null);
     };
     if blocks_per_segment == 0 {
-        let why = "the server's pages are not of 8 kB";
+        let why = "the server's data or WAL pages are not of 8 kB";
         return (None, json!({"source": "file comparison", "reason": why}));
     }
     let began = Instant::now();
     let wal_dir = data_directory().join("pg_wal");
-    match changes_since(previous, &wal_dir, start, timeline) {
+    match changes_since(
+        previous,
+        &wal_dir,
+        start,
+        timeline,
+        segment_size,
+        data_checksum_version,
+    ) {
         Ok((changes, sources)) => {
             let facts = json!({
                 "source": "wal",

@@ -7,6 +7,7 @@ use super::layout::{
 };
 use super::manifest::{file_digest, ChainLink, Chunk, FileEntry, Manifest, Tablespace};
 use super::parallel;
+use crate::codec::{Codec, Compression, Sealing};
 use crate::crypto::Key;
 use crate::storage::{sha256_hex, ObjectWriter};
 use crate::wal_blocks::{main_fork_file, ChangedBlocks, RelationChange};
@@ -40,6 +41,9 @@ pub struct CopyOptions {
     pub changed_blocks: Option<ChangedBlocks>,
     /// Blocks per relation segment file (RELSEG_SIZE), to place a block in its file.
     pub blocks_per_segment: u32,
+    /// pg_control's data_checksum_version now: page LSNs vouch for nothing when it changed
+    /// since the previous backup (`pg_checksums --enable` rewrites pages without WAL).
+    pub data_checksum_version: u32,
 }
 
 /// What was copied: everything the manifest needs besides the server's facts.
@@ -234,6 +238,7 @@ pub fn copy_data_directory(
         // was taken (every change to them since would have moved their LSN): their chunks
         // need no hash.
         since: previous
+            .filter(|m| m.data_checksum_version == Some(options.data_checksum_version))
             .and_then(|m| crate::lsn::Lsn::parse(&m.start_lsn))
             .map_or(0, |l| l.0),
         processed: 0,
@@ -495,6 +500,16 @@ impl FileCopy<'_> {
                 let outcome = if must_read {
                     match outcomes.next() {
                         Some((0, _)) | None => return Ok(Some(chunks)), // shrank meanwhile
+                        Some((n, outcome))
+                            if n < chunk_size
+                                .min((size - (index * chunk_size) as u64) as usize) =>
+                        {
+                            // Shrank meanwhile: the file ends in this chunk now.
+                            let chunk = self.place(outcome?)?;
+                            self.processed += chunk.len;
+                            chunks.push(chunk);
+                            return Ok(Some(chunks));
+                        }
                         Some((_, outcome)) => outcome?,
                     }
                 } else {
@@ -550,28 +565,22 @@ fn store_chunk(
     if let Some(prev) = before.filter(|p| p.sha256 == sha256 && p.len == piece.len() as u64) {
         return Ok(ChunkOutcome::Unchanged(prev.clone()));
     }
-    let (stored, compressed) = if level == 0 {
-        (piece.to_vec(), false)
-    } else {
-        let packed =
-            zstd::bulk::compress(piece, level).map_err(|e| format!("compression failed: {e}"))?;
-        // Incompressible data is stored as is.
-        if packed.len() < piece.len() {
-            (packed, true)
-        } else {
-            (piece.to_vec(), false)
-        }
-    };
-    let stored = match key {
-        Some(key) => key.seal(sha256.as_bytes(), &stored)?,
-        None => stored,
-    };
+    let encoded = chunk_codec(level, key).encode_digested(piece, sha256)?;
     Ok(ChunkOutcome::New {
-        sha256,
+        sha256: encoded.sha256,
         len: piece.len() as u64,
-        stored,
-        compressed,
+        stored: encoded.stored,
+        compressed: encoded.compressed,
     })
+}
+
+/// How a pack chunk is stored: a zstd block when smaller, sealed by its digest when the
+/// backup is encrypted.
+pub fn chunk_codec(level: i32, key: Option<&Key>) -> Codec<'_> {
+    Codec {
+        compression: Compression::BlockWhenSmaller(level),
+        sealing: key.map_or(Sealing::None, Sealing::ByDigest),
+    }
 }
 
 const PAGE_SIZE: usize = 8192;

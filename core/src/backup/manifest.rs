@@ -142,6 +142,11 @@ pub struct Manifest {
     /// The cluster's tablespaces outside the data directory (none in format 1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tablespaces: Vec<Tablespace>,
+    /// pg_control's data_checksum_version at the backup (0: off); absent before 0.5.0.
+    /// `pg_checksums --enable` rewrites every page without WAL and without moving page LSNs:
+    /// an incremental whose parent saw another version reads every file whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_checksum_version: Option<u32>,
 }
 
 /// Refuses restoring a data directory of PostgreSQL `backup_major` to be started by PostgreSQL

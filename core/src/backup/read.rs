@@ -150,23 +150,24 @@ impl Packs {
 }
 
 fn decode(stored: Vec<u8>, chunk: &Chunk) -> Result<Vec<u8>, String> {
-    let bytes = if chunk.compressed {
-        zstd::bulk::decompress(&stored, chunk.len as usize)
-            .map_err(|e| format!("cannot decompress: {e}"))?
-    } else {
-        stored
-    };
-    if bytes.len() as u64 != chunk.len {
+    // Opened already (`Packs::stored`): what is left is the chunk codec without sealing.
+    let plain = super::copy::chunk_codec(1, None).decode(
+        &stored,
+        chunk.compressed,
+        chunk.len as usize,
+        None,
+    )?;
+    if plain.len() as u64 != chunk.len {
         return Err(format!(
             "holds {} bytes, the manifest says {}",
-            bytes.len(),
+            plain.len(),
             chunk.len
         ));
     }
-    if sha256_hex(&bytes) != chunk.sha256 {
+    if sha256_hex(&plain) != chunk.sha256 {
         return Err("SHA-256 does not match the manifest".into());
     }
-    Ok(bytes)
+    Ok(plain)
 }
 
 const BATCH_CHUNKS: usize = 64;

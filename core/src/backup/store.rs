@@ -3,7 +3,8 @@
 //! manifest is a complete backup; removal deletes the manifest first for the same reason.
 
 use super::manifest::{Manifest, MANIFEST_FILE, MARKER_FILE, PACK_FILE};
-use crate::crypto::{open_object, seal_object, sealed_key_id, Key, KeyDir};
+use crate::codec::{Codec, Compression, Sealing as Seal};
+use crate::crypto::{open_object, sealed_key_id, Key, KeyDir};
 use crate::storage::{self, Location, ObjectWriter, S3Settings, Storage, StorageError};
 use std::fs::{self, File};
 use std::path::Path;
@@ -125,11 +126,18 @@ impl BackupStore {
     /// Stores the manifest, last and durably (sealed with `key` for an encrypted backup, which
     /// authenticates it, binds it to its backup id and hides the file list); returns its size.
     pub fn store_manifest(&self, manifest: &Manifest, key: Option<&Key>) -> Result<u64, String> {
-        let bytes = serde_json::to_vec(manifest).map_err(|e| e.to_string())?;
-        let bytes = match key {
-            Some(key) => seal_object(key, &manifest_aad(manifest.backup_id), &bytes)?,
-            None => bytes,
+        let json = serde_json::to_vec(manifest).map_err(|e| e.to_string())?;
+        let codec = Codec {
+            compression: Compression::None,
+            sealing: match key {
+                Some(key) => Seal::Object {
+                    key,
+                    aad: manifest_aad(manifest.backup_id),
+                },
+                None => Seal::None,
+            },
         };
+        let bytes = codec.encode(&json)?.stored;
         self.storage
             .put_new(MANIFEST_FILE, &bytes)
             .map_err(|e| format!("cannot store {}: {e}", self.storage.describe(MANIFEST_FILE)))?;

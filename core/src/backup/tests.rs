@@ -101,6 +101,7 @@ fn manifest_for(id: i64, dir: &Path, copied: super::copy::Copied) -> Manifest {
         backup_label: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n".into(),
         tablespace_map: String::new(),
         server_major: Some(15),
+        data_checksum_version: Some(1),
         tablespaces: copied.tablespaces,
     }
     .tap(|m| {
@@ -140,6 +141,7 @@ fn take_copied(
         tablespace_directory: TABLESPACE_DIRECTORY.into(),
         changed_blocks,
         blocks_per_segment: 131_072,
+        data_checksum_version: 1,
     };
     let link = ChainLink {
         backup_id: id,
@@ -343,6 +345,7 @@ fn encrypted_backups_restore_with_their_keys_and_never_hold_plaintext() {
             tablespace_directory: TABLESPACE_DIRECTORY.into(),
             changed_blocks: None,
             blocks_per_segment: 131_072,
+            data_checksum_version: 1,
         };
         let link = ChainLink {
             backup_id: id,
@@ -518,6 +521,7 @@ fn manifest_for_unstored(id: i64, copied: super::copy::Copied) -> Manifest {
         backup_label: String::new(),
         tablespace_map: String::new(),
         server_major: Some(15),
+        data_checksum_version: Some(1),
         tablespaces: copied.tablespaces,
     }
 }

@@ -15,7 +15,27 @@ pub fn changes_since(
     wal_dir: &Path,
     start: Lsn,
     timeline: u32,
+    segment_size: u64,
+    data_checksum_version: u32,
 ) -> Result<(ChangedBlocks, Sources), String> {
+    if previous.data_checksum_version != Some(data_checksum_version) {
+        return Err(match previous.data_checksum_version {
+            Some(v) => format!(
+                "data checksums changed since the previous backup (version {v}, now {data_checksum_version}): pages were rewritten without WAL"
+            ),
+            None => "the previous backup does not record its data checksums (taken before 0.5.0)".into(),
+        });
+    }
+    if previous.wal_segment_size != segment_size {
+        return Err(format!(
+            "the WAL segment size changed since the previous backup ({} bytes, now {segment_size})",
+            previous.wal_segment_size
+        ));
+    }
+    let system: u64 = previous
+        .system_identifier
+        .parse()
+        .map_err(|_| "the previous backup's system identifier is not a number")?;
     if previous.timeline != timeline {
         return Err(format!(
             "the previous backup is of timeline {}, this one of {timeline}",
@@ -33,11 +53,5 @@ pub fn changes_since(
             "the previous backup starts at {from}, after {start}"
         ));
     }
-    changes_between(
-        wal_dir,
-        timeline,
-        from.0,
-        start.0,
-        previous.wal_segment_size,
-    )
+    changes_between(wal_dir, system, timeline, from.0, start.0, segment_size)
 }

@@ -19,22 +19,40 @@ const MAGIC: &[u8] = b"admin_toolkit block map 1\n";
 /// Bytes kept of a record crossing a segment's edge: more than any record's headers.
 const EDGE_BYTES: usize = 4096;
 
-/// What a segment changed, and its edges.
+/// What a segment changed, its edges, and what ties it to its cluster and neighbours.
 #[derive(Debug, Default)]
 pub struct SegmentMap {
     pub changes: ChangedBlocks,
     pub head: Vec<u8>,
     pub tail: Vec<u8>,
+    pub system_identifier: u64,
+    /// See `SegmentScan::first_prev` and `last_start`.
+    pub first_prev: Option<u64>,
+    pub last_start: Option<u64>,
 }
 
 /// The map of segment `bytes`, which starts at LSN `segment_lsn`.
 pub fn map_segment(bytes: &[u8], segment_lsn: u64) -> Result<SegmentMap, String> {
+    map_segment_until(bytes, segment_lsn, u64::MAX, EDGE_BYTES)
+}
+
+/// The map of the records of segment `bytes` that begin before `until`, its edges cut to
+/// `keep` bytes.
+pub fn map_segment_until(
+    bytes: &[u8],
+    segment_lsn: u64,
+    until: u64,
+    keep: usize,
+) -> Result<SegmentMap, String> {
     let mut changes = ChangedBlocks::default();
-    let scan = scan_segment(bytes, segment_lsn, u64::MAX, EDGE_BYTES, &mut changes)?;
+    let scan = scan_segment(bytes, segment_lsn, until, keep, &mut changes)?;
     Ok(SegmentMap {
         changes,
         head: scan.head,
         tail: scan.tail,
+        system_identifier: scan.system_identifier,
+        first_prev: scan.first_prev,
+        last_start: scan.last_start,
     })
 }
 
@@ -70,6 +88,10 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 pub fn encode(map: &SegmentMap) -> Vec<u8> {
     let c = &map.changes;
     let mut out = MAGIC.to_vec();
+    put_varint(&mut out, map.system_identifier);
+    for lsn in [map.first_prev, map.last_start] {
+        put_varint(&mut out, lsn.map_or(0, |l| l + 1));
+    }
     put_varint(&mut out, c.records);
     let mut relations: Vec<(&RelFile, &HashSet<u32>)> = c.blocks.iter().collect();
     relations.sort_unstable_by_key(|(r, _)| **r);
@@ -166,6 +188,9 @@ pub fn decode(bytes: &[u8]) -> Result<SegmentMap, String> {
         bytes: body,
         at: MAGIC.len(),
     };
+    let system_identifier = r.varint()?;
+    let first_prev = r.varint()?.checked_sub(1);
+    let last_start = r.varint()?.checked_sub(1);
     let mut changes = ChangedBlocks {
         records: r.varint()?,
         ..ChangedBlocks::default()
@@ -196,14 +221,22 @@ pub fn decode(bytes: &[u8]) -> Result<SegmentMap, String> {
         changes,
         head,
         tail,
+        system_identifier,
+        first_prev,
+        last_start,
     })
 }
 
-/// Writes the map of segment `name` into `directory` (under a temporary name, renamed).
+/// Writes the map of segment `name` into `directory` (under a temporary name, synced, renamed
+/// over any earlier one).
 pub fn write_map(directory: &Path, name: &str, map: &SegmentMap) -> Result<(), String> {
     let path = directory.join(name);
     let temporary = directory.join(format!("{name}.tmp.{}", std::process::id()));
-    std::fs::write(&temporary, encode(map))
+    std::fs::File::create(&temporary)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, &encode(map))?;
+            f.sync_all()
+        })
         .and_then(|()| std::fs::rename(&temporary, &path))
         .map_err(|e| {
             let _cleanup = std::fs::remove_file(&temporary);
@@ -211,8 +244,9 @@ pub fn write_map(directory: &Path, name: &str, map: &SegmentMap) -> Result<(), S
         })
 }
 
-/// Writes the map of WAL file `name` (`contents`) into `directory` when it is a segment, maps
-/// are kept (the directory exists) and it has none yet; whether one was written.
+/// Writes the map of WAL file `name` (`contents`, just archived) into `directory` when it is a
+/// segment and maps are kept (the directory exists), over any map of an earlier file of that
+/// name; whether one was written.
 pub fn map_archived_segment(
     directory: &Path,
     name: &str,
@@ -222,7 +256,7 @@ pub fn map_archived_segment(
     let Some((_, segment)) = crate::lsn::parse_segment_file_name(name, segment_size) else {
         return Ok(false); // a history or backup file
     };
-    if !directory.is_dir() || directory.join(name).exists() {
+    if !directory.is_dir() {
         return Ok(false);
     }
     let map = map_segment(contents, segment * segment_size)?;

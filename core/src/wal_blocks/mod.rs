@@ -150,12 +150,15 @@ pub struct Sources {
     pub segments: usize,
 }
 
-/// What WAL of `timeline` changed from `from` up to `until` (a record boundary), from the
-/// block maps in `wal_dir/admin_toolkit_blocks` or else the segments still in `wal_dir`. An
-/// error when a segment has neither (recycled before the toolkit archived it) or cannot be
-/// read as WAL: the caller then reads everything.
+/// What WAL of cluster `system_identifier`'s `timeline` changed from `from` up to `until`
+/// (a record boundary), from the block maps in `wal_dir/admin_toolkit_blocks` or else the
+/// segments still in `wal_dir`. An error when a segment has neither (recycled before the
+/// toolkit archived it), cannot be read as WAL, is another cluster's, or does not continue
+/// the WAL before it (each segment's first record names the previous one's last): the caller
+/// then reads everything.
 pub fn changes_between(
     wal_dir: &Path,
+    system_identifier: u64,
     timeline: u32,
     from: u64,
     until: u64,
@@ -165,28 +168,49 @@ pub fn changes_between(
     let mut out = ChangedBlocks::default();
     let mut sources = Sources::default();
     let mut tail: Vec<u8> = Vec::new();
-    for segment in from / segment_size..=until.saturating_sub(1) / segment_size {
+    let mut last_start: Option<u64> = None;
+    let first = from / segment_size;
+    for segment in first..=until.saturating_sub(1) / segment_size {
         let name = segment_file_name(timeline, segment, segment_size);
-        let (head, next_tail) = match map::read_map(&maps_dir, &name)? {
+        let map = match map::read_map(&maps_dir, &name)? {
             Some(m) => {
                 sources.maps += 1;
-                out.merge(m.changes);
-                (m.head, m.tail)
+                m
             }
             None => {
                 sources.segments += 1;
                 let bytes = read_segment(wal_dir, &name, segment_size)?;
-                let scan =
-                    scan_segment(&bytes, segment * segment_size, until, usize::MAX, &mut out)
-                        .map_err(|e| format!("WAL segment {name}: {e}"))?;
-                (scan.head, scan.tail)
+                map::map_segment_until(&bytes, segment * segment_size, until, usize::MAX)
+                    .map_err(|e| format!("WAL segment {name}: {e}"))?
             }
         };
-        if !tail.is_empty() {
-            join_edge(&tail, &head, &mut out).map_err(|e| format!("WAL segment {name}: {e}"))?;
+        if map.system_identifier != system_identifier {
+            return Err(format!(
+                "WAL segment {name} is of cluster {}, not {system_identifier}",
+                map.system_identifier
+            ));
         }
-        tail = next_tail;
+        if segment > first {
+            let chained = match (map.first_prev, last_start) {
+                (Some(prev), Some(last)) => prev == last,
+                _ => true,
+            };
+            if !chained || (tail.is_empty() && !map.head.is_empty()) {
+                return Err(format!(
+                    "WAL segment {name} does not continue the segment before it (another WAL history)"
+                ));
+            }
+        }
+        out.merge(map.changes);
+        if !tail.is_empty() {
+            join_edge(&tail, &map.head, &mut out)
+                .map_err(|e| format!("WAL segment {name}: {e}"))?;
+        }
+        tail = map.tail;
+        last_start = map.last_start.or(last_start);
     }
+    // A tail left now is of a record after `until`: `until` lies in the last segment and is
+    // a record boundary, so every record begun before it ends in that segment.
     Ok((out, sources))
 }
 

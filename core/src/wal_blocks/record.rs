@@ -19,12 +19,22 @@ const BKPIMAGE_HAS_HOLE: u8 = 0x01;
 const BKPIMAGE_COMPRESSED: u8 = 0x04 | 0x08 | 0x10;
 
 const RM_XLOG_ID: u8 = 0;
+const RM_XACT_ID: u8 = 1;
 const RM_SMGR_ID: u8 = 2;
 const RM_DBASE_ID: u8 = 4;
 const RM_TBLSPC_ID: u8 = 5;
 const XLOG_SWITCH: u8 = 0x40;
 const XLOG_SMGR_CREATE: u8 = 0x10;
 const XLOG_SMGR_TRUNCATE: u8 = 0x20;
+const XLOG_XACT_OPMASK: u8 = 0x70;
+const XLOG_XACT_COMMIT: u8 = 0x00;
+const XLOG_XACT_ABORT: u8 = 0x20;
+const XLOG_XACT_COMMIT_PREPARED: u8 = 0x30;
+const XLOG_XACT_ABORT_PREPARED: u8 = 0x40;
+const XLOG_XACT_HAS_INFO: u8 = 0x80;
+const XACT_XINFO_HAS_DBINFO: u32 = 1;
+const XACT_XINFO_HAS_SUBXACTS: u32 = 1 << 1;
+const XACT_XINFO_HAS_RELFILENODES: u32 = 1 << 2;
 
 /// What a record means for the scan that found it.
 #[derive(Debug, PartialEq, Eq)]
@@ -167,11 +177,46 @@ pub fn decode(rec: &[u8], out: &mut ChangedBlocks) -> Result<Decoded, String> {
         RM_SMGR_ID if kind == XLOG_SMGR_TRUNCATE => {
             out.rewritten(rel_at(main()?, 4).ok_or_else(short)?);
         }
+        RM_XACT_ID => {
+            for rel in dropped_relations(main()?, info).ok_or_else(short)? {
+                out.rewritten(rel);
+            }
+        }
         RM_DBASE_ID => out.database(u32_at(main()?, 0).ok_or_else(short)?),
         RM_TBLSPC_ID => out.tablespace(u32_at(main()?, 0).ok_or_else(short)?),
         _ => {}
     }
     Ok(Decoded::Record)
+}
+
+/// The relations a commit or abort record drops (xact.h: `xl_xact_commit`/`xl_xact_abort`,
+/// then, as its `xinfo` says, database info, subtransactions and the dropped relfilenodes).
+/// A dropped relation's relfilenode may be used again by a new relation, whose file the next
+/// backup must not take for the old one's with a few blocks changed.
+fn dropped_relations(main: &[u8], info: u8) -> Option<Vec<RelFile>> {
+    let op = info & XLOG_XACT_OPMASK;
+    let ends = [
+        XLOG_XACT_COMMIT,
+        XLOG_XACT_ABORT,
+        XLOG_XACT_COMMIT_PREPARED,
+        XLOG_XACT_ABORT_PREPARED,
+    ];
+    if !ends.contains(&op) || info & XLOG_XACT_HAS_INFO == 0 {
+        return Some(Vec::new());
+    }
+    let xinfo = u32_at(main, 8)?;
+    let mut at = 12;
+    if xinfo & XACT_XINFO_HAS_DBINFO != 0 {
+        at += 8;
+    }
+    if xinfo & XACT_XINFO_HAS_SUBXACTS != 0 {
+        at += 4 + 4 * u32_at(main, at)? as usize;
+    }
+    if xinfo & XACT_XINFO_HAS_RELFILENODES == 0 {
+        return Some(Vec::new());
+    }
+    let count = u32_at(main, at)? as usize;
+    (0..count).map(|i| rel_at(main, at + 4 + 12 * i)).collect()
 }
 
 /// CRC-32C (Castagnoli) of the concatenated `parts`, as PostgreSQL computes a record's.

@@ -11,20 +11,28 @@ const SHORT_PAGE_HEADER: usize = 24;
 const LONG_PAGE_HEADER: usize = 40;
 const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
 const XLP_LONG_HEADER: u16 = 0x0002;
+/// The WAL page size this reader knows (`--with-wal-blocksize`'s default), checked against
+/// each segment's long header.
+const WAL_PAGE_SIZE: u32 = 8192;
 const MAXALIGN: usize = 8;
 
-/// What a segment leaves for its neighbours.
+/// What a segment leaves for its neighbours, and what ties it to them.
 #[derive(Debug, Default)]
 pub struct SegmentScan {
     /// The start of a record begun in the previous segment (at most `keep` bytes of it).
     pub head: Vec<u8>,
     /// The start of a record that goes on into the next segment (at most `keep` bytes).
     pub tail: Vec<u8>,
-    /// The segment holds no valid WAL past some point (the server's end of WAL, or a recycled
-    /// segment's old contents): nothing was cut off into a next segment.
-    pub ended: bool,
+    /// The cluster whose WAL this is (the first page's long header).
+    pub system_identifier: u64,
+    /// The `xl_prev` of the first record that starts in the segment: the LSN of the last one
+    /// that started in the previous segment, which chains the two.
+    pub first_prev: Option<u64>,
+    /// The LSN of the last record that starts in the segment.
+    pub last_start: Option<u64>,
+    /// The scan stopped at `until` (records after it are not the caller's).
+    pub stopped: bool,
 }
-
 struct Page {
     info: u16,
     rem_len: usize,
@@ -95,8 +103,30 @@ fn gather(
     }
 }
 
+/// The first page's long header: the cluster's system identifier, once the segment and page
+/// sizes are the ones this reader knows.
+fn long_header(bytes: &[u8]) -> Result<u64, String> {
+    let header = bytes
+        .get(..LONG_PAGE_HEADER)
+        .ok_or("a WAL segment is too short")?;
+    let field = |at: usize| u32_at(header, at).unwrap_or(0);
+    if field(36) != WAL_PAGE_SIZE || field(32) as usize != bytes.len() {
+        return Err(format!(
+            "a WAL segment of {} bytes in pages of {} bytes, not {} in pages of {WAL_PAGE_SIZE}",
+            field(32),
+            field(36),
+            bytes.len()
+        ));
+    }
+    Ok(u64::from_le_bytes(
+        header[24..32].try_into().unwrap_or_default(),
+    ))
+}
+
 /// Scans segment `bytes` (starting at LSN `segment_lsn`) for records beginning before
 /// `until`, adding what they change to `out`. `keep` bounds the bytes of `head` and `tail`.
+/// The segment must hold valid WAL up to its end, a switch, or `until`: one that ends sooner
+/// (a page of another segment, never-written zeros) is an error, never a quiet stop.
 pub fn scan_segment(
     bytes: &[u8],
     segment_lsn: u64,
@@ -105,10 +135,17 @@ pub fn scan_segment(
     out: &mut ChangedBlocks,
 ) -> Result<SegmentScan, String> {
     let mut scan = SegmentScan::default();
-    let Some(first) = page(bytes, 0, segment_lsn) else {
+    let Some(first) = page(bytes, 0, segment_lsn).filter(|p| p.info & XLP_LONG_HEADER != 0) else {
         return Err(format!(
             "the WAL segment at {segment_lsn:X} does not start with its own page"
         ));
+    };
+    scan.system_identifier = long_header(bytes)?;
+    let ends_early = |pos: usize| {
+        format!(
+            "the WAL ends at {:X}, before the end of its segment",
+            segment_lsn + pos as u64
+        )
     };
     let mut pos = first.data;
     if first.info & XLP_FIRST_IS_CONTRECORD != 0 {
@@ -125,26 +162,30 @@ pub fn scan_segment(
             }
             match page(bytes, pos / PAGE_SIZE, segment_lsn) {
                 Some(p) => pos = p.data,
-                None => {
-                    scan.ended = true;
-                    return Ok(scan);
-                }
+                None => return Err(ends_early(pos)),
             }
         }
-        if segment_lsn + pos as u64 >= until {
-            scan.ended = true;
+        let lsn = segment_lsn + pos as u64;
+        if lsn >= until {
+            scan.stopped = true;
             return Ok(scan);
         }
         let total = u32_at(bytes, pos).unwrap_or(0) as usize;
         if total == 0 {
-            scan.ended = true; // the end of the WAL written so far
-            return Ok(scan);
+            return Err(ends_early(pos));
         }
+        scan.last_start = Some(lsn);
         record.clear();
-        match gather(bytes, segment_lsn, pos, total, usize::MAX, &mut record)? {
+        let gathered = gather(bytes, segment_lsn, pos, total, usize::MAX, &mut record)?;
+        if scan.first_prev.is_none() {
+            scan.first_prev = record
+                .get(8..16)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes);
+        }
+        match gathered {
             Some(after) => {
                 if decode(&record, out)? == Decoded::Switch {
-                    scan.ended = true;
                     return Ok(scan);
                 }
                 pos = after.next_multiple_of(MAXALIGN);

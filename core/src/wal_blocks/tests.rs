@@ -1,6 +1,7 @@
 use super::*;
 
 const PAGE: usize = PAGE_SIZE;
+const SYSTEM: u64 = 7_311_111_111_111_111_111;
 
 fn rel(relation: u32) -> RelFile {
     RelFile {
@@ -71,6 +72,8 @@ fn heap(refs: &[Ref]) -> Vec<u8> {
 struct Wal {
     segment_size: usize,
     bytes: Vec<u8>,
+    /// The LSN of the last record written: the next one's xl_prev.
+    last: u64,
 }
 
 impl Wal {
@@ -78,6 +81,7 @@ impl Wal {
         Wal {
             segment_size,
             bytes: Vec::new(),
+            last: 0,
         }
     }
 
@@ -97,7 +101,9 @@ impl Wal {
         h.extend((rem_len as u32).to_le_bytes());
         h.extend([0u8; 4]);
         if long {
-            h.extend([0u8; 16]);
+            h.extend(SYSTEM.to_le_bytes());
+            h.extend((self.segment_size as u32).to_le_bytes());
+            h.extend((PAGE as u32).to_le_bytes());
         }
         self.bytes.extend(h);
     }
@@ -107,7 +113,12 @@ impl Wal {
             self.page_header(0);
         }
         let at = self.lsn();
-        let mut left = rec;
+        let mut rec = rec.to_vec();
+        rec[8..16].copy_from_slice(&self.last.to_le_bytes());
+        let crc = crc32c(&[&rec[24..], &rec[..20]]);
+        rec[20..24].copy_from_slice(&crc.to_le_bytes());
+        self.last = at;
+        let mut left = &rec[..];
         loop {
             let room = PAGE - self.bytes.len() % PAGE;
             let n = room.min(left.len());
@@ -239,7 +250,8 @@ fn records_across_pages_and_segments_are_all_found() {
     let until = wal.lsn();
     wal.store(dir.path());
     let start = segment_size as u64;
-    let (out, sources) = changes_between(dir.path(), 1, start, until, segment_size as u64).unwrap();
+    let (out, sources) =
+        changes_between(dir.path(), SYSTEM, 1, start, until, segment_size as u64).unwrap();
     assert_eq!(
         sources,
         Sources {
@@ -256,7 +268,7 @@ fn records_across_pages_and_segments_are_all_found() {
     let mut tail: Vec<u8> = Vec::new();
     for (i, seg) in wal.segments().iter().enumerate() {
         let lsn = (segment_size * (i + 1)) as u64;
-        let scan = scan_segment(seg, lsn, u64::MAX, 4096, &mut apart).unwrap();
+        let scan = scan_segment(seg, lsn, until, 4096, &mut apart).unwrap();
         if !tail.is_empty() {
             join_edge(&tail, &scan.head, &mut apart).unwrap();
         }
@@ -275,6 +287,7 @@ fn a_scan_stops_at_its_bound_a_switch_and_the_end_of_written_wal() {
     wal.store(dir.path());
     let out = changes_between(
         dir.path(),
+        SYSTEM,
         1,
         segment_size as u64,
         until,
@@ -295,10 +308,10 @@ fn a_scan_stops_at_its_bound_a_switch_and_the_end_of_written_wal() {
         64,
         &mut out,
     );
-    assert!(scan.unwrap().ended);
+    assert!(scan.unwrap().tail.is_empty());
     assert_eq!(blocks(&out, rel(1)), vec![1]);
 
-    // A recycled page (another segment's address) ends the WAL.
+    // A recycled page (another segment's address) inside a segment is an error, not an end.
     let mut wal = Wal::new(segment_size);
     while wal.bytes.len() < 2 * PAGE + 100 {
         wal.write(&heap(&[Ref(rel(1), 0, 1, false)]));
@@ -312,12 +325,13 @@ fn a_scan_stops_at_its_bound_a_switch_and_the_end_of_written_wal() {
         64,
         &mut ChangedBlocks::default(),
     );
-    assert!(scan.unwrap().ended);
+    assert!(scan.unwrap_err().contains("before the end of its segment"));
 
     // A segment that is gone is an error (the caller reads everything).
     let empty = tempfile::tempdir().unwrap();
     let gone = changes_between(
         empty.path(),
+        SYSTEM,
         1,
         segment_size as u64,
         until,
@@ -378,6 +392,7 @@ fn maps_written_per_segment_join_into_what_the_segments_say() {
     wal.store(dir.path());
     let (from_segments, _) = changes_between(
         dir.path(),
+        SYSTEM,
         1,
         segment_size as u64,
         until,
@@ -397,6 +412,7 @@ fn maps_written_per_segment_join_into_what_the_segments_say() {
     }
     let (from_maps, sources) = changes_between(
         dir.path(),
+        SYSTEM,
         1,
         segment_size as u64,
         until,
@@ -425,6 +441,7 @@ fn maps_written_per_segment_join_into_what_the_segments_say() {
     std::fs::write(maps.join(&name), &bytes).unwrap();
     let damaged = changes_between(
         dir.path(),
+        SYSTEM,
         1,
         segment_size as u64,
         until,
@@ -434,4 +451,59 @@ fn maps_written_per_segment_join_into_what_the_segments_say() {
 
     assert_eq!(map::prune_maps(&maps, 2, segment_size as u64).unwrap(), 1);
     assert!(maps.join(&name).exists());
+}
+
+#[test]
+fn maps_of_another_history_or_cluster_are_refused() {
+    let segment_size = 4 * PAGE;
+    // Two WAL histories of two whole segments and a little more.
+    let write = |blocks: u32| {
+        let mut wal = Wal::new(segment_size);
+        let mut starts = Vec::new();
+        let mut n = 0;
+        while wal.bytes.len() < 2 * segment_size + 500 {
+            starts.push(wal.write(&heap(&[Ref(rel(1), 0, n * blocks, blocks == 3)])));
+            n += 1;
+        }
+        (wal, starts)
+    };
+    let (ours, starts) = write(1);
+    let (theirs, _) = write(3);
+    // A record boundary in the second segment, well before its end.
+    let until = *starts
+        .iter()
+        .rfind(|&&l| l < (3 * segment_size - 2000) as u64)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let maps = dir.path().join("admin_toolkit_blocks");
+    std::fs::create_dir(&maps).unwrap();
+    let store = |wal: &Wal, i: usize| {
+        let seg = &wal.segments()[i];
+        let map = map::map_segment(seg, (segment_size * (i + 1)) as u64).unwrap();
+        let name = segment_file_name(1, i as u64 + 1, segment_size as u64);
+        map::write_map(&maps, &name, &map).unwrap();
+    };
+    store(&ours, 0);
+    store(&ours, 1);
+    let range = |system| {
+        changes_between(
+            dir.path(),
+            system,
+            1,
+            segment_size as u64,
+            until,
+            segment_size as u64,
+        )
+    };
+    assert_eq!(
+        range(SYSTEM).unwrap().1,
+        Sources {
+            maps: 2,
+            segments: 0
+        }
+    );
+    assert!(range(SYSTEM + 1).unwrap_err().contains("of cluster"));
+    // The second segment's map from WAL that the first did not lead to.
+    store(&theirs, 1);
+    assert!(range(SYSTEM).unwrap_err().contains("does not continue"));
 }
