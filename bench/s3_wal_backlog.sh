@@ -71,6 +71,9 @@ fi # BENCH_ROUNDS=0: the sustained load only
 # archiver at its best settings for the job archives; the archive lag (segments waiting with
 # a .ready file, and the age of the oldest) sampled every 0.25 s from pg_ls_archive_statusdir().
 load_seconds=${BENCH_LOAD_SECONDS:-30}
+# The same WAL rate for both (pgbench --rate): unthrottled, each archiver's own CPU use would
+# set how much WAL the other processes manage to write.
+load_tps=${BENCH_LOAD_TPS:-150}
 echo "INSERT INTO filler SELECT md5(random()::text) FROM generate_series(1, 2000);" >"$store/load.sql"
 [ "$(id -u)" = 0 ] && chown postgres "$store/load.sql"
 lag_sample="SELECT count(*), coalesce(extract(epoch FROM now() - min(modification)), 0)::numeric(10,2) FROM pg_ls_archive_statusdir() WHERE name ~ '^[0-9A-F]{24}[.]ready\$'"
@@ -85,7 +88,7 @@ sustained() { # NAME SETTINGS... -> "segments p50 p99 p99_seconds"
     until [ "$(psql_bench -At -c "$lag_sample" | cut -d'|' -f1)" = 0 ]; do sleep 0.1; done
     first=$(psql_bench -At -c "$segment_now")
     : >"$BENCH_DIR/lag_$name"
-    as_pg "$BIN/pgbench" -n -f "$store/load.sql" -c 2 -T "$load_seconds" -h 127.0.0.1 -p "$BENCH_PORT" -U postgres postgres >/dev/null 2>&1 &
+    as_pg "$BIN/pgbench" -n -f "$store/load.sql" -c 2 -R "$load_tps" -T "$load_seconds" -h 127.0.0.1 -p "$BENCH_PORT" -U postgres postgres >/dev/null 2>&1 &
     local load=$!
     while kill -0 "$load" 2>/dev/null; do
         psql_bench -At -F' ' -c "$lag_sample" >>"$BENCH_DIR/lag_$name"
@@ -98,5 +101,5 @@ sustained() { # NAME SETTINGS... -> "segments p50 p99 p99_seconds"
 read -r os o50 o99 o99s < <(sustained ours "archive_command = ''" "admin_toolkit.archive_parallelism = 4" "archive_library = 'admin_toolkit'")
 read -r ts t50 t99 t99s < <(sustained theirs "archive_library = ''" "archive_command = 'pgbackrest --config=$store/pgbackrest.conf --stanza=bench --archive-async --spool-path=$store/pgbr/spool archive-push %p'")
 rate() { awk -v n="$1" -v t="$load_seconds" 'BEGIN { printf "%.1f", n / t }'; }
-record "WAL archiving to S3 under a sustained load: pgbench (2 clients, 2,000-row inserts) for $load_seconds s, archive lag sampled every 0.25 s (segments with a .ready file; age of the oldest) (bench/s3_wal_backlog.sh)" \
+record "WAL archiving to S3 under a sustained load: pgbench (2 clients, 2,000-row inserts, --rate $load_tps) for $load_seconds s, archive lag sampled every 0.25 s (segments with a .ready file; age of the oldest) (bench/s3_wal_backlog.sh)" \
     "admin_toolkit archive module (4 uploads ahead): $os segments written ($(rate "$os")/s), lag p50 $o50 / p99 $o99 segments, oldest ready p99 ${o99s} s vs pgbackrest archive-push archive-async=y process-max=2: $ts segments ($(rate "$ts")/s), lag p50 $t50 / p99 $t99 segments, oldest ready p99 ${t99s} s"

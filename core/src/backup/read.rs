@@ -150,7 +150,8 @@ impl Packs {
 }
 
 fn decode(stored: Vec<u8>, chunk: &Chunk) -> Result<Vec<u8>, String> {
-    // Opened already (`Packs::stored`): what is left is the chunk codec without sealing.
+    // Opened already (`Packs::stored`): what is left is the chunk codec without sealing (its
+    // level matters only when writing).
     let plain = super::copy::chunk_codec(1, None).decode(
         &stored,
         chunk.compressed,

@@ -32,9 +32,12 @@ pub fn changes_since(
             previous.wal_segment_size
         ));
     }
-    let system: u64 = previous
+    // Recorded as PostgreSQL shows it (a signed bigint): the same 64 bits as WAL's.
+    let system = previous
         .system_identifier
-        .parse()
+        .parse::<i64>()
+        .map(|s| s as u64)
+        .or_else(|_| previous.system_identifier.parse::<u64>())
         .map_err(|_| "the previous backup's system identifier is not a number")?;
     if previous.timeline != timeline {
         return Err(format!(

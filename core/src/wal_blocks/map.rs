@@ -15,7 +15,7 @@ use std::path::Path;
 /// Where maps are kept, relative to the data directory. Maps are written only while it
 /// exists: the first base backup makes it.
 pub const MAP_DIRECTORY: &str = "pg_wal/admin_toolkit_blocks";
-const MAGIC: &[u8] = b"admin_toolkit block map 1\n";
+const MAGIC: &[u8] = b"admin_toolkit block map 2\n";
 /// Bytes kept of a record crossing a segment's edge: more than any record's headers.
 const EDGE_BYTES: usize = 4096;
 
@@ -26,9 +26,11 @@ pub struct SegmentMap {
     pub head: Vec<u8>,
     pub tail: Vec<u8>,
     pub system_identifier: u64,
-    /// See `SegmentScan::first_prev` and `last_start`.
+    /// See `SegmentScan`'s fields of these names.
     pub first_prev: Option<u64>,
     pub last_start: Option<u64>,
+    pub last_complete: Option<u64>,
+    pub overwrites_contrecord: bool,
 }
 
 /// The map of segment `bytes`, which starts at LSN `segment_lsn`.
@@ -53,6 +55,8 @@ pub fn map_segment_until(
         system_identifier: scan.system_identifier,
         first_prev: scan.first_prev,
         last_start: scan.last_start,
+        last_complete: scan.last_complete,
+        overwrites_contrecord: scan.overwrites_contrecord,
     })
 }
 
@@ -89,9 +93,10 @@ pub fn encode(map: &SegmentMap) -> Vec<u8> {
     let c = &map.changes;
     let mut out = MAGIC.to_vec();
     put_varint(&mut out, map.system_identifier);
-    for lsn in [map.first_prev, map.last_start] {
+    for lsn in [map.first_prev, map.last_start, map.last_complete] {
         put_varint(&mut out, lsn.map_or(0, |l| l + 1));
     }
+    put_varint(&mut out, u64::from(map.overwrites_contrecord));
     put_varint(&mut out, c.records);
     let mut relations: Vec<(&RelFile, &HashSet<u32>)> = c.blocks.iter().collect();
     relations.sort_unstable_by_key(|(r, _)| **r);
@@ -191,6 +196,8 @@ pub fn decode(bytes: &[u8]) -> Result<SegmentMap, String> {
     let system_identifier = r.varint()?;
     let first_prev = r.varint()?.checked_sub(1);
     let last_start = r.varint()?.checked_sub(1);
+    let last_complete = r.varint()?.checked_sub(1);
+    let overwrites_contrecord = r.varint()? == 1;
     let mut changes = ChangedBlocks {
         records: r.varint()?,
         ..ChangedBlocks::default()
@@ -224,19 +231,20 @@ pub fn decode(bytes: &[u8]) -> Result<SegmentMap, String> {
         system_identifier,
         first_prev,
         last_start,
+        last_complete,
+        overwrites_contrecord,
     })
 }
 
-/// Writes the map of segment `name` into `directory` (under a temporary name, synced, renamed
-/// over any earlier one).
+/// Writes the map of segment `name` into `directory` (under a temporary name, renamed over any
+/// earlier one).
 pub fn write_map(directory: &Path, name: &str, map: &SegmentMap) -> Result<(), String> {
     let path = directory.join(name);
     let temporary = directory.join(format!("{name}.tmp.{}", std::process::id()));
-    std::fs::File::create(&temporary)
-        .and_then(|mut f| {
-            std::io::Write::write_all(&mut f, &encode(map))?;
-            f.sync_all()
-        })
+    // Not synced: an fsync here held the archiver for seconds behind a checkpoint's writes
+    // (bench/s3_wal_backlog.sh, sustained load), and a map torn by an OS crash fails its CRC,
+    // which costs one incremental a whole comparison, never a wrong one.
+    std::fs::write(&temporary, encode(map))
         .and_then(|()| std::fs::rename(&temporary, &path))
         .map_err(|e| {
             let _cleanup = std::fs::remove_file(&temporary);

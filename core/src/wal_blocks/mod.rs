@@ -169,6 +169,7 @@ pub fn changes_between(
     let mut sources = Sources::default();
     let mut tail: Vec<u8> = Vec::new();
     let mut last_start: Option<u64> = None;
+    let mut last_complete: Option<u64> = None;
     let first = from / segment_size;
     for segment in first..=until.saturating_sub(1) / segment_size {
         let name = segment_file_name(timeline, segment, segment_size);
@@ -191,15 +192,21 @@ pub fn changes_between(
             ));
         }
         if segment > first {
-            let chained = match (map.first_prev, last_start) {
-                (Some(prev), Some(last)) => prev == last,
-                _ => true,
+            // The first record here names the last one that began before it (or, after an
+            // abandoned record, the last complete one).
+            let expected = if map.overwrites_contrecord {
+                last_complete
+            } else {
+                last_start
             };
-            if !chained || (tail.is_empty() && !map.head.is_empty()) {
+            if matches!((map.first_prev, expected), (Some(p), Some(e)) if p != e) {
                 return Err(format!(
                     "WAL segment {name} does not continue the segment before it (another WAL history)"
                 ));
             }
+        }
+        if map.overwrites_contrecord {
+            tail.clear(); // abandoned by crash recovery: no record
         }
         out.merge(map.changes);
         if !tail.is_empty() {
@@ -208,6 +215,7 @@ pub fn changes_between(
         }
         tail = map.tail;
         last_start = map.last_start.or(last_start);
+        last_complete = map.last_complete.or(last_complete);
     }
     // A tail left now is of a record after `until`: `until` lies in the last segment and is
     // a record boundary, so every record begun before it ends in that segment.

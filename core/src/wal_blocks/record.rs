@@ -96,8 +96,9 @@ impl Cursor<'_> {
 
 /// Adds what record `rec` changed to `out`. `rec` holds the record from its start: all of it
 /// (its CRC is then checked), or at least its headers when it was cut short where it crossed
-/// into a segment not read (a record of the three kinds whose main data matters is short and
-/// then must be whole).
+/// a segment's edge (a record whose main data matters — relation, database and tablespace
+/// events, commits and aborts — must then hold it, or the scan fails and the backup compares
+/// files whole).
 pub fn decode(rec: &[u8], out: &mut ChangedBlocks) -> Result<Decoded, String> {
     let short = || "a WAL record is cut short".to_string();
     let total = u32_at(rec, 0).ok_or_else(short)? as usize;
@@ -177,8 +178,8 @@ pub fn decode(rec: &[u8], out: &mut ChangedBlocks) -> Result<Decoded, String> {
         RM_SMGR_ID if kind == XLOG_SMGR_TRUNCATE => {
             out.rewritten(rel_at(main()?, 4).ok_or_else(short)?);
         }
-        RM_XACT_ID => {
-            for rel in dropped_relations(main()?, info).ok_or_else(short)? {
+        RM_XACT_ID if ends_a_transaction(info) => {
+            for rel in dropped_relations(main()?).ok_or_else(short)? {
                 out.rewritten(rel);
             }
         }
@@ -189,21 +190,23 @@ pub fn decode(rec: &[u8], out: &mut ChangedBlocks) -> Result<Decoded, String> {
     Ok(Decoded::Record)
 }
 
-/// The relations a commit or abort record drops (xact.h: `xl_xact_commit`/`xl_xact_abort`,
-/// then, as its `xinfo` says, database info, subtransactions and the dropped relfilenodes).
-/// A dropped relation's relfilenode may be used again by a new relation, whose file the next
-/// backup must not take for the old one's with a few blocks changed.
-fn dropped_relations(main: &[u8], info: u8) -> Option<Vec<RelFile>> {
-    let op = info & XLOG_XACT_OPMASK;
+/// Whether an RM_XACT record is a commit or abort with an `xinfo` (the records that may drop
+/// relations); others (prepare, assignment, invalidations) are not looked into.
+fn ends_a_transaction(info: u8) -> bool {
     let ends = [
         XLOG_XACT_COMMIT,
         XLOG_XACT_ABORT,
         XLOG_XACT_COMMIT_PREPARED,
         XLOG_XACT_ABORT_PREPARED,
     ];
-    if !ends.contains(&op) || info & XLOG_XACT_HAS_INFO == 0 {
-        return Some(Vec::new());
-    }
+    ends.contains(&(info & XLOG_XACT_OPMASK)) && info & XLOG_XACT_HAS_INFO != 0
+}
+
+/// The relations a commit or abort record drops (xact.h: `xl_xact_commit`/`xl_xact_abort`,
+/// then, as its `xinfo` says, database info, subtransactions and the dropped relfilenodes).
+/// A dropped relation's relfilenode may be used again by a new relation, whose file the next
+/// backup must not take for the old one's with a few blocks changed.
+fn dropped_relations(main: &[u8]) -> Option<Vec<RelFile>> {
     let xinfo = u32_at(main, 8)?;
     let mut at = 12;
     if xinfo & XACT_XINFO_HAS_DBINFO != 0 {

@@ -11,6 +11,7 @@ const SHORT_PAGE_HEADER: usize = 24;
 const LONG_PAGE_HEADER: usize = 40;
 const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
 const XLP_LONG_HEADER: u16 = 0x0002;
+const XLP_FIRST_IS_OVERWRITE_CONTRECORD: u16 = 0x0008;
 /// The WAL page size this reader knows (`--with-wal-blocksize`'s default), checked against
 /// each segment's long header.
 const WAL_PAGE_SIZE: u32 = 8192;
@@ -30,8 +31,12 @@ pub struct SegmentScan {
     pub first_prev: Option<u64>,
     /// The LSN of the last record that starts in the segment.
     pub last_start: Option<u64>,
-    /// The scan stopped at `until` (records after it are not the caller's).
-    pub stopped: bool,
+    /// The LSN of the last record that starts and ends in the segment (not the tail's).
+    pub last_complete: Option<u64>,
+    /// The first page says the previous segment's unfinished record was abandoned (crash
+    /// recovery ended inside it, PostgreSQL 15+): that tail is no record, and the first record
+    /// here names the last complete one before it.
+    pub overwrites_contrecord: bool,
 }
 struct Page {
     info: u16,
@@ -103,6 +108,19 @@ fn gather(
     }
 }
 
+/// Whether a continuation of `rem_len` bytes (`head`) ends an XLOG_SWITCH record begun in the
+/// last bytes of the previous segment: such a record (24 bytes, no data) may start 8 or 16
+/// bytes before a segment's end, and the rest of the next segment is then unused.
+fn ends_a_switch(head: &[u8], rem_len: usize) -> bool {
+    let Some(at) = rem_len.checked_sub(8).filter(|_| rem_len <= 16) else {
+        return false;
+    };
+    // The continuation holds the header's last `rem_len` bytes: xl_info, xl_rmid at 16, 17.
+    let info = head.get(at).copied().unwrap_or(0xFF);
+    let rmid = head.get(at + 1).copied().unwrap_or(0xFF);
+    rmid == 0 && info & 0xF0 == 0x40
+}
+
 /// The first page's long header: the cluster's system identifier, once the segment and page
 /// sizes are the ones this reader knows.
 fn long_header(bytes: &[u8]) -> Result<u64, String> {
@@ -147,11 +165,15 @@ pub fn scan_segment(
             segment_lsn + pos as u64
         )
     };
+    scan.overwrites_contrecord = first.info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0;
     let mut pos = first.data;
     if first.info & XLP_FIRST_IS_CONTRECORD != 0 {
         match gather(bytes, segment_lsn, pos, first.rem_len, keep, &mut scan.head)? {
             Some(after) => pos = after.next_multiple_of(MAXALIGN),
             None => return Ok(scan), // a record longer than the segment
+        }
+        if ends_a_switch(&scan.head, first.rem_len) {
+            return Ok(scan); // the rest of the segment is the switch's
         }
     }
     let mut record = Vec::new();
@@ -167,7 +189,6 @@ pub fn scan_segment(
         }
         let lsn = segment_lsn + pos as u64;
         if lsn >= until {
-            scan.stopped = true;
             return Ok(scan);
         }
         let total = u32_at(bytes, pos).unwrap_or(0) as usize;
@@ -185,6 +206,7 @@ pub fn scan_segment(
         }
         match gathered {
             Some(after) => {
+                scan.last_complete = Some(lsn);
                 if decode(&record, out)? == Decoded::Switch {
                     return Ok(scan);
                 }

@@ -43,7 +43,9 @@ fn record(rmid: u8, info: u8, refs: &[Ref], main: &[u8]) -> Vec<u8> {
         payload.extend([1u8, 2, 3]);
         last = Some(*r);
     }
-    if main.len() < 256 {
+    if main.is_empty() {
+        // No main data, no header for it (a switch record is 24 bytes).
+    } else if main.len() < 256 {
         headers.extend([255u8, main.len() as u8]);
     } else {
         headers.push(254);
@@ -506,4 +508,71 @@ fn maps_of_another_history_or_cluster_are_refused() {
     // The second segment's map from WAL that the first did not lead to.
     store(&theirs, 1);
     assert!(range(SYSTEM).unwrap_err().contains("does not continue"));
+}
+
+#[test]
+fn a_record_longer_than_a_segment_and_a_switch_across_an_edge_are_read() {
+    let segment_size = 4 * PAGE;
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::new(segment_size);
+    wal.write(&heap(&[Ref(rel(1), 0, 1, false)]));
+    // 40 kB of main data: begins in the first segment, covers the second, ends in the third.
+    wal.write(&record(
+        10,
+        0x00,
+        &[Ref(rel(1), 0, 2, false)],
+        &vec![5u8; 40_000],
+    ));
+    wal.write(&heap(&[Ref(rel(1), 0, 3, false)]));
+    // Up to 8 bytes before the third segment's end, then a switch across the edge.
+    let edge = (4 * segment_size) as u64;
+    while wal.lsn() < edge - 600 {
+        wal.write(&heap(&[Ref(rel(1), 0, 4, false)]));
+    }
+    let filler = (edge - 8 - wal.lsn()) as usize; // one record exactly that long
+    let main = if filler - 26 < 256 {
+        filler - 26
+    } else {
+        filler - 29
+    }; // short or long form
+    wal.write(&record(10, 0x00, &[], &vec![6u8; main]));
+    assert_eq!(wal.lsn(), edge - 8);
+    wal.write(&record(0, 0x40, &[], &[]));
+    let until = wal.lsn();
+    wal.store(dir.path());
+    // The fourth segment holds only the switch's last 16 bytes.
+    let (out, sources) = changes_between(
+        dir.path(),
+        SYSTEM,
+        1,
+        segment_size as u64,
+        until,
+        segment_size as u64,
+    )
+    .unwrap();
+    assert_eq!(sources.segments, 4);
+    assert_eq!(blocks(&out, rel(1)), vec![1, 2, 3, 4]);
+    // The same through maps of the four segments.
+    let maps = dir.path().join("admin_toolkit_blocks");
+    std::fs::create_dir(&maps).unwrap();
+    for (i, seg) in wal.segments().iter().enumerate() {
+        let map = map::map_segment(seg, (segment_size * (i + 1)) as u64).unwrap();
+        map::write_map(
+            &maps,
+            &segment_file_name(1, i as u64 + 1, segment_size as u64),
+            &map,
+        )
+        .unwrap();
+    }
+    let (from_maps, sources) = changes_between(
+        dir.path(),
+        SYSTEM,
+        1,
+        segment_size as u64,
+        until,
+        segment_size as u64,
+    )
+    .unwrap();
+    assert_eq!(sources.maps, 4);
+    assert_eq!(blocks(&from_maps, rel(1)), vec![1, 2, 3, 4]);
 }
