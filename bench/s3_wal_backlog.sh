@@ -85,6 +85,12 @@ sustained() { # NAME SETTINGS... -> "segments p50 p99 p99_seconds"
     local name=$1 first end; shift
     for s in "$@"; do psql_bench -c "ALTER SYSTEM SET $s" >/dev/null; done
     psql_bench -c "SELECT pg_reload_conf()" >/dev/null
+    # The archiver restarts on a new archive_library, at most once per 10 s
+    # (PGARCH_RESTART_INTERVAL): the load starts once a segment went through the new one.
+    local switched
+    psql_bench -c "INSERT INTO filler SELECT 'x'" >/dev/null
+    switched=$(psql_bench -At -c "SELECT pg_walfile_name(pg_switch_wal())")
+    until [ "$(psql_bench -At -c "SELECT coalesce(last_archived_wal >= '$switched', false) FROM pg_stat_archiver")" = t ]; do sleep 0.1; done
     until [ "$(psql_bench -At -c "$lag_sample" | cut -d'|' -f1)" = 0 ]; do sleep 0.1; done
     first=$(psql_bench -At -c "$segment_now")
     : >"$BENCH_DIR/lag_$name"
