@@ -454,9 +454,9 @@ fn events_from_every_database_reach_the_audit_log_with_their_database() {
     );
 }
 
-/// Switched off, the hooks capture nothing and the policy lets a weak password in; switched on
-/// again in a session (a superuser may), the same cluster captures, so the "nothing" is the
-/// switches' doing. Events are written in the order captured: once an application event
+/// Switched off, the hooks capture nothing and the policy lets a weak password in; the switches
+/// cannot change in a session or for a role or database; switched on again for the server, the
+/// same cluster captures, so the "nothing" is the switches' doing. Events are written in the order captured: once an application event
 /// logged after the rest is in the log, whatever was captured before it is too.
 #[test]
 fn switched_off_nothing_is_captured_and_weak_passwords_pass() {
@@ -487,11 +487,31 @@ fn switched_off_nothing_is_captured_and_weak_passwords_pass() {
         ),
         0
     );
-    // On again, for this session only: the same statements are captured, and a read counted
+    // The switches change server-wide only: not in a session, not for a role or a database,
+    // so no one turns auditing off (or on) for itself alone.
+    for change in [
+        "SET admin_toolkit.audit_ddl = on",
+        "SET admin_toolkit.audit_logins = off",
+        "ALTER ROLE postgres SET admin_toolkit.audit_reads = off",
+        "ALTER DATABASE postgres SET admin_toolkit.audit_ddl = off",
+    ] {
+        let refused = db.batch_execute(change).unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Some(&postgres::error::SqlState::CANT_CHANGE_RUNTIME_PARAM),
+            "{change}: {refused}"
+        );
+    }
+    // On again for the server: the same statements are captured, and a read counted
     // (summarised with whatever reads were counted before it: none of quiet_t).
+    db.batch_execute("ALTER SYSTEM SET admin_toolkit.audit_ddl = on")
+        .unwrap();
+    db.batch_execute("ALTER SYSTEM SET admin_toolkit.audit_reads = on")
+        .unwrap();
+    cluster.reload_until("admin_toolkit.audit_reads", Some("on"));
+    let mut db = cluster.connect("postgres");
     db.batch_execute(
-        "SET admin_toolkit.audit_ddl = on; CREATE TABLE loud_t (id int); GRANT SELECT ON loud_t TO PUBLIC; \
-         SET admin_toolkit.audit_reads = on; SELECT * FROM loud_t",
+        "CREATE TABLE loud_t (id int); GRANT SELECT ON loud_t TO PUBLIC; SELECT * FROM loud_t",
     )
     .unwrap();
     wait_for_audit(&mut db, "object_name = 'loud_t'", 2);
