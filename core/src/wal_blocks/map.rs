@@ -6,7 +6,7 @@
 //! Written under a temporary name and renamed; checked by a CRC when read: a torn or damaged
 //! map is refused, and the backup compares files whole instead.
 
-use super::segment::scan_segment;
+use super::segment::{scan_segment, SegmentScan};
 use super::{crc32c, ChangedBlocks, RelFile};
 use std::collections::HashSet;
 use std::io::ErrorKind;
@@ -19,18 +19,12 @@ const MAGIC: &[u8] = b"admin_toolkit block map 2\n";
 /// Bytes kept of a record crossing a segment's edge: more than any record's headers.
 const EDGE_BYTES: usize = 4096;
 
-/// What a segment changed, its edges, and what ties it to its cluster and neighbours.
+/// What a segment changed, and what its scan left for its neighbours (its edges and what ties
+/// it to its cluster and to them).
 #[derive(Debug, Default)]
 pub struct SegmentMap {
     pub changes: ChangedBlocks,
-    pub head: Vec<u8>,
-    pub tail: Vec<u8>,
-    pub system_identifier: u64,
-    /// See `SegmentScan`'s fields of these names.
-    pub first_prev: Option<u64>,
-    pub last_start: Option<u64>,
-    pub last_complete: Option<u64>,
-    pub overwrites_contrecord: bool,
+    pub scan: SegmentScan,
 }
 
 /// The map of segment `bytes`, which starts at LSN `segment_lsn`.
@@ -48,16 +42,7 @@ pub fn map_segment_until(
 ) -> Result<SegmentMap, String> {
     let mut changes = ChangedBlocks::default();
     let scan = scan_segment(bytes, segment_lsn, until, keep, &mut changes)?;
-    Ok(SegmentMap {
-        changes,
-        head: scan.head,
-        tail: scan.tail,
-        system_identifier: scan.system_identifier,
-        first_prev: scan.first_prev,
-        last_start: scan.last_start,
-        last_complete: scan.last_complete,
-        overwrites_contrecord: scan.overwrites_contrecord,
-    })
+    Ok(SegmentMap { changes, scan })
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -92,11 +77,15 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 pub fn encode(map: &SegmentMap) -> Vec<u8> {
     let c = &map.changes;
     let mut out = MAGIC.to_vec();
-    put_varint(&mut out, map.system_identifier);
-    for lsn in [map.first_prev, map.last_start, map.last_complete] {
+    put_varint(&mut out, map.scan.system_identifier);
+    for lsn in [
+        map.scan.first_prev,
+        map.scan.last_start,
+        map.scan.last_complete,
+    ] {
         put_varint(&mut out, lsn.map_or(0, |l| l + 1));
     }
-    put_varint(&mut out, u64::from(map.overwrites_contrecord));
+    put_varint(&mut out, u64::from(map.scan.overwrites_contrecord));
     put_varint(&mut out, c.records);
     let mut relations: Vec<(&RelFile, &HashSet<u32>)> = c.blocks.iter().collect();
     relations.sort_unstable_by_key(|(r, _)| **r);
@@ -120,8 +109,8 @@ pub fn encode(map: &SegmentMap) -> Vec<u8> {
     }
     put_oids(&mut out, &c.databases);
     put_oids(&mut out, &c.tablespaces);
-    put_bytes(&mut out, &map.head);
-    put_bytes(&mut out, &map.tail);
+    put_bytes(&mut out, &map.scan.head);
+    put_bytes(&mut out, &map.scan.tail);
     let crc = crc32c(&[&out]);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -224,8 +213,7 @@ pub fn decode(bytes: &[u8]) -> Result<SegmentMap, String> {
     if r.at != body.len() {
         return Err("a block map has trailing bytes".into());
     }
-    Ok(SegmentMap {
-        changes,
+    let scan = SegmentScan {
         head,
         tail,
         system_identifier,
@@ -233,7 +221,8 @@ pub fn decode(bytes: &[u8]) -> Result<SegmentMap, String> {
         last_start,
         last_complete,
         overwrites_contrecord,
-    })
+    };
+    Ok(SegmentMap { changes, scan })
 }
 
 /// Writes the map of segment `name` into `directory` (under a temporary name, renamed over any

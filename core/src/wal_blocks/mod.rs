@@ -185,37 +185,37 @@ pub fn changes_between(
                     .map_err(|e| format!("WAL segment {name}: {e}"))?
             }
         };
-        if map.system_identifier != system_identifier {
+        if map.scan.system_identifier != system_identifier {
             return Err(format!(
                 "WAL segment {name} is of cluster {}, not {system_identifier}",
-                map.system_identifier
+                map.scan.system_identifier
             ));
         }
         if segment > first {
             // The first record here names the last one that began before it (or, after an
             // abandoned record, the last complete one).
-            let expected = if map.overwrites_contrecord {
+            let expected = if map.scan.overwrites_contrecord {
                 last_complete
             } else {
                 last_start
             };
-            if matches!((map.first_prev, expected), (Some(p), Some(e)) if p != e) {
+            if matches!((map.scan.first_prev, expected), (Some(p), Some(e)) if p != e) {
                 return Err(format!(
                     "WAL segment {name} does not continue the segment before it (another WAL history)"
                 ));
             }
         }
-        if map.overwrites_contrecord {
+        if map.scan.overwrites_contrecord {
             tail.clear(); // abandoned by crash recovery: no record
         }
         out.merge(map.changes);
         if !tail.is_empty() {
-            join_edge(&tail, &map.head, &mut out)
+            join_edge(&tail, &map.scan.head, &mut out)
                 .map_err(|e| format!("WAL segment {name}: {e}"))?;
         }
-        tail = map.tail;
-        last_start = map.last_start.or(last_start);
-        last_complete = map.last_complete.or(last_complete);
+        tail = map.scan.tail;
+        last_start = map.scan.last_start.or(last_start);
+        last_complete = map.scan.last_complete.or(last_complete);
     }
     // A tail left now is of a record after `until`: `until` lies in the last segment and is
     // a record boundary, so every record begun before it ends in that segment.

@@ -152,6 +152,22 @@ impl Wal {
     }
 }
 
+/// What WAL of timeline 1 changed from the first segment `Wal` writes (segment 1) to `until`.
+fn from_first_segment(
+    dir: &Path,
+    system: u64,
+    until: u64,
+    segment_size: usize,
+) -> Result<(ChangedBlocks, Sources), String> {
+    let size = segment_size as u64;
+    changes_between(dir, system, 1, size, until, size)
+}
+
+/// The map of the `i`-th segment `Wal` wrote (segment `i + 1`).
+fn map_of(segment: &[u8], i: usize, segment_size: usize) -> map::SegmentMap {
+    map::map_segment(segment, (segment_size * (i + 1)) as u64).unwrap()
+}
+
 fn blocks(changed: &ChangedBlocks, r: RelFile) -> Vec<u32> {
     match changed.relation(r) {
         RelationChange::Blocks(Some(b)) => {
@@ -287,14 +303,7 @@ fn a_scan_stops_at_its_bound_a_switch_and_the_end_of_written_wal() {
     wal.write(&heap(&[Ref(rel(1), 0, 1, false)]));
     let until = wal.write(&heap(&[Ref(rel(1), 0, 2, false)]));
     wal.store(dir.path());
-    let out = changes_between(
-        dir.path(),
-        SYSTEM,
-        1,
-        segment_size as u64,
-        until,
-        segment_size as u64,
-    );
+    let out = from_first_segment(dir.path(), SYSTEM, until, segment_size);
     assert_eq!(blocks(&out.unwrap().0, rel(1)), vec![1]);
 
     // Past a switch, nothing of the segment is read (here: a stale record).
@@ -331,14 +340,7 @@ fn a_scan_stops_at_its_bound_a_switch_and_the_end_of_written_wal() {
 
     // A segment that is gone is an error (the caller reads everything).
     let empty = tempfile::tempdir().unwrap();
-    let gone = changes_between(
-        empty.path(),
-        SYSTEM,
-        1,
-        segment_size as u64,
-        until,
-        segment_size as u64,
-    );
+    let gone = from_first_segment(empty.path(), SYSTEM, until, segment_size);
     assert!(gone.unwrap_err().contains("no longer in pg_wal"));
 }
 
@@ -392,35 +394,22 @@ fn maps_written_per_segment_join_into_what_the_segments_say() {
     wal.write(&record(2, 0x20, &[], &truncate));
     let until = wal.lsn();
     wal.store(dir.path());
-    let (from_segments, _) = changes_between(
-        dir.path(),
-        SYSTEM,
-        1,
-        segment_size as u64,
-        until,
-        segment_size as u64,
-    )
-    .unwrap();
+    let (from_segments, _) = from_first_segment(dir.path(), SYSTEM, until, segment_size).unwrap();
 
     // Maps of the two first segments (the third is "not archived yet": read itself).
     for (i, seg) in wal.segments().iter().enumerate().take(2) {
-        let map = map::map_segment(seg, (segment_size * (i + 1)) as u64).unwrap();
+        let map = map_of(seg, i, segment_size);
         let bytes = map::encode(&map);
         let again = map::decode(&bytes).unwrap();
-        assert_eq!((&again.head, &again.tail), (&map.head, &map.tail));
+        assert_eq!(
+            (&again.scan.head, &again.scan.tail),
+            (&map.scan.head, &map.scan.tail)
+        );
         let name = segment_file_name(1, i as u64 + 1, segment_size as u64);
         map::write_map(&maps, &name, &map).unwrap();
         std::fs::remove_file(dir.path().join(&name)).unwrap(); // recycled
     }
-    let (from_maps, sources) = changes_between(
-        dir.path(),
-        SYSTEM,
-        1,
-        segment_size as u64,
-        until,
-        segment_size as u64,
-    )
-    .unwrap();
+    let (from_maps, sources) = from_first_segment(dir.path(), SYSTEM, until, segment_size).unwrap();
     assert_eq!(
         sources,
         Sources {
@@ -441,14 +430,7 @@ fn maps_written_per_segment_join_into_what_the_segments_say() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 1;
     std::fs::write(maps.join(&name), &bytes).unwrap();
-    let damaged = changes_between(
-        dir.path(),
-        SYSTEM,
-        1,
-        segment_size as u64,
-        until,
-        segment_size as u64,
-    );
+    let damaged = from_first_segment(dir.path(), SYSTEM, until, segment_size);
     assert!(damaged.unwrap_err().contains("CRC"));
 
     assert_eq!(map::prune_maps(&maps, 2, segment_size as u64).unwrap(), 1);
@@ -481,22 +463,13 @@ fn maps_of_another_history_or_cluster_are_refused() {
     std::fs::create_dir(&maps).unwrap();
     let store = |wal: &Wal, i: usize| {
         let seg = &wal.segments()[i];
-        let map = map::map_segment(seg, (segment_size * (i + 1)) as u64).unwrap();
+        let map = map_of(seg, i, segment_size);
         let name = segment_file_name(1, i as u64 + 1, segment_size as u64);
         map::write_map(&maps, &name, &map).unwrap();
     };
     store(&ours, 0);
     store(&ours, 1);
-    let range = |system| {
-        changes_between(
-            dir.path(),
-            system,
-            1,
-            segment_size as u64,
-            until,
-            segment_size as u64,
-        )
-    };
+    let range = |system| from_first_segment(dir.path(), system, until, segment_size);
     assert_eq!(
         range(SYSTEM).unwrap().1,
         Sources {
@@ -541,22 +514,14 @@ fn a_record_longer_than_a_segment_and_a_switch_across_an_edge_are_read() {
     let until = wal.lsn();
     wal.store(dir.path());
     // The fourth segment holds only the switch's last 16 bytes.
-    let (out, sources) = changes_between(
-        dir.path(),
-        SYSTEM,
-        1,
-        segment_size as u64,
-        until,
-        segment_size as u64,
-    )
-    .unwrap();
+    let (out, sources) = from_first_segment(dir.path(), SYSTEM, until, segment_size).unwrap();
     assert_eq!(sources.segments, 4);
     assert_eq!(blocks(&out, rel(1)), vec![1, 2, 3, 4]);
     // The same through maps of the four segments.
     let maps = dir.path().join("admin_toolkit_blocks");
     std::fs::create_dir(&maps).unwrap();
     for (i, seg) in wal.segments().iter().enumerate() {
-        let map = map::map_segment(seg, (segment_size * (i + 1)) as u64).unwrap();
+        let map = map_of(seg, i, segment_size);
         map::write_map(
             &maps,
             &segment_file_name(1, i as u64 + 1, segment_size as u64),
@@ -564,15 +529,7 @@ fn a_record_longer_than_a_segment_and_a_switch_across_an_edge_are_read() {
         )
         .unwrap();
     }
-    let (from_maps, sources) = changes_between(
-        dir.path(),
-        SYSTEM,
-        1,
-        segment_size as u64,
-        until,
-        segment_size as u64,
-    )
-    .unwrap();
+    let (from_maps, sources) = from_first_segment(dir.path(), SYSTEM, until, segment_size).unwrap();
     assert_eq!(sources.maps, 4);
     assert_eq!(blocks(&from_maps, rel(1)), vec![1, 2, 3, 4]);
 }
