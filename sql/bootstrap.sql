@@ -205,7 +205,12 @@ CREATE TABLE security_audit_log (
     success          boolean NOT NULL,
     error_message    text,
     session_id       text,
-    additional_info  jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(additional_info) = 'object')
+    additional_info  jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(additional_info) = 'object'),
+    session_username text,
+    transaction_id   xid,
+    wal_lsn          pg_lsn,
+    previous_hash    bytea,
+    row_hash         bytea
 ) PARTITION BY RANGE (event_time);
 CREATE TABLE security_audit_log_default PARTITION OF security_audit_log DEFAULT;
 -- Per-partition indexes, as for performance_metrics.
@@ -216,6 +221,38 @@ CREATE INDEX ON security_audit_log_default (username, operation_type, event_time
 CREATE INDEX ON security_audit_log_default (operation_type, event_time);
 COMMENT ON TABLE security_audit_log IS
     'Security events, partitioned by day (UTC); old days are dropped by retention.';
+COMMENT ON COLUMN security_audit_log.username IS
+    'The current user when the event happened (SET ROLE and SECURITY DEFINER functions change it).';
+COMMENT ON COLUMN security_audit_log.session_username IS
+    'The session''s login role.';
+COMMENT ON COLUMN security_audit_log.transaction_id IS
+    'The transaction the event belongs to, when it had an ID (recovery_target_xid).';
+COMMENT ON COLUMN security_audit_log.wal_lsn IS
+    'Where the audit journal (WAL) holds the event.';
+-- How far the worker has turned the audit journal (WAL records of the toolkit's resource
+-- manager) into rows: updated in the same transaction as the rows it wrote.
+CREATE TABLE audit_journal (
+    singleton    boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    read_through pg_lsn NOT NULL,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO audit_journal (read_through) VALUES (pg_catalog.pg_current_wal_insert_lsn());
+COMMENT ON TABLE audit_journal IS
+    'How far the worker has read the audit journal in WAL; written with the rows it wrote.';
+-- The head of the audit log's hash chain: the last row written and its hash.
+CREATE TABLE audit_chain (
+    singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    head          bytea NOT NULL,
+    head_audit_id bigint,
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO audit_chain (head) VALUES ('\x');
+COMMENT ON TABLE audit_chain IS
+    'The head of security_audit_log''s hash chain: the last row written and its row_hash.';
+COMMENT ON COLUMN security_audit_log.previous_hash IS
+    'row_hash of the row before it (audit_id order); empty for the first row of the chain.';
+COMMENT ON COLUMN security_audit_log.row_hash IS
+    'sha256(previous_hash || audit_row_text(row)): see verify_audit_log().';
 
 -- ---------------------------------------------------------------------------------------
 -- Maintenance and configuration

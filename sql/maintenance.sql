@@ -75,7 +75,9 @@ WITH other AS (
     SELECT format('%s (%s)', slot_name,
                   pg_size_pretty(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
                                                       ELSE pg_current_wal_lsn() END, restart_lsn))) AS name
-      FROM pg_replication_slots WHERE NOT active AND restart_lsn IS NOT NULL
+      FROM pg_replication_slots
+     -- admin_toolkit_audit is the audit journal's own, moved on by the worker.
+     WHERE NOT active AND restart_lsn IS NOT NULL AND slot_name <> 'admin_toolkit_audit'
 )
 SELECT 'table_bloat',
        CASE WHEN max(dead_pct) > 20 THEN 'critical' WHEN max(dead_pct) > 10 THEN 'warning' ELSE 'ok' END,

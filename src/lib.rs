@@ -121,6 +121,11 @@ extension_sql_file!(
     name = "backup_alerts",
     requires = ["bootstrap", "notifications", "drills"]
 );
+extension_sql_file!(
+    "../sql/audit_chain.sql",
+    name = "audit_chain",
+    requires = ["bootstrap"]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Set in `_PG_init` when the library is loaded through shared_preload_libraries; every backend

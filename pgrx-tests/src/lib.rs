@@ -477,7 +477,12 @@ impl Cluster {
             "stream",
             "--no-sync",
         ];
-        check(run_as_postgres("pg_basebackup", &args), "pg_basebackup");
+        // A scram primary asks for the password; -R writes it into primary_conninfo.
+        let password = [("PGPASSWORD".to_string(), SUPERUSER_PASSWORD.to_string())];
+        check(
+            run_as_postgres_with(&password, "pg_basebackup", &args),
+            "pg_basebackup",
+        );
         let mut conf = vec!["hot_standby = on".to_string()];
         conf.extend_from_slice(extra);
         Cluster::from_data_dir(scratch, &conf)
@@ -602,6 +607,27 @@ impl Cluster {
 
     pub fn restart(&mut self) {
         self.restart_with(|| {});
+    }
+
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`: shared memory and WAL
+    /// buffers are lost, no checkpoint) and starts it again, which runs crash recovery.
+    pub fn crash_and_restart(&mut self) {
+        self.crash();
+        self.start_server(false);
+    }
+
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`), leaving it down.
+    pub fn crash(&mut self) {
+        check(
+            run_as_postgres_in(
+                &self.bindir,
+                &[],
+                "pg_ctl",
+                &["-D", &self.data_dir(), "-m", "immediate", "-w", "stop"],
+            ),
+            "pg_ctl stop -m immediate",
+        );
+        self.running = false;
     }
 
     /// Stops the server, runs `offline` (e.g. to change its files), and starts it again.
@@ -842,6 +868,14 @@ pub fn drill_settings(dir: &Path) -> Vec<String> {
             cli_for_postgres().display()
         ),
     ]
+}
+
+/// Rows of the audit log where `condition` holds.
+pub fn audit_count(client: &mut Client, condition: &str) -> i64 {
+    count(
+        client,
+        &format!("SELECT count(*) FROM admin_toolkit.security_audit_log WHERE {condition}"),
+    )
 }
 
 pub fn count(client: &mut Client, query: &str) -> i64 {

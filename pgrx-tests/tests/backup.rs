@@ -87,6 +87,13 @@ fn full_and_incremental_backups_verify_and_corruption_is_named() {
     let full_schedule = schedule(&mut db, "full", &location, 3);
     let incr_schedule = schedule(&mut db, "incremental", &location, 3);
 
+    // An audit row the backup's record can point to.
+    db.batch_execute("SELECT admin_toolkit.log_security_event('BEFORE_BACKUP')")
+        .unwrap();
+    admin_toolkit_it::wait_for("the event in the audit log", || {
+        (admin_toolkit_it::audit_count(&mut db, "operation_type = 'BEFORE_BACKUP'") == 1)
+            .then_some(())
+    });
     let full = backup(&mut db, full_schedule);
     let f = outcome(&mut db, full);
     assert_eq!(f.status, "completed", "{:?}", f.error);
@@ -115,6 +122,18 @@ fn full_and_incremental_backups_verify_and_corruption_is_named() {
         .exists());
     let checks = verify(&mut db, full);
     assert!(all_ok(&checks), "{checks:?}");
+    // The audit chain's head when the backup started is recorded with it (and in its manifest).
+    let anchored: i64 = db
+        .query_one(
+            "SELECT count(*) FROM admin_toolkit.backup_history b JOIN admin_toolkit.security_audit_log l \
+                 ON l.audit_id = (b.metadata->'audit_chain_head'->>'audit_id')::bigint \
+                AND encode(l.row_hash, 'hex') = b.metadata->'audit_chain_head'->>'hash' \
+              WHERE b.backup_id = $1",
+            &[&full],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(anchored, 1, "the audit chain's head is recorded");
 
     db.batch_execute("UPDATE items SET body = 'changed' WHERE id <= 100; CHECKPOINT")
         .unwrap();

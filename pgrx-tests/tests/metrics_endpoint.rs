@@ -122,8 +122,30 @@ fn a_scrape_shows_collected_metrics_and_the_toolkits_state_and_promtool_accepts_
         ),
         Some(1.0)
     );
+    // The audit chain's head: a row of the log, with that hash.
+    let head = body
+        .lines()
+        .find(|l| l.starts_with("admin_toolkit_audit_chain_head{hash=\""))
+        .unwrap_or_else(|| panic!("no audit chain head in {body}"));
+    let (hash, id) = head
+        .trim_start_matches("admin_toolkit_audit_chain_head{hash=\"")
+        .split_once("\"} ")
+        .unwrap();
+    assert_eq!(hash.len(), 64, "{head}");
+    let id: f64 = id.parse().unwrap();
+    let rows: i64 = db
+        .query_one(
+            "SELECT count(*) FROM admin_toolkit.security_audit_log WHERE audit_id = $1::float8::bigint \
+               AND encode(row_hash, 'hex') = $2",
+            &[&id, &hash],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1, "{head}");
+    assert!(value_of(&body, "admin_toolkit_audit_journal_lag_bytes").is_some());
     for section in [
         "metrics",
+        "audit",
         "backups",
         "wal_archive",
         "alerts",

@@ -11,7 +11,7 @@ use crate::transaction::step::try_transaction;
 use admin_toolkit_core::backup::copy::{copy_data_directory, CopyOptions, DEFAULT_CHUNK_SIZE};
 use admin_toolkit_core::backup::default_threads;
 use admin_toolkit_core::backup::label::parse_backup_label;
-use admin_toolkit_core::backup::manifest::{format_for, ChainLink, Manifest};
+use admin_toolkit_core::backup::manifest::{format_for, AuditChainHead, ChainLink, Manifest};
 use admin_toolkit_core::backup::store::{remove_backup, BackupStore, Expected};
 use admin_toolkit_core::chrono::Utc;
 use admin_toolkit_core::lsn::{segment_file_name, Lsn};
@@ -210,6 +210,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         tablespace_directory,
         blocks_per_segment,
         data_checksum_version,
+        audit_chain_head,
     } = server_facts()?;
     let key_id = key.as_ref().map(|k| k.id.as_str());
     let (kind, previous, note) = parent(schedule, backup_id, &system_id, dir, key_id)?;
@@ -309,6 +310,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         server_major: Some(crate::compat::server_major()),
         tablespaces: copied.tablespaces,
         data_checksum_version: Some(data_checksum_version),
+        audit_chain_head: audit_chain_head.clone(),
     };
     let manifest_bytes = store
         .store_manifest(&manifest, key.as_ref())
@@ -336,6 +338,7 @@ fn base_backup(schedule: &BackupSchedule, backup_id: i64, dir: &Location) -> Res
         "note": note,
         "archive_waited": wait,
         "server_major": crate::compat::server_major(),
+        "audit_chain_head": audit_chain_head,
     });
     record_completed(backup_id, &manifest, stored, started, facts);
     keep_block_maps(segment_size);
@@ -404,6 +407,8 @@ struct ServerFacts {
     blocks_per_segment: u32,
     /// pg_control's data_checksum_version.
     data_checksum_version: u32,
+    /// The head of the audit log's hash chain when the backup starts.
+    audit_chain_head: Option<AuditChainHead>,
 }
 
 fn server_facts() -> Result<ServerFacts, Failure> {
@@ -415,6 +420,7 @@ fn server_facts() -> Result<ServerFacts, Failure> {
             tablespace_directory: String::new(),
             blocks_per_segment: 0,
             data_checksum_version: 0,
+            audit_chain_head: None,
         };
         if unsafe { pg_sys::RecoveryInProgress() } {
             return Ok(facts);
@@ -436,6 +442,19 @@ fn server_facts() -> Result<ServerFacts, Failure> {
             facts.blocks_per_segment = per_segment.unwrap_or(0).max(0) as u32;
         }
         facts.data_checksum_version = checksums.unwrap_or(0).max(0) as u32;
+        // Before ALTER EXTENSION UPDATE to 0.6.0 there is no chain.
+        let chained = Spi::get_one::<bool>(
+            "SELECT pg_catalog.to_regclass('admin_toolkit.audit_chain') IS NOT NULL",
+        )?;
+        let (id, hash) = match chained {
+            Some(true) => Spi::get_two::<i64, String>(
+                "SELECT c.head_audit_id, pg_catalog.encode(c.head, 'hex') FROM admin_toolkit.audit_chain c",
+            )?,
+            _ => (None, None),
+        };
+        if let (Some(audit_id), Some(hash)) = (id, hash) {
+            facts.audit_chain_head = Some(AuditChainHead { audit_id, hash });
+        }
         Ok(facts)
     })
     .map_err(failed)?;

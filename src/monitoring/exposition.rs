@@ -15,9 +15,10 @@ use std::collections::{HashMap, HashSet};
 /// One section's families, or why it failed.
 type Section = fn() -> spi::Result<Vec<Family>>;
 
-const SECTIONS: [(&str, Section); 7] = [
+const SECTIONS: [(&str, Section); 8] = [
     ("metrics", collected_metrics),
     ("held", held),
+    ("audit", audit),
     ("backups", backups),
     ("wal_archive", wal_archive),
     ("alerts", alerts),
@@ -95,13 +96,13 @@ fn process_families() -> Vec<Family> {
     out.push(Family::single(
         "admin_toolkit_audit_events_queued",
         Kind::Gauge,
-        "Audit events captured and not yet written to security_audit_log",
+        "Audit events seen on a hot standby (where WAL cannot be written), waiting in shared memory",
         q.queued as f64,
     ));
     out.push(Family::single(
         "admin_toolkit_audit_events_dropped_total",
         Kind::Counter,
-        "Audit events dropped since the server started because the queue was full",
+        "Audit events seen on a hot standby and dropped since the server started because its queue was full",
         q.dropped as f64,
     ));
     out.push(Family::single(
@@ -257,6 +258,37 @@ fn held() -> spi::Result<Vec<Family>> {
         "1 when this server is a restored or copied one whose schedules and retention wait for adopt_as_primary(), else 0",
         if held { 1.0 } else { 0.0 },
     )])
+}
+
+/// The head of the audit log's hash chain (to compare with the last backup's, or with an
+/// earlier scrape: a rewritten log shows another hash for the same audit_id) and how far the
+/// worker is behind the audit journal.
+fn audit() -> spi::Result<Vec<Family>> {
+    let (id, hash, lag) = Spi::get_three::<i64, String, f64>(
+        "SELECT c.head_audit_id, pg_catalog.encode(c.head, 'hex'), \
+                CASE WHEN NOT pg_catalog.pg_is_in_recovery() THEN \
+                     pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), j.read_through)::float8 END \
+           FROM admin_toolkit.audit_chain c, admin_toolkit.audit_journal j",
+    )?;
+    let mut out = Vec::new();
+    if let (Some(id), Some(hash)) = (id, hash) {
+        let mut head = Family::new(
+            "admin_toolkit_audit_chain_head",
+            Kind::Gauge,
+            "audit_id of the last row of security_audit_log's hash chain, its row_hash as label",
+        );
+        head.push(&[("hash", hash.as_str())], id as f64);
+        out.push(head);
+    }
+    if let Some(lag) = lag {
+        out.push(Family::single(
+            "admin_toolkit_audit_journal_lag_bytes",
+            Kind::Gauge,
+            "WAL flushed and not yet read by the worker for audit events (the audit journal)",
+            lag.max(0.0),
+        ));
+    }
+    Ok(out)
 }
 
 fn backups() -> spi::Result<Vec<Family>> {

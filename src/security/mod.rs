@@ -14,6 +14,7 @@ pub fn install(preloading: bool) {
     password_policy::install_hook();
     if preloading {
         audit::queue::install();
+        audit::journal::install();
         audit::hooks::install();
     }
 }

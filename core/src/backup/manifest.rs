@@ -147,6 +147,18 @@ pub struct Manifest {
     /// an incremental whose parent saw another version reads every file whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_checksum_version: Option<u32>,
+    /// The head of the audit log's hash chain when the backup started (absent before 0.6.0,
+    /// or when the log was empty): sealed with the manifest, it shows a later rewrite of the
+    /// log and its hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_chain_head: Option<AuditChainHead>,
+}
+
+/// The last row of the audit log's hash chain: its audit_id and row_hash (hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditChainHead {
+    pub audit_id: i64,
+    pub hash: String,
 }
 
 /// Refuses restoring a data directory of PostgreSQL `backup_major` to be started by PostgreSQL

@@ -102,6 +102,7 @@ fn manifest_for(id: i64, dir: &Path, copied: super::copy::Copied) -> Manifest {
         tablespace_map: String::new(),
         server_major: Some(15),
         data_checksum_version: Some(1),
+        audit_chain_head: None,
         tablespaces: copied.tablespaces,
     }
     .tap(|m| {
@@ -522,6 +523,7 @@ fn manifest_for_unstored(id: i64, copied: super::copy::Copied) -> Manifest {
         tablespace_map: String::new(),
         server_major: Some(15),
         data_checksum_version: Some(1),
+        audit_chain_head: None,
         tablespaces: copied.tablespaces,
     }
 }

@@ -1,16 +1,36 @@
-//! The worker's duty of moving audit events from shared memory into security_audit_log, batch
-//! by batch, summarising table reads every admin_toolkit.audit_read_interval seconds, and
-//! writing whatever is still queued when the worker stops.
+//! The worker's duty of turning the audit journal into rows of security_audit_log, batch by
+//! batch, summarising table reads every admin_toolkit.audit_read_interval seconds, and writing
+//! whatever is still waiting when the worker stops.
 
-use super::{queue, write_events, write_read_summaries, BATCH};
+use super::journal::{self, JournalRead};
+use super::{
+    insert_rows, queue, write_queued_events, write_read_summaries, AuditRow, JournalOrigin, BATCH,
+};
 use crate::settings;
 use crate::transaction::step::run_step;
 use crate::worker::duty::{Context, Duty};
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
-/// Longest an audit event waits in shared memory while the worker works.
+/// Longest an audit event waits in WAL while the worker works.
 const AUDIT_TICK: Duration = Duration::from_secs(1);
+/// Most WAL read in one transaction.
+const READ_BYTES: u64 = 64 << 20;
+/// WAL read without finding an event is stored as read this often (by size or by time), so
+/// that an idle journal costs no writes and the slot still moves on.
+const STORE_BYTES: u64 = 16 << 20;
+const STORE_EVERY: Duration = Duration::from_secs(60);
+
+/// Where the worker is in the journal.
+#[derive(Default, Clone, Copy)]
+struct Cursor {
+    /// The position last committed to audit_journal (by this worker or, on a promoted standby
+    /// or restored copy, by the primary's).
+    stored: Option<u64>,
+    /// Where reading goes on: at or past `stored`.
+    scanned: u64,
+    stored_at: Option<Instant>,
+}
 
 #[derive(Default)]
 pub struct AuditWriter {
@@ -18,6 +38,158 @@ pub struct AuditWriter {
     last_read_summary: Option<Instant>,
     /// Audit events dropped (queue full) as last reported.
     dropped_reported: (u64, u64),
+    cursor: Cursor,
+    /// Whether the slot could not be created, as last said in the log.
+    said_no_slot: bool,
+    /// Whether the slot was seen (or made) since the worker started.
+    slot_kept: bool,
+}
+
+/// What one transaction of journal reading did.
+struct Progress {
+    stored: u64,
+    stored_now: bool,
+    scanned: u64,
+    more: bool,
+}
+
+fn stored_position() -> spi::Result<Option<u64>> {
+    let exists = Spi::get_one::<bool>(
+        "SELECT pg_catalog.to_regclass('admin_toolkit.audit_journal') IS NOT NULL",
+    )?;
+    if exists != Some(true) {
+        return Ok(None); // the schema predates the journal: ALTER EXTENSION UPDATE brings it
+    }
+    Ok(Spi::get_one::<i64>(
+        "SELECT (read_through OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::int8 FROM admin_toolkit.audit_journal",
+    )?
+    .map(|p| p as u64))
+}
+
+fn store_position(position: u64) -> spi::Result<()> {
+    Spi::run_with_args(
+        "UPDATE admin_toolkit.audit_journal \
+            SET read_through = '0/0'::pg_lsn OPERATOR(pg_catalog.+) $1::numeric, updated_at = pg_catalog.now()",
+        &[(position as i64).into()],
+    )
+}
+
+/// Reads the journal on from where the cursor is, writes the events found and, with them (or
+/// when enough WAL was read without any), the new position, in one transaction.
+fn write_journal(cursor: Cursor) -> spi::Result<Option<Progress>> {
+    let Some(stored) = stored_position()? else {
+        return Ok(None);
+    };
+    let from = match cursor.stored {
+        Some(s) if s == stored => cursor.scanned.max(stored),
+        _ => stored,
+    };
+    if let Some(redo) = lost_wal(from)? {
+        record_gap(from, redo)?;
+        store_position(redo)?;
+        return Ok(Some(Progress {
+            stored: redo,
+            stored_now: true,
+            scanned: redo,
+            more: true,
+        }));
+    }
+    let JournalRead { events, end } = journal::read(from, BATCH, READ_BYTES);
+    if !events.is_empty() {
+        let rows: Vec<_> = events
+            .iter()
+            .map(|e| {
+                let origin = JournalOrigin {
+                    lsn: e.lsn,
+                    xid: e.xid,
+                };
+                AuditRow::of_event(&e.event, Some(origin))
+            })
+            .collect();
+        insert_rows(&rows)?;
+    }
+    let stale = cursor
+        .stored_at
+        .is_none_or(|at| at.elapsed() >= STORE_EVERY);
+    let store = end > stored && (!events.is_empty() || end - stored >= STORE_BYTES || stale);
+    if store {
+        store_position(end)?;
+    }
+    Ok(Some(Progress {
+        stored: if store { end } else { stored },
+        stored_now: store,
+        scanned: end,
+        more: events.len() >= BATCH || end - from >= READ_BYTES,
+    }))
+}
+
+/// When the WAL at `from` is gone (removed at a checkpoint before the worker read it: the slot
+/// did not exist yet, could not be made, or was invalidated), where reading can go on: the last
+/// checkpoint's redo point, from which WAL is always kept.
+fn lost_wal(from: u64) -> spi::Result<Option<u64>> {
+    // SAFETY: a server setting, fixed at startup.
+    let segment_size = u64::try_from(unsafe { pgrx::pg_sys::wal_segment_size }).unwrap_or(16 << 20);
+    // Any timeline: the file name's last 16 digits are the segment number.
+    let name = admin_toolkit_core::lsn::segment_file_name(1, from / segment_size, segment_size);
+    let suffix = &name[8..];
+    // Unreadable pg_wal: nothing is skipped on a guess.
+    let present = std::fs::read_dir("pg_wal").map_or(true, |entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            name.len() == 24 && name.to_string_lossy().ends_with(suffix)
+        })
+    });
+    if present {
+        return Ok(None);
+    }
+    let redo = Spi::get_one::<i64>(
+        "SELECT ((pg_catalog.pg_control_checkpoint()).redo_lsn OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::int8",
+    )?
+    .unwrap_or(0) as u64;
+    Ok((redo > from).then_some(redo))
+}
+
+/// Records that the events in WAL from `from` to `to` are lost, as an AUDIT_GAP event.
+fn record_gap(from: u64, to: u64) -> spi::Result<()> {
+    let lsn = |p: u64| format!("{:X}/{:X}", p >> 32, p as u32);
+    let gap = AuditRow {
+        username: Spi::get_one::<String>("SELECT current_user::text")?,
+        database: Spi::get_one::<String>("SELECT pg_catalog.current_database()::text")?,
+        operation: Some("AUDIT_GAP".into()),
+        success: false,
+        error: Some(
+            "WAL holding audit events was removed before the worker read it; events written in it are lost".into(),
+        ),
+        info: serde_json::json!({"from_lsn": lsn(from), "to_lsn": lsn(to), "source": "server"}).to_string(),
+        ..AuditRow::default()
+    };
+    insert_rows(&[gap])?;
+    warning!(
+        "admin_toolkit worker: WAL from {} to {} was removed before its audit events were read; \
+         recorded as AUDIT_GAP",
+        lsn(from),
+        lsn(to)
+    );
+    Ok(())
+}
+
+/// Creates the slot that keeps unread WAL if it is missing and moves it to the stored position.
+fn keep_unread_wal() -> spi::Result<()> {
+    let Some(position) = stored_position()? else {
+        return Ok(());
+    };
+    Spi::run_with_args(
+        "SELECT pg_catalog.pg_create_physical_replication_slot($1, true) \
+          WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_replication_slots WHERE slot_name OPERATOR(pg_catalog.=) $1)",
+        &[journal::SLOT.into()],
+    )?;
+    Spi::run_with_args(
+        "SELECT pg_catalog.pg_replication_slot_advance(slot_name, '0/0'::pg_lsn OPERATOR(pg_catalog.+) $2::numeric) \
+           FROM pg_catalog.pg_replication_slots \
+          WHERE slot_name OPERATOR(pg_catalog.=) $1 \
+            AND restart_lsn OPERATOR(pg_catalog.<) ('0/0'::pg_lsn OPERATOR(pg_catalog.+) $2::numeric)",
+        &[journal::SLOT.into(), (position as i64).into()],
+    )
 }
 
 impl AuditWriter {
@@ -31,6 +203,62 @@ impl AuditWriter {
         self.last_read_summary
             .is_none_or(|at| at.elapsed() >= Self::read_interval())
     }
+
+    fn journal_due(&self) -> bool {
+        // SAFETY: reads the flush position from shared memory.
+        let flushed = unsafe { pgrx::pg_sys::GetFlushRecPtr(std::ptr::null_mut()) };
+        self.cursor.stored.is_none() || flushed > self.cursor.scanned
+    }
+
+    fn write_journal(&mut self) {
+        // The slot first: WAL from the stored position on is kept from now on.
+        if !self.slot_kept {
+            self.keep_unread_wal();
+        }
+        let before = self.cursor.stored;
+        loop {
+            let cursor = self.cursor;
+            match run_step("write audit events", || write_journal(cursor)) {
+                Some(Ok(Some(p))) => {
+                    self.cursor.stored = Some(p.stored);
+                    self.cursor.scanned = p.scanned;
+                    if p.stored_now || cursor.stored_at.is_none() {
+                        self.cursor.stored_at = Some(Instant::now());
+                    }
+                    if p.more {
+                        continue;
+                    }
+                }
+                Some(Ok(None)) => {}
+                Some(Err(e)) => log!(
+                    "admin_toolkit worker: step \"write audit events\" failed and will be retried: {e}"
+                ),
+                None => {}
+            }
+            break;
+        }
+        if self.cursor.stored != before {
+            self.keep_unread_wal();
+        }
+    }
+
+    fn keep_unread_wal(&mut self) {
+        match run_step("keep unread WAL", keep_unread_wal) {
+            Some(Ok(())) => {
+                self.slot_kept = true;
+                self.said_no_slot = false;
+            }
+            _ if !self.said_no_slot => {
+                log!(
+                    "admin_toolkit worker: replication slot \"{}\" cannot be kept (max_replication_slots, wal_level); \
+                     WAL removed at a checkpoint before the worker reads it loses its audit events (recorded as AUDIT_GAP)",
+                    journal::SLOT
+                );
+                self.said_no_slot = true;
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Duty for AuditWriter {
@@ -40,7 +268,10 @@ impl Duty for AuditWriter {
 
     fn due(&mut self, _: &Context) -> bool {
         let (events, reads) = queue::pending();
-        events || (reads && self.reads_due()) || queue::dropped() != self.dropped_reported
+        events
+            || (queue::available() && self.journal_due())
+            || (reads && self.reads_due())
+            || queue::dropped() != self.dropped_reported
     }
 
     fn wait(&self) -> Option<Duration> {
@@ -51,11 +282,12 @@ impl Duty for AuditWriter {
         if !queue::available() {
             return;
         }
+        self.write_journal();
         while queue::pending().0 {
-            match run_step("write audit events", write_events) {
+            match run_step("write queued audit events", write_queued_events) {
                 Some(Ok(n)) if n >= BATCH => continue,
                 Some(Err(e)) => log!(
-                    "admin_toolkit worker: step \"write audit events\" failed and will be retried: {e}"
+                    "admin_toolkit worker: step \"write queued audit events\" failed and will be retried: {e}"
                 ),
                 _ => {}
             }
@@ -85,7 +317,13 @@ impl Duty for AuditWriter {
         }
     }
 
-    /// Writes everything still queued, read counts included, whatever the interval.
+    /// The extension was created again or the configuration reloaded: read the position anew.
+    fn restart(&mut self) {
+        self.cursor = Cursor::default();
+        self.slot_kept = false;
+    }
+
+    /// Writes everything waiting, read counts included, whatever the interval.
     fn shutdown(&mut self) {
         self.last_read_summary = None;
         self.run(&mut Context::default());

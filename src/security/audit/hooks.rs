@@ -2,6 +2,7 @@
 //! it can on the hot path: decide quickly whether the statement concerns it, copy a few fields
 //! into shared memory, return. Every hook chains the one installed before it.
 
+use super::journal;
 use super::objects::describe_utility;
 use super::queue::{self, AuditEvent};
 use crate::settings;
@@ -31,13 +32,18 @@ pub fn install() {
 }
 
 /// The session fields every event carries: time, backend, user, database, client, application.
-unsafe fn session_event(username: *const c_char, database: *const c_char) -> Box<AuditEvent> {
+unsafe fn session_event(
+    username: *const c_char,
+    session_user: *const c_char,
+    database: *const c_char,
+) -> Box<AuditEvent> {
     let mut e = AuditEvent::empty();
     unsafe {
         e.event_time = pg_sys::GetCurrentTimestamp();
         e.pid = pg_sys::MyProcPid;
         e.session_start = pg_sys::MyStartTime;
         e.username.set_cstr(username);
+        e.session_user.set_cstr(session_user);
         e.database.set_cstr(database);
         let port = pg_sys::libpq::be::MyProcPort;
         if !port.is_null() {
@@ -53,8 +59,9 @@ pub fn current_session_event() -> Box<AuditEvent> {
     // SAFETY: called inside a transaction of a normal backend; the lookups are syscache reads.
     unsafe {
         let user = pg_sys::GetUserNameFromId(pg_sys::GetUserId(), true);
+        let session_user = pg_sys::GetUserNameFromId(pg_sys::GetSessionUserId(), true);
         let database = pg_sys::get_database_name(pg_sys::MyDatabaseId);
-        session_event(user, database)
+        session_event(user, session_user, database)
     }
 }
 
@@ -123,6 +130,7 @@ unsafe extern "C-unwind" fn process_utility(
             == pg_sys::LogStmtLevel::LOGSTMT_DDL;
     if !audited {
         run();
+        unsafe { drop_journal_slot_after((*pstmt).utilityStmt) };
         return;
     }
     // Described before running: a DROP's object is gone afterwards.
@@ -142,12 +150,40 @@ unsafe extern "C-unwind" fn process_utility(
                     .error
                     .set(redact_secrets(report.message()).as_bytes());
             }
-            queue::push(&failed);
+            capture(&failed);
             caught.rethrow()
         })
         .execute();
     event.success = true;
-    queue::push(&event);
+    capture(&event);
+    unsafe { drop_journal_slot_after((*pstmt).utilityStmt) };
+}
+
+/// After DROP EXTENSION admin_toolkit in the worker's database, the journal's slot goes too:
+/// nothing would move it again, and it would keep WAL forever.
+unsafe fn drop_journal_slot_after(stmt: *mut pg_sys::Node) {
+    unsafe {
+        if !pgrx::is_a(stmt, pg_sys::NodeTag::T_DropStmt)
+            || (*stmt.cast::<pg_sys::DropStmt>()).removeType != pg_sys::ObjectType::OBJECT_EXTENSION
+            || pg_sys::get_extension_oid(c"admin_toolkit".as_ptr(), true) != pg_sys::InvalidOid
+        {
+            return;
+        }
+        let here = pg_sys::get_database_name(pg_sys::MyDatabaseId);
+        let worker_database = settings::DATABASE.get();
+        if here.is_null() || worker_database.as_deref() != Some(CStr::from_ptr(here)) {
+            return;
+        }
+    }
+    journal::drop_slot();
+}
+
+/// Writes an event into the audit journal, flushed when nothing else would flush it soon; where
+/// WAL cannot be written, into the shared-memory queue.
+pub fn capture(event: &AuditEvent) {
+    if !journal::write(event, journal::needs_flush(event.success)) {
+        queue::push(event);
+    }
 }
 
 #[pg_guard]
@@ -160,7 +196,7 @@ unsafe extern "C-unwind" fn client_authentication(port: *mut pg_sys::libpq::be::
             return;
         }
         let names = crate::compat::client_port::client_port(port);
-        let mut event = session_event(names.user_name, names.database_name);
+        let mut event = session_event(names.user_name, names.user_name, names.database_name);
         event.client_ip.set_cstr(names.remote_host);
         event.application.set_cstr(names.application_name);
         event.operation.set(b"LOGIN");
@@ -170,7 +206,11 @@ unsafe extern "C-unwind" fn client_authentication(port: *mut pg_sys::libpq::be::
         if !event.success {
             event.error.set(b"authentication failed");
         }
-        queue::push(&event);
+        // A failed login is on disk before the client hears of it; a successful one is flushed
+        // with the session's first commit or by the WAL writer.
+        if !journal::write(&event, !event.success) {
+            queue::push(&event);
+        }
     }
 }
 

@@ -1,9 +1,12 @@
-//! Security auditing: hooks capture events into shared memory ([`queue`]); the worker writes
-//! them to `security_audit_log` ([`write_events`], [`write_read_summaries`]) in its own
-//! transactions, keeping each event's own time, so an event survives the user's ROLLBACK.
+//! Security auditing: hooks write events into the audit journal, WAL records of the toolkit's
+//! own ([`journal`]); the worker turns them into rows of `security_audit_log` in its own
+//! transactions ([`insert_events`]), keeping each event's own time, so an event survives the
+//! user's ROLLBACK and a crash. Table reads are counted in shared memory ([`queue`]) and
+//! summarised ([`write_read_summaries`]).
 
 pub mod duty;
 pub mod hooks;
+pub mod journal;
 mod objects;
 pub mod queue;
 
@@ -39,48 +42,178 @@ fn additional_info(e: &AuditEvent) -> String {
     info.to_string()
 }
 
-/// Writes waiting events to the audit log; they leave the queue only once written.
-pub fn write_events() -> spi::Result<usize> {
+/// Where the audit journal holds an event: its record's LSN and transaction ID (0: none).
+#[derive(Clone, Copy)]
+pub struct JournalOrigin {
+    pub lsn: u64,
+    pub xid: u32,
+}
+
+/// One row of the audit log as every writer hands it over; [`insert_rows`] chains it.
+#[derive(Default)]
+pub struct AuditRow {
+    /// Seconds since the Unix epoch; `None`: now.
+    pub event_time: Option<f64>,
+    pub username: Option<String>,
+    pub database: Option<String>,
+    pub schema: Option<String>,
+    pub object: Option<String>,
+    pub object_type: Option<String>,
+    pub operation: Option<String>,
+    pub client_ip: Option<String>,
+    pub application: Option<String>,
+    pub query: Option<String>,
+    pub success: bool,
+    pub error: Option<String>,
+    pub session_id: Option<String>,
+    /// A JSON object.
+    pub info: String,
+    pub session_username: Option<String>,
+    pub origin: Option<JournalOrigin>,
+}
+
+impl AuditRow {
+    pub fn of_event(e: &AuditEvent, origin: Option<JournalOrigin>) -> AuditRow {
+        AuditRow {
+            event_time: Some(e.event_time as f64 / 1e6 + PG_EPOCH_OFFSET_SECONDS),
+            username: e.username.get(),
+            database: e.database.get(),
+            schema: e.schema.get(),
+            object: e.object.get(),
+            object_type: e.object_type.get(),
+            operation: e.operation.get(),
+            client_ip: e.client_ip.get(),
+            application: e.application.get(),
+            query: e.query.get(),
+            success: e.success,
+            error: e.error.get(),
+            session_id: Some(format!("{:x}.{:x}", e.session_start, e.pid)),
+            info: additional_info(e),
+            session_username: e.session_user.get(),
+            origin,
+        }
+    }
+}
+
+/// The rows' typed values, from the arrays bound by [`insert_rows`], numbered (`ord`) in the
+/// order given: both of its statements read them through this one expression, so the text that
+/// was hashed is the text stored.
+const ROW_VALUES: &str = "SELECT e.ord, \
+       CASE WHEN e.t IS NULL THEN pg_catalog.now() ELSE pg_catalog.to_timestamp(e.t) END AS event_time, \
+       coalesce(e.u, '') AS username, coalesce(e.d, '') AS database_name, e.s AS schema_name, \
+       e.o AS object_name, e.ot AS object_type, e.op AS operation_type, \
+       CASE WHEN e.ip ~ '^[0-9A-Fa-f:.]+$' THEN e.ip::inet END AS client_ip, e.app AS application_name, \
+       e.q AS query_text, e.ok AS success, e.err AS error_message, e.sid AS session_id, \
+       e.info::jsonb AS additional_info, e.su AS session_username, e.x::text::xid AS transaction_id, \
+       '0/0'::pg_lsn OPERATOR(pg_catalog.+) e.l::numeric AS wal_lsn \
+  FROM unnest($1::float8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+              $8::text[], $9::text[], $10::text[], $11::bool[], $12::text[], $13::text[], $14::text[], \
+              $15::text[], $16::int8[], $17::int8[]) WITH ORDINALITY \
+       AS e(t, u, d, s, o, ot, op, ip, app, q, ok, err, sid, info, su, x, l, ord)";
+
+const COLUMNS: &str = "event_time, username, database_name, schema_name, object_name, object_type, \
+       operation_type, client_ip, application_name, query_text, success, error_message, session_id, \
+       additional_info, session_username, transaction_id, wal_lsn";
+
+/// Inserts rows into the audit log, chained: each gets the next audit_id, the hash of the row
+/// before it and its own (`sha256(previous_hash || audit_row_text(row))`), and the chain's head
+/// moves to the last, all in the caller's transaction. The head's row lock makes writers of
+/// the chain take turns.
+pub fn insert_rows(rows: &[AuditRow]) -> spi::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let text = |f: &dyn Fn(&AuditRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+    let args: Vec<pgrx::datum::DatumWithOid> = vec![
+        rows.iter().map(|r| r.event_time).collect::<Vec<_>>().into(),
+        text(&|r| r.username.clone()).into(),
+        text(&|r| r.database.clone()).into(),
+        text(&|r| r.schema.clone()).into(),
+        text(&|r| r.object.clone()).into(),
+        text(&|r| r.object_type.clone()).into(),
+        text(&|r| r.operation.clone()).into(),
+        text(&|r| r.client_ip.clone()).into(),
+        text(&|r| r.application.clone()).into(),
+        text(&|r| r.query.clone()).into(),
+        rows.iter().map(|r| r.success).collect::<Vec<_>>().into(),
+        text(&|r| r.error.clone()).into(),
+        text(&|r| r.session_id.clone()).into(),
+        rows.iter()
+            .map(|r| r.info.clone())
+            .collect::<Vec<_>>()
+            .into(),
+        text(&|r| r.session_username.clone()).into(),
+        rows.iter()
+            .map(|r| r.origin.filter(|o| o.xid != 0).map(|o| i64::from(o.xid)))
+            .collect::<Vec<_>>()
+            .into(),
+        rows.iter()
+            .map(|r| r.origin.map(|o| o.lsn as i64))
+            .collect::<Vec<_>>()
+            .into(),
+    ];
+    let mut head: Vec<u8> =
+        Spi::get_one::<Vec<u8>>("SELECT head FROM admin_toolkit.audit_chain FOR UPDATE")?
+            .unwrap_or_default();
+    // Audit IDs and canonical texts, in audit_id order: the chain's order.
+    let numbered: Vec<(i64, i64, String)> = Spi::connect(|client| {
+        client
+            .select(
+                &format!(
+                    "WITH v AS MATERIALIZED ({ROW_VALUES}), \
+                          n AS MATERIALIZED (SELECT v.*, pg_catalog.nextval('admin_toolkit.security_audit_log_audit_id_seq'::regclass) AS audit_id FROM v) \
+                     SELECT n.ord, n.audit_id, admin_toolkit.audit_row_text(ROW(n.audit_id, {COLUMNS}, NULL, NULL)::admin_toolkit.security_audit_log) \
+                       FROM n ORDER BY n.audit_id"
+                ),
+                None,
+                &args,
+            )?
+            .map(|row| {
+                Ok((
+                    row.get::<i64>(1)?.unwrap_or_default(),
+                    row.get::<i64>(2)?.unwrap_or_default(),
+                    row.get::<String>(3)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<spi::Result<Vec<_>>>()
+    })?;
+    let (mut ords, mut ids, mut previous, mut hashes) = (vec![], vec![], vec![], vec![]);
+    for (ord, id, canonical) in numbered {
+        let hash = admin_toolkit_core::audit::chain::link(&head, canonical.as_bytes());
+        ords.push(ord);
+        ids.push(id);
+        previous.push(std::mem::replace(&mut head, hash.clone()));
+        hashes.push(hash);
+    }
+    let last_id = *ids.last().unwrap_or(&0);
+    let mut all = args;
+    all.extend([ords.into(), ids.into(), previous.into(), hashes.into()]);
+    Spi::run_with_args(
+        &format!(
+            "INSERT INTO admin_toolkit.security_audit_log (audit_id, {COLUMNS}, previous_hash, row_hash) \
+             SELECT c.id, {COLUMNS}, c.prev, c.h \
+               FROM ({ROW_VALUES}) v JOIN unnest($18::int8[], $19::int8[], $20::bytea[], $21::bytea[]) AS c(ord, id, prev, h) \
+                 ON c.ord OPERATOR(pg_catalog.=) v.ord"
+        ),
+        &all,
+    )?;
+    Spi::run_with_args(
+        "UPDATE admin_toolkit.audit_chain SET head = $1, head_audit_id = $2, updated_at = pg_catalog.now()",
+        &[head.into(), last_id.into()],
+    )
+}
+
+/// Writes events waiting in the shared-memory queue; they leave it only once written.
+pub fn write_queued_events() -> spi::Result<usize> {
     let events = queue::peek(BATCH);
     if events.is_empty() {
         return Ok(0);
     }
-    let col = |f: &dyn Fn(&AuditEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
-    let times: Vec<f64> = events
-        .iter()
-        .map(|e| e.event_time as f64 / 1e6 + PG_EPOCH_OFFSET_SECONDS)
-        .collect();
-    let success: Vec<bool> = events.iter().map(|e| e.success).collect();
-    let session: Vec<String> = events
-        .iter()
-        .map(|e| format!("{:x}.{:x}", e.session_start, e.pid))
-        .collect();
-    let info: Vec<String> = events.iter().map(additional_info).collect();
-    Spi::run_with_args(
-        "INSERT INTO admin_toolkit.security_audit_log (event_time, username, database_name, schema_name, \
-           object_name, object_type, operation_type, client_ip, application_name, query_text, success, \
-           error_message, session_id, additional_info) \
-         SELECT pg_catalog.to_timestamp(t), coalesce(u, ''), coalesce(d, ''), s, o, ot, op, \
-                CASE WHEN ip ~ '^[0-9A-Fa-f:.]+$' THEN ip::inet END, app, q, ok, err, sid, info::jsonb \
-           FROM unnest($1::float8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
-                       $8::text[], $9::text[], $10::text[], $11::bool[], $12::text[], $13::text[], $14::text[]) \
-                AS e(t, u, d, s, o, ot, op, ip, app, q, ok, err, sid, info)",
-        &[
-            times.into(),
-            col(&|e| e.username.get()).into(),
-            col(&|e| e.database.get()).into(),
-            col(&|e| e.schema.get()).into(),
-            col(&|e| e.object.get()).into(),
-            col(&|e| e.object_type.get()).into(),
-            col(&|e| e.operation.get()).into(),
-            col(&|e| e.client_ip.get()).into(),
-            col(&|e| e.application.get()).into(),
-            col(&|e| e.query.get()).into(),
-            success.into(),
-            col(&|e| e.error.get()).into(),
-            session.into(),
-            info.into(),
-        ],
+    insert_rows(
+        &events
+            .iter()
+            .map(|e| AuditRow::of_event(e, None))
+            .collect::<Vec<_>>(),
     )?;
     queue::commit(events.len());
     Ok(events.len())
@@ -112,21 +245,39 @@ pub fn write_read_summaries(period_seconds: f64) -> spi::Result<usize> {
         .map(|r| i64::try_from(r.count).unwrap_or(i64::MAX))
         .collect();
     // Names of tables resolve only in this database; other databases' tables keep their OID.
-    Spi::run_with_args(
-        "INSERT INTO admin_toolkit.security_audit_log (username, database_name, schema_name, object_name, \
-           object_type, operation_type, success, additional_info) \
-         SELECT coalesce(a.rolname::text, r.role::text), coalesce(d.datname::text, r.db::text), \
-                n.nspname, coalesce(c.relname::text, 'oid ' || r.rel), 'table', 'SELECT', true, \
-                jsonb_build_object('count', r.n, 'relation_oid', r.rel, 'source', 'read summary', \
-                                   'period_seconds', $5::float8) \
-           FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[]) AS r(db, role, rel, n) \
-           LEFT JOIN pg_catalog.pg_authid a ON a.oid = r.role::oid \
-           LEFT JOIN pg_catalog.pg_database d ON d.oid = r.db::oid \
-           LEFT JOIN pg_catalog.pg_class c ON c.oid = r.rel::oid AND r.db::oid = \
-                (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) \
-           LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace",
-        &[databases.into(), roles.into(), relations.into(), counts.into(), period_seconds.into()],
-    )?;
+    let rows = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT coalesce(a.rolname::text, r.role::text), coalesce(d.datname::text, r.db::text), \
+                        n.nspname::text, coalesce(c.relname::text, 'oid ' || r.rel), \
+                        jsonb_build_object('count', r.n, 'relation_oid', r.rel, 'source', 'read summary', \
+                                           'period_seconds', $5::float8)::text \
+                   FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[]) WITH ORDINALITY AS r(db, role, rel, n, ord) \
+                   LEFT JOIN pg_catalog.pg_authid a ON a.oid = r.role::oid \
+                   LEFT JOIN pg_catalog.pg_database d ON d.oid = r.db::oid \
+                   LEFT JOIN pg_catalog.pg_class c ON c.oid = r.rel::oid AND r.db::oid = \
+                        (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) \
+                   LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                  ORDER BY r.ord",
+                None,
+                &[databases.into(), roles.into(), relations.into(), counts.into(), period_seconds.into()],
+            )?
+            .map(|row| {
+                Ok(AuditRow {
+                    username: row.get::<String>(1)?,
+                    database: row.get::<String>(2)?,
+                    schema: row.get::<String>(3)?,
+                    object: row.get::<String>(4)?,
+                    object_type: Some("table".into()),
+                    operation: Some("SELECT".into()),
+                    success: true,
+                    info: row.get::<String>(5)?.unwrap_or_else(|| "{}".into()),
+                    ..AuditRow::default()
+                })
+            })
+            .collect::<spi::Result<Vec<_>>>()
+    })?;
+    insert_rows(&rows)?;
     put_back.0 = None;
     Ok(reads.len())
 }
@@ -155,32 +306,10 @@ pub fn record_event(
     event.info.set(info.as_bytes());
     event.from_application = from_application;
     if queue::available() {
-        queue::push(&event);
+        hooks::capture(&event);
         return;
     }
-    let source = if from_application {
-        "application"
-    } else {
-        "server"
-    };
-    Spi::run_with_args(
-        "INSERT INTO admin_toolkit.security_audit_log (username, database_name, object_name, object_type, \
-           operation_type, client_ip, application_name, success, error_message, session_id, additional_info) \
-         VALUES (current_user, pg_catalog.current_database(), $1, $2, $3, pg_catalog.inet_client_addr(), \
-                 pg_catalog.current_setting('application_name'), $4, $5, \
-                 (SELECT pg_catalog.to_hex(pg_catalog.trunc(pg_catalog.date_part('epoch', backend_start))::bigint) \
-                         OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) pg_catalog.to_hex(pid) \
-                    FROM pg_catalog.pg_stat_activity WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()), \
-                 $6::jsonb OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('source', $7::text, 'pid', pg_catalog.pg_backend_pid()))",
-        &[
-            event.object.get().into(),
-            event.object_type.get().into(),
-            operation.into(),
-            success.into(),
-            event.error.get().into(),
-            info.into(),
-            source.into(),
-        ],
-    )
-    .unwrap_or_else(|e| ToolkitError::invalid_parameter(e.to_string()).raise());
+    // Not preloaded: no journal; the row is inserted in the caller's transaction.
+    insert_rows(&[AuditRow::of_event(&event, None)])
+        .unwrap_or_else(|e| ToolkitError::invalid_parameter(e.to_string()).raise());
 }

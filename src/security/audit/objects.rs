@@ -98,6 +98,92 @@ fn first_of(mut names: Vec<String>) -> Option<String> {
     }
 }
 
+/// The parts of an object's name, however the parse tree holds it: a table (RangeVar), a name,
+/// a list of names, a function with its arguments.
+unsafe fn name_parts(o: *mut pg_sys::Node) -> Vec<String> {
+    unsafe {
+        if is_a(o, NodeTag::T_RangeVar) {
+            let rv = o.cast::<pg_sys::RangeVar>();
+            [text((*rv).schemaname), text((*rv).relname)]
+                .into_iter()
+                .flatten()
+                .collect()
+        } else if is_a(o, NodeTag::T_String) {
+            text((*o.cast::<pg_sys::String>()).sval)
+                .into_iter()
+                .collect()
+        } else if is_a(o, NodeTag::T_List) {
+            dotted(o.cast())
+                .map(|d| d.split('.').map(str::to_string).collect())
+                .unwrap_or_default()
+        } else if is_a(o, NodeTag::T_ObjectWithArgs) {
+            dotted((*o.cast::<pg_sys::ObjectWithArgs>()).objname)
+                .map(|d| d.split('.').map(str::to_string).collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// Sets schema and object from a name's parts: schema.name when there are two (for the kinds
+/// that live in a schema), the dotted whole otherwise (a column: table.column).
+fn set_name(event: &mut AuditEvent, parts: &[String], in_schema: bool) {
+    match parts {
+        [] => {}
+        [schema, name] if in_schema => {
+            event.schema.set(schema.as_bytes());
+            event.object.set(name.as_bytes());
+        }
+        _ => event.object.set(parts.join(".").as_bytes()),
+    }
+}
+
+/// Whether objects of this kind are named schema.name.
+fn lives_in_schema(t: pg_sys::ObjectType::Type) -> bool {
+    use pg_sys::ObjectType::*;
+    matches!(
+        t,
+        OBJECT_TABLE
+            | OBJECT_SEQUENCE
+            | OBJECT_VIEW
+            | OBJECT_MATVIEW
+            | OBJECT_INDEX
+            | OBJECT_FOREIGN_TABLE
+            | OBJECT_FUNCTION
+            | OBJECT_PROCEDURE
+            | OBJECT_ROUTINE
+            | OBJECT_AGGREGATE
+            | OBJECT_TYPE
+            | OBJECT_DOMAIN
+            | OBJECT_COLLATION
+            | OBJECT_CONVERSION
+            | OBJECT_OPERATOR
+            | OBJECT_STATISTIC_EXT
+            | OBJECT_TSCONFIGURATION
+            | OBJECT_TSDICTIONARY
+    )
+}
+
+/// An object named by a kind and a node (COMMENT, SECURITY LABEL, ALTER ... RENAME / OWNER /
+/// SET SCHEMA): the kind becomes the object type.
+unsafe fn kind_and_object(
+    event: &mut AuditEvent,
+    kind: pg_sys::ObjectType::Type,
+    relation: *mut pg_sys::RangeVar,
+    object: *mut pg_sys::Node,
+) -> Option<String> {
+    let parts = unsafe {
+        if relation.is_null() {
+            name_parts(object)
+        } else {
+            name_parts(relation.cast())
+        }
+    };
+    set_name(event, &parts, lives_in_schema(kind) || !relation.is_null());
+    Some(object_type_name(kind).to_string())
+}
+
 /// Fills operation, object type and object of `event` from a utility statement's parse tree.
 ///
 /// # Safety
@@ -178,6 +264,110 @@ pub unsafe fn describe_utility(node: *mut pg_sys::Node, event: &mut AuditEvent) 
                     .object
                     .set(first_of(names).unwrap_or_default().as_bytes());
             }
+            NodeTag::T_CommentStmt => {
+                let c = node.cast::<pg_sys::CommentStmt>();
+                object_type =
+                    kind_and_object(event, (*c).objtype, std::ptr::null_mut(), (*c).object);
+            }
+            NodeTag::T_SecLabelStmt => {
+                let c = node.cast::<pg_sys::SecLabelStmt>();
+                object_type =
+                    kind_and_object(event, (*c).objtype, std::ptr::null_mut(), (*c).object);
+            }
+            NodeTag::T_RenameStmt => {
+                let r = node.cast::<pg_sys::RenameStmt>();
+                let kind = if (*r).renameType == pg_sys::ObjectType::OBJECT_COLUMN {
+                    (*r).relationType
+                } else {
+                    (*r).renameType
+                };
+                object_type = kind_and_object(event, kind, (*r).relation, (*r).object);
+            }
+            NodeTag::T_AlterOwnerStmt => {
+                let a = node.cast::<pg_sys::AlterOwnerStmt>();
+                object_type = kind_and_object(event, (*a).objectType, (*a).relation, (*a).object);
+            }
+            NodeTag::T_AlterObjectSchemaStmt => {
+                let a = node.cast::<pg_sys::AlterObjectSchemaStmt>();
+                object_type = kind_and_object(event, (*a).objectType, (*a).relation, (*a).object);
+            }
+            NodeTag::T_ViewStmt => range_var((*node.cast::<pg_sys::ViewStmt>()).view, event),
+            NodeTag::T_CreateTableAsStmt => {
+                let into = (*node.cast::<pg_sys::CreateTableAsStmt>()).into;
+                if !into.is_null() {
+                    range_var((*into).rel, event);
+                }
+            }
+            NodeTag::T_CreateSeqStmt => {
+                range_var((*node.cast::<pg_sys::CreateSeqStmt>()).sequence, event)
+            }
+            NodeTag::T_AlterSeqStmt => {
+                range_var((*node.cast::<pg_sys::AlterSeqStmt>()).sequence, event)
+            }
+            NodeTag::T_CreateTrigStmt => {
+                range_var((*node.cast::<pg_sys::CreateTrigStmt>()).relation, event)
+            }
+            NodeTag::T_CreatePolicyStmt => {
+                range_var((*node.cast::<pg_sys::CreatePolicyStmt>()).table, event)
+            }
+            NodeTag::T_AlterPolicyStmt => {
+                range_var((*node.cast::<pg_sys::AlterPolicyStmt>()).table, event)
+            }
+            NodeTag::T_CreatedbStmt => event.object.set(
+                text((*node.cast::<pg_sys::CreatedbStmt>()).dbname)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            ),
+            NodeTag::T_DropdbStmt => event.object.set(
+                text((*node.cast::<pg_sys::DropdbStmt>()).dbname)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            ),
+            NodeTag::T_AlterDatabaseStmt => event.object.set(
+                text((*node.cast::<pg_sys::AlterDatabaseStmt>()).dbname)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            ),
+            NodeTag::T_AlterDatabaseSetStmt => event.object.set(
+                text((*node.cast::<pg_sys::AlterDatabaseSetStmt>()).dbname)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            ),
+            NodeTag::T_AlterExtensionStmt => event.object.set(
+                text((*node.cast::<pg_sys::AlterExtensionStmt>()).extname)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            ),
+            NodeTag::T_CreateTableSpaceStmt => event.object.set(
+                text((*node.cast::<pg_sys::CreateTableSpaceStmt>()).tablespacename)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            ),
+            NodeTag::T_AlterFunctionStmt => {
+                let f = (*node.cast::<pg_sys::AlterFunctionStmt>()).func;
+                set_name(event, &name_parts(f.cast()), true);
+            }
+            NodeTag::T_DefineStmt => {
+                let d = node.cast::<pg_sys::DefineStmt>();
+                set_name(event, &name_parts((*d).defnames.cast()), true);
+            }
+            NodeTag::T_CreateDomainStmt => {
+                let d = node.cast::<pg_sys::CreateDomainStmt>();
+                set_name(event, &name_parts((*d).domainname.cast()), true);
+            }
+            NodeTag::T_CompositeTypeStmt => {
+                range_var((*node.cast::<pg_sys::CompositeTypeStmt>()).typevar, event)
+            }
+            NodeTag::T_CreateEnumStmt => {
+                let e = node.cast::<pg_sys::CreateEnumStmt>();
+                set_name(event, &name_parts((*e).typeName.cast()), true);
+            }
+            NodeTag::T_CreateForeignTableStmt => range_var(
+                (*node.cast::<pg_sys::CreateForeignTableStmt>())
+                    .base
+                    .relation,
+                event,
+            ),
             NodeTag::T_DropStmt => {
                 let names = object_list_names((*node.cast::<pg_sys::DropStmt>()).objects);
                 event
@@ -197,6 +387,21 @@ fn object_type_name(t: pg_sys::ObjectType::Type) -> &'static str {
     match t {
         OBJECT_TABLE => "table",
         OBJECT_SEQUENCE => "sequence",
+        OBJECT_VIEW => "view",
+        OBJECT_MATVIEW => "materialized view",
+        OBJECT_INDEX => "index",
+        OBJECT_FOREIGN_TABLE => "foreign table",
+        OBJECT_COLUMN => "column",
+        OBJECT_ROLE => "role",
+        OBJECT_EXTENSION => "extension",
+        OBJECT_TRIGGER => "trigger",
+        OBJECT_POLICY => "policy",
+        OBJECT_TABCONSTRAINT | OBJECT_DOMCONSTRAINT => "constraint",
+        OBJECT_EVENT_TRIGGER => "event trigger",
+        OBJECT_PUBLICATION => "publication",
+        OBJECT_SUBSCRIPTION => "subscription",
+        OBJECT_AGGREGATE => "aggregate",
+        OBJECT_COLLATION => "collation",
         OBJECT_SCHEMA => "schema",
         OBJECT_FUNCTION | OBJECT_PROCEDURE | OBJECT_ROUTINE => "function",
         OBJECT_DATABASE => "database",

@@ -1,5 +1,6 @@
-//! The shared-memory hand-off between the hooks (every backend) and the worker, which writes
-//! events to `security_audit_log` in its own transactions. Events are copied in under one short
+//! The shared-memory hand-off between the hooks (every backend) and the worker, for what the
+//! audit journal does not carry: events seen where WAL cannot be written (a hot standby), and
+//! table-read counts. Events are copied in under one short
 //! LWLock; nothing here allocates or touches the catalog. A full queue counts what it drops.
 //!
 //! Two structures: a ring of events (logins, DDL, application events) and a table of
@@ -45,6 +46,10 @@ impl<const N: usize> Text<N> {
         }
     }
 
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
     pub fn get(&self) -> Option<String> {
         (self.len > 0)
             .then(|| String::from_utf8_lossy(&self.bytes[..self.len as usize]).into_owned())
@@ -75,6 +80,9 @@ pub struct AuditEvent {
     pub from_application: bool,
     /// Application-supplied additional_info (JSON text), if any.
     pub info: Text<256>,
+    /// The session's login role (`username` is the current user, which SET ROLE and SECURITY
+    /// DEFINER functions change).
+    pub session_user: Text<64>,
 }
 
 impl AuditEvent {

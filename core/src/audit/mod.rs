@@ -1,5 +1,9 @@
 //! Audit decisions that need no server: what a statement is called in the audit log, and how a
-//! statement that may carry a secret is redacted before it is stored or logged.
+//! statement that may carry a secret is redacted before it is stored or logged; how an event is
+//! written into the audit journal ([`journal`]).
+
+pub mod chain;
+pub mod journal;
 
 /// The audit log's `operation_type` and `object_type` for a command tag (`CREATE TABLE`,
 /// `GRANT`, `GRANT ROLE`, `ALTER SYSTEM`, ...). Role grants are filed as plain GRANT / REVOKE,
