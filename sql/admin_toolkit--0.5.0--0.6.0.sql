@@ -24,8 +24,21 @@ CREATE TABLE audit_journal (
     read_through pg_lsn NOT NULL,
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
--- Events the updated library journaled since the last checkpoint are read too.
-INSERT INTO audit_journal (read_through) VALUES ((pg_catalog.pg_control_checkpoint()).redo_lsn);
+-- From the oldest WAL still in pg_wal: events the preloaded library journaled before this
+-- (logins, the statements before CREATE EXTENSION or the update) are read too, as far as the
+-- server kept their WAL.
+INSERT INTO audit_journal (read_through)
+SELECT coalesce(
+    (SELECT '0/0'::pg_lsn + (min(('x' || substr(w.name, 9, 8))::bit(32)::bigint * 4294967296
+                                 + ('x' || substr(w.name, 17, 8))::bit(32)::bigint
+                                   * (SELECT s.setting::bigint FROM pg_catalog.pg_settings s
+                                       WHERE s.name = 'wal_segment_size')))::numeric
+       FROM pg_catalog.pg_ls_waldir() w
+      WHERE w.name ~ '^[0-9A-F]{24}$'
+        -- not the segments recycled ahead of the current one
+        AND w.name <= pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_insert_lsn())
+     ),
+    pg_catalog.pg_current_wal_insert_lsn());
 COMMENT ON TABLE audit_journal IS
     'How far the worker has read the audit journal in WAL; written with the rows it wrote.';
 -- The hash chain begins with the first row written after the update; rows before have none.
@@ -33,9 +46,13 @@ CREATE TABLE audit_chain (
     singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     head          bytea NOT NULL,
     head_audit_id bigint,
-    updated_at    timestamptz NOT NULL DEFAULT now()
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    -- Rows from this audit_id on are chained; those before (written before 0.6.0) are not.
+    chain_start_id bigint NOT NULL DEFAULT 0,
+    chain_started_at timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO audit_chain (head) VALUES ('\x');
+INSERT INTO audit_chain (head, chain_start_id)
+SELECT '\x', coalesce(max(audit_id), 0) + 1 FROM security_audit_log;
 COMMENT ON TABLE audit_chain IS
     'The head of security_audit_log''s hash chain: the last row written and its row_hash.';
 COMMENT ON COLUMN security_audit_log.previous_hash IS
@@ -212,10 +229,16 @@ WITH span AS (
       FROM @extschema@.security_audit_log l
      WHERE (p_from IS NULL OR l.event_time >= p_from) AND (p_to IS NULL OR l.event_time < p_to)
 ), chain AS (
-    -- Rows written before the chain began (before 0.6.0) carry no hash.
-    SELECT c.head, c.head_audit_id,
-           (SELECT min(l.audit_id) FROM @extschema@.security_audit_log l WHERE l.row_hash IS NOT NULL) AS first_chained
-      FROM @extschema@.audit_chain c
+    -- Rows below chain_start_id were written before the chain began (before 0.6.0). Once
+    -- retention has dropped days of the chain (whole old days; rows of a day near its midnight
+    -- may have been written after some of the next day's), links within the oldest day kept
+    -- are not checked.
+    SELECT c.head, c.head_audit_id, c.chain_start_id,
+           CASE WHEN o.oldest > c.chain_started_at + interval '1 day' THEN o.oldest + interval '1 day'
+                ELSE '-infinity' END AS links_from
+      FROM @extschema@.audit_chain c,
+           LATERAL (SELECT min(l.event_time) AS oldest FROM @extschema@.security_audit_log l
+                     WHERE l.audit_id >= c.chain_start_id) o
 ), linked AS (
     SELECT l.audit_id, l.event_time, l.previous_hash, l.row_hash,
            sha256(l.previous_hash || convert_to(@extschema@.audit_row_text(l), 'UTF8')) AS computed,
@@ -238,11 +261,12 @@ SELECT r.audit_id, r.event_time,
        END
   FROM linked r, span, chain
  WHERE r.audit_id >= span.lo
-   AND r.audit_id >= coalesce(chain.first_chained, 0)
+   AND r.audit_id >= chain.chain_start_id
    AND (r.row_hash IS NULL OR r.previous_hash IS NULL
         OR r.audit_id > chain.head_audit_id
         OR r.computed IS DISTINCT FROM r.row_hash
-        OR (r.before_id >= chain.first_chained AND r.previous_hash IS DISTINCT FROM r.before_hash))
+        OR (r.before_id >= chain.chain_start_id AND r.event_time >= chain.links_from
+            AND r.previous_hash IS DISTINCT FROM r.before_hash))
 UNION ALL
 SELECT chain.head_audit_id, NULL::timestamptz,
        'the head of the chain is missing or altered: the latest rows were removed or rewritten'

@@ -34,10 +34,16 @@ WITH span AS (
       FROM @extschema@.security_audit_log l
      WHERE (p_from IS NULL OR l.event_time >= p_from) AND (p_to IS NULL OR l.event_time < p_to)
 ), chain AS (
-    -- Rows written before the chain began (before 0.6.0) carry no hash.
-    SELECT c.head, c.head_audit_id,
-           (SELECT min(l.audit_id) FROM @extschema@.security_audit_log l WHERE l.row_hash IS NOT NULL) AS first_chained
-      FROM @extschema@.audit_chain c
+    -- Rows below chain_start_id were written before the chain began (before 0.6.0). Once
+    -- retention has dropped days of the chain (whole old days; rows of a day near its midnight
+    -- may have been written after some of the next day's), links within the oldest day kept
+    -- are not checked.
+    SELECT c.head, c.head_audit_id, c.chain_start_id,
+           CASE WHEN o.oldest > c.chain_started_at + interval '1 day' THEN o.oldest + interval '1 day'
+                ELSE '-infinity' END AS links_from
+      FROM @extschema@.audit_chain c,
+           LATERAL (SELECT min(l.event_time) AS oldest FROM @extschema@.security_audit_log l
+                     WHERE l.audit_id >= c.chain_start_id) o
 ), linked AS (
     SELECT l.audit_id, l.event_time, l.previous_hash, l.row_hash,
            sha256(l.previous_hash || convert_to(@extschema@.audit_row_text(l), 'UTF8')) AS computed,
@@ -60,11 +66,12 @@ SELECT r.audit_id, r.event_time,
        END
   FROM linked r, span, chain
  WHERE r.audit_id >= span.lo
-   AND r.audit_id >= coalesce(chain.first_chained, 0)
+   AND r.audit_id >= chain.chain_start_id
    AND (r.row_hash IS NULL OR r.previous_hash IS NULL
         OR r.audit_id > chain.head_audit_id
         OR r.computed IS DISTINCT FROM r.row_hash
-        OR (r.before_id >= chain.first_chained AND r.previous_hash IS DISTINCT FROM r.before_hash))
+        OR (r.before_id >= chain.chain_start_id AND r.event_time >= chain.links_from
+            AND r.previous_hash IS DISTINCT FROM r.before_hash))
 UNION ALL
 SELECT chain.head_audit_id, NULL::timestamptz,
        'the head of the chain is missing or altered: the latest rows were removed or rewritten'

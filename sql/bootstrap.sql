@@ -236,7 +236,21 @@ CREATE TABLE audit_journal (
     read_through pg_lsn NOT NULL,
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO audit_journal (read_through) VALUES (pg_catalog.pg_current_wal_insert_lsn());
+-- From the oldest WAL still in pg_wal: events the preloaded library journaled before this
+-- (logins, the statements before CREATE EXTENSION or the update) are read too, as far as the
+-- server kept their WAL.
+INSERT INTO audit_journal (read_through)
+SELECT coalesce(
+    (SELECT '0/0'::pg_lsn + (min(('x' || substr(w.name, 9, 8))::bit(32)::bigint * 4294967296
+                                 + ('x' || substr(w.name, 17, 8))::bit(32)::bigint
+                                   * (SELECT s.setting::bigint FROM pg_catalog.pg_settings s
+                                       WHERE s.name = 'wal_segment_size')))::numeric
+       FROM pg_catalog.pg_ls_waldir() w
+      WHERE w.name ~ '^[0-9A-F]{24}$'
+        -- not the segments recycled ahead of the current one
+        AND w.name <= pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_insert_lsn())
+     ),
+    pg_catalog.pg_current_wal_insert_lsn());
 COMMENT ON TABLE audit_journal IS
     'How far the worker has read the audit journal in WAL; written with the rows it wrote.';
 -- The head of the audit log's hash chain: the last row written and its hash.
@@ -244,7 +258,10 @@ CREATE TABLE audit_chain (
     singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     head          bytea NOT NULL,
     head_audit_id bigint,
-    updated_at    timestamptz NOT NULL DEFAULT now()
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    -- Rows from this audit_id on are chained; those before (written before 0.6.0) are not.
+    chain_start_id bigint NOT NULL DEFAULT 0,
+    chain_started_at timestamptz NOT NULL DEFAULT now()
 );
 INSERT INTO audit_chain (head) VALUES ('\x');
 COMMENT ON TABLE audit_chain IS

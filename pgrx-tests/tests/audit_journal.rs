@@ -277,6 +277,28 @@ fn verify_audit_log_names_each_altered_removed_or_inserted_row() {
     .unwrap();
     assert_eq!(problems(&mut db), vec![]);
 
+    // Hashes removed to pass an altered row off as one written before the chain: named.
+    let stripped = id_of(&mut db, "chained_1");
+    db.batch_execute(
+        "CREATE TEMP TABLE first_row AS SELECT * FROM admin_toolkit.security_audit_log WHERE object_name = 'chained_1'; \
+         UPDATE admin_toolkit.security_audit_log SET row_hash = NULL, previous_hash = NULL, username = 'nobody' \
+          WHERE object_name = 'chained_1'",
+    )
+    .unwrap();
+    let found = problems(&mut db);
+    assert!(
+        found
+            .iter()
+            .any(|(id, p)| *id == stripped && p.starts_with("not written")),
+        "{found:?}"
+    );
+    db.batch_execute(
+        "DELETE FROM admin_toolkit.security_audit_log WHERE object_name = 'chained_1'; \
+         INSERT INTO admin_toolkit.security_audit_log SELECT * FROM first_row",
+    )
+    .unwrap();
+    assert_eq!(problems(&mut db), vec![]);
+
     // A truncated partition: the chain's head is gone.
     let partition: String = db
         .query_one(

@@ -5,7 +5,7 @@
 /// The journal's record format; a record of another format is refused, not guessed at.
 pub const FORMAT: u8 = 1;
 
-const HEADER_LEN: usize = 1 + 8 + 4 + 8 + 1 + 1;
+const HEADER_LEN: usize = 1 + 8 + 4 + 8 + 1 + 1 + 4;
 
 /// The fixed part of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -16,6 +16,9 @@ pub struct Header {
     /// The backend's start, in seconds since the Unix epoch.
     pub session_start: i64,
     pub flags: u8,
+    /// The top-level transaction's ID when the event was written (0: none): a record's own
+    /// xl_xid is a subtransaction's inside a SAVEPOINT, which recovery_target_xid cannot use.
+    pub transaction_id: u32,
 }
 
 impl Header {
@@ -63,6 +66,7 @@ pub fn encode(header: &Header, fields: &[&[u8]]) -> Vec<u8> {
     out.extend_from_slice(&header.session_start.to_le_bytes());
     out.push(header.flags);
     out.push(0); // reserved
+    out.extend_from_slice(&header.transaction_id.to_le_bytes());
     out.push(u8::try_from(fields.len()).unwrap_or(u8::MAX));
     for field in fields.iter().take(u8::MAX as usize) {
         let n = field.len().min(u16::MAX as usize);
@@ -85,6 +89,7 @@ pub fn decode(record: &[u8]) -> Result<(Header, Vec<&[u8]>), JournalError> {
         pid: i32::from_le_bytes(take(9, 4)?.try_into().unwrap_or_default()),
         session_start: i64_at(13)?,
         flags: take(21, 1)?[0],
+        transaction_id: u32::from_le_bytes(take(23, 4)?.try_into().unwrap_or_default()),
     };
     let count = take(HEADER_LEN, 1)?[0] as usize;
     let mut at = HEADER_LEN + 1;
@@ -110,6 +115,7 @@ mod tests {
             pid: 4242,
             session_start: 1_780_000_000,
             flags: Header::SUCCESS | Header::FROM_APPLICATION,
+            transaction_id: 7_654_321,
         }
     }
 

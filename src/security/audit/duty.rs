@@ -60,10 +60,27 @@ fn stored_position() -> spi::Result<Option<u64>> {
     if exists != Some(true) {
         return Ok(None); // the schema predates the journal: ALTER EXTENSION UPDATE brings it
     }
-    Ok(Spi::get_one::<i64>(
+    let stored = Spi::get_one::<i64>(
         "SELECT (read_through OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::int8 FROM admin_toolkit.audit_journal",
-    )?
-    .map(|p| p as u64))
+    );
+    match stored {
+        Ok(Some(p)) => Ok(Some(p as u64)),
+        // The row was deleted: put back from where WAL is still kept, and say so.
+        Ok(None) | Err(spi::SpiError::InvalidPosition) => {
+            let redo = Spi::get_one::<i64>(
+                "SELECT ((pg_catalog.pg_control_checkpoint()).redo_lsn OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::int8",
+            )?
+            .unwrap_or(0) as u64;
+            Spi::run_with_args(
+                "INSERT INTO admin_toolkit.audit_journal (read_through) \
+                 VALUES ('0/0'::pg_lsn OPERATOR(pg_catalog.+) $1::numeric)",
+                &[(redo as i64).into()],
+            )?;
+            record_gap(0, redo, "the audit_journal row was deleted by hand; reading went on from the last checkpoint")?;
+            Ok(Some(redo))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn store_position(position: u64) -> spi::Result<()> {
@@ -82,10 +99,28 @@ fn write_journal(cursor: Cursor) -> spi::Result<Option<Progress>> {
     };
     let from = match cursor.stored {
         Some(s) if s == stored => cursor.scanned.max(stored),
-        _ => stored,
+        // Moved by someone else since this worker stored it: forward would skip events (a
+        // gap, recorded), backward would write them twice (refused: on from where it was).
+        Some(s) => {
+            if stored > s {
+                record_gap(
+                    s,
+                    stored,
+                    "audit_journal.read_through was moved forward by hand",
+                )?;
+            } else {
+                store_position(s)?;
+            }
+            s.max(stored)
+        }
+        None => stored,
     };
     if let Some(redo) = lost_wal(from)? {
-        record_gap(from, redo)?;
+        record_gap(
+            from,
+            redo,
+            "WAL holding audit events was removed before the worker read it; events written in it are lost",
+        )?;
         store_position(redo)?;
         return Ok(Some(Progress {
             stored: redo,
@@ -150,23 +185,21 @@ fn lost_wal(from: u64) -> spi::Result<Option<u64>> {
 }
 
 /// Records that the events in WAL from `from` to `to` are lost, as an AUDIT_GAP event.
-fn record_gap(from: u64, to: u64) -> spi::Result<()> {
+fn record_gap(from: u64, to: u64, why: &str) -> spi::Result<()> {
     let lsn = |p: u64| format!("{:X}/{:X}", p >> 32, p as u32);
     let gap = AuditRow {
         username: Spi::get_one::<String>("SELECT current_user::text")?,
         database: Spi::get_one::<String>("SELECT pg_catalog.current_database()::text")?,
         operation: Some("AUDIT_GAP".into()),
         success: false,
-        error: Some(
-            "WAL holding audit events was removed before the worker read it; events written in it are lost".into(),
-        ),
-        info: serde_json::json!({"from_lsn": lsn(from), "to_lsn": lsn(to), "source": "server"}).to_string(),
+        error: Some(why.into()),
+        info: serde_json::json!({"from_lsn": lsn(from), "to_lsn": lsn(to), "source": "server"})
+            .to_string(),
         ..AuditRow::default()
     };
     insert_rows(&[gap])?;
     warning!(
-        "admin_toolkit worker: WAL from {} to {} was removed before its audit events were read; \
-         recorded as AUDIT_GAP",
+        "admin_toolkit worker: audit events in WAL from {} to {} are not written: {why}; recorded as AUDIT_GAP",
         lsn(from),
         lsn(to)
     );
@@ -178,6 +211,12 @@ fn keep_unread_wal() -> spi::Result<()> {
     let Some(position) = stored_position()? else {
         return Ok(());
     };
+    // Invalidated (max_slot_wal_keep_size): made again; what it lost shows as AUDIT_GAP.
+    Spi::run_with_args(
+        "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots \
+          WHERE slot_name OPERATOR(pg_catalog.=) $1 AND wal_status OPERATOR(pg_catalog.=) 'lost' AND NOT active",
+        &[journal::SLOT.into()],
+    )?;
     Spi::run_with_args(
         "SELECT pg_catalog.pg_create_physical_replication_slot($1, true) \
           WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_replication_slots WHERE slot_name OPERATOR(pg_catalog.=) $1)",
@@ -218,24 +257,19 @@ impl AuditWriter {
         let before = self.cursor.stored;
         loop {
             let cursor = self.cursor;
-            match run_step("write audit events", || write_journal(cursor)) {
-                Some(Ok(Some(p))) => {
-                    self.cursor.stored = Some(p.stored);
-                    self.cursor.scanned = p.scanned;
-                    if p.stored_now || cursor.stored_at.is_none() {
-                        self.cursor.stored_at = Some(Instant::now());
-                    }
-                    if p.more {
-                        continue;
-                    }
-                }
-                Some(Ok(None)) => {}
-                Some(Err(e)) => log!(
-                    "admin_toolkit worker: step \"write audit events\" failed and will be retried: {e}"
-                ),
-                None => {}
+            // An Err raised, not returned: the transaction must not commit half of the work.
+            let step = || write_journal(cursor).unwrap_or_else(|e| error!("{e}"));
+            let Some(Some(p)) = run_step("write audit events", step) else {
+                break;
+            };
+            self.cursor.stored = Some(p.stored);
+            self.cursor.scanned = p.scanned;
+            if p.stored_now || cursor.stored_at.is_none() {
+                self.cursor.stored_at = Some(Instant::now());
             }
-            break;
+            if !p.more {
+                break;
+            }
         }
         if self.cursor.stored != before {
             self.keep_unread_wal();
@@ -243,8 +277,9 @@ impl AuditWriter {
     }
 
     fn keep_unread_wal(&mut self) {
-        match run_step("keep unread WAL", keep_unread_wal) {
-            Some(Ok(())) => {
+        let step = || keep_unread_wal().unwrap_or_else(|e| error!("{e}"));
+        match run_step("keep unread WAL", step) {
+            Some(()) => {
                 self.slot_kept = true;
                 self.said_no_slot = false;
             }
@@ -284,11 +319,9 @@ impl Duty for AuditWriter {
         }
         self.write_journal();
         while queue::pending().0 {
-            match run_step("write queued audit events", write_queued_events) {
-                Some(Ok(n)) if n >= BATCH => continue,
-                Some(Err(e)) => log!(
-                    "admin_toolkit worker: step \"write queued audit events\" failed and will be retried: {e}"
-                ),
+            let step = || write_queued_events().unwrap_or_else(|e| error!("{e}"));
+            match run_step("write queued audit events", step) {
+                Some(n) if n >= BATCH => continue,
                 _ => {}
             }
             break;

@@ -119,11 +119,13 @@ fn header(e: &AuditEvent) -> Header {
         flags: flag(e.success, Header::SUCCESS)
             | flag(e.query_truncated, Header::QUERY_TRUNCATED)
             | flag(e.from_application, Header::FROM_APPLICATION),
+        // SAFETY: reads this backend's transaction state.
+        transaction_id: unsafe { pg_sys::GetTopTransactionIdIfAny() }.into(),
     }
 }
 
 /// The event a journal record holds.
-fn event_of(data: &[u8]) -> Result<Box<AuditEvent>, format::JournalError> {
+fn event_of(data: &[u8]) -> Result<(Box<AuditEvent>, u32), format::JournalError> {
     let (h, f) = format::decode(data)?;
     let mut e = AuditEvent::empty();
     e.event_time = h.event_time;
@@ -145,7 +147,7 @@ fn event_of(data: &[u8]) -> Result<Box<AuditEvent>, format::JournalError> {
     e.error.set(get(9));
     e.info.set(get(10));
     e.session_user.set(get(11));
-    Ok(e)
+    Ok((e, h.transaction_id))
 }
 
 /// Writes the event into WAL; with `flush`, waits until it is on disk. False when this server
@@ -158,6 +160,11 @@ pub fn write(event: &AuditEvent, flush: bool) -> bool {
     let record = format::encode(&header(event), &fields(event));
     // SAFETY: one record with one piece of main data, which outlives the insertion.
     unsafe {
+        if !event.success {
+            // The statement failed, maybe between another record's XLogBeginInsert and its
+            // XLogInsert: drop that half-built record, as the abort that follows would.
+            pg_sys::XLogResetInsertion();
+        }
         pg_sys::XLogBeginInsert();
         pg_sys::XLogRegisterData(record.as_ptr().cast_mut().cast(), record.len() as _);
         let lsn = pg_sys::XLogInsert(RMGR_ID, XLOG_AUDIT_EVENT);
@@ -186,7 +193,8 @@ pub fn drop_slot() {
     }
 }
 
-/// An event read back from the journal, with where it was written.
+/// An event read back from the journal, with where it was written and its top-level
+/// transaction's ID (0: none).
 pub struct JournalEvent {
     pub event: Box<AuditEvent>,
     pub lsn: u64,
@@ -264,7 +272,14 @@ pub fn read(from: u64, max_events: usize, max_bytes: u64) -> JournalRead {
         }
         let reader = Reader(reader);
         if pg_sys::XLogFindNextRecord(reader.0, from) == 0 {
-            return read;
+            if (*private).end_of_wal {
+                return read;
+            }
+            error!(
+                "could not find a WAL record after {:X}/{:X} for the audit journal",
+                from >> 32,
+                from as u32
+            );
         }
         loop {
             let mut message: *mut c_char = null_mut();
@@ -290,11 +305,7 @@ pub fn read(from: u64, max_events: usize, max_bytes: u64) -> JournalRead {
             {
                 let lsn = (*reader.0).ReadRecPtr;
                 match event_of(main_data(reader.0)) {
-                    Ok(event) => read.events.push(JournalEvent {
-                        event,
-                        lsn,
-                        xid: (*record).header.xl_xid.into(),
-                    }),
+                    Ok((event, xid)) => read.events.push(JournalEvent { event, lsn, xid }),
                     Err(e) => warning!(
                         "admin_toolkit: audit journal record at {:X}/{:X} skipped: {e}",
                         lsn >> 32,
