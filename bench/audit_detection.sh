@@ -21,8 +21,9 @@ for _ in $(seq 60); do
     sleep 1
 done
 dropped=$(grep -c "audit queue full" "$BENCH_DIR/server.log" || true)
+gaps=$(psql_bench -At -c "SELECT count(*) FROM admin_toolkit.security_audit_log WHERE operation_type = 'AUDIT_GAP'")
 record "audit events sustained: GRANT via pgbench, 2 clients, ${seconds} s" \
-       "$sent statements, $stored audit rows ($(( sent / seconds )) events/s), queue-full reports in the log: $dropped"
+       "$sent statements, $stored audit rows ($(( sent / seconds )) events/s), queue-full reports in the log: $dropped, AUDIT_GAP events: $gaps"
 
 load_seed seed "-- Audit log table" "-- Password policy enforcement"
 psql_bench <<SQL

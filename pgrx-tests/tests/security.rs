@@ -176,25 +176,45 @@ fn password_policy_is_enforced_and_passwords_never_stored_or_logged() {
         .unwrap()
         .contains("must not contain username"));
 
-    // A pre-hashed password cannot be checked: refused unless allowed, then accepted with a warning.
+    // A pre-hashed password cannot be checked: by default a superuser's is accepted (psql's
+    // \password sends such a verifier), anyone else's refused; `refuse` refuses it for everyone.
     let md5 = "md5aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    let err = db
-        .batch_execute(&format!("ALTER ROLE alice PASSWORD '{md5}'"))
-        .unwrap_err();
-    assert!(err
-        .as_db_error()
-        .unwrap()
-        .message()
-        .contains("already hashed"));
-    db.batch_execute("SET admin_toolkit.password_allow_prehashed = on")
+    let already_hashed = |err: postgres::Error| {
+        let db_error = err.as_db_error().unwrap().clone();
+        assert_eq!(db_error.code(), &SqlState::INVALID_PARAMETER_VALUE);
+        assert!(
+            db_error.message().contains("already hashed"),
+            "{db_error:?}"
+        );
+        assert!(
+            db_error.hint().unwrap().contains("plain text"),
+            "{db_error:?}"
+        );
+    };
+    db.batch_execute("SET admin_toolkit.password_prehashed = refuse")
+        .unwrap();
+    already_hashed(
+        db.batch_execute(&format!("ALTER ROLE alice PASSWORD '{md5}'"))
+            .unwrap_err(),
+    );
+    db.batch_execute("RESET admin_toolkit.password_prehashed")
         .unwrap();
     db.batch_execute(&format!("ALTER ROLE alice PASSWORD '{md5}'"))
         .unwrap();
+    db.batch_execute(&format!(
+        "CREATE ROLE hr LOGIN CREATEROLE PASSWORD '{STRONG}'"
+    ))
+    .unwrap();
+    let mut hr = cluster.connect_as("postgres", "hr", STRONG).unwrap();
+    already_hashed(
+        hr.batch_execute(&format!("CREATE ROLE temp_worker PASSWORD '{md5}'"))
+            .unwrap_err(),
+    );
 
     wait_for_audit(
         &mut db,
         "operation_type IN ('CREATE ROLE', 'ALTER ROLE')",
-        5,
+        7,
     );
     // Checked here in Rust: a query naming the secrets would itself put them in the server log.
     let stored: Vec<String> = db
@@ -214,9 +234,10 @@ fn password_policy_is_enforced_and_passwords_never_stored_or_logged() {
         );
         assert!(!log.contains(secret), "{secret} reached the server log");
     }
+    // The weak password's CREATE ROLE and the pre-hashed one's by hr.
     assert_eq!(
         audit_count(&mut db, "operation_type = 'CREATE ROLE' AND NOT success AND query_text LIKE '%PASSWORD ''********''%'"),
-        1
+        2
     );
     assert!(
         log.contains("PASSWORD '********'"),

@@ -2,7 +2,7 @@
 //! (`validate_password_policy()` is in `api`); the rules themselves are the core crate's.
 
 use crate::error::ToolkitError;
-use crate::settings;
+use crate::settings::{self, PrehashedPasswords};
 use admin_toolkit_core::password::{check_password, failed_rules, PasswordPolicy};
 use pgrx::prelude::*;
 use std::ffi::{c_char, CStr};
@@ -44,7 +44,13 @@ unsafe extern "C-unwind" fn check_password_hook(
         return;
     }
     if password_type != pg_sys::PasswordType::PASSWORD_TYPE_PLAINTEXT {
-        if settings::PASSWORD_ALLOW_PREHASHED.get() {
+        let allowed = match settings::PASSWORD_PREHASHED.get() {
+            PrehashedPasswords::Refuse => false,
+            // SAFETY: reads the current user's role attributes (a syscache lookup).
+            PrehashedPasswords::Superuser => unsafe { pg_sys::superuser() },
+            PrehashedPasswords::Allow => true,
+        };
+        if allowed {
             warning!(
                 "the password was sent already hashed, so the password policy could not check it"
             );
@@ -52,8 +58,9 @@ unsafe extern "C-unwind" fn check_password_hook(
         }
         ToolkitError::invalid_parameter("the password was sent already hashed, so the password policy cannot check it")
             .with_hint(
-                "Send the password in plain text over an encrypted connection, or set \
-                 admin_toolkit.password_allow_prehashed = on to accept hashed passwords with a warning.",
+                "Send the password in plain text over an encrypted connection (ALTER ROLE ... PASSWORD '...'), \
+                 or have a superuser set it (admin_toolkit.password_prehashed = superuser), or set \
+                 admin_toolkit.password_prehashed = allow.",
             )
             .raise();
     }

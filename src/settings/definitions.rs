@@ -9,8 +9,8 @@ use super::{
     ENCRYPTION_KEY_DIR, FAILED_LOGIN_THRESHOLD, MAINTENANCE_HISTORY_DAYS, METRICS_LISTEN,
     METRICS_RETENTION_DAYS, METRICS_TABLE_SERIES, NOTIFICATION_ALLOW_LINK_LOCAL,
     NOTIFICATION_GIVE_UP_AFTER, NOTIFICATION_MAX_RETRY_INTERVAL, NOTIFICATION_SECRETS_FILE,
-    NOTIFICATION_TIMEOUT, PARTITION_PREMAKE_DAYS, PASSWORD_ALLOW_PREHASHED, PASSWORD_MIN_LENGTH,
-    PASSWORD_POLICY, PRIVILEGE_CHANGE_THRESHOLD, READ_COUNT_THRESHOLD, S3_CA_FILE,
+    NOTIFICATION_TIMEOUT, PARTITION_PREMAKE_DAYS, PASSWORD_MIN_LENGTH, PASSWORD_POLICY,
+    PASSWORD_PREHASHED, PRIVILEGE_CHANGE_THRESHOLD, READ_COUNT_THRESHOLD, S3_CA_FILE,
     S3_CREDENTIALS_FILE, S3_ENDPOINT, S3_FORCE_PATH_STYLE, S3_REGION, S3_TIMEOUT,
     SCHEDULE_CHECK_INTERVAL, STORAGE_TYPE, TIMEZONE, WAL_REPLAY_MB_PER_S, WORKLOAD,
 };
@@ -335,13 +335,13 @@ pub static DEFINITIONS: [Definition; 44] = [
         readme: "enforce the password policy on CREATE/ALTER ROLE ... PASSWORD",
     },
     Definition {
-        name: c"admin_toolkit.password_allow_prehashed",
+        name: c"admin_toolkit.password_prehashed",
         context: Context::Superuser,
         superuser_only: false,
-        short: c"Accept pre-hashed (SCRAM/MD5) passwords, which the policy cannot check, with a warning.",
+        short: c"Who may set a password sent already hashed, which the policy cannot check: refuse, superuser or allow.",
         long: c"",
-        value: Value::Switch(&PASSWORD_ALLOW_PREHASHED),
-        readme: "accept pre-hashed passwords (which cannot be checked) with a warning",
+        value: Value::Prehashed(&PASSWORD_PREHASHED),
+        readme: "who may set a password sent already hashed (psql's `\\password`, `createuser -P`, pg_dumpall), which the policy cannot check: `refuse` (nobody), `superuser` (superusers, with a warning), `allow` (anyone allowed to set it, with a warning)",
     },
     Definition {
         name: c"admin_toolkit.audit_ddl",

@@ -65,6 +65,18 @@ pub enum WorkloadType {
     Mixed,
 }
 
+/// Who may set a password sent already hashed (a SCRAM or MD5 verifier: psql's \password,
+/// createuser -P, pg_dumpall's role restores), which no policy can inspect.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PrehashedPasswords {
+    #[name = c"refuse"]
+    Refuse,
+    #[name = c"superuser"]
+    Superuser,
+    #[name = c"allow"]
+    Allow,
+}
+
 pub static STORAGE_TYPE: GucSetting<StorageType> = GucSetting::<StorageType>::new(StorageType::Ssd);
 pub static WORKLOAD: GucSetting<WorkloadType> =
     GucSetting::<WorkloadType>::new(WorkloadType::Mixed);
@@ -118,7 +130,8 @@ pub static TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>
 /// Whether the password policy is enforced on CREATE/ALTER ROLE ... PASSWORD.
 pub static PASSWORD_POLICY: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// Whether pre-hashed (SCRAM/MD5) passwords, which cannot be checked, are accepted with a warning.
-pub static PASSWORD_ALLOW_PREHASHED: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static PASSWORD_PREHASHED: GucSetting<PrehashedPasswords> =
+    GucSetting::<PrehashedPasswords>::new(PrehashedPasswords::Superuser);
 /// Audit DDL, GRANT/REVOKE, role changes and ALTER SYSTEM.
 pub static AUDIT_DDL: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// Audit every login, successful or not.
@@ -177,6 +190,7 @@ pub enum Value {
     Switch(&'static GucSetting<bool>),
     Storage(&'static GucSetting<StorageType>),
     Workload(&'static GucSetting<WorkloadType>),
+    Prehashed(&'static GucSetting<PrehashedPasswords>),
 }
 
 /// One `admin_toolkit.*` setting: what PostgreSQL is told, and the README's line about it.
@@ -222,6 +236,9 @@ pub fn register(preloading: bool) {
                 GucRegistry::define_enum_guc(d.name, d.short, d.long, s, d.context.guc(), flags)
             }
             Value::Workload(s) => {
+                GucRegistry::define_enum_guc(d.name, d.short, d.long, s, d.context.guc(), flags)
+            }
+            Value::Prehashed(s) => {
                 GucRegistry::define_enum_guc(d.name, d.short, d.long, s, d.context.guc(), flags)
             }
             Value::Integer {
