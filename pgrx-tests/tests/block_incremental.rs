@@ -58,7 +58,12 @@ fn block_incrementals_read_what_changed_and_restore_exactly() {
     let store = ScratchDir::new("admin_toolkit_blocks_");
     let archive = store.path().join("wal");
     let location = store.path().join("backups").display().to_string();
-    let mut cluster = Cluster::start_with(ClusterOptions::archiving_to(&archive));
+    // No replication slots: the audit journal's slot would keep the WAL whose recycling the
+    // fallback case below needs.
+    let mut options = ClusterOptions::archiving_to(&archive);
+    options.settings.push("max_replication_slots = 0".into());
+    options.settings.push("max_wal_senders = 0".into());
+    let mut cluster = Cluster::start_with(options);
     let data_dir = cluster.data_dir();
     cluster.restart_with(|| {
         let out = run_as_postgres("pg_checksums", &["--enable", "-D", &data_dir]);

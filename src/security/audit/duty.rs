@@ -207,9 +207,17 @@ fn record_gap(from: u64, to: u64, why: &str) -> spi::Result<()> {
 }
 
 /// Creates the slot that keeps unread WAL if it is missing and moves it to the stored position.
-fn keep_unread_wal() -> spi::Result<()> {
+/// False where no slot can exist (max_replication_slots = 0, wal_level = minimal).
+fn keep_unread_wal() -> spi::Result<bool> {
+    let possible = Spi::get_one::<bool>(
+        "SELECT pg_catalog.current_setting('max_replication_slots')::int OPERATOR(pg_catalog.>) 0 \
+            AND pg_catalog.current_setting('wal_level') OPERATOR(pg_catalog.<>) 'minimal'",
+    )?;
+    if possible != Some(true) {
+        return Ok(false);
+    }
     let Some(position) = stored_position()? else {
-        return Ok(());
+        return Ok(true);
     };
     // Invalidated (max_slot_wal_keep_size): made again; what it lost shows as AUDIT_GAP.
     Spi::run_with_args(
@@ -228,7 +236,8 @@ fn keep_unread_wal() -> spi::Result<()> {
           WHERE slot_name OPERATOR(pg_catalog.=) $1 \
             AND restart_lsn OPERATOR(pg_catalog.<) ('0/0'::pg_lsn OPERATOR(pg_catalog.+) $2::numeric)",
         &[journal::SLOT.into(), (position as i64).into()],
-    )
+    )?;
+    Ok(true)
 }
 
 impl AuditWriter {
@@ -279,7 +288,7 @@ impl AuditWriter {
     fn keep_unread_wal(&mut self) {
         let step = || keep_unread_wal().unwrap_or_else(|e| error!("{e}"));
         match run_step("keep unread WAL", step) {
-            Some(()) => {
+            Some(true) => {
                 self.slot_kept = true;
                 self.said_no_slot = false;
             }
