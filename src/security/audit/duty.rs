@@ -9,6 +9,7 @@ use super::{
 use crate::settings;
 use crate::transaction::step::run_step;
 use crate::worker::duty::{Context, Duty};
+use admin_toolkit_core::lsn::Lsn;
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -162,6 +163,15 @@ fn write_journal(cursor: Cursor) -> spi::Result<Option<Progress>> {
 /// did not exist yet, could not be made, or was invalidated), where reading can go on: the last
 /// checkpoint's redo point, from which WAL is always kept.
 fn lost_wal(from: u64) -> spi::Result<Option<u64>> {
+    // Only WAL before the last checkpoint's redo point can have been removed: pg_wal is listed
+    // only then, not at every step.
+    let redo = Spi::get_one::<i64>(
+        "SELECT ((pg_catalog.pg_control_checkpoint()).redo_lsn OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::int8",
+    )?
+    .unwrap_or(0) as u64;
+    if redo <= from {
+        return Ok(None);
+    }
     // SAFETY: a server setting, fixed at startup.
     let segment_size = u64::try_from(unsafe { pgrx::pg_sys::wal_segment_size }).unwrap_or(16 << 20);
     // Any timeline: the file name's last 16 digits are the segment number.
@@ -174,19 +184,12 @@ fn lost_wal(from: u64) -> spi::Result<Option<u64>> {
             name.len() == 24 && name.to_string_lossy().ends_with(suffix)
         })
     });
-    if present {
-        return Ok(None);
-    }
-    let redo = Spi::get_one::<i64>(
-        "SELECT ((pg_catalog.pg_control_checkpoint()).redo_lsn OPERATOR(pg_catalog.-) '0/0'::pg_lsn)::int8",
-    )?
-    .unwrap_or(0) as u64;
-    Ok((redo > from).then_some(redo))
+    Ok((!present).then_some(redo))
 }
 
 /// Records that the events in WAL from `from` to `to` are lost, as an AUDIT_GAP event.
 fn record_gap(from: u64, to: u64, why: &str) -> spi::Result<()> {
-    let lsn = |p: u64| format!("{:X}/{:X}", p >> 32, p as u32);
+    let lsn = |p: u64| Lsn(p).to_string();
     let gap = AuditRow {
         username: Spi::get_one::<String>("SELECT current_user::text")?,
         database: Spi::get_one::<String>("SELECT pg_catalog.current_database()::text")?,

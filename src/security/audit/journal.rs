@@ -10,6 +10,7 @@
 
 use super::queue::AuditEvent;
 use admin_toolkit_core::audit::journal::{self as format, Header};
+use admin_toolkit_core::lsn::Lsn;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::ffi::{c_char, CStr};
@@ -276,9 +277,8 @@ pub fn read(from: u64, max_events: usize, max_bytes: u64) -> JournalRead {
                 return read;
             }
             error!(
-                "could not find a WAL record after {:X}/{:X} for the audit journal",
-                from >> 32,
-                from as u32
+                "could not find a WAL record after {} for the audit journal",
+                Lsn(from)
             );
         }
         loop {
@@ -293,9 +293,8 @@ pub fn read(from: u64, max_events: usize, max_bytes: u64) -> JournalRead {
                     CStr::from_ptr(message).to_string_lossy()
                 };
                 error!(
-                    "could not read the audit journal in WAL at {:X}/{:X}: {why}",
-                    read.end >> 32,
-                    read.end as u32
+                    "could not read the audit journal in WAL at {}: {why}",
+                    Lsn(read.end)
                 );
             }
             read.end = (*reader.0).EndRecPtr;
@@ -307,9 +306,8 @@ pub fn read(from: u64, max_events: usize, max_bytes: u64) -> JournalRead {
                 match event_of(main_data(reader.0)) {
                     Ok((event, xid)) => read.events.push(JournalEvent { event, lsn, xid }),
                     Err(e) => warning!(
-                        "admin_toolkit: audit journal record at {:X}/{:X} skipped: {e}",
-                        lsn >> 32,
-                        lsn as u32
+                        "admin_toolkit: audit journal record at {} skipped: {e}",
+                        Lsn(lsn)
                     ),
                 }
             }
