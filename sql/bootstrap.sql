@@ -271,6 +271,28 @@ COMMENT ON COLUMN security_audit_log.previous_hash IS
 COMMENT ON COLUMN security_audit_log.row_hash IS
     'sha256(previous_hash || audit_row_text(row)): see verify_audit_log().';
 
+-- Credentials (0.7.0): what the worker persists of the lockout and the password history kept in
+-- shared memory for the whole cluster. Superusers only (no grants): salted hashes only.
+CREATE TABLE password_history (
+    role_oid    oid NOT NULL,
+    set_at      timestamptz NOT NULL,
+    secret_kind text NOT NULL CHECK (secret_kind IN ('password', 'verifier')),
+    salt        bytea NOT NULL,
+    hash        bytea NOT NULL,
+    PRIMARY KEY (role_oid, set_at, hash)
+);
+COMMENT ON TABLE password_history IS
+    'Earlier passwords of each role as salted PBKDF2-SHA-256 hashes (never the password, never the server''s verifier), for password_reuse_history and password_reuse_interval; written by the worker.';
+CREATE TABLE role_lockouts (
+    role_oid         oid PRIMARY KEY,
+    failed_logins    integer NOT NULL,
+    first_failure_at timestamptz,
+    locked_at        timestamptz,
+    locked_until     timestamptz
+);
+COMMENT ON TABLE role_lockouts IS
+    'Failed logins and locks of roles (max_auth_failures) as the worker last persisted them; loaded back after a restart. locked_until NULL with locked_at set: until unlock_role().';
+
 -- ---------------------------------------------------------------------------------------
 -- Maintenance and configuration
 -- ---------------------------------------------------------------------------------------

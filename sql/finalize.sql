@@ -190,6 +190,13 @@ BEGIN
 END
 $$;
 
+-- Roles locked now after failed logins, cluster-wide (0.7.0).
+CREATE VIEW locked_roles AS
+SELECT role_name, role_oid, failed_logins, first_failure_at, locked_at, locked_until
+  FROM @extschema@.lockout_states()
+ WHERE locked;
+REVOKE ALL ON locked_roles FROM PUBLIC;
+
 -- ---------------------------------------------------------------------------------------
 -- Privileges. Nothing that changes the server is callable by PUBLIC; pg_monitor members read
 -- metrics, alerts and the monitoring views; alert rules are changed by superusers (or roles
@@ -207,6 +214,8 @@ REVOKE ALL ON FUNCTION log_security_event(text, text, text, boolean, text, jsonb
 REVOKE ALL ON FUNCTION setup_role_hierarchy(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION enable_tenant_isolation(regclass, name, text, name[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION rls_coverage() FROM PUBLIC;
+REVOKE ALL ON FUNCTION unlock_role(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION lockout_states() FROM PUBLIC;
 -- Maintenance and backups run as their schedule's owner, configuration changes as the caller:
 -- a grant of these functions never gives more than the grantee could do by hand. They are
 -- still not PUBLIC's: superusers grant them to the roles that should use them.
@@ -254,7 +263,13 @@ COMMENT ON FUNCTION collect_performance_metrics() IS
 COMMENT ON FUNCTION process_alerts() IS
     'Evaluates alert rules, records fire/resolve in alert_events with NOTIFY admin_toolkit_alerts, returns the alerts that hold.';
 COMMENT ON FUNCTION detect_suspicious_activity() IS
-    'Failed logins, privilege changes and excessive reads above the admin_toolkit.*_threshold settings.';
+    'Failed logins, privilege changes and excessive reads above the admin_toolkit.*_threshold settings, and roles locked now.';
+COMMENT ON FUNCTION unlock_role(text) IS
+    'Lifts a role''s lock after failed logins and clears its count; returns whether it was locked (audited as ROLE_UNLOCKED).';
+COMMENT ON FUNCTION lockout_states() IS
+    'Every role with counted failed logins or a lock, cluster-wide, from shared memory.';
+COMMENT ON VIEW locked_roles IS
+    'Roles locked now after failed logins (admin_toolkit.max_auth_failures); unlock_role() lifts a lock.';
 COMMENT ON FUNCTION log_security_event(text, text, text, boolean, text, jsonb) IS
     'Records an application event in security_audit_log with the real user, database, client and session.';
 COMMENT ON FUNCTION setup_role_hierarchy(text) IS

@@ -29,6 +29,8 @@ mod worker;
 pub(crate) fn worker_duties() -> Vec<Box<dyn worker::duty::Duty>> {
     use jobs::due::ScheduleDuty;
     vec![
+        // First: after a start, logins wait for the locks it loads.
+        Box::new(security::credentials::duty::CredentialKeeper::default()),
         Box::new(maintenance::duty::PartitionUpkeep::default()),
         Box::new(config::duty::ConfigDrift::default()),
         Box::new(security::audit::duty::AuditWriter::default()),

@@ -9,6 +9,7 @@ pub mod codec;
 pub mod config_guard;
 pub mod copy_guard;
 pub mod counters;
+pub mod credentials;
 pub mod cron;
 pub mod crypto;
 pub mod drill;

@@ -870,6 +870,35 @@ pub fn drill_settings(dir: &Path) -> Vec<String> {
     ]
 }
 
+/// Waits until at least `at_least` rows of the audit log satisfy `condition`.
+pub fn wait_for_audit(db: &mut Client, condition: &str, at_least: i64) {
+    wait_for(&format!("{at_least} audit rows where {condition}"), || {
+        (audit_count(db, condition) >= at_least).then_some(())
+    });
+}
+
+/// A preloaded cluster with scram-sha-256 on 127.0.0.1, every statement logged (so tests can
+/// grep the log for secrets), 1 s collection and read-summary intervals, `extra` settings, and
+/// the extension created.
+pub fn secure_cluster(extra: &[&str]) -> Cluster {
+    let mut settings = vec![
+        "admin_toolkit.collection_interval = 1".to_string(),
+        "admin_toolkit.audit_read_interval = 1".to_string(),
+        "log_statement = 'all'".to_string(),
+    ];
+    settings.extend(extra.iter().map(|s| s.to_string()));
+    let cluster = Cluster::start_with(ClusterOptions {
+        settings,
+        scram: true,
+        ..ClusterOptions::default()
+    });
+    cluster
+        .connect("postgres")
+        .batch_execute("CREATE EXTENSION admin_toolkit")
+        .unwrap();
+    cluster
+}
+
 /// Rows of the audit log where `condition` holds.
 pub fn audit_count(client: &mut Client, condition: &str) -> i64 {
     count(

@@ -1,35 +1,10 @@
 //! Security against a real server with scram-sha-256 on 127.0.0.1: events captured by the hooks,
 //! detection, the enforced password policy, privileges, role and RLS helpers.
 
-use admin_toolkit_it::{audit_count, count, wait_for, Cluster, ClusterOptions};
+use admin_toolkit_it::{audit_count, count, secure_cluster, wait_for, wait_for_audit};
 use postgres::error::SqlState;
 
 const STRONG: &str = "Corr3ct-Horse-Battery!";
-
-fn secure_cluster(extra: &[&str]) -> Cluster {
-    let mut settings = vec![
-        "admin_toolkit.collection_interval = 1".to_string(),
-        "admin_toolkit.audit_read_interval = 1".to_string(),
-        "log_statement = 'all'".to_string(),
-    ];
-    settings.extend(extra.iter().map(|s| s.to_string()));
-    let cluster = Cluster::start_with(ClusterOptions {
-        settings,
-        scram: true,
-        ..ClusterOptions::default()
-    });
-    cluster
-        .connect("postgres")
-        .batch_execute("CREATE EXTENSION admin_toolkit")
-        .unwrap();
-    cluster
-}
-
-fn wait_for_audit(db: &mut postgres::Client, condition: &str, at_least: i64) {
-    wait_for(&format!("{at_least} audit rows where {condition}"), || {
-        (audit_count(db, condition) >= at_least).then_some(())
-    });
-}
 
 #[test]
 fn failed_logins_are_captured_and_detected() {

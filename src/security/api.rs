@@ -47,7 +47,8 @@ fn log_security_event(
         true,
     );
 }
-/// The specification's three detection rules, with thresholds from the settings.
+/// The specification's three detection rules, with thresholds from the settings, and the roles
+/// locked now after failed logins.
 #[allow(clippy::type_complexity)]
 #[pg_extern(stable)]
 fn detect_suspicious_activity() -> spi::Result<
@@ -88,7 +89,12 @@ fn detect_suspicious_activity() -> spi::Result<
          WHERE event_time >= now() - interval '1 hour' AND operation_type = 'SELECT' AND object_type = 'table'
            AND success
          GROUP BY username
-        HAVING sum(coalesce((additional_info->>'count')::bigint, 1)) > $3 OR count(DISTINCT object_name) > $4";
+        HAVING sum(coalesce((additional_info->>'count')::bigint, 1)) > $3 OR count(DISTINCT object_name) > $4
+        UNION ALL
+        SELECT 'role_locked', 'critical', coalesce(role_name::text, role_oid::text), failed_logins::bigint, 'now',
+               jsonb_build_object('locked_at', locked_at, 'locked_until', locked_until)
+          FROM admin_toolkit.lockout_states()
+         WHERE locked";
     let args = [
         settings::FAILED_LOGIN_THRESHOLD.get(),
         settings::PRIVILEGE_CHANGE_THRESHOLD.get(),

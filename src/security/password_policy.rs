@@ -1,8 +1,11 @@
 //! The password policy: the check hook on CREATE/ALTER ROLE ... PASSWORD and the rules in force
 //! (`validate_password_policy()` is in `api`); the rules themselves are the core crate's.
 
+use super::credentials::history;
 use crate::error::ToolkitError;
 use crate::settings::{self, PrehashedPasswords};
+use admin_toolkit_core::chrono;
+use admin_toolkit_core::credentials::SecretKind;
 use admin_toolkit_core::password::{check_password, failed_rules, PasswordPolicy};
 use pgrx::prelude::*;
 use std::ffi::{c_char, CStr};
@@ -40,38 +43,52 @@ unsafe extern "C-unwind" fn check_password_hook(
             );
         }
     }
-    if !settings::PASSWORD_POLICY.get() || username.is_null() || shadow_pass.is_null() {
+    if username.is_null() || shadow_pass.is_null() {
         return;
     }
-    if password_type != pg_sys::PasswordType::PASSWORD_TYPE_PLAINTEXT {
-        let allowed = match settings::PASSWORD_PREHASHED.get() {
-            PrehashedPasswords::Refuse => false,
-            // SAFETY: reads the current user's role attributes (a syscache lookup).
-            PrehashedPasswords::Superuser => unsafe { pg_sys::superuser() },
-            PrehashedPasswords::Allow => true,
-        };
-        if allowed {
-            warning!(
-                "the password was sent already hashed, so the password policy could not check it"
-            );
-            return;
-        }
-        ToolkitError::invalid_parameter("the password was sent already hashed, so the password policy cannot check it")
-            .with_hint(
-                "Send the password in plain text over an encrypted connection (ALTER ROLE ... PASSWORD '...'), \
-                 or have a superuser set it (admin_toolkit.password_prehashed = superuser), or set \
-                 admin_toolkit.password_prehashed = allow.",
-            )
-            .raise();
-    }
     // SAFETY: the server passes NUL-terminated strings.
-    let (user, password) = unsafe {
-        (
-            CStr::from_ptr(username).to_string_lossy(),
-            CStr::from_ptr(shadow_pass).to_string_lossy(),
-        )
+    let (user, secret) = unsafe { (CStr::from_ptr(username), CStr::from_ptr(shadow_pass)) };
+    let prehashed = password_type != pg_sys::PasswordType::PASSWORD_TYPE_PLAINTEXT;
+    if settings::PASSWORD_POLICY.get() {
+        if prehashed {
+            check_prehashed_allowed();
+        } else {
+            check_shape(&user.to_string_lossy(), &secret.to_string_lossy());
+        }
+    }
+    check_valid_until(validuntil_time, validuntil_null);
+    let kind = if prehashed {
+        SecretKind::Verifier
+    } else {
+        SecretKind::Plain
     };
-    let failures = match check_password(&current_policy(), &user, &password) {
+    history::check_and_remember(user, kind, secret.to_bytes());
+}
+
+/// A pre-hashed password cannot be checked: who may set one is `password_prehashed`'s say.
+fn check_prehashed_allowed() {
+    let allowed = match settings::PASSWORD_PREHASHED.get() {
+        PrehashedPasswords::Refuse => false,
+        // SAFETY: reads the current user's role attributes (a syscache lookup).
+        PrehashedPasswords::Superuser => unsafe { pg_sys::superuser() },
+        PrehashedPasswords::Allow => true,
+    };
+    if allowed {
+        warning!("the password was sent already hashed, so the password policy could not check it");
+        return;
+    }
+    ToolkitError::invalid_parameter("the password was sent already hashed, so the password policy cannot check it")
+        .with_hint(
+            "Send the password in plain text over an encrypted connection (ALTER ROLE ... PASSWORD '...'), \
+             or have a superuser set it (admin_toolkit.password_prehashed = superuser), or set \
+             admin_toolkit.password_prehashed = allow.",
+        )
+        .raise();
+}
+
+/// The policy's rules; the error lists every failed rule and never the password.
+fn check_shape(user: &str, password: &str) {
+    let failures = match check_password(&current_policy(), user, password) {
         Ok(results) => failed_rules(&results)
             .into_iter()
             .map(str::to_string)
@@ -85,6 +102,39 @@ unsafe extern "C-unwind" fn check_password_hook(
             .raise();
     }
 }
+
+/// `password_valid_max`: a password must come with a VALID UNTIL (given, or kept from before
+/// by ALTER ROLE) no later than that many days ahead. Refused rather than bounded: the hook
+/// cannot change the statement, and a silently shortened validity would surprise whoever set it.
+fn check_valid_until(until: pg_sys::Datum, until_null: bool) {
+    let days = settings::non_negative(&settings::PASSWORD_VALID_MAX);
+    if days == 0 {
+        return;
+    }
+    // SAFETY: reads the clock.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let bound = now.saturating_add(i64::from(days) * 86_400_000_000);
+    let until = (!until_null).then(|| until.value() as i64);
+    if until.is_some_and(|u| u <= bound) {
+        return;
+    }
+    let last_day = chrono::DateTime::from_timestamp_micros(bound + PG_EPOCH_UNIX_MICROS)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default();
+    ToolkitError::invalid_parameter(format!("the password must expire within {days} days"))
+        .with_detail(if until.is_none() {
+            "The statement gives no VALID UNTIL and the role has none.".to_string()
+        } else {
+            format!("VALID UNTIL is later than {days} days from now.")
+        })
+        .with_hint(format!(
+            "Add VALID UNTIL '{last_day}' or earlier (admin_toolkit.password_valid_max = {days})."
+        ))
+        .raise();
+}
+
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 
 /// The policy in force in this session (its minimum length is a superuser setting).
 pub fn current_policy() -> PasswordPolicy {

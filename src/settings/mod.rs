@@ -132,6 +132,23 @@ pub static PASSWORD_POLICY: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// Whether pre-hashed (SCRAM/MD5) passwords, which cannot be checked, are accepted with a warning.
 pub static PASSWORD_PREHASHED: GucSetting<PrehashedPasswords> =
     GucSetting::<PrehashedPasswords>::new(PrehashedPasswords::Superuser);
+/// Earlier passwords of a role a new one may not repeat (0: none).
+pub static PASSWORD_REUSE_HISTORY: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// Days within which a role may not repeat a password (0: none).
+pub static PASSWORD_REUSE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// Days a password set by CREATE/ALTER ROLE may stay valid at most (0: no bound).
+pub static PASSWORD_VALID_MAX: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// Failed logins that lock a role (0: no lockout).
+pub static MAX_AUTH_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// Seconds, from a role's first counted failure, within which its failures add up.
+pub static AUTH_FAILURE_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(600);
+/// Seconds a lock lasts (0: until admin_toolkit.unlock_role).
+pub static LOCKOUT_DURATION: GucSetting<i32> = GucSetting::<i32>::new(1800);
+/// Roles never locked, comma-separated.
+pub static LOCKOUT_EXEMPT_ROLES: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
+/// Whether superusers can be locked too.
+pub static LOCKOUT_SUPERUSERS: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Audit DDL, GRANT/REVOKE, role changes and ALTER SYSTEM.
 pub static AUDIT_DDL: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// Audit every login, successful or not.
@@ -348,6 +365,11 @@ pub fn notification_secrets_file() -> String {
 /// The /metrics endpoint's address, when one is configured.
 pub fn metrics_listen() -> Option<String> {
     Some(text(&METRICS_LISTEN)).filter(|v| !v.is_empty())
+}
+
+/// The roles never locked (`lockout_exempt_roles`), as written.
+pub fn lockout_exempt_roles() -> String {
+    text(&LOCKOUT_EXEMPT_ROLES)
 }
 
 /// The worker's database name.

@@ -5,6 +5,7 @@
 use super::journal;
 use super::objects::describe_utility;
 use super::queue::{self, AuditEvent};
+use crate::security::credentials::lockout;
 use crate::settings;
 use admin_toolkit_core::audit::{may_carry_secret, redact_secrets};
 use pgrx::pg_sys;
@@ -130,7 +131,7 @@ unsafe extern "C-unwind" fn process_utility(
             == pg_sys::LogStmtLevel::LOGSTMT_DDL;
     if !audited {
         run();
-        unsafe { drop_journal_slot_after((*pstmt).utilityStmt) };
+        unsafe { after_statement((*pstmt).utilityStmt) };
         return;
     }
     // Described before running: a DROP's object is gone afterwards.
@@ -156,7 +157,18 @@ unsafe extern "C-unwind" fn process_utility(
         .execute();
     event.success = true;
     capture(&event);
-    unsafe { drop_journal_slot_after((*pstmt).utilityStmt) };
+    unsafe { after_statement((*pstmt).utilityStmt) };
+}
+
+/// What follows some statements wherever they run: the worker forgets a dropped role's
+/// credentials (at commit), and drops the journal's slot after DROP EXTENSION.
+unsafe fn after_statement(stmt: *mut pg_sys::Node) {
+    unsafe {
+        if pgrx::is_a(stmt, pg_sys::NodeTag::T_DropRoleStmt) {
+            crate::worker::wake::at_commit(crate::security::credentials::duty::NAME);
+        }
+        drop_journal_slot_after(stmt);
+    }
 }
 
 /// After DROP EXTENSION admin_toolkit in the worker's database, the journal's slot goes too:
@@ -192,25 +204,59 @@ unsafe extern "C-unwind" fn client_authentication(port: *mut pg_sys::libpq::be::
         if let Some(prev) = PREV_CLIENT_AUTH {
             prev(port, status);
         }
-        if !settings::AUDIT_LOGINS.get() || !queue::available() || port.is_null() {
+        if port.is_null() {
             return;
         }
         let names = crate::compat::client_port::client_port(port);
-        let mut event = session_event(names.user_name, names.user_name, names.database_name);
-        event.client_ip.set_cstr(names.remote_host);
-        event.application.set_cstr(names.application_name);
-        event.operation.set(b"LOGIN");
-        event.object_type.set(b"database");
-        event.object.set_cstr(names.database_name);
-        event.success = status == pg_sys::STATUS_OK as i32;
-        if !event.success {
-            event.error.set(b"authentication failed");
+        let ok = status == pg_sys::STATUS_OK as i32;
+        let verdict = lockout::authenticate(names.user_name, ok);
+        if queue::available() {
+            let mut event = session_event(names.user_name, names.user_name, names.database_name);
+            event.client_ip.set_cstr(names.remote_host);
+            event.application.set_cstr(names.application_name);
+            event.object_type.set(b"database");
+            event.object.set_cstr(names.database_name);
+            if settings::AUDIT_LOGINS.get() {
+                event.operation.set(b"LOGIN");
+                event.success = ok && !verdict.refused;
+                if verdict.refused {
+                    event.error.set(b"role is locked");
+                } else if !ok {
+                    event.error.set(b"authentication failed");
+                }
+                // A failed login is on disk before the client hears of it; a successful one is
+                // flushed with the session's first commit or by the WAL writer.
+                capture_flushed_if_failed(&event);
+            }
+            if verdict.locked_now {
+                event.operation.set(b"ROLE_LOCKED");
+                event.object_type.set(b"role");
+                event.object.set_cstr(names.user_name);
+                event.success = true;
+                event.error.set(b"");
+                event.info.set(
+                    format!(
+                        "{{\"max_auth_failures\": {}}}",
+                        settings::MAX_AUTH_FAILURES.get()
+                    )
+                    .as_bytes(),
+                );
+                journal_or_queue(&event, true);
+            }
         }
-        // A failed login is on disk before the client hears of it; a successful one is flushed
-        // with the session's first commit or by the WAL writer.
-        if !journal::write(&event, !event.success) {
-            queue::push(&event);
+        if verdict.refused {
+            lockout::refuse(names.user_name);
         }
+    }
+}
+
+fn capture_flushed_if_failed(event: &AuditEvent) {
+    journal_or_queue(event, !event.success);
+}
+
+fn journal_or_queue(event: &AuditEvent, flush: bool) {
+    if !journal::write(event, flush) {
+        queue::push(event);
     }
 }
 

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Time per login (pgbench -C: one new scram-sha-256 connection over TCP per transaction of
+# `SELECT 1`) with admin_toolkit preloaded, against the library not loaded, in one run: one
+# cluster restarted into each configuration in turn, rounds interleaved. Configurations: not
+# loaded; admin_toolkit with its defaults (login auditing on, lockout off); admin_toolkit with
+# the lockout and password history on (max_auth_failures = 5, password_reuse_history = 5).
+# Target: <= 100 us added per login. BENCH_SECONDS per pgbench run, BENCH_ROUNDS rounds.
+source "$(dirname "$0")/lib.sh"
+seconds=${BENCH_SECONDS:-15}
+rounds=${BENCH_ROUNDS:-5}
+clients=${BENCH_CLIENTS:-1}
+bench_cluster login_latency 55437 "max_connections = 50" "password_encryption = 'scram-sha-256'" \
+    "checkpoint_timeout = 1h"
+hba=$BENCH_DIR/data/pg_hba.conf
+as_pg sh -c "{ echo 'host all bench 127.0.0.1/32 scram-sha-256'; cat '$hba'; } > '$hba.new' && mv '$hba.new' '$hba'"
+conf=$BENCH_DIR/data/postgresql.auto.conf
+configure() {
+    as_pg "$BIN/pg_ctl" -D "$BENCH_DIR/data" -m fast -w stop >/dev/null
+    case $1 in
+        none) echo "shared_preload_libraries = ''" >"$conf" ;;
+        admin_toolkit) echo "shared_preload_libraries = 'admin_toolkit'" >"$conf" ;;
+        lockout) printf "%s\n" "shared_preload_libraries = 'admin_toolkit'" "admin_toolkit.max_auth_failures = 5" \
+                     "admin_toolkit.password_reuse_history = 5" >"$conf" ;;
+    esac
+    as_pg "$BIN/pg_ctl" -D "$BENCH_DIR/data" -l "$BENCH_DIR/server.log" -w start >/dev/null
+}
+configure admin_toolkit
+psql_bench -c "CREATE EXTENSION admin_toolkit" -c "CREATE ROLE bench LOGIN PASSWORD 'Login-Timing-Passw0rd!'"
+echo "SELECT 1;" >"$BENCH_DIR/select1.sql"
+chmod 644 "$BENCH_DIR/select1.sql"
+# Microseconds per transaction, each a new connection: clients / TPS.
+per_login() {
+    PGPASSWORD='Login-Timing-Passw0rd!' "$BIN/pgbench" -n -C -f "$BENCH_DIR/select1.sql" -c "$clients" -j "$clients" \
+        -T "$seconds" -h 127.0.0.1 -p "$BENCH_PORT" -U bench postgres 2>/dev/null \
+        | awk -v c="$clients" '/^tps/ { printf "%.1f\n", 1e6 * c / $3; exit }'
+}
+: >"$BENCH_DIR/us"
+for _ in $(seq "$rounds"); do
+    for config in none admin_toolkit lockout; do
+        configure "$config"
+        echo "$config $(per_login)" >>"$BENCH_DIR/us"
+    done
+done
+configure admin_toolkit
+logins=$(psql_bench -Atc "SELECT count(*) FROM admin_toolkit.security_audit_log WHERE operation_type = 'LOGIN' AND username = 'bench'")
+med() { awk -v c="$1" '$1 == c { print $2 }' "$BENCH_DIR/us" | median; }
+none=$(med none); ours=$(med admin_toolkit); lock=$(med lockout)
+record "time per login, pgbench -C, SELECT 1, scram-sha-256 over TCP, $clients clients, ${seconds} s x $rounds rounds, medians (target: <= 100 us added)" \
+       "not loaded $none us; admin_toolkit (login auditing) $ours us ($(awk -v a="$ours" -v b="$none" 'BEGIN { printf "%+.0f", a - b }') us); with lockout and password history on $lock us ($(awk -v a="$lock" -v b="$none" 'BEGIN { printf "%+.0f", a - b }') us); $logins logins audited"

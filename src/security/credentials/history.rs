@@ -1,0 +1,75 @@
+//! Password history at CREATE/ALTER ROLE ... PASSWORD: a password the reuse rules forbid is
+//! refused (an audit event says so), and the new one's salted hash is kept once the statement's
+//! transaction commits (a rolled-back change leaves no entry).
+
+use super::state;
+use crate::error::ToolkitError;
+use crate::security::audit::record_event;
+use admin_toolkit_core::credentials::{HistoryEntry, SecretKind};
+use pgrx::prelude::*;
+use pgrx::{register_xact_callback, PgXactCallbackEvent};
+use std::ffi::{CStr, CString};
+
+/// Refuses `secret` when role `user` may not repeat it, and remembers it at commit.
+pub fn check_and_remember(user: &CStr, kind: SecretKind, secret: &[u8]) {
+    let policy = super::reuse_policy();
+    if !policy.enabled() || !state::available() {
+        return;
+    }
+    // SAFETY: reads the clock; a syscache lookup inside the statement's transaction.
+    let (now, role) = unsafe {
+        (
+            pg_sys::GetCurrentTimestamp(),
+            pg_sys::get_role_oid(user.as_ptr(), true),
+        )
+    };
+    let name = user.to_string_lossy();
+    if role != pg_sys::InvalidOid {
+        let entries = state::with(false, |s| s.history_of(u32::from(role))).unwrap_or_default();
+        if policy.reused(&entries, kind, secret, now).is_some() {
+            state::with(true, |s| s.reuse_refused_total += 1);
+            record_event(
+                "PASSWORD_REUSE_REFUSED",
+                Some(&name),
+                Some("role"),
+                false,
+                Some("the password was used before by this role"),
+                "{}",
+                false,
+            );
+            ToolkitError::invalid_parameter(format!(
+                "role \"{name}\" used this password before"
+            ))
+            .with_detail(format!(
+                "A role may not repeat one of its last {} passwords (admin_toolkit.password_reuse_history) \
+                 nor one it set within {} days (admin_toolkit.password_reuse_interval).",
+                policy.history,
+                policy.interval_micros / super::MICROS_PER_DAY
+            ))
+            .with_hint("Choose a password this role has not used.")
+            .raise();
+        }
+    }
+    let entry = HistoryEntry::new(kind, secret, now)
+        .unwrap_or_else(|e| ToolkitError::invalid_parameter(e).raise());
+    let name = CString::from(user);
+    // At pre-commit: the role exists by then (CREATE ROLE), and nothing is kept of a change
+    // that rolls back. Nothing here can fail.
+    register_xact_callback(PgXactCallbackEvent::PreCommit, move || {
+        // SAFETY: syscache lookups, still inside the transaction. CREATE ROLE does not always
+        // make its new row visible to its own transaction (no command counter increment without
+        // memberships): one more increment, as deferred triggers at commit do, shows it.
+        let role = unsafe {
+            let mut role = pg_sys::get_role_oid(name.as_ptr(), true);
+            if role == pg_sys::InvalidOid {
+                pg_sys::CommandCounterIncrement();
+                role = pg_sys::get_role_oid(name.as_ptr(), true);
+            }
+            role
+        };
+        if role != pg_sys::InvalidOid {
+            state::with(true, |s| s.add_history(u32::from(role), &entry));
+            super::wake_worker();
+        }
+    });
+}

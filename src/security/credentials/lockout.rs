@@ -1,0 +1,108 @@
+//! Lockout at client authentication: every failed login of a role is counted (exactly: under
+//! the state's lock, whatever the number of concurrent attempts), the one that reaches
+//! `max_auth_failures` locks the role, and a locked role's logins are refused with the message
+//! of a wrong password, after its password was checked as usual: neither the answer nor its
+//! timing says the role is locked.
+
+use super::state;
+use crate::settings;
+use admin_toolkit_core::credentials::{role_listed, FailureOutcome};
+use pgrx::pg_sys;
+use std::ffi::{c_char, CStr};
+
+/// What the lockout made of one login.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// The role is locked: the login must be refused.
+    pub refused: bool,
+    /// This failure locked the role.
+    pub locked_now: bool,
+}
+
+/// Longest a login waits, after the server's start, for the worker to load the persisted locks.
+const LOAD_WAIT_MICROS: i64 = 5_000_000;
+
+/// After a start, logins wait (a few seconds at most) until the worker has loaded the locks it
+/// persisted: a role locked before a restart must not get in while they are loading.
+fn wait_until_loaded() {
+    loop {
+        let Some((loaded, since)) = state::with(false, |s| (s.loaded, s.initialized_at)) else {
+            return;
+        };
+        // SAFETY: reads the clock.
+        let now = unsafe { pg_sys::GetCurrentTimestamp() };
+        if loaded || now - since > LOAD_WAIT_MICROS {
+            return;
+        }
+        // SAFETY: a plain sleep, in a backend still authenticating.
+        unsafe { pg_sys::pg_usleep(10_000) };
+    }
+}
+
+/// Whether `role` is never locked: a superuser (unless `lockout_superusers`) or a role listed in
+/// `lockout_exempt_roles`.
+///
+/// # Safety
+/// Inside a transaction (syscache lookups).
+unsafe fn exempt(role: pg_sys::Oid, name: &str) -> bool {
+    (!settings::LOCKOUT_SUPERUSERS.get() && unsafe { pg_sys::superuser_arg(role) })
+        || role_listed(&settings::lockout_exempt_roles(), name)
+}
+
+/// Counts a login of `user_name` (`ok`: its password was right) and says whether to refuse it.
+///
+/// # Safety
+/// From the client-authentication hook: inside the backend's start-up transaction, with the
+/// server's NUL-terminated user name.
+pub unsafe fn authenticate(user_name: *const c_char, ok: bool) -> Verdict {
+    let policy = super::lockout_policy();
+    if policy.max_failures == 0 || !state::available() || user_name.is_null() {
+        return Verdict::default();
+    }
+    let role = unsafe { pg_sys::get_role_oid(user_name, true) };
+    let name = unsafe { CStr::from_ptr(user_name) }.to_string_lossy();
+    if role == pg_sys::InvalidOid || unsafe { exempt(role, &name) } {
+        return Verdict::default();
+    }
+    wait_until_loaded();
+    let role = u32::from(role);
+    // SAFETY: reads the clock.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let verdict = if ok {
+        let refused = state::with(true, |s| s.record_success(role, now, &policy)).unwrap_or(false);
+        Verdict {
+            refused,
+            locked_now: false,
+        }
+    } else {
+        let outcome = state::with(true, |s| s.record_failure(role, now, &policy));
+        Verdict {
+            refused: false,
+            locked_now: outcome == Some(FailureOutcome::Locked),
+        }
+    };
+    if verdict.locked_now {
+        super::wake_worker();
+    }
+    verdict
+}
+
+/// Refuses the login of a locked role as a wrong password is refused (SQLSTATE 28P01, the same
+/// message, no detail); only the server log says why (messages below ERROR reach no client while
+/// it authenticates).
+///
+/// # Safety
+/// As [`authenticate`].
+pub unsafe fn refuse(user_name: *const c_char) -> ! {
+    let name = unsafe { CStr::from_ptr(user_name) }.to_string_lossy();
+    pgrx::log!(
+        "admin_toolkit: login of role \"{name}\" refused: it is locked after failed logins (admin_toolkit.unlock_role lifts the lock)"
+    );
+    pgrx::pg_sys::panic::ErrorReport::new(
+        pgrx::PgSqlErrorCode::ERRCODE_INVALID_PASSWORD,
+        format!("password authentication failed for user \"{name}\""),
+        pgrx::pg_sys::function_name!(),
+    )
+    .report(pgrx::PgLogLevel::FATAL);
+    unreachable!("a FATAL error ends the backend")
+}
