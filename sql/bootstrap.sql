@@ -288,10 +288,14 @@ CREATE TABLE role_lockouts (
     failed_logins    integer NOT NULL,
     first_failure_at timestamptz,
     locked_at        timestamptz,
-    locked_until     timestamptz
+    locked_until     timestamptz,
+    -- While locked, the role's password counts as expired (rolvaliduntil = '-infinity'); its
+    -- own VALID UNTIL is kept here and given back when the lock ends.
+    valid_until_locked boolean NOT NULL DEFAULT false,
+    saved_valid_until  timestamptz
 );
 COMMENT ON TABLE role_lockouts IS
-    'Failed logins and locks of roles (max_auth_failures) as the worker last persisted them; loaded back after a restart. locked_until NULL with locked_at set: until unlock_role().';
+    'Failed logins and locks of roles (max_auth_failures) as the worker last persisted them; loaded back after a restart. locked_until NULL with locked_at set: until unlock_role(). valid_until_locked: the role''s VALID UNTIL is -infinity for the lock, saved_valid_until its own.';
 
 -- ---------------------------------------------------------------------------------------
 -- Maintenance and configuration

@@ -43,9 +43,13 @@ fn reused_passwords_are_refused_within_history_and_interval_and_only_salted_hash
         db.batch_execute(&format!("ALTER ROLE carol PASSWORD '{P1}'"))
             .unwrap_err(),
     );
-    // A change that rolls back is not remembered.
+    // A change that rolls back is not remembered, nor one rolled back to a savepoint.
     db.batch_execute(&format!(
         "BEGIN; ALTER ROLE carol PASSWORD '{P3}'; ROLLBACK"
+    ))
+    .unwrap();
+    db.batch_execute(&format!(
+        "BEGIN; SAVEPOINT s; ALTER ROLE carol PASSWORD '{P3}'; ROLLBACK TO SAVEPOINT s; COMMIT"
     ))
     .unwrap();
     db.batch_execute(&format!("ALTER ROLE carol PASSWORD '{P3}'"))
@@ -176,12 +180,66 @@ fn reused_passwords_are_refused_within_history_and_interval_and_only_salted_hash
 
 /// The error a wrong password gets, to compare the locked role's with.
 fn login_error(cluster: &Cluster, db: &str, user: &str, password: &str) -> (SqlState, String) {
+    let e = login_error_fields(cluster, db, user, password);
+    (e.code().clone(), e.message().to_string())
+}
+
+/// Every field of a failed login's error (message, SQLSTATE, and where in the server it came
+/// from), to tell whether two refusals can be told apart.
+fn login_error_fields(
+    cluster: &Cluster,
+    db: &str,
+    user: &str,
+    password: &str,
+) -> postgres::error::DbError {
     let err = cluster
         .connect_as(db, user, password)
         .err()
         .unwrap_or_else(|| panic!("{user} logged in with {password}"));
-    let e = err.as_db_error().expect("a server error");
-    (e.code().clone(), e.message().to_string())
+    err.as_db_error().expect("a server error").clone()
+}
+
+fn same_refusal(a: &postgres::error::DbError, b: &postgres::error::DbError) -> bool {
+    (
+        a.severity(),
+        a.code(),
+        a.message(),
+        a.detail(),
+        a.hint(),
+        a.file(),
+        a.line(),
+        a.routine(),
+    ) == (
+        b.severity(),
+        b.code(),
+        b.message(),
+        b.detail(),
+        b.hint(),
+        b.file(),
+        b.line(),
+        b.routine(),
+    )
+}
+
+/// Logs in with psql, no password given and none to prompt for (`-w`): psql hangs up when the
+/// server asks for one, which is no failed login.
+fn psql_without_password(cluster: &Cluster, user: &str) {
+    let out = Command::new(bindir().join("psql"))
+        .args([
+            "-X",
+            "-w",
+            "-d",
+            &format!(
+                "host=127.0.0.1 port={} user={user} dbname=postgres",
+                cluster.port
+            ),
+            "-c",
+            "SELECT 1",
+        ])
+        .env_remove("PGPASSWORD")
+        .output()
+        .expect("psql");
+    assert!(!out.status.success());
 }
 
 fn lockout_row(db: &mut postgres::Client, role: &str) -> Option<(i32, bool)> {
@@ -225,12 +283,28 @@ fn fifty_concurrent_wrong_passwords_lock_after_exactly_five_until_unlocked_acros
         }
     });
     assert_eq!(lockout_row(&mut db, "dave"), Some((5, true)));
-    // The right password now gets exactly what a wrong one gets.
+    // The right password now gets what a wrong one gets: at once (the hook refuses it) ...
     assert_eq!(login_error(&cluster, "postgres", "dave", STRONG), wrong);
     assert_eq!(
         login_error(&cluster, "second", "dave", STRONG).1,
         wrong.1.clone()
     );
+    // ... and, once the worker has locked it in the catalog (its password expired), exactly:
+    // PostgreSQL's own check refuses it, every field of the error the same.
+    wait_for("dave locked in the catalog", || {
+        (count(
+            &mut db,
+            "SELECT count(*) FROM pg_authid WHERE rolname = 'dave' AND rolvaliduntil = '-infinity'",
+        ) == 1)
+            .then_some(())
+    });
+    let wrong_fields = login_error_fields(&cluster, "postgres", "dave", "wrong-password");
+    let right_fields = login_error_fields(&cluster, "postgres", "dave", STRONG);
+    assert!(
+        same_refusal(&wrong_fields, &right_fields),
+        "{wrong_fields:?} vs {right_fields:?}"
+    );
+    assert_eq!(lockout_row(&mut db, "dave"), Some((5, true)));
     wait_for_audit(
         &mut db,
         "operation_type = 'ROLE_LOCKED' AND object_name = 'dave'",
@@ -261,6 +335,11 @@ fn fifty_concurrent_wrong_passwords_lock_after_exactly_five_until_unlocked_acros
         1
     );
 
+    // A client that hangs up when asked for a password (psql prompting) is no failure.
+    for _ in 0..3 {
+        psql_without_password(&cluster, "erin");
+    }
+    assert_eq!(lockout_row(&mut db, "erin"), None);
     // Counted across databases: four failures here, the fifth in the other database.
     for _ in 0..4 {
         login_error(&cluster, "postgres", "erin", "wrong-password");
@@ -291,7 +370,11 @@ fn fifty_concurrent_wrong_passwords_lock_after_exactly_five_until_unlocked_acros
     });
     drop(db);
     cluster.restart();
-    assert_eq!(login_error(&cluster, "postgres", "dave", STRONG), wrong);
+    let after_restart = login_error_fields(&cluster, "postgres", "dave", STRONG);
+    assert!(
+        same_refusal(&wrong_fields, &after_restart),
+        "{after_restart:?}"
+    );
     let mut db = cluster.connect("postgres");
     assert_eq!(lockout_row(&mut db, "dave"), Some((5, true)));
 
@@ -301,6 +384,14 @@ fn fifty_concurrent_wrong_passwords_lock_after_exactly_five_until_unlocked_acros
         .unwrap()
         .get(0);
     assert!(unlocked);
+    // A superuser's unlock gives the role its VALID UNTIL back with its own commit.
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM pg_authid WHERE rolname = 'dave' AND rolvaliduntil IS NULL"
+        ),
+        1
+    );
     cluster
         .connect_as("postgres", "dave", STRONG)
         .expect("dave logs in once unlocked");
@@ -446,6 +537,13 @@ fn psql_password_and_expiry_bounds() {
         .batch_execute(&format!("ALTER ROLE gina PASSWORD '{P3}'"))
         .unwrap_err();
     assert_eq!(sql_state(&err), SqlState::INVALID_PARAMETER_VALUE);
+    // VALID UNTIL alone cannot stretch a password past the bound either.
+    let err = db
+        .batch_execute("ALTER ROLE hank VALID UNTIL 'infinity'")
+        .unwrap_err();
+    assert_eq!(sql_state(&err), SqlState::INVALID_PARAMETER_VALUE);
+    db.batch_execute(&format!("ALTER ROLE hank VALID UNTIL '{until}'"))
+        .unwrap();
     assert!(
         cluster.our_failures().is_empty(),
         "{:?}",

@@ -96,6 +96,9 @@ fn a_scrape_shows_collected_metrics_and_the_toolkits_state_and_promtool_accepts_
     });
     assert_eq!(value_of(&body, "admin_toolkit_up"), Some(1.0));
     assert_eq!(value_of(&body, "admin_toolkit_worker_up"), Some(1.0));
+    // The lockout's series, from shared memory: off, nothing locked.
+    assert_eq!(value_of(&body, "admin_toolkit_roles_locked"), Some(0.0));
+    assert_eq!(value_of(&body, "admin_toolkit_role_locks_total"), Some(0.0));
     assert!(value_of(&body, "admin_toolkit_storage_database_size_bytes").unwrap() > 1e6);
     assert_eq!(value_of(&body, "admin_toolkit_app_orders"), Some(11.0));
     let age = value_of(

@@ -119,7 +119,7 @@ fn process_families() -> Vec<Family> {
 fn credential_families() -> Vec<Family> {
     // SAFETY: reads the clock.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
-    let Some(c) = crate::security::credentials::state::with(false, |c| {
+    let Some(c) = crate::security::credentials::state::read(|c| {
         (
             c.locked_count(now),
             c.locks_total,
@@ -127,17 +127,21 @@ fn credential_families() -> Vec<Family> {
             c.refused_while_locked_total,
             c.reuse_refused_total,
             c.untracked_total,
+            c.history_evicted_total,
+            c.unlocks_total,
         )
     }) else {
         return Vec::new();
     };
-    let series: [(&str, Kind, &str, u64); 6] = [
+    let series: [(&str, Kind, &str, u64); 8] = [
         ("admin_toolkit_roles_locked", Kind::Gauge, "Roles locked now after failed logins (admin_toolkit.max_auth_failures)", c.0 as u64),
         ("admin_toolkit_role_locks_total", Kind::Counter, "Roles locked after failed logins since the server started", c.1),
         ("admin_toolkit_auth_failures_counted_total", Kind::Counter, "Failed logins counted towards a lock since the server started", c.2),
         ("admin_toolkit_logins_refused_locked_total", Kind::Counter, "Logins refused because their role was locked, since the server started", c.3),
         ("admin_toolkit_password_reuse_refused_total", Kind::Counter, "New passwords refused as reused (password_reuse_history / password_reuse_interval) since the server started", c.4),
-        ("admin_toolkit_lockout_untracked_total", Kind::Counter, "Failed logins not counted because every lockout slot held a locked role", c.5),
+        ("admin_toolkit_lockout_untracked_total", Kind::Counter, "Failed logins not counted because every lockout slot was taken", c.5),
+        ("admin_toolkit_password_history_evicted_total", Kind::Counter, "Password history entries pushed out because the history was full", c.6),
+        ("admin_toolkit_role_unlocks_total", Kind::Counter, "Locks lifted by unlock_role() since the server started", c.7),
     ];
     series
         .into_iter()

@@ -89,12 +89,7 @@ fn detect_suspicious_activity() -> spi::Result<
          WHERE event_time >= now() - interval '1 hour' AND operation_type = 'SELECT' AND object_type = 'table'
            AND success
          GROUP BY username
-        HAVING sum(coalesce((additional_info->>'count')::bigint, 1)) > $3 OR count(DISTINCT object_name) > $4
-        UNION ALL
-        SELECT 'role_locked', 'critical', coalesce(role_name::text, role_oid::text), failed_logins::bigint, 'now',
-               jsonb_build_object('locked_at', locked_at, 'locked_until', locked_until)
-          FROM admin_toolkit.lockout_states()
-         WHERE locked";
+        HAVING sum(coalesce((additional_info->>'count')::bigint, 1)) > $3 OR count(DISTINCT object_name) > $4";
     let args = [
         settings::FAILED_LOGIN_THRESHOLD.get(),
         settings::PRIVILEGE_CHANGE_THRESHOLD.get(),
@@ -125,7 +120,21 @@ fn detect_suspicious_activity() -> spi::Result<
         }
         Ok::<_, spi::Error>(out)
     })?;
-    Ok(TableIterator::new(rows))
+    // Read from shared memory here, not through lockout_states(), which a role granted this
+    // function may not execute.
+    let locked = crate::security::credentials::api::locked_now()
+        .into_iter()
+        .map(|(role, failures, at, until)| {
+            (
+                "role_locked".to_string(),
+                "critical".to_string(),
+                role,
+                failures,
+                "now".to_string(),
+                pgrx::JsonB(json!({ "locked_at": at.map(|t| t.to_string()), "locked_until": until.map(|t| t.to_string()) })),
+            )
+        });
+    Ok(TableIterator::new(rows.into_iter().chain(locked)))
 }
 /// One row per rule: check_name, passed, message. NULL or empty arguments are refused rather
 /// than judged, so a caller cannot mistake "no answer" for "no failures".

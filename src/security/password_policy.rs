@@ -107,6 +107,10 @@ fn check_shape(user: &str, password: &str) {
 /// by ALTER ROLE) no later than that many days ahead. Refused rather than bounded: the hook
 /// cannot change the statement, and a silently shortened validity would surprise whoever set it.
 fn check_valid_until(until: pg_sys::Datum, until_null: bool) {
+    check_valid_until_micros((!until_null).then(|| until.value() as i64));
+}
+
+fn check_valid_until_micros(until: Option<i64>) {
     let days = settings::non_negative(&settings::PASSWORD_VALID_MAX);
     if days == 0 {
         return;
@@ -114,7 +118,6 @@ fn check_valid_until(until: pg_sys::Datum, until_null: bool) {
     // SAFETY: reads the clock.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
     let bound = now.saturating_add(i64::from(days) * 86_400_000_000);
-    let until = (!until_null).then(|| until.value() as i64);
     if until.is_some_and(|u| u <= bound) {
         return;
     }
@@ -131,6 +134,57 @@ fn check_valid_until(until: pg_sys::Datum, until_null: bool) {
             "Add VALID UNTIL '{last_day}' or earlier (admin_toolkit.password_valid_max = {days})."
         ))
         .raise();
+}
+
+/// `password_valid_max` for `CREATE/ALTER ROLE ... VALID UNTIL` without a password, which the
+/// password hook never sees: a later VALID UNTIL cannot stretch a password past the bound. Called
+/// by the utility hook before the statement runs (so only with the library preloaded).
+///
+/// # Safety
+/// `stmt` is the statement's parse tree.
+pub unsafe fn check_valid_until_statement(stmt: *mut pg_sys::Node) {
+    if settings::PASSWORD_VALID_MAX.get() == 0 {
+        return;
+    }
+    let options = unsafe {
+        if pgrx::is_a(stmt, pg_sys::NodeTag::T_CreateRoleStmt) {
+            (*stmt.cast::<pg_sys::CreateRoleStmt>()).options
+        } else if pgrx::is_a(stmt, pg_sys::NodeTag::T_AlterRoleStmt) {
+            (*stmt.cast::<pg_sys::AlterRoleStmt>()).options
+        } else {
+            return;
+        }
+    };
+    let mut until = None;
+    for option in unsafe { pgrx::PgList::<pg_sys::DefElem>::from_pg(options) }.iter_ptr() {
+        // SAFETY: the parser's DefElems: a NUL-terminated name, a String argument for these two.
+        let name = unsafe { CStr::from_ptr((*option).defname) };
+        match name.to_bytes() {
+            // With a password, the password hook checks VALID UNTIL itself.
+            b"password" => return,
+            b"validUntil" => unsafe {
+                let arg = (*option).arg;
+                if pgrx::is_a(arg, pg_sys::NodeTag::T_String) {
+                    until = Some((*arg.cast::<pg_sys::String>()).sval);
+                }
+            },
+            _ => {}
+        }
+    }
+    let Some(text) = until else { return };
+    // SAFETY: timestamptz_in parses (or raises 22007 for) the statement's own text.
+    let micros = unsafe {
+        pgrx::direct_function_call::<i64>(
+            pg_sys::timestamptz_in,
+            &[
+                Some(pg_sys::Datum::from(text)),
+                Some(pg_sys::Datum::from(pg_sys::InvalidOid)),
+                Some(pg_sys::Datum::from(-1i32)),
+            ],
+        )
+    };
+    let Some(micros) = micros else { return };
+    check_valid_until_micros(Some(micros));
 }
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).

@@ -120,6 +120,7 @@ unsafe extern "C-unwind" fn process_utility(
             ),
         }
     };
+    unsafe { crate::security::password_policy::check_valid_until_statement((*pstmt).utilityStmt) };
     // Only DDL (what log_statement = 'ddl' logs: CREATE/ALTER/DROP, GRANT/REVOKE, roles,
     // ALTER SYSTEM), only client sessions (the worker's own partition upkeep is not audited),
     // and not the statements of an extension's script: its CREATE/ALTER EXTENSION is.
@@ -209,7 +210,7 @@ unsafe extern "C-unwind" fn client_authentication(port: *mut pg_sys::libpq::be::
         }
         let names = crate::compat::client_port::client_port(port);
         let ok = status == pg_sys::STATUS_OK as i32;
-        let verdict = lockout::authenticate(names.user_name, ok);
+        let verdict = lockout::authenticate(names.user_name, status);
         if queue::available() {
             let mut event = session_event(names.user_name, names.user_name, names.database_name);
             event.client_ip.set_cstr(names.remote_host);
@@ -219,7 +220,7 @@ unsafe extern "C-unwind" fn client_authentication(port: *mut pg_sys::libpq::be::
             if settings::AUDIT_LOGINS.get() {
                 event.operation.set(b"LOGIN");
                 event.success = ok && !verdict.refused;
-                if verdict.refused {
+                if verdict.locked && !verdict.locked_now {
                     event.error.set(b"role is locked");
                 } else if !ok {
                     event.error.set(b"authentication failed");

@@ -33,7 +33,7 @@ fn lockout_states() -> TableIterator<
 > {
     // SAFETY: reads the clock.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
-    let roles = state::with(false, |s| s.snapshot().0).unwrap_or_default();
+    let roles = state::read(|s| s.snapshot().0).unwrap_or_default();
     let rows = roles
         .into_iter()
         .filter(|slot| !slot.state.is_clear(now, &super::lockout_policy()))
@@ -64,6 +64,26 @@ fn lockout_states() -> TableIterator<
     TableIterator::new(rows)
 }
 
+/// The roles locked now: name (or OID when dropped), failed logins, lock start and end.
+pub fn locked_now() -> Vec<(
+    String,
+    i64,
+    Option<TimestampWithTimeZone>,
+    Option<TimestampWithTimeZone>,
+)> {
+    lockout_states()
+        .filter(|row| row.4)
+        .map(|row| {
+            (
+                row.0.unwrap_or_else(|| u32::from(row.1).to_string()),
+                i64::from(row.2),
+                row.5,
+                row.6,
+            )
+        })
+        .collect()
+}
+
 /// Lifts a role's lock and clears its failed logins; whether it was locked. An audit event
 /// (`ROLE_UNLOCKED`) records who did it.
 #[pg_extern(volatile)]
@@ -82,7 +102,26 @@ fn unlock_role(p_role: Option<&str>) -> bool {
     }
     // SAFETY: reads the clock.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
-    let was_locked = state::with(true, |s| s.unlock(u32::from(role), now)).unwrap_or(false);
+    let was_locked = state::write(|s| s.unlock(u32::from(role), now)).unwrap_or(false);
+    // A superuser gives the role its VALID UNTIL back at once (with this transaction); for a
+    // role granted this function, the worker does within a tick.
+    // SAFETY: reads the current user's role attributes.
+    if unsafe { pg_sys::superuser() } {
+        Spi::run_with_args(
+            "WITH ending AS ( \
+                 UPDATE admin_toolkit.role_lockouts \
+                    SET valid_until_locked = false, failed_logins = 0, first_failure_at = NULL, \
+                        locked_at = NULL, locked_until = NULL \
+                  WHERE role_oid OPERATOR(pg_catalog.=) $1 AND valid_until_locked \
+                 RETURNING role_oid, saved_valid_until) \
+             UPDATE pg_catalog.pg_authid a SET rolvaliduntil = e.saved_valid_until \
+               FROM ending e \
+              WHERE a.oid OPERATOR(pg_catalog.=) e.role_oid \
+                AND a.rolvaliduntil OPERATOR(pg_catalog.=) '-infinity'::pg_catalog.timestamptz",
+            &[role.into()],
+        )
+        .unwrap_or_else(|e| ToolkitError::wrong_state(e.to_string()).raise());
+    }
     record_event(
         "ROLE_UNLOCKED",
         Some(role_name),

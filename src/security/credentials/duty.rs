@@ -1,7 +1,8 @@
 //! The worker's keeping of the credentials' state: loads what it persisted once after a start,
-//! writes every change into admin_toolkit.role_lockouts and password_history (each write
-//! replaces the tables' content with shared memory's, in one transaction), forgets dropped roles
-//! and history entries no rule needs any more.
+//! writes every change into admin_toolkit.role_lockouts and password_history (shared memory's
+//! state over the tables', in one transaction), locks locked roles in the catalog and gives
+//! them back their VALID UNTIL when the lock ends, forgets dropped roles and history entries no
+//! rule needs any more.
 
 use super::state::{self, HistorySlot, RoleSlot};
 use crate::transaction::step::run_step;
@@ -24,6 +25,8 @@ pub struct CredentialKeeper {
     next_upkeep: Option<Instant>,
     /// After a failed pass: not before then.
     retry_at: Option<Instant>,
+    /// The earliest end of a lock to come (PostgreSQL timestamp), as `due` last saw.
+    next_lock_end: Option<i64>,
 }
 
 impl Duty for CredentialKeeper {
@@ -32,20 +35,38 @@ impl Duty for CredentialKeeper {
     }
 
     fn due(&mut self, _: &Context) -> bool {
-        let Some((loaded, generation)) = state::with(false, |s| (s.loaded, s.generation)) else {
+        // SAFETY: reads the clock.
+        let clock = unsafe { pg_sys::GetCurrentTimestamp() };
+        let Some((loaded, generation, (next_end, ended))) =
+            state::read(|s| (s.loaded, s.generation, s.lock_ends(clock)))
+        else {
             return false;
         };
+        self.next_lock_end = next_end;
         let now = Instant::now();
         if self.retry_at.is_some_and(|t| now < t) {
             return false;
         }
-        self.next_upkeep.is_none_or(|t| now >= t) || !loaded || self.persisted != Some(generation)
+        self.next_upkeep.is_none_or(|t| now >= t)
+            || !loaded
+            || ended
+            || self.persisted != Some(generation)
     }
 
     fn wait(&self) -> Option<Duration> {
-        self.retry_at
+        // SAFETY: reads the clock.
+        let now = unsafe { pg_sys::GetCurrentTimestamp() };
+        let until_lock_end = self
+            .next_lock_end
+            .map(|end| Duration::from_micros(u64::try_from(end - now).unwrap_or(0)));
+        let until_pass = self
+            .retry_at
             .or(self.next_upkeep)
-            .map(|t| t.saturating_duration_since(Instant::now()))
+            .map(|t| t.saturating_duration_since(Instant::now()));
+        match (until_pass, until_lock_end) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn run(&mut self, _: &mut Context) {
@@ -75,7 +96,7 @@ impl Duty for CredentialKeeper {
     }
 
     fn shutdown(&mut self) {
-        let generation = state::with(false, |s| s.generation);
+        let generation = state::read(|s| s.generation);
         if generation.is_some() && generation != self.persisted {
             self.run(&mut Context::default());
         }
@@ -84,9 +105,11 @@ impl Duty for CredentialKeeper {
 
 /// Microseconds since 2000-01-01 of a timestamptz expression, exactly.
 const MICROS_OF: &str = "((pg_catalog.extract('epoch', {}) OPERATOR(pg_catalog.*) 1000000)::int8 OPERATOR(pg_catalog.-) 946684800000000)";
-/// A timestamptz of microseconds since 2000-01-01, exactly (below 2^53).
-const TIMESTAMP_OF: &str =
-    "('2000-01-01 00:00:00+00'::timestamptz OPERATOR(pg_catalog.+) ({} OPERATOR(pg_catalog.*) interval '1 microsecond'))";
+/// A timestamptz of microseconds since 2000-01-01, exactly: seconds and microseconds apart, so
+/// that neither product with an interval (computed in float8) exceeds 2^53.
+const TIMESTAMP_OF: &str = "('2000-01-01 00:00:00+00'::timestamptz \
+    OPERATOR(pg_catalog.+) (({} OPERATOR(pg_catalog./) 1000000) OPERATOR(pg_catalog.*) interval '1 second') \
+    OPERATOR(pg_catalog.+) (({} OPERATOR(pg_catalog.%) 1000000) OPERATOR(pg_catalog.*) interval '1 microsecond'))";
 
 fn micros_of(column: &str) -> String {
     MICROS_OF.replace("{}", column)
@@ -107,15 +130,16 @@ fn keep(persisted: Option<u64>) -> spi::Result<u64> {
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
     if !present {
         // A schema older than 0.7.0: nothing persisted to load, nowhere to persist.
-        return Ok(state::with(true, |s| {
+        return Ok(state::write(|s| {
             s.loaded = true;
             s.generation
         })
         .unwrap_or(0));
     }
-    if !state::with(false, |s| s.loaded).unwrap_or(true) {
+    if !state::read(|s| s.loaded).unwrap_or(true) {
         let (roles, history) = load()?;
-        state::with(true, |s| s.merge_persisted(&roles, &history, now));
+        let policy = super::lockout_policy();
+        state::write(|s| s.merge_persisted(&roles, &history, now, &policy));
         log!(
             "admin_toolkit worker: credentials loaded ({} roles with failed logins or a lock, {} password history entries)",
             roles.len(),
@@ -123,25 +147,78 @@ fn keep(persisted: Option<u64>) -> spi::Result<u64> {
         );
     }
     forget_dropped_roles()?;
-    let policy = super::reuse_policy();
-    if policy.enabled() {
-        state::with(true, |s| {
+    let reuse = super::reuse_policy();
+    if reuse.enabled() {
+        state::write(|s| {
             s.prune_history(|_, entries| {
-                policy.in_force(entries, now).into_iter().copied().collect()
+                reuse.in_force(entries, now).into_iter().copied().collect()
             })
         });
     }
-    match state::with(false, |s| s.generation) {
-        Some(generation) if Some(generation) == persisted => Ok(generation),
-        _ => persist(),
+    let lockout = super::lockout_policy();
+    state::write(|s| s.drop_clear(now, &lockout));
+    let generation = match state::read(|s| s.generation) {
+        Some(generation) if Some(generation) == persisted => generation,
+        _ => persist()?,
+    };
+    lock_in_catalog()?;
+    Ok(generation)
+}
+
+/// A locked role's password counts as expired (`rolvaliduntil = '-infinity'`, its own value
+/// kept in role_lockouts) until the lock ends: PostgreSQL's own password check then fails, with
+/// its own message and its mock SCRAM exchange, so a right password gets exactly what a wrong
+/// one gets (a SCRAM server signature is sent before any hook runs). The value is given back
+/// when the lock ends, unless someone changed it meanwhile.
+fn lock_in_catalog() -> spi::Result<()> {
+    let locked = Spi::get_one::<i64>(
+        "WITH locking AS ( \
+             UPDATE admin_toolkit.role_lockouts l \
+                SET valid_until_locked = true, saved_valid_until = a.rolvaliduntil \
+               FROM pg_catalog.pg_authid a \
+              WHERE a.oid OPERATOR(pg_catalog.=) l.role_oid AND NOT l.valid_until_locked \
+                AND l.locked_at IS NOT NULL \
+                AND (l.locked_until IS NULL OR l.locked_until OPERATOR(pg_catalog.>) pg_catalog.now()) \
+             RETURNING l.role_oid), \
+         applied AS ( \
+             UPDATE pg_catalog.pg_authid SET rolvaliduntil = '-infinity' \
+              WHERE oid IN (SELECT role_oid FROM locking) RETURNING oid) \
+         SELECT pg_catalog.count(*) FROM applied",
+    )?
+    .unwrap_or(0);
+    let unlocked = Spi::get_one::<i64>(
+        "WITH ending AS ( \
+             UPDATE admin_toolkit.role_lockouts SET valid_until_locked = false \
+              WHERE valid_until_locked \
+                AND NOT (locked_at IS NOT NULL \
+                         AND (locked_until IS NULL OR locked_until OPERATOR(pg_catalog.>) pg_catalog.now())) \
+             RETURNING role_oid, saved_valid_until), \
+         restored AS ( \
+             UPDATE pg_catalog.pg_authid a SET rolvaliduntil = e.saved_valid_until \
+               FROM ending e \
+              WHERE a.oid OPERATOR(pg_catalog.=) e.role_oid \
+                AND a.rolvaliduntil OPERATOR(pg_catalog.=) '-infinity'::timestamptz \
+             RETURNING a.oid) \
+         SELECT pg_catalog.count(*) FROM restored",
+    )?
+    .unwrap_or(0);
+    Spi::run(
+        "DELETE FROM admin_toolkit.role_lockouts \
+          WHERE failed_logins OPERATOR(pg_catalog.=) 0 AND locked_at IS NULL AND NOT valid_until_locked",
+    )?;
+    if locked > 0 || unlocked > 0 {
+        log!(
+            "admin_toolkit worker: lockout: {locked} role(s) locked in the catalog (password expired), {unlocked} given back their VALID UNTIL"
+        );
     }
+    Ok(())
 }
 
 fn load() -> spi::Result<(Vec<RoleSlot>, Vec<HistorySlot>)> {
     let roles_query = format!(
         "SELECT role_oid, failed_logins, coalesce({}, 0), coalesce({}, 0), \
                 CASE WHEN locked_at IS NULL THEN 0 ELSE coalesce({}, {UNTIL_UNLOCKED}) END \
-           FROM admin_toolkit.role_lockouts",
+           FROM admin_toolkit.role_lockouts WHERE failed_logins <> 0 OR locked_at IS NOT NULL",
         micros_of("first_failure_at"),
         micros_of("locked_at"),
         micros_of("locked_until"),
@@ -192,7 +269,7 @@ fn load() -> spi::Result<(Vec<RoleSlot>, Vec<HistorySlot>)> {
 /// Entries of roles that no longer exist go with them (renamed roles keep theirs: the key is
 /// the role's OID).
 fn forget_dropped_roles() -> spi::Result<()> {
-    let (roles, history) = state::with(false, |s| s.snapshot()).unwrap_or_default();
+    let (roles, history) = state::read(|s| s.snapshot()).unwrap_or_default();
     let mut oids: Vec<pg_sys::Oid> = roles
         .iter()
         .map(|r| r.role)
@@ -219,15 +296,14 @@ fn forget_dropped_roles() -> spi::Result<()> {
         Ok::<_, spi::Error>(gone)
     })?;
     if !gone.is_empty() {
-        state::with(true, |s| s.forget_roles(&gone));
+        state::write(|s| s.forget_roles(&gone));
     }
     Ok(())
 }
 
 /// Writes shared memory's state over the tables', in the caller's transaction.
 fn persist() -> spi::Result<u64> {
-    let Some((generation, (roles, history))) = state::with(false, |s| (s.generation, s.snapshot()))
-    else {
+    let Some((generation, (roles, history))) = state::read(|s| (s.generation, s.snapshot())) else {
         return Ok(0);
     };
     let role_oids: Vec<pg_sys::Oid> = roles.iter().map(|r| pg_sys::Oid::from(r.role)).collect();
@@ -238,25 +314,35 @@ fn persist() -> spi::Result<u64> {
     let first: Vec<i64> = roles.iter().map(|r| r.state.first_failure_at).collect();
     let locked_at: Vec<i64> = roles.iter().map(|r| r.state.locked_at).collect();
     let locked_until: Vec<i64> = roles.iter().map(|r| r.state.locked_until).collect();
-    Spi::run("DELETE FROM admin_toolkit.role_lockouts")?;
     Spi::run_with_args(
         &format!(
             "INSERT INTO admin_toolkit.role_lockouts (role_oid, failed_logins, first_failure_at, locked_at, locked_until) \
              SELECT o, n, CASE WHEN f <> 0 THEN {} END, CASE WHEN a <> 0 THEN {} END, \
                     CASE WHEN a <> 0 AND u <> {UNTIL_UNLOCKED} THEN {} END \
                FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.oid[]), pg_catalog.unnest($2::int4[]), pg_catalog.unnest($3::int8[]), \
-                              pg_catalog.unnest($4::int8[]), pg_catalog.unnest($5::int8[])) AS t(o, n, f, a, u)",
+                              pg_catalog.unnest($4::int8[]), pg_catalog.unnest($5::int8[])) AS t(o, n, f, a, u) \
+             ON CONFLICT (role_oid) DO UPDATE SET failed_logins = EXCLUDED.failed_logins, \
+                    first_failure_at = EXCLUDED.first_failure_at, locked_at = EXCLUDED.locked_at, \
+                    locked_until = EXCLUDED.locked_until",
             timestamp_of("f"),
             timestamp_of("a"),
             timestamp_of("u"),
         ),
         &[
-            role_oids.into(),
+            role_oids.clone().into(),
             failures.into(),
             first.into(),
             locked_at.into(),
             locked_until.into(),
         ],
+    )?;
+    // Roles no longer tracked: nothing counted, no lock (their VALID UNTIL is given back next).
+    Spi::run_with_args(
+        "UPDATE admin_toolkit.role_lockouts \
+            SET failed_logins = 0, first_failure_at = NULL, locked_at = NULL, locked_until = NULL \
+          WHERE role_oid OPERATOR(pg_catalog.<>) ALL ($1::pg_catalog.oid[]) \
+            AND (failed_logins OPERATOR(pg_catalog.<>) 0 OR locked_at IS NOT NULL)",
+        &[role_oids.into()],
     )?;
     let history_oids: Vec<pg_sys::Oid> =
         history.iter().map(|h| pg_sys::Oid::from(h.role)).collect();

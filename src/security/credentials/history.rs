@@ -1,6 +1,6 @@
 //! Password history at CREATE/ALTER ROLE ... PASSWORD: a password the reuse rules forbid is
 //! refused (an audit event says so), and the new one's salted hash is kept once the statement's
-//! transaction commits (a rolled-back change leaves no entry).
+//! transaction commits (a change rolled back, to a savepoint too, leaves no entry).
 
 use super::state;
 use crate::error::ToolkitError;
@@ -25,9 +25,9 @@ pub fn check_and_remember(user: &CStr, kind: SecretKind, secret: &[u8]) {
     };
     let name = user.to_string_lossy();
     if role != pg_sys::InvalidOid {
-        let entries = state::with(false, |s| s.history_of(u32::from(role))).unwrap_or_default();
+        let entries = state::read(|s| s.history_of(u32::from(role))).unwrap_or_default();
         if policy.reused(&entries, kind, secret, now).is_some() {
-            state::with(true, |s| s.reuse_refused_total += 1);
+            state::write(|s| s.reuse_refused_total += 1);
             record_event(
                 "PASSWORD_REUSE_REFUSED",
                 Some(&name),
@@ -52,23 +52,35 @@ pub fn check_and_remember(user: &CStr, kind: SecretKind, secret: &[u8]) {
     }
     let entry = HistoryEntry::new(kind, secret, now)
         .unwrap_or_else(|e| ToolkitError::invalid_parameter(e).raise());
+    // The (sub)transaction that sets the password: an entry is kept only if it committed (a
+    // ROLLBACK TO SAVEPOINT or an exception block undoes it, and marks it aborted at once).
+    // SAFETY: assigns the (sub)transaction its ID, which the role's update needs anyway.
+    let xid = unsafe { pg_sys::GetCurrentTransactionId() };
     let name = CString::from(user);
-    // At pre-commit: the role exists by then (CREATE ROLE), and nothing is kept of a change
-    // that rolls back. Nothing here can fail.
+    // At pre-commit: nothing is kept of a change that rolls back. ALTER ROLE's role is the one
+    // seen now (a rename later in the transaction cannot move the entry); CREATE ROLE's exists
+    // by then. Nothing here can fail.
     register_xact_callback(PgXactCallbackEvent::PreCommit, move || {
-        // SAFETY: syscache lookups, still inside the transaction. CREATE ROLE does not always
-        // make its new row visible to its own transaction (no command counter increment without
-        // memberships): one more increment, as deferred triggers at commit do, shows it.
-        let role = unsafe {
-            let mut role = pg_sys::get_role_oid(name.as_ptr(), true);
-            if role == pg_sys::InvalidOid {
-                pg_sys::CommandCounterIncrement();
-                role = pg_sys::get_role_oid(name.as_ptr(), true);
+        // SAFETY: reads the transaction status and the syscache, still inside the transaction.
+        unsafe {
+            if pg_sys::TransactionIdDidAbort(xid) {
+                return;
             }
+        }
+        let role = if role != pg_sys::InvalidOid {
             role
+        } else {
+            // CREATE ROLE does not always make its new row visible to its own transaction (no
+            // command counter increment without memberships): one more increment, as deferred
+            // triggers at commit do, shows it.
+            // SAFETY: syscache lookups inside the transaction.
+            unsafe {
+                pg_sys::CommandCounterIncrement();
+                pg_sys::get_role_oid(name.as_ptr(), true)
+            }
         };
         if role != pg_sys::InvalidOid {
-            state::with(true, |s| s.add_history(u32::from(role), &entry));
+            state::write(|s| s.add_history(u32::from(role), &entry));
             super::wake_worker();
         }
     });

@@ -1,8 +1,9 @@
 //! Lockout at client authentication: every failed login of a role is counted (exactly: under
 //! the state's lock, whatever the number of concurrent attempts), the one that reaches
-//! `max_auth_failures` locks the role, and a locked role's logins are refused with the message
-//! of a wrong password, after its password was checked as usual: neither the answer nor its
-//! timing says the role is locked.
+//! `max_auth_failures` locks the role. The worker then makes the role's password count as
+//! expired (`duty::lock_in_catalog`), so PostgreSQL itself refuses it as a wrong one; until it
+//! has (a tick), and for methods that use no password, this hook refuses a locked role's login
+//! with the message of a wrong password.
 
 use super::state;
 use crate::settings;
@@ -13,10 +14,12 @@ use std::ffi::{c_char, CStr};
 /// What the lockout made of one login.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
-    /// The role is locked: the login must be refused.
+    /// The role is locked and its password was right: the login must be refused.
     pub refused: bool,
     /// This failure locked the role.
     pub locked_now: bool,
+    /// The role is locked (whatever the password).
+    pub locked: bool,
 }
 
 /// Longest a login waits, after the server's start, for the worker to load the persisted locks.
@@ -26,7 +29,7 @@ const LOAD_WAIT_MICROS: i64 = 5_000_000;
 /// persisted: a role locked before a restart must not get in while they are loading.
 fn wait_until_loaded() {
     loop {
-        let Some((loaded, since)) = state::with(false, |s| (s.loaded, s.initialized_at)) else {
+        let Some((loaded, since)) = state::read(|s| (s.loaded, s.initialized_at)) else {
             return;
         };
         // SAFETY: reads the clock.
@@ -49,14 +52,20 @@ unsafe fn exempt(role: pg_sys::Oid, name: &str) -> bool {
         || role_listed(&settings::lockout_exempt_roles(), name)
 }
 
-/// Counts a login of `user_name` (`ok`: its password was right) and says whether to refuse it.
+/// Counts a login of `user_name` (`status`: the server's verdict on its password) and says
+/// whether to refuse it. A client that went away before answering (`STATUS_EOF`, as psql does
+/// to prompt for a password) is not a failure.
 ///
 /// # Safety
 /// From the client-authentication hook: inside the backend's start-up transaction, with the
 /// server's NUL-terminated user name.
-pub unsafe fn authenticate(user_name: *const c_char, ok: bool) -> Verdict {
+pub unsafe fn authenticate(user_name: *const c_char, status: i32) -> Verdict {
     let policy = super::lockout_policy();
-    if policy.max_failures == 0 || !state::available() || user_name.is_null() {
+    if policy.max_failures == 0
+        || !state::available()
+        || user_name.is_null()
+        || status == pg_sys::STATUS_EOF
+    {
         return Verdict::default();
     }
     let role = unsafe { pg_sys::get_role_oid(user_name, true) };
@@ -68,23 +77,29 @@ pub unsafe fn authenticate(user_name: *const c_char, ok: bool) -> Verdict {
     let role = u32::from(role);
     // SAFETY: reads the clock.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
-    let verdict = if ok {
-        let refused = state::with(true, |s| s.record_success(role, now, &policy)).unwrap_or(false);
-        Verdict {
+    if status == pg_sys::STATUS_OK as i32 {
+        // Most logins: a role with nothing counted, seen under the shared lock only.
+        if !state::read(|s| s.tracks(role)).unwrap_or(false) {
+            return Verdict::default();
+        }
+        let refused = state::write(|s| s.record_success(role, now, &policy)).unwrap_or(false);
+        return Verdict {
             refused,
             locked_now: false,
-        }
-    } else {
-        let outcome = state::with(true, |s| s.record_failure(role, now, &policy));
-        Verdict {
-            refused: false,
-            locked_now: outcome == Some(FailureOutcome::Locked),
-        }
-    };
-    if verdict.locked_now {
-        super::wake_worker();
+            locked: refused,
+        };
     }
-    verdict
+    let outcome = state::write(|s| s.record_failure(role, now, &policy));
+    // The worker persists the count (and locks the role in the catalog) within its next tick.
+    super::wake_worker();
+    Verdict {
+        refused: false,
+        locked_now: outcome == Some(FailureOutcome::Locked),
+        locked: matches!(
+            outcome,
+            Some(FailureOutcome::Locked | FailureOutcome::AlreadyLocked)
+        ),
+    }
 }
 
 /// Refuses the login of a locked role as a wrong password is refused (SQLSTATE 28P01, the same

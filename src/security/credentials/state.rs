@@ -4,16 +4,19 @@
 
 use crate::shared_memory::{self, Segment};
 use admin_toolkit_core::credentials::{
-    FailureOutcome, HistoryEntry, LockoutPolicy, LockoutState, SecretKind, SALT_LEN,
+    FailureOutcome, HistoryEntry, LockoutPolicy, LockoutState, SecretKind, SALT_LEN, UNTIL_UNLOCKED,
 };
 use pgrx::pg_sys;
 use std::ffi::CStr;
 
-/// Roles whose failed logins or lock are tracked at once; beyond, the oldest unlocked entry
-/// makes room (counted in `untracked_total` when none can).
-pub const ROLE_SLOTS: usize = 1024;
-/// History entries of every role together; beyond, the oldest entry makes room.
+/// Roles whose failed logins or lock are tracked at once. A slot is reused once its failures
+/// are out of the window; a role finding none is not counted (`untracked_total`): another
+/// role's count is never pushed out, so failing on many roles cannot reset a victim's.
+pub const ROLE_SLOTS: usize = 4096;
+/// History entries of every role together.
 pub const HISTORY_SLOTS: usize = 4096;
+/// Most history entries of one role: no role can push out many others' entries.
+pub const HISTORY_PER_ROLE: usize = 128;
 
 const NAME: &CStr = c"admin_toolkit_credentials";
 
@@ -61,6 +64,8 @@ pub struct Credentials {
     pub refused_while_locked_total: u64,
     pub reuse_refused_total: u64,
     pub untracked_total: u64,
+    pub history_evicted_total: u64,
+    pub unlocks_total: u64,
     pub roles: [RoleSlot; ROLE_SLOTS],
     pub history: [HistorySlot; HISTORY_SLOTS],
 }
@@ -93,26 +98,33 @@ pub fn available() -> bool {
     unsafe { !STATE.is_null() }
 }
 
-/// Runs `f` on the state under its lock (exclusive when `write`); `None` when not preloaded.
-/// `f` must not raise an error: the lock would be held until the transaction's end.
-pub fn with<R>(write: bool, f: impl FnOnce(&mut Credentials) -> R) -> Option<R> {
+/// Runs `f` on the state under the lock in `mode`; `None` when not preloaded. `f` must not
+/// raise an error: the lock would be held until the transaction's end.
+fn locked<R>(mode: pg_sys::LWLockMode::Type, f: impl FnOnce(*mut Credentials) -> R) -> Option<R> {
     if !available() {
         return None;
     }
-    let mode = if write {
-        pg_sys::LWLockMode::LW_EXCLUSIVE
-    } else {
-        pg_sys::LWLockMode::LW_SHARED
-    };
     // SAFETY: the lock and the state are in shared memory for the server's life; the state is
     // only touched under the lock.
     unsafe {
         let lock = shared_memory::lock_of(NAME);
         pg_sys::LWLockAcquire(lock, mode);
-        let out = f(&mut *STATE);
+        let out = f(STATE);
         pg_sys::LWLockRelease(lock);
         Some(out)
     }
+}
+
+/// Reads the state under its lock, shared.
+pub fn read<R>(f: impl FnOnce(&Credentials) -> R) -> Option<R> {
+    // SAFETY: readers only, under the shared lock.
+    locked(pg_sys::LWLockMode::LW_SHARED, |s| f(unsafe { &*s }))
+}
+
+/// Changes the state under its lock, exclusive.
+pub fn write<R>(f: impl FnOnce(&mut Credentials) -> R) -> Option<R> {
+    // SAFETY: the one writer, under the exclusive lock.
+    locked(pg_sys::LWLockMode::LW_EXCLUSIVE, |s| f(unsafe { &mut *s }))
 }
 
 impl Credentials {
@@ -120,19 +132,16 @@ impl Credentials {
         self.roles.iter().position(|s| s.role == role)
     }
 
-    /// The role's slot, made if need be: a free one, else the least recent unlocked one.
-    fn role_slot_or_new(&mut self, role: u32, now: i64) -> Option<usize> {
+    /// The role's slot, made if need be: a free one, or one whose role has nothing left to
+    /// keep (failures out of the window, lock over).
+    fn role_slot_or_new(&mut self, role: u32, now: i64, policy: &LockoutPolicy) -> Option<usize> {
         if let Some(i) = self.role_slot(role) {
             return Some(i);
         }
-        let free = self.roles.iter().position(|s| s.role == 0).or_else(|| {
-            self.roles
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| !s.state.is_locked(now))
-                .min_by_key(|(_, s)| s.state.first_failure_at)
-                .map(|(i, _)| i)
-        });
+        let free = self
+            .roles
+            .iter()
+            .position(|s| s.role == 0 || s.state.is_clear(now, policy));
         match free {
             Some(i) => {
                 self.roles[i] = RoleSlot {
@@ -146,6 +155,11 @@ impl Credentials {
                 None
             }
         }
+    }
+
+    /// Whether `role` has a slot (failures counted or a lock).
+    pub fn tracks(&self, role: u32) -> bool {
+        self.role_slot(role).is_some()
     }
 
     /// Roles locked at `now`.
@@ -163,7 +177,7 @@ impl Credentials {
         now: i64,
         policy: &LockoutPolicy,
     ) -> FailureOutcome {
-        let Some(i) = self.role_slot_or_new(role, now) else {
+        let Some(i) = self.role_slot_or_new(role, now, policy) else {
             return FailureOutcome::Counted;
         };
         let outcome = self.roles[i].state.record_failure(now, policy);
@@ -201,6 +215,9 @@ impl Credentials {
             return false;
         };
         let was = self.roles[i].state.is_locked(now);
+        if was {
+            self.unlocks_total += 1;
+        }
         self.roles[i] = RoleSlot {
             role: 0,
             state: LockoutState::default(),
@@ -218,7 +235,9 @@ impl Credentials {
             .collect()
     }
 
-    /// Adds a history entry (an identical one is kept once); when full, the oldest goes.
+    /// Adds a history entry (an identical one is kept once). A role with `HISTORY_PER_ROLE`
+    /// entries loses its own oldest; when the table is full, the oldest entry of the role with
+    /// the most entries goes (counted in `history_evicted_total`).
     pub fn add_history(&mut self, role: u32, entry: &HistoryEntry) {
         if self
             .history
@@ -227,17 +246,22 @@ impl Credentials {
         {
             return;
         }
-        let i = self
-            .history
-            .iter()
-            .position(|s| s.role == 0)
-            .unwrap_or_else(|| {
-                self.history
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, s)| s.set_at)
-                    .map_or(0, |(i, _)| i)
-            });
+        let own = self.history.iter().filter(|s| s.role == role).count();
+        let i = if own >= HISTORY_PER_ROLE {
+            self.oldest_of(role)
+        } else if let Some(free) = self.history.iter().position(|s| s.role == 0) {
+            Some(free)
+        } else {
+            self.history_evicted_total += 1;
+            let mut counts: Vec<u32> = self.history.iter().map(|s| s.role).collect();
+            counts.sort_unstable();
+            let biggest = counts
+                .chunk_by(|a, b| a == b)
+                .max_by_key(|run| run.len())
+                .map_or(role, |run| run[0]);
+            self.oldest_of(biggest)
+        };
+        let Some(i) = i else { return };
         self.history[i] = HistorySlot {
             role,
             kind: entry.kind as u8,
@@ -246,6 +270,51 @@ impl Credentials {
             hash: entry.hash,
         };
         self.generation += 1;
+    }
+
+    fn oldest_of(&self, role: u32) -> Option<usize> {
+        self.history
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.role == role)
+            .min_by_key(|(_, s)| s.set_at)
+            .map(|(i, _)| i)
+    }
+
+    /// The earliest end of a lock still to come, and whether a lock has ended that the worker
+    /// has not yet cleared (its VALID UNTIL is to be given back).
+    pub fn lock_ends(&self, now: i64) -> (Option<i64>, bool) {
+        let mut next = None::<i64>;
+        let mut ended = false;
+        for s in self
+            .roles
+            .iter()
+            .filter(|s| s.role != 0 && s.state.locked_at != 0)
+        {
+            if s.state.locked_until <= now {
+                ended = true;
+            } else if s.state.locked_until != UNTIL_UNLOCKED {
+                next = Some(next.map_or(s.state.locked_until, |n| n.min(s.state.locked_until)));
+            }
+        }
+        (next, ended)
+    }
+
+    /// Frees the slots of roles with nothing left to keep (ended locks, old failures).
+    pub fn drop_clear(&mut self, now: i64, policy: &LockoutPolicy) {
+        let mut changed = false;
+        for s in self
+            .roles
+            .iter_mut()
+            .filter(|s| s.role != 0 && s.state.is_clear(now, policy))
+        {
+            s.role = 0;
+            s.state = LockoutState::default();
+            changed = true;
+        }
+        if changed {
+            self.generation += 1;
+        }
     }
 
     /// Forgets every entry of the given roles (dropped ones).
@@ -299,9 +368,15 @@ impl Credentials {
 
     /// Adds what was persisted to what was counted since the start: a lock stays (the later
     /// end wins), failures add up.
-    pub fn merge_persisted(&mut self, roles: &[RoleSlot], history: &[HistorySlot], now: i64) {
+    pub fn merge_persisted(
+        &mut self,
+        roles: &[RoleSlot],
+        history: &[HistorySlot],
+        now: i64,
+        policy: &LockoutPolicy,
+    ) {
         for persisted in roles {
-            let Some(i) = self.role_slot_or_new(persisted.role, now) else {
+            let Some(i) = self.role_slot_or_new(persisted.role, now, policy) else {
                 continue;
             };
             let mine = &mut self.roles[i].state;
