@@ -427,6 +427,29 @@ fn fifty_concurrent_wrong_passwords_lock_after_exactly_five_until_unlocked_acros
         1,
         "erin is still locked"
     );
+    // A VALID UNTIL set while locked is kept and replaced again; DROP EXTENSION gives it back.
+    let erin_locked =
+        "SELECT count(*) FROM pg_authid WHERE rolname = 'erin' AND rolvaliduntil = '-infinity'";
+    wait_for("erin locked in the catalog", || {
+        (count(&mut db, erin_locked) == 1).then_some(())
+    });
+    db.batch_execute("ALTER ROLE erin VALID UNTIL '2031-01-01 00:00:00+00'")
+        .unwrap();
+    wait_for("erin locked in the catalog again", || {
+        (count(&mut db, erin_locked) == 1).then_some(())
+    });
+    assert!(login_error(&cluster, "postgres", "erin", STRONG).0 == SqlState::INVALID_PASSWORD);
+    db.batch_execute("DROP EXTENSION admin_toolkit").unwrap();
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM pg_authid WHERE rolname = 'erin' AND rolvaliduntil = '2031-01-01 00:00:00+00'"
+        ),
+        1
+    );
+    cluster
+        .connect_as("postgres", "erin", STRONG)
+        .expect("erin's lock went with the extension");
     assert!(
         cluster.our_failures().is_empty(),
         "{:?}",

@@ -120,7 +120,10 @@ unsafe extern "C-unwind" fn process_utility(
             ),
         }
     };
-    unsafe { crate::security::password_policy::check_valid_until_statement((*pstmt).utilityStmt) };
+    unsafe {
+        crate::security::password_policy::check_valid_until_statement((*pstmt).utilityStmt);
+        crate::security::credentials::release_before_drop((*pstmt).utilityStmt);
+    }
     // Only DDL (what log_statement = 'ddl' logs: CREATE/ALTER/DROP, GRANT/REVOKE, roles,
     // ALTER SYSTEM), only client sessions (the worker's own partition upkeep is not audited),
     // and not the statements of an extension's script: its CREATE/ALTER EXTENSION is.
@@ -161,11 +164,15 @@ unsafe extern "C-unwind" fn process_utility(
     unsafe { after_statement((*pstmt).utilityStmt) };
 }
 
-/// What follows some statements wherever they run: the worker forgets a dropped role's
-/// credentials (at commit), and drops the journal's slot after DROP EXTENSION.
+/// What follows some statements wherever they run: the worker looks at the credentials after
+/// DROP ROLE and ALTER ROLE (at commit), and the journal's slot goes after DROP EXTENSION.
 unsafe fn after_statement(stmt: *mut pg_sys::Node) {
     unsafe {
-        if pgrx::is_a(stmt, pg_sys::NodeTag::T_DropRoleStmt) {
+        // A dropped role's credentials go; a locked role's changed VALID UNTIL is kept and
+        // replaced again.
+        if pgrx::is_a(stmt, pg_sys::NodeTag::T_DropRoleStmt)
+            || pgrx::is_a(stmt, pg_sys::NodeTag::T_AlterRoleStmt)
+        {
             crate::worker::wake::at_commit(crate::security::credentials::duty::NAME);
         }
         drop_journal_slot_after(stmt);

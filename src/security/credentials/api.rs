@@ -100,13 +100,10 @@ fn unlock_role(p_role: Option<&str>) -> bool {
     if role == pg_sys::InvalidOid {
         ToolkitError::undefined_object(format!("role \"{role_name}\" does not exist")).raise();
     }
-    // SAFETY: reads the clock.
-    let now = unsafe { pg_sys::GetCurrentTimestamp() };
-    let was_locked = state::write(|s| s.unlock(u32::from(role), now)).unwrap_or(false);
-    // A superuser gives the role its VALID UNTIL back at once (with this transaction); for a
-    // role granted this function, the worker does within a tick.
-    // SAFETY: reads the current user's role attributes.
-    if unsafe { pg_sys::superuser() } {
+    // A superuser gives the role its VALID UNTIL back at once (with this transaction), before
+    // anything else; for a role granted this function, and on a standby, the worker does.
+    // SAFETY: reads the current user's role attributes and the recovery state.
+    if unsafe { pg_sys::superuser() && !pg_sys::RecoveryInProgress() } {
         Spi::run_with_args(
             "WITH ending AS ( \
                  UPDATE admin_toolkit.role_lockouts \
@@ -122,6 +119,9 @@ fn unlock_role(p_role: Option<&str>) -> bool {
         )
         .unwrap_or_else(|e| ToolkitError::wrong_state(e.to_string()).raise());
     }
+    // SAFETY: reads the clock.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let was_locked = state::read(|s| s.is_locked(u32::from(role), now)).unwrap_or(false);
     record_event(
         "ROLE_UNLOCKED",
         Some(role_name),
@@ -131,6 +131,8 @@ fn unlock_role(p_role: Option<&str>) -> bool {
         &serde_json::json!({ "was_locked": was_locked }).to_string(),
         false,
     );
+    // Last: the lock is lifted in shared memory (not undone by a rollback of the caller).
+    state::write(|s| s.unlock(u32::from(role), now));
     super::wake_worker();
     was_locked
 }

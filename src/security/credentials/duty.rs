@@ -128,6 +128,9 @@ fn keep(persisted: Option<u64>) -> spi::Result<u64> {
     .unwrap_or(false);
     // SAFETY: reads the clock.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    // A session holding a row of role_lockouts or a role's pg_authid row must not stall the
+    // worker (every duty waits on it): give up and retry.
+    Spi::run("SET LOCAL lock_timeout = '5s'")?;
     if !present {
         // A schema older than 0.7.0: nothing persisted to load, nowhere to persist.
         return Ok(state::write(|s| {
@@ -156,7 +159,12 @@ fn keep(persisted: Option<u64>) -> spi::Result<u64> {
         });
     }
     let lockout = super::lockout_policy();
-    state::write(|s| s.drop_clear(now, &lockout));
+    state::write(|s| {
+        if lockout.max_failures == 0 {
+            s.unlock_all();
+        }
+        s.drop_clear(now, &lockout)
+    });
     let generation = match state::read(|s| s.generation) {
         Some(generation) if Some(generation) == persisted => generation,
         _ => persist()?,
@@ -168,15 +176,18 @@ fn keep(persisted: Option<u64>) -> spi::Result<u64> {
 /// A locked role's password counts as expired (`rolvaliduntil = '-infinity'`, its own value
 /// kept in role_lockouts) until the lock ends: PostgreSQL's own password check then fails, with
 /// its own message and its mock SCRAM exchange, so a right password gets exactly what a wrong
-/// one gets (a SCRAM server signature is sent before any hook runs). The value is given back
-/// when the lock ends, unless someone changed it meanwhile.
+/// one gets (a SCRAM server signature is sent before any hook runs). A VALID UNTIL set during
+/// the lock is kept in its turn and replaced again; a role already at '-infinity' (disabled by
+/// hand) is left alone. The value is given back when the lock ends, unless someone changed it
+/// meanwhile.
 fn lock_in_catalog() -> spi::Result<()> {
     let locked = Spi::get_one::<i64>(
         "WITH locking AS ( \
              UPDATE admin_toolkit.role_lockouts l \
                 SET valid_until_locked = true, saved_valid_until = a.rolvaliduntil \
                FROM pg_catalog.pg_authid a \
-              WHERE a.oid OPERATOR(pg_catalog.=) l.role_oid AND NOT l.valid_until_locked \
+              WHERE a.oid OPERATOR(pg_catalog.=) l.role_oid \
+                AND a.rolvaliduntil IS DISTINCT FROM '-infinity'::timestamptz \
                 AND l.locked_at IS NOT NULL \
                 AND (l.locked_until IS NULL OR l.locked_until OPERATOR(pg_catalog.>) pg_catalog.now()) \
              RETURNING l.role_oid), \

@@ -8,7 +8,10 @@ use crate::security::audit::record_event;
 use admin_toolkit_core::credentials::{HistoryEntry, SecretKind};
 use pgrx::prelude::*;
 use pgrx::{register_xact_callback, PgXactCallbackEvent};
+use std::cell::Cell;
 use std::ffi::{CStr, CString};
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
 
 /// Refuses `secret` when role `user` may not repeat it, and remembers it at commit.
 pub fn check_and_remember(user: &CStr, kind: SecretKind, secret: &[u8]) {
@@ -57,9 +60,12 @@ pub fn check_and_remember(user: &CStr, kind: SecretKind, secret: &[u8]) {
     // SAFETY: assigns the (sub)transaction its ID, which the role's update needs anyway.
     let xid = unsafe { pg_sys::GetCurrentTransactionId() };
     let name = CString::from(user);
-    // At pre-commit: nothing is kept of a change that rolls back. ALTER ROLE's role is the one
-    // seen now (a rename later in the transaction cannot move the entry); CREATE ROLE's exists
-    // by then. Nothing here can fail.
+    // The role is resolved at pre-commit (ALTER ROLE's is the one seen now: a rename later in
+    // the transaction cannot move the entry; CREATE ROLE's exists by then) and the entry is
+    // added after the commit: the worker, which forgets entries of roles it cannot see, must
+    // never find one of a role not yet committed. Nothing here can fail.
+    let resolved = AssertUnwindSafe(Rc::new(Cell::new(pg_sys::InvalidOid)));
+    let at_commit = AssertUnwindSafe(Rc::clone(&resolved));
     register_xact_callback(PgXactCallbackEvent::PreCommit, move || {
         // SAFETY: reads the transaction status and the syscache, still inside the transaction.
         unsafe {
@@ -79,6 +85,10 @@ pub fn check_and_remember(user: &CStr, kind: SecretKind, secret: &[u8]) {
                 pg_sys::get_role_oid(name.as_ptr(), true)
             }
         };
+        resolved.set(role);
+    });
+    register_xact_callback(PgXactCallbackEvent::Commit, move || {
+        let role = at_commit.get();
         if role != pg_sys::InvalidOid {
             state::write(|s| s.add_history(u32::from(role), &entry));
             super::wake_worker();

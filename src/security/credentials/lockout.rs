@@ -52,6 +52,30 @@ unsafe fn exempt(role: pg_sys::Oid, name: &str) -> bool {
         || role_listed(&settings::lockout_exempt_roles(), name)
 }
 
+/// The role's VALID UNTIL when it has passed (`i64::MIN`: `-infinity`, the catalog lock).
+///
+/// # Safety
+/// Inside a transaction; `user_name` NUL-terminated.
+unsafe fn expired_password(user_name: *const c_char, now: i64) -> Option<i64> {
+    let cache = pg_sys::SysCacheIdentifier::AUTHNAME as i32;
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(cache, pg_sys::Datum::from(user_name));
+        if tuple.is_null() {
+            return None;
+        }
+        let mut isnull = true;
+        let until = pg_sys::SysCacheGetAttr(
+            cache,
+            tuple,
+            pg_sys::Anum_pg_authid_rolvaliduntil as i16,
+            &mut isnull,
+        );
+        pg_sys::ReleaseSysCache(tuple);
+        let until = until.value() as i64;
+        (!isnull && until < now).then_some(until)
+    }
+}
+
 /// Counts a login of `user_name` (`status`: the server's verdict on its password) and says
 /// whether to refuse it. A client that went away before answering (`STATUS_EOF`, as psql does
 /// to prompt for a password) is not a failure.
@@ -87,6 +111,16 @@ pub unsafe fn authenticate(user_name: *const c_char, status: i32) -> Verdict {
             refused,
             locked_now: false,
             locked: refused,
+        };
+    }
+    if let Some(until) = unsafe { expired_password(user_name, now) } {
+        // Refused for its expired password, whatever was typed: the lock in the catalog (or one
+        // that has just ended, until the worker gives VALID UNTIL back). No guess to count.
+        let locked = until == i64::MIN || state::read(|s| s.is_locked(role, now)).unwrap_or(false);
+        return Verdict {
+            refused: false,
+            locked_now: false,
+            locked,
         };
     }
     let outcome = state::write(|s| s.record_failure(role, now, &policy));

@@ -44,6 +44,48 @@ fn wake_worker() {
     crate::worker::signals::request(crate::worker::signals::request_bit(duty::NAME));
 }
 
+/// Before `DROP EXTENSION admin_toolkit` (in a database where it exists): every role locked
+/// in the catalog gets its VALID UNTIL back and every lock is lifted, since nothing would do it
+/// once the tables are gone. Runs as the dropping role, in its transaction.
+///
+/// # Safety
+/// `stmt` is the statement's parse tree, inside a transaction.
+pub unsafe fn release_before_drop(stmt: *mut pgrx::pg_sys::Node) {
+    use pgrx::pg_sys;
+    unsafe {
+        if !pgrx::is_a(stmt, pg_sys::NodeTag::T_DropStmt)
+            || (*stmt.cast::<pg_sys::DropStmt>()).removeType != pg_sys::ObjectType::OBJECT_EXTENSION
+            || pg_sys::get_extension_oid(c"admin_toolkit".as_ptr(), true) == pg_sys::InvalidOid
+        {
+            return;
+        }
+        let objects =
+            pgrx::PgList::<pg_sys::Node>::from_pg((*stmt.cast::<pg_sys::DropStmt>()).objects);
+        let ours = objects.iter_ptr().any(|o| {
+            pgrx::is_a(o, pg_sys::NodeTag::T_String)
+                && std::ffi::CStr::from_ptr((*o.cast::<pg_sys::String>()).sval).to_bytes()
+                    == b"admin_toolkit"
+        });
+        if !ours {
+            return;
+        }
+    }
+    let present = pgrx::Spi::get_one::<bool>(
+        "SELECT pg_catalog.to_regclass('admin_toolkit.role_lockouts') IS NOT NULL",
+    );
+    if present != Ok(Some(true)) {
+        return;
+    }
+    pgrx::Spi::run(
+        "UPDATE pg_catalog.pg_authid a SET rolvaliduntil = l.saved_valid_until \
+           FROM admin_toolkit.role_lockouts l \
+          WHERE l.valid_until_locked AND a.oid OPERATOR(pg_catalog.=) l.role_oid \
+            AND a.rolvaliduntil OPERATOR(pg_catalog.=) '-infinity'::pg_catalog.timestamptz",
+    )
+    .unwrap_or_else(|e| crate::error::ToolkitError::wrong_state(e.to_string()).raise());
+    state::write(|s| s.unlock_all());
+}
+
 /// Registers the shared memory; `_PG_init` calls this while preloading.
 pub fn install() {
     state::install();

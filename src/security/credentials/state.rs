@@ -157,6 +157,24 @@ impl Credentials {
         }
     }
 
+    pub fn is_locked(&self, role: u32, now: i64) -> bool {
+        self.role_slot(role)
+            .is_some_and(|i| self.roles[i].state.is_locked(now))
+    }
+
+    /// Lifts every lock and count (the lockout was switched off).
+    pub fn unlock_all(&mut self) {
+        if self.roles.iter().any(|s| s.role != 0) {
+            for s in self.roles.iter_mut() {
+                *s = RoleSlot {
+                    role: 0,
+                    state: LockoutState::default(),
+                };
+            }
+            self.generation += 1;
+        }
+    }
+
     /// Whether `role` has a slot (failures counted or a lock).
     pub fn tracks(&self, role: u32) -> bool {
         self.role_slot(role).is_some()
