@@ -92,12 +92,16 @@ pub unsafe fn authenticate(user_name: *const c_char, status: i32) -> Verdict {
     {
         return Verdict::default();
     }
+    wait_until_loaded();
+    // Most logins: right password, no role with failures or a lock. Nothing to look up.
+    if status == pg_sys::STATUS_OK as i32 && state::read(|s| s.roles_in_use == 0).unwrap_or(true) {
+        return Verdict::default();
+    }
     let role = unsafe { pg_sys::get_role_oid(user_name, true) };
     let name = unsafe { CStr::from_ptr(user_name) }.to_string_lossy();
     if role == pg_sys::InvalidOid || unsafe { exempt(role, &name) } {
         return Verdict::default();
     }
-    wait_until_loaded();
     let role = u32::from(role);
     // SAFETY: reads the clock.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };

@@ -66,6 +66,8 @@ pub struct Credentials {
     pub untracked_total: u64,
     pub history_evicted_total: u64,
     pub unlocks_total: u64,
+    /// Role slots taken, as of the last change: 0 lets a successful login skip everything.
+    pub roles_in_use: u32,
     pub roles: [RoleSlot; ROLE_SLOTS],
     pub history: [HistorySlot; HISTORY_SLOTS],
 }
@@ -124,7 +126,12 @@ pub fn read<R>(f: impl FnOnce(&Credentials) -> R) -> Option<R> {
 /// Changes the state under its lock, exclusive.
 pub fn write<R>(f: impl FnOnce(&mut Credentials) -> R) -> Option<R> {
     // SAFETY: the one writer, under the exclusive lock.
-    locked(pg_sys::LWLockMode::LW_EXCLUSIVE, |s| f(unsafe { &mut *s }))
+    locked(pg_sys::LWLockMode::LW_EXCLUSIVE, |s| {
+        let s = unsafe { &mut *s };
+        let out = f(s);
+        s.roles_in_use = s.roles.iter().filter(|r| r.role != 0).count() as u32;
+        out
+    })
 }
 
 impl Credentials {
