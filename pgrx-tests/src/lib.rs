@@ -844,69 +844,6 @@ pub fn wait_for_todays_partition(client: &mut Client) {
     });
 }
 
-/// Switches WAL and waits until the archiver has stored everything up to the switch.
-pub fn archive_now(db: &mut Client) {
-    let segment: String = db
-        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
-        .expect("pg_switch_wal")
-        .get(0);
-    wait_for("the archiver", || {
-        let last: Option<String> = db
-            .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
-            .expect("pg_stat_archiver")
-            .get(0);
-        last.filter(|l| *l >= segment).map(|_| ())
-    });
-}
-
-/// Settings for restore drills into `dir` with the admin-toolkit binary the server can run.
-pub fn drill_settings(dir: &Path) -> Vec<String> {
-    vec![
-        format!("admin_toolkit.drill_directory = '{}'", dir.display()),
-        format!(
-            "admin_toolkit.cli_path = '{}'",
-            cli_for_postgres().display()
-        ),
-    ]
-}
-
-/// Waits until at least `at_least` rows of the audit log satisfy `condition`.
-pub fn wait_for_audit(db: &mut Client, condition: &str, at_least: i64) {
-    wait_for(&format!("{at_least} audit rows where {condition}"), || {
-        (audit_count(db, condition) >= at_least).then_some(())
-    });
-}
-
-/// A preloaded cluster with scram-sha-256 on 127.0.0.1, every statement logged (so tests can
-/// grep the log for secrets), 1 s collection and read-summary intervals, `extra` settings, and
-/// the extension created.
-pub fn secure_cluster(extra: &[&str]) -> Cluster {
-    let mut settings = vec![
-        "admin_toolkit.collection_interval = 1".to_string(),
-        "admin_toolkit.audit_read_interval = 1".to_string(),
-        "log_statement = 'all'".to_string(),
-    ];
-    settings.extend(extra.iter().map(|s| s.to_string()));
-    let cluster = Cluster::start_with(ClusterOptions {
-        settings,
-        scram: true,
-        ..ClusterOptions::default()
-    });
-    cluster
-        .connect("postgres")
-        .batch_execute("CREATE EXTENSION admin_toolkit")
-        .unwrap();
-    cluster
-}
-
-/// Rows of the audit log where `condition` holds.
-pub fn audit_count(client: &mut Client, condition: &str) -> i64 {
-    count(
-        client,
-        &format!("SELECT count(*) FROM admin_toolkit.security_audit_log WHERE {condition}"),
-    )
-}
-
 pub fn count(client: &mut Client, query: &str) -> i64 {
     client
         .query_one(query, &[])
@@ -919,19 +856,8 @@ pub fn occurrences(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
 }
 
-/// A key file `<dir>/<id>.key` holding `hex`, owned by the postgres OS user, mode 0600, as the
-/// server requires.
-pub fn write_key(dir: &Path, id: &str, hex: &str) {
-    fs::create_dir_all(dir).unwrap();
-    let path = dir.join(format!("{id}.key"));
-    fs::write(&path, hex).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-    let name = std::ffi::CString::new("postgres").unwrap();
-    // SAFETY: getpwnam returns a pointer to static storage or null.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    if !pw.is_null() && is_root() {
-        // SAFETY: pw is not null.
-        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
-        std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
-    }
-}
+mod security;
+pub use security::{assert_secrets_nowhere, audit_count, secure_cluster, wait_for_audit};
+
+mod backup;
+pub use backup::{archive_now, drill_settings, write_key};

@@ -4,7 +4,8 @@
 
 use admin_toolkit_core::credentials::{history_hash, SecretKind};
 use admin_toolkit_it::{
-    audit_count, bindir, count, secure_cluster, wait_for, wait_for_audit, Cluster,
+    assert_secrets_nowhere, audit_count, bindir, count, secure_cluster, wait_for, wait_for_audit,
+    Cluster,
 };
 use postgres::error::SqlState;
 use std::io::Write;
@@ -154,23 +155,7 @@ fn reused_passwords_are_refused_within_history_and_interval_and_only_salted_hash
     });
 
     // No password anywhere: not in a table, not in the server log.
-    let stored: Vec<String> = db
-        .query(
-            "SELECT concat_ws(' ', query_text, error_message, additional_info::text) FROM admin_toolkit.security_audit_log",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let log = cluster.server_log();
-    for secret in [P1, P2, P3] {
-        assert!(
-            !stored.iter().any(|s| s.contains(secret)),
-            "{secret} reached the audit log"
-        );
-        assert!(!log.contains(secret), "{secret} reached the server log");
-    }
+    assert_secrets_nowhere(&cluster, &mut db, &[P1, P2, P3]);
     assert!(
         cluster.our_failures().is_empty(),
         "{:?}",

@@ -201,9 +201,7 @@ unsafe fn drop_journal_slot_after(stmt: *mut pg_sys::Node) {
 /// Writes an event into the audit journal, flushed when nothing else would flush it soon; where
 /// WAL cannot be written, into the shared-memory queue.
 pub fn capture(event: &AuditEvent) {
-    if !journal::write(event, journal::needs_flush(event.success)) {
-        queue::push(event);
-    }
+    journal_or_queue(event, journal::needs_flush(event.success));
 }
 
 #[pg_guard]
@@ -218,13 +216,14 @@ unsafe extern "C-unwind" fn client_authentication(port: *mut pg_sys::libpq::be::
         let names = crate::compat::client_port::client_port(port);
         let ok = status == pg_sys::STATUS_OK as i32;
         let verdict = lockout::authenticate(names.user_name, status);
-        if queue::available() {
+        let audit_login = settings::AUDIT_LOGINS.get();
+        if queue::available() && (audit_login || verdict.locked_now) {
             let mut event = session_event(names.user_name, names.user_name, names.database_name);
             event.client_ip.set_cstr(names.remote_host);
             event.application.set_cstr(names.application_name);
             event.object_type.set(b"database");
             event.object.set_cstr(names.database_name);
-            if settings::AUDIT_LOGINS.get() {
+            if audit_login {
                 event.operation.set(b"LOGIN");
                 event.success = ok && !verdict.refused;
                 if verdict.locked && !verdict.locked_now {
@@ -234,7 +233,7 @@ unsafe extern "C-unwind" fn client_authentication(port: *mut pg_sys::libpq::be::
                 }
                 // A failed login is on disk before the client hears of it; a successful one is
                 // flushed with the session's first commit or by the WAL writer.
-                capture_flushed_if_failed(&event);
+                journal_or_queue(&event, !event.success);
             }
             if verdict.locked_now {
                 event.operation.set(b"ROLE_LOCKED");
@@ -258,10 +257,8 @@ unsafe extern "C-unwind" fn client_authentication(port: *mut pg_sys::libpq::be::
     }
 }
 
-fn capture_flushed_if_failed(event: &AuditEvent) {
-    journal_or_queue(event, !event.success);
-}
-
+/// Writes an event into the audit journal, flushed or not; where WAL cannot be written, into the
+/// shared-memory queue.
 fn journal_or_queue(event: &AuditEvent, flush: bool) {
     if !journal::write(event, flush) {
         queue::push(event);

@@ -105,16 +105,16 @@ fn unlock_role(p_role: Option<&str>) -> bool {
     // SAFETY: reads the current user's role attributes and the recovery state.
     if unsafe { pg_sys::superuser() && !pg_sys::RecoveryInProgress() } {
         Spi::run_with_args(
-            "WITH ending AS ( \
-                 UPDATE admin_toolkit.role_lockouts \
-                    SET valid_until_locked = false, failed_logins = 0, first_failure_at = NULL, \
-                        locked_at = NULL, locked_until = NULL \
-                  WHERE role_oid OPERATOR(pg_catalog.=) $1 AND valid_until_locked \
-                 RETURNING role_oid, saved_valid_until) \
-             UPDATE pg_catalog.pg_authid a SET rolvaliduntil = e.saved_valid_until \
-               FROM ending e \
-              WHERE a.oid OPERATOR(pg_catalog.=) e.role_oid \
-                AND a.rolvaliduntil OPERATOR(pg_catalog.=) '-infinity'::pg_catalog.timestamptz",
+            &format!(
+                "WITH ending AS ( \
+                     UPDATE admin_toolkit.role_lockouts \
+                        SET valid_until_locked = false, failed_logins = 0, first_failure_at = NULL, \
+                            locked_at = NULL, locked_until = NULL \
+                      WHERE role_oid OPERATOR(pg_catalog.=) $1 AND valid_until_locked \
+                     RETURNING role_oid, saved_valid_until) \
+                 {}",
+                super::duty::give_back_valid_until("ending")
+            ),
             &[role.into()],
         )
         .unwrap_or_else(|e| ToolkitError::wrong_state(e.to_string()).raise());

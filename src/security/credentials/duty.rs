@@ -173,6 +173,18 @@ fn keep(persisted: Option<u64>) -> spi::Result<u64> {
     Ok(generation)
 }
 
+/// The statement giving roles their own VALID UNTIL back, for the rows (`role_oid`,
+/// `saved_valid_until`) of `source`; a value changed since the lock (no longer '-infinity') is
+/// left as it is. Every place that lifts a catalog lock uses it.
+pub fn give_back_valid_until(source: &str) -> String {
+    format!(
+        "UPDATE pg_catalog.pg_authid a SET rolvaliduntil = e.saved_valid_until \
+           FROM {source} e \
+          WHERE a.oid OPERATOR(pg_catalog.=) e.role_oid \
+            AND a.rolvaliduntil OPERATOR(pg_catalog.=) '-infinity'::pg_catalog.timestamptz"
+    )
+}
+
 /// A locked role's password counts as expired (`rolvaliduntil = '-infinity'`, its own value
 /// kept in role_lockouts) until the lock ends: PostgreSQL's own password check then fails, with
 /// its own message and its mock SCRAM exchange, so a right password gets exactly what a wrong
@@ -197,21 +209,17 @@ fn lock_in_catalog() -> spi::Result<()> {
          SELECT pg_catalog.count(*) FROM applied",
     )?
     .unwrap_or(0);
-    let unlocked = Spi::get_one::<i64>(
+    let unlocked = Spi::get_one::<i64>(&format!(
         "WITH ending AS ( \
              UPDATE admin_toolkit.role_lockouts SET valid_until_locked = false \
               WHERE valid_until_locked \
                 AND NOT (locked_at IS NOT NULL \
                          AND (locked_until IS NULL OR locked_until OPERATOR(pg_catalog.>) pg_catalog.now())) \
              RETURNING role_oid, saved_valid_until), \
-         restored AS ( \
-             UPDATE pg_catalog.pg_authid a SET rolvaliduntil = e.saved_valid_until \
-               FROM ending e \
-              WHERE a.oid OPERATOR(pg_catalog.=) e.role_oid \
-                AND a.rolvaliduntil OPERATOR(pg_catalog.=) '-infinity'::timestamptz \
-             RETURNING a.oid) \
+         restored AS ({} RETURNING a.oid) \
          SELECT pg_catalog.count(*) FROM restored",
-    )?
+        give_back_valid_until("ending")
+    ))?
     .unwrap_or(0);
     Spi::run(
         "DELETE FROM admin_toolkit.role_lockouts \

@@ -76,12 +76,9 @@ pub unsafe fn release_before_drop(stmt: *mut pgrx::pg_sys::Node) {
     if present != Ok(Some(true)) {
         return;
     }
-    pgrx::Spi::run(
-        "UPDATE pg_catalog.pg_authid a SET rolvaliduntil = l.saved_valid_until \
-           FROM admin_toolkit.role_lockouts l \
-          WHERE l.valid_until_locked AND a.oid OPERATOR(pg_catalog.=) l.role_oid \
-            AND a.rolvaliduntil OPERATOR(pg_catalog.=) '-infinity'::pg_catalog.timestamptz",
-    )
+    pgrx::Spi::run(&duty::give_back_valid_until(
+        "(SELECT role_oid, saved_valid_until FROM admin_toolkit.role_lockouts WHERE valid_until_locked)",
+    ))
     .unwrap_or_else(|e| crate::error::ToolkitError::wrong_state(e.to_string()).raise());
     state::write(|s| s.unlock_all());
 }
